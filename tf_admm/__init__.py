@@ -1,0 +1,32 @@
+"""tf-admm: ADMM weight pruning and quantization for TensorFlow/Keras (tf_keras)."""
+
+from tf_admm import projections
+from tf_admm.compat import keras, tf
+from tf_admm.registry import CompressibleLayer
+from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
+from tf_admm.strip import strip
+from tf_admm.training import AdmmModel, AdmmUpdate, Phase, admm_wrap, callbacks, wrappers
+from tf_admm.wrapper import AdmmWrapper, Target
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AdmmModel",
+    "AdmmUpdate",
+    "AdmmWrapper",
+    "CompressibleLayer",
+    "Phase",
+    "RhoSchedule",
+    "Rule",
+    "Spec",
+    "SpecError",
+    "Target",
+    "Unit",
+    "admm_wrap",
+    "callbacks",
+    "keras",
+    "projections",
+    "strip",
+    "tf",
+    "wrappers",
+]

@@ -1,0 +1,74 @@
+"""Projection onto the set of tensors with at most ``k`` nonzero entries."""
+
+import math
+
+import tensorflow as tf
+
+
+def keep_count(size: int, sparsity: float) -> int:
+    """Number of entries to keep so that a tensor of ``size`` entries has ``sparsity``.
+
+    ``round(size * (1 - sparsity))``, but never 0 for a sparsity below 1: a layer that keeps
+    nothing cuts the network. Rounding is to the nearest integer with halves rounded up, so the
+    count does not depend on Python's banker's rounding.
+
+    Args:
+      size: number of entries of the tensor, >= 1.
+      sparsity: fraction of entries pruned, in [0, 1).
+
+    Returns:
+      The number of entries kept, in [1, size].
+
+    Raises:
+      ValueError: if ``size`` < 1 or ``sparsity`` is outside [0, 1).
+    """
+    if size < 1:
+        raise ValueError(f"Expected size >= 1; received: size={size}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"Expected sparsity in [0, 1); received: sparsity={sparsity}")
+    return min(size, max(1, math.floor(size * (1.0 - sparsity) + 0.5)))
+
+
+def top_k_mask(x: tf.Tensor, k: int) -> tf.Tensor:
+    """0/1 mask of the ``k`` entries of ``x`` with the largest magnitude.
+
+    Exactly ``k`` entries are 1. Among equal magnitudes the entry with the lower index in
+    row-major (flattened) order is kept, so the result is deterministic.
+
+    Args:
+      x: a tensor of any shape.
+      k: number of entries to keep, 0 <= k <= size of ``x``.
+
+    Returns:
+      A tensor of ``x``'s shape and dtype holding exactly ``k`` ones.
+    """
+    x = tf.convert_to_tensor(x)
+    flat = tf.reshape(tf.abs(x), [-1])
+    size = flat.shape[0]
+    if size is not None and not 0 <= k <= size:
+        raise ValueError(f"Expected k in [0, {size}]; received: k={k}")
+    # tf.math.top_k is stable: among equal values the lower index comes first.
+    _, indices = tf.math.top_k(flat, k=k, sorted=False)
+    ones = tf.ones([k], dtype=x.dtype)
+    mask = tf.scatter_nd(indices[:, None], ones, shape=tf.shape(flat, out_type=indices.dtype))
+    return tf.reshape(mask, tf.shape(x))
+
+
+def project_top_k(x: tf.Tensor, k: int) -> tf.Tensor:
+    """Euclidean projection onto the tensors with at most ``k`` nonzero entries.
+
+    Solves ``argmin_{z : ||z||_0 <= k} ||z - x||_2^2``: keep the ``k`` entries of largest
+    magnitude and zero the rest (ties as in ``top_k_mask``).
+
+    Example:
+      >>> project_top_k(tf.constant([0.5, -2.0, 1.0, 0.1]), 2).numpy()
+      array([ 0., -2.,  1.,  0.], dtype=float32)
+
+    Args:
+      x: a tensor of any shape.
+      k: number of entries to keep.
+
+    Returns:
+      The projection, of ``x``'s shape and dtype.
+    """
+    return x * top_k_mask(x, k)

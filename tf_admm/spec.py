@@ -1,0 +1,344 @@
+"""What to compress and how: the ADMM compression spec.
+
+A :class:`Spec` is a list of per-layer :class:`Rule` objects (matched by layer name, regular
+expression or layer type; the first matching rule wins), an optional default rule for every
+other layer with compressible weights, the penalty parameter rho and its schedule, and the
+timing of the ADMM updates. Everything is a frozen dataclass validated on construction and
+round-trips through plain dicts and JSON.
+
+Example:
+  >>> spec = Spec(
+  ...     rules=(Rule(name="conv1", sparsity=0.8), Rule(layer_type="Dense", ratio=50)),
+  ...     rho=RhoSchedule(initial=1e-3, multiplier=1.5),
+  ...     update_every=1, update_unit="epoch", admm_rounds=8)
+  >>> Spec.from_json(spec.to_json()) == spec
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["Rule", "RhoSchedule", "Spec", "SpecError", "Unit"]
+
+
+class SpecError(ValueError):
+    """A spec, rule or schedule was given a value outside what it accepts."""
+
+
+class Unit(str, enum.Enum):
+    """Unit of the interval between ADMM updates."""
+
+    STEP = "step"
+    EPOCH = "epoch"
+
+
+def _fail(where: str, expected: str, field: str, value: Any) -> SpecError:
+    return SpecError(f"{where}: Expected {expected}; received: {field}={value!r}")
+
+
+def _check_positive_number(where: str, field: str, value: Any, *, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(where, f"{field} to be a finite number", field, value)
+    if value <= 0:
+        raise _fail(where, f"{field} > 0", field, value)
+
+
+def _check_positive_int(where: str, field: str, value: Any):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(where, f"{field} to be an integer >= 1", field, value)
+
+
+def _from_mapping(cls, where: str, config: Any):
+    """Builds dataclass ``cls`` from a mapping, refusing unknown keys by name."""
+    if not isinstance(config, Mapping):
+        raise _fail(where, f"a mapping of {cls.__name__} fields", "config", config)
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise SpecError(
+            f"{where}: Expected fields among {sorted(allowed)}; received unknown field(s) {unknown}"
+        )
+    return cls(**config)
+
+
+@dataclasses.dataclass(frozen=True)
+class RhoSchedule:
+    """Penalty parameter rho of the augmented Lagrangian, per ADMM round.
+
+    ``rho(r) = min(initial * multiplier**r, maximum)`` for round ``r = 0, 1, ...``: constant when
+    ``multiplier == 1``, growing geometrically (the progressive ADMM of Ye et al. 2018) when > 1.
+
+    Attributes:
+      initial: rho in the first round, > 0.
+      multiplier: factor applied after each round, >= 1.
+      maximum: optional cap, >= initial.
+    """
+
+    initial: float = 1e-3
+    multiplier: float = 1.0
+    maximum: float | None = None
+
+    def __post_init__(self):
+        where = "RhoSchedule"
+        _check_positive_number(where, "initial", self.initial)
+        _check_positive_number(where, "multiplier", self.multiplier)
+        if self.multiplier < 1:
+            raise _fail(where, "multiplier >= 1 (rho never shrinks)", "multiplier", self.multiplier)
+        _check_positive_number(where, "maximum", self.maximum, allow_none=True)
+        if self.maximum is not None and self.maximum < self.initial:
+            raise _fail(where, f"maximum >= initial ({self.initial})", "maximum", self.maximum)
+
+    def __call__(self, round_index: int, initial: float | None = None) -> float:
+        """Rho for ``round_index``, optionally starting from a per-layer ``initial`` value."""
+        value = (self.initial if initial is None else initial) * self.multiplier**round_index
+        return value if self.maximum is None else min(value, self.maximum)
+
+    def get_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RhoSchedule:
+        return _from_mapping(cls, "RhoSchedule", config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How to compress the layers that one rule matches.
+
+    Give at most one matcher: ``name`` (exact layer name), ``pattern`` (regular expression that
+    must match the whole layer name) or ``layer_type`` (class name, e.g. ``"Conv2D"``; subclasses
+    do not match, so ``"Conv2D"`` leaves ``DepthwiseConv2D`` alone). A rule with no matcher is
+    only valid as :attr:`Spec.default`.
+
+    Give the pruning target either as ``sparsity`` (fraction of weights pruned, in [0, 1)) or
+    as ``ratio`` (compression ratio = total / kept weights, >= 1).
+
+    Attributes:
+      name: exact layer name.
+      pattern: regular expression matched against the whole layer name.
+      layer_type: layer class name.
+      sparsity: fraction of the targeted weights set to zero.
+      ratio: pruning ratio, equivalent to ``sparsity = 1 - 1 / ratio``.
+      rho: this rule's initial rho, overriding ``Spec.rho.initial``.
+      weights: attribute names of the weights to compress (e.g. ``("kernel",)``); by default
+        the layer's registered compressible weights.
+    """
+
+    name: str | None = None
+    pattern: str | None = None
+    layer_type: str | None = None
+    sparsity: float | None = None
+    ratio: float | None = None
+    rho: float | None = None
+    weights: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        where = f"Rule({self.describe()})"
+        for field in ("name", "pattern", "layer_type"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise _fail(where, f"{field} to be a non-empty string", field, value)
+        matchers = [f for f in ("name", "pattern", "layer_type") if getattr(self, f) is not None]
+        if len(matchers) > 1:
+            raise SpecError(
+                f"{where}: Expected at most one of name, pattern, layer_type; "
+                f"received: {', '.join(f'{f}={getattr(self, f)!r}' for f in matchers)}"
+            )
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise _fail(where, f"a valid regular expression ({error})", "pattern", self.pattern)
+        if self.sparsity is not None and self.ratio is not None:
+            raise SpecError(
+                f"{where}: Expected one of sparsity or ratio; received: "
+                f"sparsity={self.sparsity!r}, ratio={self.ratio!r}"
+            )
+        if self.sparsity is not None:
+            if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
+                raise _fail(where, "sparsity to be a number in [0, 1)", "sparsity", self.sparsity)
+            if not 0 <= self.sparsity < 1:
+                raise _fail(where, "sparsity in [0, 1)", "sparsity", self.sparsity)
+        if self.ratio is not None:
+            if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
+                raise _fail(where, "ratio to be a number >= 1", "ratio", self.ratio)
+            if not (math.isfinite(self.ratio) and self.ratio >= 1):
+                raise _fail(where, "ratio >= 1", "ratio", self.ratio)
+        if self.sparsity is None and self.ratio is None:
+            raise SpecError(
+                f"{where}: Expected a compression target: sparsity (fraction pruned, in [0, 1)) "
+                "or ratio (>= 1); received neither"
+            )
+        _check_positive_number(where, "rho", self.rho, allow_none=True)
+        if self.weights is not None:
+            if isinstance(self.weights, str) or not isinstance(self.weights, Sequence):
+                raise _fail(
+                    where, "weights to be a list of attribute names", "weights", self.weights
+                )
+            if not self.weights or not all(isinstance(w, str) and w for w in self.weights):
+                raise _fail(where, "a non-empty list of attribute names", "weights", self.weights)
+            object.__setattr__(self, "weights", tuple(self.weights))
+
+    @property
+    def target_sparsity(self) -> float:
+        """Fraction of weights pruned, whichever way the target was given."""
+        if self.sparsity is not None:
+            return float(self.sparsity)
+        return 1.0 - 1.0 / float(self.ratio)
+
+    @property
+    def has_matcher(self) -> bool:
+        return self.name is not None or self.pattern is not None or self.layer_type is not None
+
+    def describe(self) -> str:
+        for field in ("name", "pattern", "layer_type"):
+            value = getattr(self, field, None)
+            if value is not None:
+                return f"{field}={value!r}"
+        return "default"
+
+    def matches(self, layer_name: str, layer_class: str) -> bool:
+        if self.name is not None:
+            return layer_name == self.name
+        if self.pattern is not None:
+            return re.fullmatch(self.pattern, layer_name) is not None
+        if self.layer_type is not None:
+            return layer_class == self.layer_type
+        return True
+
+    def get_config(self) -> dict[str, Any]:
+        config = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if "weights" in config:
+            config["weights"] = list(config["weights"])
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Rule:
+        return _from_mapping(cls, "Rule", config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A whole ADMM compression run.
+
+    Training runs in phases: ``admm_rounds`` ADMM rounds, each ``update_every`` steps or epochs
+    of W-steps with the penalty ``rho/2 ||W - Z + U||^2`` followed by the Z/U update; then a
+    hard projection; then masked retraining for the rest of training.
+
+    Attributes:
+      rules: per-layer rules; the first rule that matches a layer applies. Every rule must
+        match at least one layer.
+      default: rule for every compressible layer that no rule matches (no matcher allowed);
+        None leaves such layers alone.
+      rho: the rho schedule over ADMM rounds.
+      update_every: length of an ADMM round, in ``update_unit``.
+      update_unit: ``"step"`` or ``"epoch"``.
+      admm_rounds: number of Z/U updates before the hard projection.
+    """
+
+    rules: tuple[Rule, ...] = ()
+    default: Rule | None = None
+    rho: RhoSchedule = dataclasses.field(default_factory=RhoSchedule)
+    update_every: int = 1
+    update_unit: Unit = Unit.EPOCH
+    admm_rounds: int = 10
+
+    def __post_init__(self):
+        if isinstance(self.rules, Rule) or not isinstance(self.rules, Sequence):
+            raise _fail("Spec", "rules to be a list of Rule", "rules", self.rules)
+        rules = tuple(Rule.from_config(r) if isinstance(r, Mapping) else r for r in self.rules)
+        for index, rule in enumerate(rules):
+            if not isinstance(rule, Rule):
+                raise _fail("Spec", "each rule to be a Rule or a mapping", f"rules[{index}]", rule)
+            if not rule.has_matcher:
+                raise SpecError(
+                    f"Spec: Expected rules[{index}] to have one of name, pattern, layer_type "
+                    "(use Spec.default for a rule that applies to every other layer); "
+                    f"received: rules[{index}]={rule!r}"
+                )
+        object.__setattr__(self, "rules", rules)
+        default = self.default
+        if isinstance(default, Mapping):
+            default = Rule.from_config(default)
+            object.__setattr__(self, "default", default)
+        if default is not None:
+            if not isinstance(default, Rule):
+                raise _fail("Spec", "default to be a Rule or None", "default", default)
+            if default.has_matcher:
+                raise _fail("Spec", "a default rule without matcher", "default", default)
+        if not rules and default is None:
+            raise SpecError("Spec: Expected at least one rule or a default rule; received none")
+        rho = self.rho
+        if isinstance(rho, Mapping):
+            rho = RhoSchedule.from_config(rho)
+        elif isinstance(rho, (int, float)) and not isinstance(rho, bool):
+            _check_positive_number("Spec", "rho", rho)
+            rho = RhoSchedule(initial=float(rho))
+        if not isinstance(rho, RhoSchedule):
+            raise _fail("Spec", "rho to be a number > 0, a RhoSchedule or a mapping", "rho", rho)
+        object.__setattr__(self, "rho", rho)
+        _check_positive_int("Spec", "update_every", self.update_every)
+        _check_positive_int("Spec", "admm_rounds", self.admm_rounds)
+        try:
+            object.__setattr__(self, "update_unit", Unit(self.update_unit))
+        except ValueError:
+            raise _fail(
+                "Spec", f"update_unit in {[u.value for u in Unit]}", "update_unit", self.update_unit
+            ) from None
+
+    def rule_for(self, layer_name: str, layer_class: str) -> tuple[int | None, Rule | None]:
+        """The rule that applies to a layer and its index (None for the default rule)."""
+        for index, rule in enumerate(self.rules):
+            if rule.matches(layer_name, layer_class):
+                return index, rule
+        return None, self.default
+
+    def to_dict(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "rules": [r.get_config() for r in self.rules],
+            "rho": self.rho.get_config(),
+            "update_every": self.update_every,
+            "update_unit": self.update_unit.value,
+            "admm_rounds": self.admm_rounds,
+        }
+        if self.default is not None:
+            config["default"] = self.default.get_config()
+        return config
+
+    get_config = to_dict
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> Spec:
+        return _from_mapping(cls, "Spec", config)
+
+    from_config = from_dict
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> Spec:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SpecError(f"Spec: Expected JSON text; received invalid JSON ({error})") from None
+        return cls.from_dict(config)
+
+    @classmethod
+    def from_file(cls, path: str) -> Spec:
+        """Reads a spec from a JSON file."""
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            return cls.from_json(text)
+        except SpecError as error:
+            raise SpecError(f"{path}: {error}") from None

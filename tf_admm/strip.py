@@ -1,0 +1,34 @@
+"""Back from an ADMM model to a plain Keras model with the compressed weights."""
+
+from __future__ import annotations
+
+from tf_admm import cloning
+from tf_admm.compat import keras
+from tf_admm.wrapper import AdmmWrapper
+
+__all__ = ["strip"]
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """A plain ``tf_keras`` model of the same architecture with the effective weights.
+
+    Pruned weights are exactly zero in the result. The ADMM model is left untouched.
+
+    Args:
+      model: an ADMM model (from ``admm_wrap``), or any built functional/Sequential model
+        containing ADMM wrappers.
+
+    Returns:
+      A ``keras.Model`` (or ``keras.Sequential``) without any tf-admm layer.
+    """
+
+    def unwrap(layer):
+        inner = layer.layer if isinstance(layer, AdmmWrapper) else layer
+        return cloning.copy_layer(inner)
+
+    def fill(old, new):
+        new.set_weights(
+            old.stripped_weights() if isinstance(old, AdmmWrapper) else old.get_weights()
+        )
+
+    return cloning.rebuild(model, unwrap, fill)

@@ -1,0 +1,308 @@
+"""The ADMM model: penalty in the training step, Z/U updates and the phase machine.
+
+``admm_wrap(model, spec)`` returns an :class:`AdmmModel`: a functional copy of ``model`` whose
+targeted layers sit in :class:`~tf_admm.wrapper.AdmmWrapper` and whose ``train_step`` adds
+``sum_i rho_i / 2 * ||W_i - Z_i + U_i||^2`` to the loss inside the gradient tape. The
+:class:`AdmmUpdate` callback (from :func:`callbacks`) drives the phases between steps:
+
+1. ``Phase.ADMM``: every ``spec.update_every`` steps or epochs, ``Z <- P(W + U)``,
+   ``U <- U + W - Z`` and rho moves along its schedule; after ``spec.admm_rounds`` updates,
+2. the hard projection keeps the largest weights for good, and
+3. ``Phase.RETRAIN``: masked retraining without penalty for the rest of training.
+
+All of this state (step, epoch, round, phase and every wrapper's Z, U, mask, rho) is stored in
+Keras variables, so it is saved, loaded and checkpointed with the model.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from typing import Any
+
+from absl import logging
+from tf_keras.src.engine import functional as _functional
+
+from tf_admm import cloning, registry
+from tf_admm.compat import keras, tf
+from tf_admm.spec import Spec, Unit
+from tf_admm.wrapper import AdmmWrapper, Target
+
+__all__ = ["AdmmModel", "AdmmUpdate", "Phase", "admm_wrap", "callbacks", "wrappers"]
+
+
+class Phase(enum.IntEnum):
+    """Where a model is in its compression run."""
+
+    ADMM = 0
+    RETRAIN = 1
+
+
+def wrappers(model: keras.Model) -> list[AdmmWrapper]:
+    """Every ADMM wrapper in ``model``, nested models included, in layer order."""
+    return [layer for layer in cloning.leaf_layers(model) if isinstance(layer, AdmmWrapper)]
+
+
+def _plan(model: keras.Model, spec: Spec) -> dict[int, tuple[Target, ...]]:
+    """Resolves the spec against the model: {id(layer): targets}; validates every rule."""
+    plan: dict[int, tuple[Target, ...]] = {}
+    used = [False] * len(spec.rules)
+    layers = list(cloning.leaf_layers(model))
+    for layer in layers:
+        if isinstance(layer, AdmmWrapper):
+            raise ValueError(
+                f"Layer '{layer.name}': Expected an unwrapped model; received a model that is "
+                "already ADMM-wrapped (strip it first with tf_admm.strip)"
+            )
+        index, rule = spec.rule_for(layer.name, type(layer).__name__)
+        if rule is None:
+            continue
+        if index is not None:
+            used[index] = True
+        elif not registry.supports(layer):
+            continue  # The default rule applies only to layers that have compressible weights.
+        where = f"rules[{index}] ({rule.describe()})" if index is not None else "default rule"
+        try:
+            names = rule.weights or registry.compressible_weights(layer)
+        except ValueError as error:
+            raise ValueError(f"Spec {where} matches layer '{layer.name}': {error}") from None
+        for name in names:
+            if not isinstance(getattr(layer, name, None), tf.Variable):
+                raise ValueError(
+                    f"Spec {where}, layer '{layer.name}' ({type(layer).__name__}): Expected "
+                    f"weights among the layer's variable attributes "
+                    f"{sorted(a for a, v in vars(layer).items() if isinstance(v, tf.Variable))}; "
+                    f"received: weights={list(names)!r}"
+                )
+        rho = rule.rho if rule.rho is not None else spec.rho.initial
+        plan[id(layer)] = tuple(Target(n, rule.target_sparsity, float(rho)) for n in names)
+    for index, rule in enumerate(spec.rules):
+        if not used[index]:
+            candidates = [f"{la.name} ({type(la).__name__})" for la in layers]
+            raise ValueError(
+                f"Spec rules[{index}] ({rule.describe()}) matches no layer of model "
+                f"'{model.name}'; its layers are: {', '.join(candidates)}"
+            )
+    if not plan:
+        raise ValueError(f"Spec matches no compressible layer of model '{model.name}'")
+    return plan
+
+
+def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
+    """Returns an ADMM-trainable copy of ``model``; ``model`` itself is left untouched.
+
+    Example:
+      >>> spec = tf_admm.Spec(rules=[tf_admm.Rule(layer_type="Dense", sparsity=0.9)])
+      >>> admm = tf_admm.admm_wrap(model, spec)
+      >>> admm.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+      >>> admm.fit(x, y, epochs=15, callbacks=tf_admm.callbacks())
+      >>> plain = tf_admm.strip(admm)
+
+    Args:
+      model: a built Sequential or Functional ``tf_keras`` model (nested models allowed).
+      spec: a :class:`~tf_admm.Spec` or its dict form.
+
+    Returns:
+      An :class:`AdmmModel` with the same weights, ready to compile and fit.
+
+    Raises:
+      ValueError: naming the rule, layer and field, when the spec does not fit the model.
+    """
+    if not isinstance(spec, Spec):
+        spec = Spec.from_dict(spec)
+    cloning.check_built(model)
+    plan = _plan(model, spec)
+
+    def wrap(layer):
+        copy = cloning.copy_layer(layer)
+        return AdmmWrapper(copy, plan[id(layer)]) if id(layer) in plan else copy
+
+    def fill(old, new):
+        if isinstance(new, AdmmWrapper):
+            new.layer.set_weights(old.get_weights())
+            new.initialize()
+        else:
+            new.set_weights(old.get_weights())
+
+    clone = cloning.rebuild(model, wrap, fill)
+    return AdmmModel(inputs=clone.inputs, outputs=clone.outputs, name=model.name, spec=spec)
+
+
+@keras.utils.register_keras_serializable(package="tf_admm")
+class AdmmModel(keras.Model):
+    """A functional model trained with ADMM. Build it with :func:`admm_wrap`."""
+
+    def __init__(self, *args, spec: Spec | dict[str, Any] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if spec is None:
+            raise ValueError("AdmmModel: Expected spec; received: spec=None (use admm_wrap)")
+        self.spec = spec if isinstance(spec, Spec) else Spec.from_dict(spec)
+        self._wrappers = wrappers(self)
+        state = dict(shape=(), dtype=tf.int64, initializer="zeros", trainable=False)
+        self.admm_step = self.add_weight(
+            name="admm_step", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, **state
+        )
+        self.admm_epoch = self.add_weight(name="admm_epoch", **state)
+        self.admm_round = self.add_weight(name="admm_round", **state)
+        self.admm_phase = self.add_weight(name="admm_phase", **state)
+        self._loss_tracker = keras.metrics.Mean(name="loss")
+        self._penalty_tracker = keras.metrics.Mean(name="admm_penalty")
+        self._primal_tracker = keras.metrics.Mean(name="primal_residual")
+
+    @property
+    def admm_wrappers(self) -> list[AdmmWrapper]:
+        return list(self._wrappers)
+
+    @property
+    def phase(self) -> Phase:
+        return Phase(int(self.admm_phase.numpy()))
+
+    @property
+    def metrics(self):
+        return [self._loss_tracker, self._penalty_tracker, self._primal_tracker] + [
+            m for m in super().metrics if m.name != "loss"
+        ]
+
+    def admm_penalty(self) -> tf.Tensor:
+        """sum_i rho_i / 2 ||W_i - Z_i + U_i||^2 while in the ADMM phase, else 0."""
+        in_admm = tf.cast(tf.equal(self.admm_phase, int(Phase.ADMM)), tf.float32)
+        return in_admm * tf.add_n([w.penalty() for w in self._wrappers])
+
+    def primal_residual(self) -> tf.Tensor:
+        """||W - Z|| / ||W|| over all compressed weights."""
+        parts = [w.residual_parts() for w in self._wrappers]
+        gap = tf.add_n([p[0] for p in parts])
+        size = tf.add_n([p[1] for p in parts])
+        return tf.sqrt(gap / tf.maximum(size, 1e-30))
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            task_loss = self.compute_loss(x, y, y_pred, sample_weight)
+            penalty = self.admm_penalty()
+            # compute_loss already divides by the number of replicas (gradients are summed).
+            loss = task_loss + penalty / replicas
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        self.admm_step.assign_add(1)
+        self._loss_tracker.update_state(task_loss * replicas + penalty)
+        self._penalty_tracker.update_state(penalty)
+        self._primal_tracker.update_state(self.primal_residual())
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        logs = {k: v for k, v in logs.items() if k != "loss"}
+        logs["loss"] = self._loss_tracker.result()
+        logs["admm_penalty"] = self._penalty_tracker.result()
+        logs["primal_residual"] = self._primal_tracker.result()
+        logs["dual_residual"] = tf.add_n([s.dual_residual for w in self._wrappers for s in w.slots])
+        for wrapper in self._wrappers:
+            logs[f"{wrapper.layer.name}_sparsity"] = wrapper.sparsity()
+        return logs
+
+    def fit(self, *args, **kwargs):
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        given = bound.arguments.get("callbacks") or []
+        if not any(isinstance(c, AdmmUpdate) for c in given):
+            raise ValueError(
+                f"Model '{self.name}': Expected the ADMM update callback among the callbacks; "
+                "received none. Add it: model.fit(..., callbacks=tf_admm.callbacks()) or "
+                "callbacks=[..., tf_admm.AdmmUpdate()]"
+            )
+        return super().fit(*args, **kwargs)
+
+    # Phase machine, driven between steps by AdmmUpdate (in cross-replica context).
+
+    def advance(self, unit: Unit) -> dict[str, Any]:
+        """Runs the Z/U update or phase change that is due after one more ``unit``.
+
+        Returns a dict describing what happened (empty if nothing was due).
+        """
+        if unit is not self.spec.update_unit or self.phase is not Phase.ADMM:
+            return {}
+        elapsed = int((self.admm_step if unit is Unit.STEP else self.admm_epoch).numpy())
+        done = int(self.admm_round.numpy())
+        if elapsed < (done + 1) * self.spec.update_every:
+            return {}
+        schedule = self.spec.rho
+        scale = schedule(done + 1) / schedule(done)
+        for wrapper in self._wrappers:
+            wrapper.admm_update(scale)
+        self.admm_round.assign(done + 1)
+        event = {"round": done + 1}
+        if done + 1 >= self.spec.admm_rounds:
+            for wrapper in self._wrappers:
+                wrapper.hard_project()
+            self.admm_phase.assign(int(Phase.RETRAIN))
+            event["hard_projection"] = True
+        return event
+
+    def get_config(self) -> dict[str, Any]:
+        config = _functional.get_network_config(
+            self, config={"name": self.name, "trainable": self.trainable}
+        )
+        config["spec"] = self.spec.to_dict()
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        spec = config.pop("spec")
+        # Keras' own revival of a functional config, as keras.Model.from_config does it, but
+        # handing the spec to the constructor.
+        inputs, outputs, layers = _functional.reconstruct_from_config(config, custom_objects)
+        model = cls(inputs=inputs, outputs=outputs, name=config.get("name"), spec=spec)
+        _functional.connect_ancillary_layers(model, layers)
+        return model
+
+
+class AdmmUpdate(keras.callbacks.Callback):
+    """Runs the Z/U updates and phase changes of an :class:`AdmmModel` during ``fit``."""
+
+    def on_train_begin(self, logs=None):
+        if not isinstance(self.model, AdmmModel):
+            raise ValueError(
+                "AdmmUpdate: Expected to train a model made by tf_admm.admm_wrap; received: "
+                f"model of type {type(self.model).__name__}"
+            )
+
+    def _advance(self, unit: Unit) -> None:
+        event = self.model.advance(unit)
+        if event:
+            rho = [float(s.rho.numpy()) for w in self.model.admm_wrappers for s in w.slots]
+            logging.info(
+                "ADMM round %d/%d done (rho now %.3g..%.3g)%s",
+                event["round"],
+                self.model.spec.admm_rounds,
+                min(rho),
+                max(rho),
+                "; hard projection, masked retraining from here"
+                if "hard_projection" in event
+                else "",
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._advance(Unit.STEP)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.admm_epoch.assign_add(1)
+        self._advance(Unit.EPOCH)
+        if logs is not None:
+            logs["admm_round"] = int(self.model.admm_round.numpy())
+            logs["admm_phase"] = int(self.model.admm_phase.numpy())
+
+
+def callbacks(log_dir: str | None = None, **tensorboard_kwargs) -> list[keras.callbacks.Callback]:
+    """The callbacks an :class:`AdmmModel` needs in ``fit``.
+
+    Args:
+      log_dir: if given, also a TensorBoard callback writing there (ADMM penalty, residuals and
+        per-layer sparsity are among the logged metrics).
+      **tensorboard_kwargs: passed to ``keras.callbacks.TensorBoard``.
+
+    Returns:
+      A list to pass as (or extend) ``fit(callbacks=...)``.
+    """
+    result: list[keras.callbacks.Callback] = [AdmmUpdate()]
+    if log_dir is not None:
+        result.append(keras.callbacks.TensorBoard(log_dir=log_dir, **tensorboard_kwargs))
+    return result
