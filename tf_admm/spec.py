@@ -157,7 +157,8 @@ class Rule:
             try:
                 re.compile(self.pattern)
             except re.error as error:
-                raise _fail(where, f"a valid regular expression ({error})", "pattern", self.pattern)
+                expected = f"a valid regular expression ({error})"
+                raise _fail(where, expected, "pattern", self.pattern) from None
         if self.sparsity is not None and self.ratio is not None:
             raise SpecError(
                 f"{where}: Expected one of sparsity or ratio; received: "
