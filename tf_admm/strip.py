@@ -31,4 +31,7 @@ def strip(model: keras.Model) -> keras.Model:
             old.stripped_weights() if isinstance(old, AdmmWrapper) else old.get_weights()
         )
 
-    return cloning.rebuild(model, unwrap, fill)
+    plain = cloning.rebuild(model, unwrap, fill)
+    if getattr(model, "from_sequential", False):
+        plain = keras.Sequential(plain.layers, name=plain.name)
+    return plain

@@ -125,15 +125,29 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
             new.set_weights(old.get_weights())
 
     clone = cloning.rebuild(model, wrap, fill)
-    return AdmmModel(inputs=clone.inputs, outputs=clone.outputs, name=model.name, spec=spec)
+    return AdmmModel(
+        inputs=clone.inputs,
+        outputs=clone.outputs,
+        name=model.name,
+        spec=spec,
+        from_sequential=isinstance(model, keras.Sequential),
+    )
 
 
 @keras.utils.register_keras_serializable(package="tf_admm")
 class AdmmModel(keras.Model):
     """A functional model trained with ADMM. Build it with :func:`admm_wrap`."""
 
-    def __init__(self, *args, spec: Spec | dict[str, Any] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        spec: Spec | dict[str, Any] | None = None,
+        from_sequential: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
+        # Remembered so that strip() gives back a Sequential model for a Sequential one.
+        self.from_sequential = bool(from_sequential)
         if spec is None:
             raise ValueError("AdmmModel: Expected spec; received: spec=None (use admm_wrap)")
         self.spec = spec if isinstance(spec, Spec) else Spec.from_dict(spec)
@@ -145,9 +159,16 @@ class AdmmModel(keras.Model):
         self.admm_epoch = self.add_weight(name="admm_epoch", **state)
         self.admm_round = self.add_weight(name="admm_round", **state)
         self.admm_phase = self.add_weight(name="admm_phase", **state)
-        self._loss_tracker = keras.metrics.Mean(name="loss")
-        self._penalty_tracker = keras.metrics.Mean(name="admm_penalty")
-        self._primal_tracker = keras.metrics.Mean(name="primal_residual")
+        # Untracked, so that metric state stays out of model.weights and saved files.
+        trackers = [
+            keras.metrics.Mean(name=name)
+            for name in ("loss_with_penalty", "admm_penalty", "primal_residual")
+        ]
+        object.__setattr__(self, "_admm_trackers", trackers)
+        for attribute, tracker in zip(
+            ("_loss_tracker", "_penalty_tracker", "_primal_tracker"), trackers
+        ):
+            object.__setattr__(self, attribute, tracker)
 
     @property
     def admm_wrappers(self) -> list[AdmmWrapper]:
@@ -159,9 +180,8 @@ class AdmmModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self._loss_tracker, self._penalty_tracker, self._primal_tracker] + [
-            m for m in super().metrics if m.name != "loss"
-        ]
+        # Listed here so that Keras resets them every epoch.
+        return super().metrics + self._admm_trackers
 
     def admm_penalty(self) -> tf.Tensor:
         """sum_i rho_i / 2 ||W_i - Z_i + U_i||^2 while in the ADMM phase, else 0."""
@@ -189,8 +209,9 @@ class AdmmModel(keras.Model):
         self._loss_tracker.update_state(task_loss * replicas + penalty)
         self._penalty_tracker.update_state(penalty)
         self._primal_tracker.update_state(self.primal_residual())
-        logs = self.compute_metrics(x, y, y_pred, sample_weight)
-        logs = {k: v for k, v in logs.items() if k != "loss"}
+        self.compiled_metrics.update_state(y, y_pred, sample_weight)
+        logs = {m.name: m.result() for m in super().metrics}
+        # The reported training loss includes the penalty that is being minimised.
         logs["loss"] = self._loss_tracker.result()
         logs["admm_penalty"] = self._penalty_tracker.result()
         logs["primal_residual"] = self._primal_tracker.result()
@@ -198,6 +219,11 @@ class AdmmModel(keras.Model):
         for wrapper in self._wrappers:
             logs[f"{wrapper.layer.name}_sparsity"] = wrapper.sparsity()
         return logs
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        hidden = {m.name for m in self._admm_trackers}
+        return {k: v for k, v in logs.items() if k not in hidden}
 
     def fit(self, *args, **kwargs):
         bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
@@ -241,16 +267,24 @@ class AdmmModel(keras.Model):
             self, config={"name": self.name, "trainable": self.trainable}
         )
         config["spec"] = self.spec.to_dict()
+        config["from_sequential"] = self.from_sequential
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         spec = config.pop("spec")
+        from_sequential = config.pop("from_sequential", False)
         # Keras' own revival of a functional config, as keras.Model.from_config does it, but
         # handing the spec to the constructor.
         inputs, outputs, layers = _functional.reconstruct_from_config(config, custom_objects)
-        model = cls(inputs=inputs, outputs=outputs, name=config.get("name"), spec=spec)
+        model = cls(
+            inputs=inputs,
+            outputs=outputs,
+            name=config.get("name"),
+            spec=spec,
+            from_sequential=from_sequential,
+        )
         _functional.connect_ancillary_layers(model, layers)
         return model
 

