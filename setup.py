@@ -22,6 +22,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9,<5",
         "importlib_resources>=5",
         "absl-py>=1.0,<3",
+        "tensorboard>=2.16",
         "numpy>=1.26",
     ],
     extras_require={

@@ -1,9 +1,55 @@
 """Euclidean projections onto the ADMM constraint sets, as plain TensorFlow functions.
 
 The Z-step of ADMM is ``Z <- argmin_{Z in S} ||Z - (W + U)||^2``: a projection onto the set ``S``
-of allowed weights. Each function here solves one such problem and knows nothing about Keras.
+of allowed weights. Each function here solves one such problem and knows nothing about Keras:
+``sparsity`` (at most k nonzeros), ``levels`` (uniform or power-of-two quantization levels with a
+fitted scale) and ``kmeans`` (free cluster centroids).
 """
 
+from tf_admm.projections.kmeans import (
+    KMeansResult,
+    assign,
+    kmeans,
+    kmeans_plus_plus,
+    linear_init,
+    nearest_centroid,
+    update_centroids,
+)
+from tf_admm.projections.levels import (
+    LevelScheme,
+    ScaleFit,
+    fit_scale,
+    fraction_on_levels,
+    make_levels,
+    nearest_level_index,
+    paper_grid_multipliers,
+    power_of_two_levels,
+    project_to_levels,
+    relative_error,
+    uniform_levels,
+)
 from tf_admm.projections.sparsity import keep_count, project_top_k, top_k_mask
 
-__all__ = ["keep_count", "project_top_k", "top_k_mask"]
+__all__ = [
+    "KMeansResult",
+    "LevelScheme",
+    "ScaleFit",
+    "assign",
+    "fit_scale",
+    "fraction_on_levels",
+    "keep_count",
+    "kmeans",
+    "kmeans_plus_plus",
+    "linear_init",
+    "make_levels",
+    "nearest_centroid",
+    "nearest_level_index",
+    "paper_grid_multipliers",
+    "power_of_two_levels",
+    "project_to_levels",
+    "project_top_k",
+    "relative_error",
+    "top_k_mask",
+    "uniform_levels",
+    "update_centroids",
+]

@@ -1,0 +1,250 @@
+"""Compress LeNet-5 on MNIST with ADMM pruning: pretrain, ADMM, hard prune, masked retrain.
+
+Usage:
+  python -m recipes.lenet5_mnist                       # the 71x config of Ye et al. 2018
+  python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_167x.json
+
+Prints a per-layer table (weights, nonzeros, sparsity, compression), the storage report,
+test accuracy of the dense and the pruned model and how long each phase took; writes the
+stripped model and ``results.json`` to ``--model_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+from absl import app, flags, logging
+
+import tf_admm
+from recipes import data, models
+from tf_admm import report
+from tf_admm.compat import keras
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+_CONFIG = flags.DEFINE_string(
+    "config",
+    os.path.join(CONFIG_DIR, "lenet5_admm_71x.json"),
+    "JSON file with the tf_admm.Spec (per-layer sparsity, rho schedule, ADMM rounds).",
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."
+)
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", "runs/lenet5_mnist", "Where the dense checkpoint, models and results go."
+)
+_PRETRAIN_EPOCHS = flags.DEFINE_integer(
+    "pretrain_epochs", 12, "Epochs of dense pretraining (skipped if cached).", lower_bound=0
+)
+_RETRAIN_EPOCHS = flags.DEFINE_integer(
+    "retrain_epochs", 8, "Epochs of masked retraining after the hard projection.", lower_bound=0
+)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", 1e-3, "Adam learning rate for pretraining and ADMM.", lower_bound=0.0
+)
+_RETRAIN_LEARNING_RATE = flags.DEFINE_float(
+    "retrain_learning_rate", 3e-4, "Adam learning rate at the start of retraining.", lower_bound=0.0
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed for weights and data order.")
+_TRAIN_BATCHES = flags.DEFINE_integer(
+    "train_batches",
+    None,
+    "Use only this many training batches per epoch (for smoke tests).",
+    lower_bound=1,
+)
+_VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything ``run`` needs, so tests can call it without flags."""
+
+    spec: tf_admm.Spec
+    model_dir: str
+    data_dir: str | None = None
+    pretrain_epochs: int = 12
+    retrain_epochs: int = 8
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    retrain_learning_rate: float = 3e-4
+    seed: int = 0
+    train_batches: int | None = None
+    verbose: int = 1
+
+
+def _loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _step_decay(base: float, epochs: int, start: int = 0):
+    """Constant ``base`` for the first half of ``epochs``, then x0.3, then x0.1 (last quarter)."""
+
+    def schedule(epoch, _):
+        relative = epoch - start
+        if relative < epochs // 2:
+            return base
+        return base * (0.3 if relative < (3 * epochs) // 4 else 0.1)
+
+    return schedule
+
+
+def _pretrain(settings: Settings, train_ds, test_ds) -> tuple[keras.Model, float]:
+    """Trains (or loads the cached) dense LeNet-5; returns it and its test accuracy."""
+    keras.utils.set_random_seed(settings.seed)
+    model = models.lenet5()
+    name = f"dense_e{settings.pretrain_epochs}_s{settings.seed}"
+    if settings.train_batches:
+        name += f"_b{settings.train_batches}"
+    checkpoint = os.path.join(settings.model_dir, f"{name}.weights.h5")
+    if os.path.exists(checkpoint):
+        logging.info("Loading cached dense model from %s", checkpoint)
+        model.load_weights(checkpoint)
+        model.compile(loss=_loss(), metrics=["accuracy"])
+    else:
+        model.compile(keras.optimizers.Adam(settings.learning_rate), _loss(), ["accuracy"])
+        logging.info("Pretraining dense LeNet-5 for %d epochs", settings.pretrain_epochs)
+        model.fit(
+            train_ds,
+            epochs=settings.pretrain_epochs,
+            verbose=settings.verbose,
+            callbacks=[
+                keras.callbacks.LearningRateScheduler(
+                    _step_decay(settings.learning_rate, settings.pretrain_epochs)
+                )
+            ],
+        )
+        model.save_weights(checkpoint)
+    _, accuracy = model.evaluate(test_ds, verbose=0)
+    return model, float(accuracy)
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Runs the whole recipe and returns its results (also written to results.json)."""
+    os.makedirs(settings.model_dir, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    train_ds, test_ds = data.load_mnist(
+        settings.data_dir, batch_size=settings.batch_size, shuffle_seed=settings.seed
+    )
+    if settings.train_batches:
+        train_ds = train_ds.take(settings.train_batches)
+    timings["data"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    dense, dense_accuracy = _pretrain(settings, train_ds, test_ds)
+    timings["pretrain"] = time.perf_counter() - start
+    logging.info("Dense test accuracy: %.4f", dense_accuracy)
+
+    spec = settings.spec
+    if spec.update_unit is not tf_admm.Unit.EPOCH:
+        raise app.UsageError("The recipe counts ADMM rounds in epochs: use update_unit 'epoch'")
+    admm_epochs = spec.admm_rounds * spec.update_every
+    model = tf_admm.admm_wrap(dense, spec)
+    model.compile(keras.optimizers.Adam(settings.learning_rate), _loss(), ["accuracy"])
+    retrain_schedule = _step_decay(
+        settings.retrain_learning_rate, settings.retrain_epochs, start=admm_epochs
+    )
+
+    def schedule(epoch, lr):
+        return settings.learning_rate if epoch < admm_epochs else retrain_schedule(epoch, lr)
+
+    phase_times: dict[int, float] = {}
+
+    class PhaseTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            phase = 0 if epoch < admm_epochs else 1
+            phase_times[phase] = phase_times.get(phase, 0.0) + time.perf_counter() - self._start
+
+    logging.info(
+        "ADMM: %d rounds of %d epoch(s), then %d epochs of masked retraining",
+        spec.admm_rounds,
+        spec.update_every,
+        settings.retrain_epochs,
+    )
+    model.fit(
+        train_ds,
+        epochs=admm_epochs + settings.retrain_epochs,
+        verbose=settings.verbose,
+        callbacks=tf_admm.callbacks(log_dir=os.path.join(settings.model_dir, "logs"))
+        + [keras.callbacks.LearningRateScheduler(schedule), PhaseTimer()],
+    )
+    timings["admm"] = phase_times.get(0, 0.0)
+    timings["retrain"] = phase_times.get(1, 0.0)
+
+    pruned = tf_admm.strip(model)
+    pruned.compile(loss=_loss(), metrics=["accuracy"])
+    _, pruned_accuracy = pruned.evaluate(test_ds, verbose=0)
+    path = os.path.join(settings.model_dir, "lenet5_pruned.keras")
+    pruned.save(path)
+
+    table = report.compression_table(pruned)
+    storage = report.storage_report(pruned)
+    total_weights = sum(r.weights for r in table)
+    total_nonzeros = sum(r.nonzeros for r in table)
+    results = {
+        "dense_accuracy": dense_accuracy,
+        "pruned_accuracy": float(pruned_accuracy),
+        "accuracy_drop_points": 100 * (dense_accuracy - float(pruned_accuracy)),
+        "weights": total_weights,
+        "nonzeros": total_nonzeros,
+        "pruning_ratio": total_weights / total_nonzeros,
+        "layers": [r.to_dict() for r in table],
+        "storage": storage.to_dict(),
+        "seconds": timings,
+        "spec": spec.to_dict(),
+        "model": path,
+    }
+    with open(os.path.join(settings.model_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+
+    print(report.format_compression_table(table))
+    print()
+    print("Storage (32-bit values, relative indices):")
+    print(tf_admm.storage.format_report(storage))
+    print()
+    print(
+        f"Test accuracy: dense {100 * dense_accuracy:.2f}%, pruned {100 * pruned_accuracy:.2f}% "
+        f"({results['accuracy_drop_points']:+.2f} points drop); "
+        f"pruning {results['pruning_ratio']:.1f}x"
+    )
+    print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"Stripped model: {path}")
+    return results
+
+
+def settings_from_flags() -> Settings:
+    try:
+        spec = tf_admm.Spec.from_file(_CONFIG.value)
+    except (OSError, tf_admm.SpecError) as error:
+        raise app.UsageError(f"--config: {error}") from None
+    return Settings(
+        spec=spec,
+        model_dir=_MODEL_DIR.value,
+        data_dir=_DATA_DIR.value,
+        pretrain_epochs=_PRETRAIN_EPOCHS.value,
+        retrain_epochs=_RETRAIN_EPOCHS.value,
+        batch_size=_BATCH_SIZE.value,
+        learning_rate=_LEARNING_RATE.value,
+        retrain_learning_rate=_RETRAIN_LEARNING_RATE.value,
+        seed=_SEED.value,
+        train_batches=_TRAIN_BATCHES.value,
+        verbose=int(_VERBOSE.value),
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    run(settings_from_flags())
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,110 @@
+"""Per-layer compression figures of a Keras model, for tables and storage accounting.
+
+The Keras side of :mod:`tf_admm.storage`: it reads the compressible weights of a (stripped or
+wrapped) model and hands plain arrays to the storage math.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tf_admm import cloning, registry, storage
+from tf_admm.compat import keras
+from tf_admm.wrapper import AdmmWrapper
+
+__all__ = ["LayerCompression", "compression_table", "format_compression_table", "storage_report"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCompression:
+    """Pruning figures of one weight tensor."""
+
+    layer: str
+    weight: str
+    weights: int
+    nonzeros: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzeros / self.weights
+
+    @property
+    def ratio(self) -> float:
+        return self.weights / self.nonzeros if self.nonzeros else float("inf")
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "sparsity": self.sparsity, "ratio": self.ratio}
+
+
+def _compressible_arrays(model: keras.Model):
+    for layer in cloning.leaf_layers(model):
+        if isinstance(layer, AdmmWrapper):
+            for slot in layer.slots:
+                yield layer.layer.name, slot.target.weight, slot.effective().numpy()
+        elif registry.supports(layer) and layer.built:
+            for name in registry.compressible_weights(layer):
+                yield layer.name, name, getattr(layer, name).numpy()
+
+
+def compression_table(model: keras.Model) -> list[LayerCompression]:
+    """Weights and nonzeros of every compressible weight tensor of ``model``."""
+    return [
+        LayerCompression(layer, weight, int(value.size), int(np.count_nonzero(value)))
+        for layer, weight, value in _compressible_arrays(model)
+    ]
+
+
+def format_compression_table(rows: list[LayerCompression]) -> str:
+    """Text table: layer, weights, nonzeros, sparsity, compression; with a total row."""
+    total_weights = sum(r.weights for r in rows)
+    total_nonzeros = sum(r.nonzeros for r in rows)
+    lines = [("layer", "weights", "nonzeros", "sparsity", "compression")]
+    for r in rows:
+        name = r.layer if r.weight in ("kernel", "embeddings") else f"{r.layer}.{r.weight}"
+        lines.append(
+            (
+                name,
+                f"{r.weights:,}",
+                f"{r.nonzeros:,}",
+                f"{100 * r.sparsity:.2f}%",
+                f"{r.ratio:.1f}x",
+            )
+        )
+    total = LayerCompression("total", "", total_weights, total_nonzeros)
+    lines.append(
+        (
+            "total",
+            f"{total_weights:,}",
+            f"{total_nonzeros:,}",
+            f"{100 * total.sparsity:.2f}%",
+            f"{total.ratio:.1f}x",
+        )
+    )
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    rendered = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    ]
+    rendered.insert(1, "-" * len(rendered[0]))
+    rendered.insert(len(rendered) - 1, "-" * len(rendered[0]))
+    return "\n".join(rendered)
+
+
+def storage_report(model: keras.Model, bits_per_value: int = 32) -> storage.StorageReport:
+    """Paper-style storage of the compressible weights, stored sparse with relative indices.
+
+    Values keep ``bits_per_value`` bits (32: float weights, no codebook).
+    """
+    layers = [
+        storage.layer_storage(
+            f"{layer}" if weight in ("kernel", "embeddings") else f"{layer}.{weight}",
+            weights=value,
+            bits_per_value=bits_per_value,
+        )
+        for layer, weight, value in _compressible_arrays(model)
+    ]
+    return storage.storage_report(layers)
