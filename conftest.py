@@ -25,3 +25,21 @@ def _seed():
     tf_keras.utils.set_random_seed(1234)
     yield
     tf_keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(request, tmp_path_factory):
+    """A TFDS data directory with MNIST prepared (offline), shared by the whole session.
+
+    Kept in pytest's cache folder when it is available, so local reruns skip the build.
+    """
+    from recipes import data
+
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        data_dir = str(cache.mkdir("tf_admm_tfds"))
+        download_dir = str(cache.mkdir("tf_admm_offline_data"))
+    else:
+        data_dir = str(tmp_path_factory.mktemp("tfds"))
+        download_dir = None
+    return data.prepare_mnist(data_dir, download_dir=download_dir)

@@ -1,6 +1,6 @@
 """tf-admm: ADMM weight pruning and quantization for TensorFlow/Keras (tf_keras)."""
 
-from tf_admm import projections
+from tf_admm import projections, report, storage
 from tf_admm.compat import keras, tf
 from tf_admm.registry import CompressibleLayer
 from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
@@ -26,6 +26,8 @@ __all__ = [
     "callbacks",
     "keras",
     "projections",
+    "report",
+    "storage",
     "strip",
     "tf",
     "wrappers",

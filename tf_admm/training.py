@@ -292,6 +292,10 @@ class AdmmModel(keras.Model):
 class AdmmUpdate(keras.callbacks.Callback):
     """Runs the Z/U updates and phase changes of an :class:`AdmmModel` during ``fit``."""
 
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True  # It reads no logs; spare Keras the conversion.
+
     def on_train_begin(self, logs=None):
         if not isinstance(self.model, AdmmModel):
             raise ValueError(
@@ -313,6 +317,11 @@ class AdmmUpdate(keras.callbacks.Callback):
                 if "hard_projection" in event
                 else "",
             )
+
+    def _implements_train_batch_hooks(self):
+        # Per-batch hooks make Keras synchronise after every step; only step-counted rounds
+        # need them.
+        return getattr(getattr(self.model, "spec", None), "update_unit", Unit.STEP) is Unit.STEP
 
     def on_train_batch_end(self, batch, logs=None):
         self._advance(Unit.STEP)

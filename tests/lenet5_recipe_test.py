@@ -1,0 +1,68 @@
+"""End-to-end: the LeNet-5/MNIST recipe on a few batches of real MNIST."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+from absl.testing import flagsaver
+
+import tf_admm
+from recipes import lenet5_mnist
+from tf_admm.compat import keras
+
+CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_71x.json")
+
+
+def _settings(tmp_path, data_dir, **overrides):
+    spec = dataclasses.replace(tf_admm.Spec.from_file(CONFIG), admm_rounds=2)
+    values = dict(
+        spec=spec,
+        model_dir=str(tmp_path),
+        data_dir=data_dir,
+        pretrain_epochs=1,
+        retrain_epochs=1,
+        train_batches=6,
+        verbose=0,
+    )
+    values.update(overrides)
+    return lenet5_mnist.Settings(**values)
+
+
+def test_recipe_prunes_to_config_budgets_and_saves_a_plain_model(tmp_path, mnist_data_dir):
+    results = lenet5_mnist.run(_settings(tmp_path, mnist_data_dir))
+    budgets = {"conv1": 100, "conv2": 2000, "fc1": 3600, "fc2": 350}  # Ye et al. 71.2x config.
+    assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == budgets
+    assert results["weights"] == 430_500
+    assert results["pruning_ratio"] == pytest.approx(430_500 / 6_050)
+    assert set(results["seconds"]) == {"data", "pretrain", "admm", "retrain"}
+    with open(tmp_path / "results.json", encoding="utf-8") as f:
+        assert json.load(f)["nonzeros"] == 6_050
+    model = keras.models.load_model(results["model"])
+    assert not any(isinstance(la, tf_admm.AdmmWrapper) for la in model.layers)
+    nonzeros = {
+        la.name: int(np.count_nonzero(la.kernel.numpy()))
+        for la in model.layers
+        if hasattr(la, "kernel")
+    }
+    assert nonzeros == budgets
+    # A second run reuses the cached dense checkpoint instead of pretraining again.
+    cached = [f for f in os.listdir(tmp_path) if f.startswith("dense_")]
+    assert len(cached) == 1
+    mtime = os.path.getmtime(tmp_path / cached[0])
+    lenet5_mnist.run(_settings(tmp_path, mnist_data_dir, retrain_epochs=0))
+    assert os.path.getmtime(tmp_path / cached[0]) == mtime
+
+
+def test_flags_build_settings_and_bad_config_is_a_usage_error(tmp_path):
+    lenet5_mnist.flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(config=CONFIG, model_dir=str(tmp_path), retrain_epochs=3):
+        settings = lenet5_mnist.settings_from_flags()
+    assert settings.retrain_epochs == 3
+    assert settings.spec == tf_admm.Spec.from_file(CONFIG)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rules": [{"name": "fc1", "sparsity": 1.5}]}))
+    with flagsaver.flagsaver(config=str(bad)):
+        with pytest.raises(lenet5_mnist.app.UsageError, match="sparsity"):
+            lenet5_mnist.settings_from_flags()
