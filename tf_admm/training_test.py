@@ -248,3 +248,15 @@ def test_bad_model_and_rule_errors_name_the_culprit():
     wrapped = tf_admm.admm_wrap(model, tf_admm.Spec(default=tf_admm.Rule(sparsity=0.5)))
     with pytest.raises(ValueError, match="already ADMM-wrapped"):
         tf_admm.admm_wrap(wrapped, tf_admm.Spec(default=tf_admm.Rule(sparsity=0.5)))
+
+
+def test_tensorboard_receives_admm_metrics(tmp_path):
+    x, y = small_data(64)
+    model = _wrapped(_spec(rounds=2, every=1, unit="epoch"))
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=tf_admm.callbacks(str(tmp_path)))
+    tags = set()
+    for path in (tmp_path / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    for expected in ("epoch_admm_penalty", "epoch_primal_residual", "epoch_fc1_sparsity"):
+        assert expected in tags, sorted(tags)
