@@ -160,14 +160,9 @@ class AdmmModel(keras.Model):
         self.admm_round = self.add_weight(name="admm_round", **state)
         self.admm_phase = self.add_weight(name="admm_phase", **state)
         # Untracked, so that metric state stays out of model.weights and saved files.
-        trackers = [
-            keras.metrics.Mean(name=name)
-            for name in ("loss_with_penalty", "admm_penalty", "primal_residual")
-        ]
+        trackers = [keras.metrics.Mean(name=name) for name in ("loss_with_penalty", "admm_penalty")]
         object.__setattr__(self, "_admm_trackers", trackers)
-        for attribute, tracker in zip(
-            ("_loss_tracker", "_penalty_tracker", "_primal_tracker"), trackers
-        ):
+        for attribute, tracker in zip(("_loss_tracker", "_penalty_tracker"), trackers):
             object.__setattr__(self, attribute, tracker)
 
     @property
@@ -208,16 +203,29 @@ class AdmmModel(keras.Model):
         self.admm_step.assign_add(1)
         self._loss_tracker.update_state(task_loss * replicas + penalty)
         self._penalty_tracker.update_state(penalty)
-        self._primal_tracker.update_state(self.primal_residual())
         self.compiled_metrics.update_state(y, y_pred, sample_weight)
         logs = {m.name: m.result() for m in super().metrics}
         # The reported training loss includes the penalty that is being minimised.
         logs["loss"] = self._loss_tracker.result()
         logs["admm_penalty"] = self._penalty_tracker.result()
-        logs["primal_residual"] = self._primal_tracker.result()
-        logs["dual_residual"] = tf.add_n([s.dual_residual for w in self._wrappers for s in w.slots])
+        return logs
+
+    def admm_logs(self) -> dict[str, float]:
+        """Residuals, rho, round, phase and per-layer sparsity, as of now (run between steps).
+
+        Computed once per epoch by :class:`AdmmUpdate` rather than in every training step:
+        they change slowly and would cost several passes over all weights per step.
+        """
+        slots = [s for w in self._wrappers for s in w.slots]
+        logs = {
+            "primal_residual": float(self.primal_residual()),
+            "dual_residual": float(sum(float(s.dual_residual.numpy()) for s in slots)),
+            "rho": max(float(s.rho.numpy()) for s in slots),
+            "admm_round": int(self.admm_round.numpy()),
+            "admm_phase": int(self.admm_phase.numpy()),
+        }
         for wrapper in self._wrappers:
-            logs[f"{wrapper.layer.name}_sparsity"] = wrapper.sparsity()
+            logs[f"{wrapper.layer.name}_sparsity"] = float(wrapper.sparsity())
         return logs
 
     def test_step(self, data):
@@ -330,8 +338,7 @@ class AdmmUpdate(keras.callbacks.Callback):
         self.model.admm_epoch.assign_add(1)
         self._advance(Unit.EPOCH)
         if logs is not None:
-            logs["admm_round"] = int(self.model.admm_round.numpy())
-            logs["admm_phase"] = int(self.model.admm_phase.numpy())
+            logs.update(self.model.admm_logs())
 
 
 def callbacks(log_dir: str | None = None, **tensorboard_kwargs) -> list[keras.callbacks.Callback]:
