@@ -24,6 +24,8 @@ setuptools.setup(
         "absl-py>=1.0,<3",
         "tensorboard>=2.16",
         "numpy>=1.26",
+        "ai-edge-litert>=2.0",
+        "flatbuffers>=24.3.25",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5"],

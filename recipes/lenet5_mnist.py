@@ -48,7 +48,7 @@ _LEARNING_RATE = flags.DEFINE_float(
     "learning_rate", 1e-3, "Adam learning rate for pretraining and ADMM.", lower_bound=0.0
 )
 _RETRAIN_LEARNING_RATE = flags.DEFINE_float(
-    "retrain_learning_rate", 3e-4, "Adam learning rate at the start of retraining.", lower_bound=0.0
+    "retrain_learning_rate", 1e-3, "Adam learning rate at the start of retraining.", lower_bound=0.0
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed for weights and data order.")
 _TRAIN_BATCHES = flags.DEFINE_integer(
@@ -71,7 +71,7 @@ class Settings:
     retrain_epochs: int = 8
     batch_size: int = 128
     learning_rate: float = 1e-3
-    retrain_learning_rate: float = 3e-4
+    retrain_learning_rate: float = 1e-3
     seed: int = 0
     train_batches: int | None = None
     verbose: int = 1

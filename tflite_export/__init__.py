@@ -1,0 +1,37 @@
+"""Export of tf_admm-compressed Keras models to verified, compactly encoded LiteRT files.
+
+Example:
+  >>> import tf_admm, tflite_export                                       # doctest: +SKIP
+  >>> report = tflite_export.export(tf_admm.strip(admm_model), "m.tflite")  # doctest: +SKIP
+  >>> print(report)                                                       # doctest: +SKIP
+"""
+
+from tflite_export.encodings import Encoding
+from tflite_export.exporter import (
+    ExportError,
+    Target,
+    VerificationError,
+    convert_float,
+    export,
+    verify_file,
+)
+from tflite_export.report import ExportReport, FileBytes, TensorBytes, WeightChoice, account
+from tflite_export.verify import OutputCheck, Runtime, RuntimeCheck
+
+__all__ = [
+    "Encoding",
+    "ExportError",
+    "ExportReport",
+    "FileBytes",
+    "OutputCheck",
+    "Runtime",
+    "RuntimeCheck",
+    "Target",
+    "TensorBytes",
+    "VerificationError",
+    "WeightChoice",
+    "account",
+    "convert_float",
+    "export",
+    "verify_file",
+]

@@ -1,0 +1,164 @@
+"""Command line: ``python -m tflite_export --model saved.keras --out model.tflite``.
+
+The flags and ``main`` live here; ``__main__`` only runs them.
+
+Loads a saved Keras model, exports it with :func:`tflite_export.export`, prints the report's
+tables and optionally writes the report as JSON::
+
+    python -m tflite_export --model lenet5.keras --out lenet5.tflite \\
+        --encoding=auto --layer_encoding=fc1=sparse_levels --json=lenet5.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags, logging
+
+import tf_admm
+from tf_admm.compat import keras
+from tflite_export import exporter
+from tflite_export.encodings import Encoding
+from tflite_export.report import ExportReport
+from tflite_export.weights import SUPPORTED_LAYERS, keras_layers
+
+_ENCODINGS = ["auto", *(e.value for e in Encoding)]
+
+_MODEL = flags.DEFINE_string("model", None, "Saved Keras model (.keras, .h5 or SavedModel dir).")
+_OUT = flags.DEFINE_string("out", None, "Path of the .tflite file to write.")
+_TARGET = flags.DEFINE_enum_class(
+    "target", exporter.Target.LITERT, exporter.Target, "Where the file runs."
+)
+_ENCODING = flags.DEFINE_enum(
+    "encoding", "auto", _ENCODINGS, "Encoding of every weight; 'auto' picks per weight."
+)
+_LAYER_ENCODING = flags.DEFINE_multi_string(
+    "layer_encoding", [], "Per-layer encoding as LAYER=ENCODING; repeat for several layers."
+)
+_STRIP = flags.DEFINE_bool(
+    "strip", False, "Call tf_admm.strip on a model that still holds ADMM wrappers."
+)
+_DATA = flags.DEFINE_string(
+    "representative_data",
+    None,
+    "Verification inputs: a .npy file (one input) or .npz file (arrays named by input).",
+)
+_TOLERANCE = flags.DEFINE_float(
+    "tolerance", 1e-4, "Allowed max|tflite - keras| relative to max(1, max|keras|).", lower_bound=0
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 8, "Random verification samples when no data is given.", lower_bound=1
+)
+_JSON = flags.DEFINE_string("json", None, "Also write the report as JSON to this path.")
+
+
+def _parse_layer_encodings(items: Sequence[str]) -> dict[str, str]:
+    parsed = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or value not in _ENCODINGS:
+            raise app.UsageError(
+                f"Expected --layer_encoding as LAYER=ENCODING with ENCODING in {_ENCODINGS}; "
+                f"received: {item!r}"
+            )
+        parsed[name] = value
+    return parsed
+
+
+def _load_data(path: str | None):
+    if path is None:
+        return None
+    loaded = np.load(path)
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    return {name: loaded[name] for name in loaded.files}
+
+
+def run(
+    model_path: str,
+    out: str,
+    *,
+    target: exporter.Target | str = exporter.Target.LITERT,
+    encoding: str = "auto",
+    layer_encodings: dict[str, str] | None = None,
+    strip: bool = False,
+    representative_data=None,
+    tolerance: float = 1e-4,
+    batch_size: int = 8,
+    json_path: str | None = None,
+) -> ExportReport:
+    """Loads ``model_path``, exports it to ``out`` and returns the report.
+
+    Args:
+      model_path: a saved Keras model.
+      out: the ``.tflite`` path.
+      target: export target.
+      encoding: encoding of every weight, or ``"auto"``.
+      layer_encodings: per-layer encodings that override ``encoding``.
+      strip: strip ADMM wrappers first instead of refusing the model.
+      representative_data: verification inputs (see :func:`tflite_export.export`).
+      tolerance: verification tolerance.
+      batch_size: random verification samples when no data is given.
+      json_path: where to write the report as JSON, if anywhere.
+    """
+    if not os.path.exists(model_path):
+        raise exporter.ExportError(
+            f"Expected a saved Keras model; received: model={model_path!r} does not exist"
+        )
+    model = keras.models.load_model(model_path, compile=False)
+    if strip:
+        model = tf_admm.strip(model)
+    chosen = encoding
+    if layer_encodings:
+        chosen = dict(layer_encodings)
+        if encoding != "auto":
+            # Weights not named keep the global encoding: spell them out.
+            for layer in keras_layers(model):
+                if type(layer) in SUPPORTED_LAYERS and layer.name not in chosen:
+                    chosen[layer.name] = encoding
+    report = exporter.export(
+        model,
+        out,
+        target=target,
+        representative_data=representative_data,
+        encoding=chosen,
+        tolerance=tolerance,
+        batch_size=batch_size,
+    )
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as handle:
+            json.dump(json.loads(report.to_json()), handle, indent=2)
+    return report
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Expected no positional arguments; received: {list(argv[1:])}")
+    if not _MODEL.value or not _OUT.value:
+        raise app.UsageError("Expected --model and --out; received: one of them missing")
+    if not flags.FLAGS["verbosity"].present:
+        # The converter logs every SavedModel step at INFO; keep the tables readable.
+        logging.set_verbosity(logging.WARNING)
+    try:
+        report = run(
+            _MODEL.value,
+            _OUT.value,
+            target=_TARGET.value,
+            encoding=_ENCODING.value,
+            layer_encodings=_parse_layer_encodings(_LAYER_ENCODING.value),
+            strip=_STRIP.value,
+            representative_data=_load_data(_DATA.value),
+            tolerance=_TOLERANCE.value,
+            batch_size=_BATCH_SIZE.value,
+            json_path=_JSON.value,
+        )
+    except exporter.ExportError as error:
+        raise SystemExit(f"tflite_export: {error}") from None
+    print(report.format())
+
+
+def entry_point() -> None:
+    app.run(main)

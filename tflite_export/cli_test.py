@@ -1,0 +1,84 @@
+"""The command line: flags, loading a saved model, JSON output."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from absl import app, flags
+from absl.testing import flagsaver
+
+import tf_admm
+from tflite_export import cli, exporter
+from tflite_export.testing import on_levels, prune, small_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _parsed_flags():
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(["tflite_export"])
+
+
+def _saved(tmp_path, model):
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    return path
+
+
+def test_run_exports_a_saved_model_and_writes_json(tmp_path):
+    model = small_model("dense")
+    kernel = model.get_layer("target").kernel
+    kernel.assign(on_levels(prune(kernel.numpy(), 100), 4))
+    out = str(tmp_path / "model.tflite")
+    json_path = str(tmp_path / "report.json")
+    report = cli.run(_saved(tmp_path, model), out, json_path=json_path)
+    assert os.path.getsize(out) == report.file_bytes
+    with open(json_path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    assert saved["file_bytes"] == report.file_bytes
+    assert {w["label"]: w["encoding"] for w in saved["weights"]}["target"] == "sparse_levels"
+
+
+def test_main_prints_the_tables(tmp_path, capsys):
+    model_path = _saved(tmp_path, small_model("dense"))
+    data_path = str(tmp_path / "inputs.npy")
+    np.save(data_path, np.ones((2, 24), np.float32))
+    out = str(tmp_path / "m.tflite")
+    with flagsaver.flagsaver(
+        model=model_path,
+        out=out,
+        encoding="float32",
+        layer_encoding=["target=int8"],
+        representative_data=data_path,
+    ):
+        cli.main(["tflite_export"])
+    printed = capsys.readouterr().out
+    assert "flatbuffer overhead" in printed and "int8" in printed
+    assert os.path.exists(out)
+
+
+def test_main_rejects_stray_arguments_and_bad_layer_encodings(tmp_path):
+    with flagsaver.flagsaver(model="m.keras", out="m.tflite"):
+        with pytest.raises(app.UsageError, match="positional"):
+            cli.main(["tflite_export", "extra"])
+    with flagsaver.flagsaver(model="m.keras", out="m.tflite", layer_encoding=["target"]):
+        with pytest.raises(app.UsageError, match="LAYER=ENCODING"):
+            cli.main(["tflite_export"])
+    with flagsaver.flagsaver(out="m.tflite"):
+        with pytest.raises(app.UsageError, match="--model and --out"):
+            cli.main(["tflite_export"])
+
+
+def test_wrapped_model_needs_strip(tmp_path):
+    spec = tf_admm.Spec(default=tf_admm.Rule(sparsity=0.5))
+    model_path = _saved(tmp_path, tf_admm.admm_wrap(small_model("dense"), spec))
+    out = str(tmp_path / "m.tflite")
+    with pytest.raises(exporter.ExportError, match=r"tf_admm\.strip"):
+        cli.run(model_path, out)
+    report = cli.run(model_path, out, strip=True)
+    assert all(check.passed for check in report.checks)
+
+
+def test_missing_model_file_is_refused(tmp_path):
+    with pytest.raises(exporter.ExportError, match="does not exist"):
+        cli.run(str(tmp_path / "nope.keras"), str(tmp_path / "m.tflite"))

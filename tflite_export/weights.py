@@ -1,0 +1,183 @@
+"""Which tensors of a converted file are weights, and which Keras weight each one is.
+
+A *weight tensor* is a constant FLOAT32 operand in the weight slot of a FULLY_CONNECTED,
+CONV_2D, DEPTHWISE_CONV_2D, CONV_3D or TRANSPOSE_CONV operator. The converter renames and
+re-lays out Keras kernels, so a tensor is matched to a Keras weight by content: the Keras kernel
+put in the operator's layout must equal the tensor bit for bit. Tensors that match no Keras
+weight (the converter folded something into them) keep their TFLite name and are still encoded,
+since every encoding is checked in the interpreter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from tf_admm.compat import keras
+from tflite_export import flatbuffer
+
+__all__ = ["SUPPORTED_LAYERS", "WeightTensor", "find_weight_tensors", "keras_layers"]
+
+_schema = flatbuffer.schema
+_OPS = _schema.BuiltinOperator
+
+# Operator code -> (weight operand, output-channel axis of the weight in TFLite's layout).
+_WEIGHT_OPERANDS = {
+    _OPS.FULLY_CONNECTED: (1, 0),
+    _OPS.CONV_2D: (1, 0),
+    _OPS.DEPTHWISE_CONV_2D: (1, 3),
+    _OPS.CONV_3D: (1, 4),
+    _OPS.TRANSPOSE_CONV: (1, 0),
+}
+_OP_NAMES = {value: name for name, value in vars(_OPS).items() if not name.startswith("_")}
+
+
+def _dense(kernel: np.ndarray) -> np.ndarray:
+    return kernel.T
+
+
+def _conv1d(kernel: np.ndarray) -> np.ndarray:
+    return kernel.transpose(2, 0, 1)[:, None]
+
+
+def _conv2d(kernel: np.ndarray) -> np.ndarray:
+    return kernel.transpose(3, 0, 1, 2)
+
+
+def _depthwise(kernel: np.ndarray) -> np.ndarray:
+    return kernel.reshape(1, kernel.shape[0], kernel.shape[1], -1)
+
+
+# Exact layer class -> (weight attribute, Keras layout -> TFLite layout). Exact classes only:
+# DepthwiseConv2D subclasses Conv2D but keeps another weight in another layout.
+SUPPORTED_LAYERS: dict[type, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    keras.layers.Dense: ("kernel", _dense),
+    keras.layers.Conv1D: ("kernel", _conv1d),
+    keras.layers.Conv2D: ("kernel", _conv2d),
+    keras.layers.DepthwiseConv2D: ("depthwise_kernel", _depthwise),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightTensor:
+    """A weight tensor of the converted file and the Keras weight it holds, if found.
+
+    Attributes:
+      subgraph: subgraph index.
+      tensor: tensor index in the subgraph.
+      tensor_name: the tensor's name in the file.
+      shape: its shape (TFLite layout).
+      operator: name of the operator that consumes it as weights.
+      channel_axis: output-channel axis in the TFLite layout (for per-channel scales).
+      layer: Keras layer name, or ``None`` when no Keras weight matched.
+      weight: Keras weight attribute (``kernel``, ``depthwise_kernel``), or ``None``.
+      layer_type: Keras layer class name, or ``None``.
+    """
+
+    subgraph: int
+    tensor: int
+    tensor_name: str
+    shape: tuple[int, ...]
+    operator: str
+    channel_axis: int
+    layer: str | None = None
+    weight: str | None = None
+    layer_type: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The Keras layer name (each supported layer has one weight tensor), else the tensor's."""
+        return self.tensor_name if self.layer is None else self.layer
+
+
+def keras_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of ``model``, nested models flattened, in model order."""
+    found = []
+
+    def walk(layer):
+        if isinstance(layer, keras.Model):
+            for inner in layer.layers:
+                walk(inner)
+        else:
+            found.append(layer)
+
+    walk(model)
+    return found
+
+
+def _constant_float(model, subgraph, tensor_index: int) -> bool:
+    tensor = subgraph.tensors[tensor_index]
+    data = model.buffers[tensor.buffer].data
+    return (
+        tensor.type == _schema.TensorType.FLOAT32
+        and tensor.sparsity is None
+        and data is not None
+        and len(data) > 0
+    )
+
+
+def find_weight_tensors(model, keras_model: keras.Model | None = None) -> list[WeightTensor]:
+    """Weight tensors of a parsed ``ModelT``, matched to ``keras_model``'s weights when given.
+
+    Each tensor appears once even when several operators read it.
+    """
+    found: dict[tuple[int, int], WeightTensor] = {}
+    for subgraph_index, subgraph in enumerate(model.subgraphs or []):
+        for operator in subgraph.operators or []:
+            code = flatbuffer.builtin_code(model, operator)
+            if code not in _WEIGHT_OPERANDS:
+                continue
+            operand, axis = _WEIGHT_OPERANDS[code]
+            if operator.inputs is None or len(operator.inputs) <= operand:
+                continue
+            tensor_index = int(operator.inputs[operand])
+            key = (subgraph_index, tensor_index)
+            if tensor_index < 0 or key in found:
+                continue
+            if not _constant_float(model, subgraph, tensor_index):
+                continue
+            tensor = subgraph.tensors[tensor_index]
+            found[key] = WeightTensor(
+                subgraph=subgraph_index,
+                tensor=tensor_index,
+                tensor_name=flatbuffer.tensor_name(tensor),
+                shape=tuple(int(d) for d in tensor.shape),
+                operator=_OP_NAMES.get(code, str(code)),
+                channel_axis=axis,
+            )
+    tensors = list(found.values())
+    if keras_model is None:
+        return tensors
+    return _match(model, tensors, keras_model)
+
+
+def _match(model, tensors: list[WeightTensor], keras_model: keras.Model) -> list[WeightTensor]:
+    values = {
+        (w.subgraph, w.tensor): flatbuffer.decode_tensor(model, w.subgraph, w.tensor)
+        for w in tensors
+    }
+    matched: dict[tuple[int, int], WeightTensor] = {}
+    for layer in keras_layers(keras_model):
+        entry = SUPPORTED_LAYERS.get(type(layer))
+        if entry is None or not layer.built:
+            continue
+        attribute, to_tflite = entry
+        expected = to_tflite(np.asarray(getattr(layer, attribute).numpy(), np.float32))
+        candidates = [
+            w
+            for w in tensors
+            if (w.subgraph, w.tensor) not in matched
+            and w.shape == expected.shape
+            and np.array_equal(values[(w.subgraph, w.tensor)], expected)
+        ]
+        if not candidates:
+            continue
+        # Identical kernels (e.g. all zeros) are told apart by the layer name in the tensor name.
+        named = [w for w in candidates if f"/{layer.name}/" in f"/{w.tensor_name}/"]
+        chosen = (named or candidates)[0]
+        matched[(chosen.subgraph, chosen.tensor)] = dataclasses.replace(
+            chosen, layer=layer.name, weight=attribute, layer_type=type(layer).__name__
+        )
+    return [matched.get((w.subgraph, w.tensor), w) for w in tensors]
