@@ -50,7 +50,7 @@ _TOLERANCE = flags.DEFINE_float(
     "tolerance", 1e-4, "Allowed max|tflite - keras| relative to max(1, max|keras|).", lower_bound=0
 )
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 8, "Random verification samples when no data is given.", lower_bound=1
+    "verify_batch_size", 8, "Random verification samples when no data is given.", lower_bound=1
 )
 _JSON = flags.DEFINE_string("json", None, "Also write the report as JSON to this path.")
 
