@@ -47,6 +47,12 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.", lo
 _LEARNING_RATE = flags.DEFINE_float(
     "learning_rate", 1e-3, "Adam learning rate for pretraining and ADMM.", lower_bound=0.0
 )
+_ADMM_LEARNING_RATE = flags.DEFINE_float(
+    "admm_learning_rate",
+    None,
+    "Adam learning rate during ADMM (default: --learning_rate).",
+    lower_bound=0.0,
+)
 _RETRAIN_LEARNING_RATE = flags.DEFINE_float(
     "retrain_learning_rate", 1e-3, "Adam learning rate at the start of retraining.", lower_bound=0.0
 )
@@ -72,6 +78,7 @@ class Settings:
     batch_size: int = 128
     learning_rate: float = 1e-3
     retrain_learning_rate: float = 1e-3
+    admm_learning_rate: float | None = None
     seed: int = 0
     train_batches: int | None = None
     verbose: int = 1
@@ -145,13 +152,14 @@ def run(settings: Settings) -> dict[str, Any]:
         raise app.UsageError("The recipe counts ADMM rounds in epochs: use update_unit 'epoch'")
     admm_epochs = spec.admm_rounds * spec.update_every
     model = tf_admm.admm_wrap(dense, spec)
-    model.compile(keras.optimizers.Adam(settings.learning_rate), _loss(), ["accuracy"])
+    admm_learning_rate = settings.admm_learning_rate or settings.learning_rate
+    model.compile(keras.optimizers.Adam(admm_learning_rate), _loss(), ["accuracy"])
     retrain_schedule = _step_decay(
         settings.retrain_learning_rate, settings.retrain_epochs, start=admm_epochs
     )
 
     def schedule(epoch, lr):
-        return settings.learning_rate if epoch < admm_epochs else retrain_schedule(epoch, lr)
+        return admm_learning_rate if epoch < admm_epochs else retrain_schedule(epoch, lr)
 
     phase_times: dict[int, float] = {}
 
@@ -234,6 +242,7 @@ def settings_from_flags() -> Settings:
         batch_size=_BATCH_SIZE.value,
         learning_rate=_LEARNING_RATE.value,
         retrain_learning_rate=_RETRAIN_LEARNING_RATE.value,
+        admm_learning_rate=_ADMM_LEARNING_RATE.value,
         seed=_SEED.value,
         train_batches=_TRAIN_BATCHES.value,
         verbose=int(_VERBOSE.value),

@@ -25,11 +25,27 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Rule", "RhoSchedule", "Spec", "SpecError", "Unit"]
+__all__ = ["CentroidUpdate", "Rule", "RhoSchedule", "Scheme", "Spec", "SpecError", "Unit"]
 
 
 class SpecError(ValueError):
     """A spec, rule or schedule was given a value outside what it accepts."""
+
+
+class Scheme(str, enum.Enum):
+    """How quantized weights are spaced: fixed grids with a fitted scale, or free centroids."""
+
+    UNIFORM = "uniform"
+    POWER_OF_TWO = "power_of_two"
+    KMEANS = "kmeans"
+
+
+class CentroidUpdate(str, enum.Enum):
+    """How the shared values of k-means clusters train once every weight is locked."""
+
+    NONE = "none"
+    SUM = "sum"
+    MEAN = "mean"
 
 
 class Unit(str, enum.Enum):
@@ -120,7 +136,11 @@ class Rule:
     only valid as :attr:`Spec.default`.
 
     Give the pruning target either as ``sparsity`` (fraction of weights pruned, in [0, 1)) or
-    as ``ratio`` (compression ratio = total / kept weights, >= 1).
+    as ``ratio`` (compression ratio = total / kept weights, >= 1). Give quantization as ``bits``
+    (``uniform`` levels {±q, ±2q, ..., ±2**(bits-1) q} or ``power_of_two`` levels
+    {±q, ±2q, ±4q, ...}, 2**bits nonzero levels) or as ``clusters`` (``kmeans``, free centroids).
+    Pruned weights stay exactly zero and are never put on a level. A rule may prune, quantize
+    or both.
 
     Attributes:
       name: exact layer name.
@@ -131,6 +151,12 @@ class Rule:
       rho: this rule's initial rho, overriding ``Spec.rho.initial``.
       weights: attribute names of the weights to compress (e.g. ``("kernel",)``); by default
         the layer's registered compressible weights.
+      bits: bits per kept weight, 1..8 (for ``kmeans`` it sets ``clusters = 2**bits``).
+      scheme: ``"uniform"`` (default with ``bits``), ``"power_of_two"`` or ``"kmeans"``
+        (default with ``clusters``).
+      clusters: number of k-means clusters, >= 2.
+      per_channel: one scale per output channel (last axis) instead of one per tensor;
+        uniform and power-of-two only.
     """
 
     name: str | None = None
@@ -140,9 +166,14 @@ class Rule:
     ratio: float | None = None
     rho: float | None = None
     weights: tuple[str, ...] | None = None
+    bits: int | None = None
+    scheme: Scheme | None = None
+    clusters: int | None = None
+    per_channel: bool = False
 
     def __post_init__(self):
         where = f"Rule({self.describe()})"
+        self._check_quantization(where)
         for field in ("name", "pattern", "layer_type"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, str) or not value):
@@ -174,10 +205,10 @@ class Rule:
                 raise _fail(where, "ratio to be a number >= 1", "ratio", self.ratio)
             if not (math.isfinite(self.ratio) and self.ratio >= 1):
                 raise _fail(where, "ratio >= 1", "ratio", self.ratio)
-        if self.sparsity is None and self.ratio is None:
+        if self.sparsity is None and self.ratio is None and not self.quantizes:
             raise SpecError(
-                f"{where}: Expected a compression target: sparsity (fraction pruned, in [0, 1)) "
-                "or ratio (>= 1); received neither"
+                f"{where}: Expected a compression target: sparsity (fraction pruned, in [0, 1)), "
+                "ratio (>= 1), bits (1..8) or clusters (>= 2); received none"
             )
         _check_positive_number(where, "rho", self.rho, allow_none=True)
         if self.weights is not None:
@@ -189,12 +220,72 @@ class Rule:
                 raise _fail(where, "a non-empty list of attribute names", "weights", self.weights)
             object.__setattr__(self, "weights", tuple(self.weights))
 
+    def _check_quantization(self, where: str) -> None:
+        if self.bits is not None and (
+            isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 8
+        ):
+            raise _fail(where, "bits to be an integer in [1, 8]", "bits", self.bits)
+        if self.clusters is not None and (
+            isinstance(self.clusters, bool)
+            or not isinstance(self.clusters, int)
+            or self.clusters < 2
+        ):
+            raise _fail(where, "clusters to be an integer >= 2", "clusters", self.clusters)
+        if self.bits is not None and self.clusters is not None:
+            raise SpecError(
+                f"{where}: Expected one of bits or clusters; received: bits={self.bits!r}, "
+                f"clusters={self.clusters!r}"
+            )
+        if not isinstance(self.per_channel, bool):
+            raise _fail(where, "per_channel to be true or false", "per_channel", self.per_channel)
+        scheme = self.scheme
+        if scheme is not None:
+            try:
+                scheme = Scheme(scheme)
+            except ValueError:
+                raise _fail(
+                    where, f"scheme in {[s.value for s in Scheme]}", "scheme", self.scheme
+                ) from None
+            if self.bits is None and self.clusters is None:
+                raise SpecError(
+                    f"{where}: Expected bits or clusters with scheme={scheme.value!r}; "
+                    "received neither"
+                )
+        elif self.clusters is not None:
+            scheme = Scheme.KMEANS
+        elif self.bits is not None:
+            scheme = Scheme.UNIFORM
+        if self.clusters is not None and scheme is not Scheme.KMEANS:
+            raise _fail(where, "clusters only with scheme 'kmeans'", "scheme", scheme.value)
+        if self.per_channel and scheme is Scheme.KMEANS:
+            raise _fail(where, "per_channel only with uniform or power_of_two", "scheme", "kmeans")
+        if self.per_channel and scheme is None:
+            raise SpecError(f"{where}: Expected bits with per_channel=True; received no bits")
+        object.__setattr__(self, "scheme", scheme)
+
+    @property
+    def quantizes(self) -> bool:
+        return self.bits is not None or self.clusters is not None
+
+    @property
+    def prunes(self) -> bool:
+        return self.sparsity is not None or self.ratio is not None
+
+    @property
+    def num_levels(self) -> int | None:
+        """Number of nonzero values a kept weight may take (2**bits, or clusters)."""
+        if self.clusters is not None:
+            return self.clusters
+        return None if self.bits is None else 2**self.bits
+
     @property
     def target_sparsity(self) -> float:
-        """Fraction of weights pruned, whichever way the target was given."""
+        """Fraction of weights pruned, whichever way the target was given (0 if none)."""
         if self.sparsity is not None:
             return float(self.sparsity)
-        return 1.0 - 1.0 / float(self.ratio)
+        if self.ratio is not None:
+            return 1.0 - 1.0 / float(self.ratio)
+        return 0.0
 
     @property
     def has_matcher(self) -> bool:
@@ -220,6 +311,10 @@ class Rule:
         config = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         if "weights" in config:
             config["weights"] = list(config["weights"])
+        if not self.per_channel:
+            del config["per_channel"]
+        if self.scheme is not None:
+            config["scheme"] = self.scheme.value
         return config
 
     @classmethod
@@ -231,9 +326,14 @@ class Rule:
 class Spec:
     """A whole ADMM compression run.
 
-    Training runs in phases: ``admm_rounds`` ADMM rounds, each ``update_every`` steps or epochs
-    of W-steps with the penalty ``rho/2 ||W - Z + U||^2`` followed by the Z/U update; then a
-    hard projection; then masked retraining for the rest of training.
+    Training runs in rounds of ``update_every`` steps or epochs. When a rule prunes:
+    ``admm_rounds`` ADMM rounds (W-steps with the penalty ``rho/2 ||W - Z + U||^2``, then the
+    Z/U update), the hard projection, then masked retraining. When a rule quantizes, after
+    ``retrain_rounds`` rounds of masked retraining: ``quant_admm_rounds`` ADMM rounds onto the
+    quantization levels, then iterative quantization (one round per entry of
+    ``quant_fractions``: the given cumulative fraction of kept weights, those nearest to their
+    levels, is locked onto them and the rest retrains), then training of the shared values
+    (``centroid_update``) for the rest of training. The last phase lasts until training stops.
 
     Attributes:
       rules: per-layer rules; the first rule that matches a layer applies. Every rule must
@@ -244,6 +344,13 @@ class Spec:
       update_every: length of an ADMM round, in ``update_unit``.
       update_unit: ``"step"`` or ``"epoch"``.
       admm_rounds: number of Z/U updates before the hard projection.
+      retrain_rounds: rounds of masked retraining between pruning and quantization.
+      quant_admm_rounds: ADMM rounds onto the quantization levels.
+      quant_fractions: increasing cumulative fractions of kept weights locked, one per round;
+        the last must be 1.
+      centroid_update: ``"sum"`` or ``"mean"`` of the members' gradients moves each k-means
+        centroid once all weights are locked; ``"none"`` keeps them fixed. Uniform and
+        power-of-two levels always stay fixed.
     """
 
     rules: tuple[Rule, ...] = ()
@@ -252,6 +359,10 @@ class Spec:
     update_every: int = 1
     update_unit: Unit = Unit.EPOCH
     admm_rounds: int = 10
+    retrain_rounds: int = 0
+    quant_admm_rounds: int = 5
+    quant_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
+    centroid_update: CentroidUpdate = CentroidUpdate.SUM
 
     def __post_init__(self):
         if isinstance(self.rules, Rule) or not isinstance(self.rules, Sequence):
@@ -289,12 +400,88 @@ class Spec:
         object.__setattr__(self, "rho", rho)
         _check_positive_int("Spec", "update_every", self.update_every)
         _check_positive_int("Spec", "admm_rounds", self.admm_rounds)
+        if (
+            isinstance(self.retrain_rounds, bool)
+            or not isinstance(self.retrain_rounds, int)
+            or (self.retrain_rounds < 0)
+        ):
+            raise _fail(
+                "Spec",
+                "retrain_rounds to be an integer >= 0",
+                "retrain_rounds",
+                self.retrain_rounds,
+            )
+        _check_positive_int("Spec", "quant_admm_rounds", self.quant_admm_rounds)
+        fractions = self.quant_fractions
+        if (
+            isinstance(fractions, (str, bytes))
+            or not isinstance(fractions, Sequence)
+            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions)
+        ):
+            raise _fail(
+                "Spec", "quant_fractions to be a list of numbers", "quant_fractions", fractions
+            )
+        fractions = tuple(float(f) for f in fractions)
+        if (
+            not fractions
+            or fractions[-1] != 1.0
+            or any(not 0 < f <= 1 for f in fractions)
+            or any(b <= a for a, b in zip(fractions, fractions[1:]))
+        ):
+            raise _fail(
+                "Spec",
+                "quant_fractions increasing in (0, 1] and ending at 1",
+                "quant_fractions",
+                list(fractions),
+            )
+        object.__setattr__(self, "quant_fractions", fractions)
+        try:
+            object.__setattr__(self, "centroid_update", CentroidUpdate(self.centroid_update))
+        except ValueError:
+            raise _fail(
+                "Spec",
+                f"centroid_update in {[c.value for c in CentroidUpdate]}",
+                "centroid_update",
+                self.centroid_update,
+            ) from None
         try:
             object.__setattr__(self, "update_unit", Unit(self.update_unit))
         except ValueError:
             raise _fail(
                 "Spec", f"update_unit in {[u.value for u in Unit]}", "update_unit", self.update_unit
             ) from None
+
+    @property
+    def prunes(self) -> bool:
+        return any(r.prunes for r in self._all_rules())
+
+    @property
+    def quantizes(self) -> bool:
+        return any(r.quantizes for r in self._all_rules())
+
+    def _all_rules(self) -> tuple[Rule, ...]:
+        return self.rules + ((self.default,) if self.default is not None else ())
+
+    def phase_boundaries(self) -> dict[str, int]:
+        """Round counts at which each phase ends (the last phase is open-ended).
+
+        Keys: ``prune_admm`` (hard projection), ``quant_start``, ``quant_admm`` (levels fixed,
+        locking starts) and ``quant_lock`` (all weights locked). Without quantization only
+        ``prune_admm`` is present.
+        """
+        prune_end = self.admm_rounds if self.prunes else 0
+        bounds = {"prune_admm": prune_end}
+        if self.quantizes:
+            start = prune_end + (self.retrain_rounds if self.prunes else 0)
+            bounds["quant_start"] = start
+            bounds["quant_admm"] = start + self.quant_admm_rounds
+            # Locking happens at the end of rounds quant_admm .. quant_admm + len - 1.
+            bounds["quant_lock"] = bounds["quant_admm"] + len(self.quant_fractions) - 1
+        return bounds
+
+    def scheduled_rounds(self) -> int:
+        """Rounds until the last (open-ended) phase begins."""
+        return max(self.phase_boundaries().values())
 
     def rule_for(self, layer_name: str, layer_class: str) -> tuple[int | None, Rule | None]:
         """The rule that applies to a layer and its index (None for the default rule)."""
@@ -310,6 +497,10 @@ class Spec:
             "update_every": self.update_every,
             "update_unit": self.update_unit.value,
             "admm_rounds": self.admm_rounds,
+            "retrain_rounds": self.retrain_rounds,
+            "quant_admm_rounds": self.quant_admm_rounds,
+            "quant_fractions": list(self.quant_fractions),
+            "centroid_update": self.centroid_update.value,
         }
         if self.default is not None:
             config["default"] = self.default.get_config()

@@ -34,8 +34,11 @@ __all__ = ["AdmmModel", "AdmmUpdate", "Phase", "admm_wrap", "callbacks", "wrappe
 class Phase(enum.IntEnum):
     """Where a model is in its compression run."""
 
-    ADMM = 0
-    RETRAIN = 1
+    ADMM = 0  # Pruning ADMM.
+    RETRAIN = 1  # Masked retraining after the hard projection.
+    QUANT_ADMM = 2  # ADMM onto the quantization levels.
+    QUANT_LOCK = 3  # Iterative quantization: part of the weights locked, the rest retrains.
+    QUANT_RETRAIN = 4  # Everything locked; k-means centroids may train.
 
 
 def wrappers(model: keras.Model) -> list[AdmmWrapper]:
@@ -75,7 +78,19 @@ def _plan(model: keras.Model, spec: Spec) -> dict[int, tuple[Target, ...]]:
                     f"received: weights={list(names)!r}"
                 )
         rho = rule.rho if rule.rho is not None else spec.rho.initial
-        plan[id(layer)] = tuple(Target(n, rule.target_sparsity, float(rho)) for n in names)
+        plan[id(layer)] = tuple(
+            Target(
+                n,
+                rule.target_sparsity,
+                float(rho),
+                bits=rule.bits,
+                scheme=None if rule.scheme is None else rule.scheme.value,
+                clusters=rule.clusters,
+                per_channel=rule.per_channel,
+                centroid_update=spec.centroid_update.value,
+            )
+            for n in names
+        )
     for index, rule in enumerate(spec.rules):
         if not used[index]:
             candidates = [f"{la.name} ({type(la).__name__})" for la in layers]
@@ -125,13 +140,16 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
             new.set_weights(old.get_weights())
 
     clone = cloning.rebuild(model, wrap, fill)
-    return AdmmModel(
+    admm = AdmmModel(
         inputs=clone.inputs,
         outputs=clone.outputs,
         name=model.name,
         spec=spec,
         from_sequential=isinstance(model, keras.Sequential),
     )
+    if not spec.prunes:
+        admm.begin_quantization()
+    return admm
 
 
 @keras.utils.register_keras_serializable(package="tf_admm")
@@ -179,9 +197,12 @@ class AdmmModel(keras.Model):
         return super().metrics + self._admm_trackers
 
     def admm_penalty(self) -> tf.Tensor:
-        """sum_i rho_i / 2 ||W_i - Z_i + U_i||^2 while in the ADMM phase, else 0."""
-        in_admm = tf.cast(tf.equal(self.admm_phase, int(Phase.ADMM)), tf.float32)
-        return in_admm * tf.add_n([w.penalty() for w in self._wrappers])
+        """sum_i rho_i / 2 ||W_i - Z_i + U_i||^2 over the weights in an ADMM phase, else 0."""
+        penalty = tf.constant(0.0)
+        for phase, kind in ((Phase.ADMM, "prunes"), (Phase.QUANT_ADMM, "quantizes")):
+            active = tf.cast(tf.equal(self.admm_phase, int(phase)), tf.float32)
+            penalty += active * tf.add_n([w.penalty(kind) for w in self._wrappers])
+        return penalty
 
     def primal_residual(self) -> tf.Tensor:
         """||W - Z|| / ||W|| over all compressed weights."""
@@ -226,6 +247,8 @@ class AdmmModel(keras.Model):
         }
         for wrapper in self._wrappers:
             logs[f"{wrapper.layer.name}_sparsity"] = float(wrapper.sparsity())
+            if self.phase >= Phase.QUANT_ADMM:
+                logs.update(wrapper.quantization_state())
         return logs
 
     def test_step(self, data):
@@ -246,28 +269,64 @@ class AdmmModel(keras.Model):
 
     # Phase machine, driven between steps by AdmmUpdate (in cross-replica context).
 
+    @property
+    def final_phase(self) -> Phase:
+        """The open-ended last phase of this model's spec."""
+        return Phase.QUANT_RETRAIN if self.spec.quantizes else Phase.RETRAIN
+
+    def begin_quantization(self) -> None:
+        """Enters quantization ADMM (after pruning, or at once for a spec that only quantizes)."""
+        for wrapper in self._wrappers:
+            wrapper.quant_begin()
+        self.admm_phase.assign(int(Phase.QUANT_ADMM))
+
     def advance(self, unit: Unit) -> dict[str, Any]:
         """Runs the Z/U update or phase change that is due after one more ``unit``.
 
         Returns a dict describing what happened (empty if nothing was due).
         """
-        if unit is not self.spec.update_unit or self.phase is not Phase.ADMM:
+        phase = self.phase
+        if unit is not self.spec.update_unit or phase is self.final_phase:
             return {}
         elapsed = int((self.admm_step if unit is Unit.STEP else self.admm_epoch).numpy())
         done = int(self.admm_round.numpy())
         if elapsed < (done + 1) * self.spec.update_every:
             return {}
+        round_ = done + 1
+        self.admm_round.assign(round_)
+        bounds = self.spec.phase_boundaries()
         schedule = self.spec.rho
-        scale = schedule(done + 1) / schedule(done)
-        for wrapper in self._wrappers:
-            wrapper.admm_update(scale)
-        self.admm_round.assign(done + 1)
-        event = {"round": done + 1}
-        if done + 1 >= self.spec.admm_rounds:
+        event: dict[str, Any] = {"round": round_, "phase": phase.name}
+        if phase is Phase.ADMM:
+            scale = schedule(done + 1) / schedule(done)
             for wrapper in self._wrappers:
-                wrapper.hard_project()
-            self.admm_phase.assign(int(Phase.RETRAIN))
-            event["hard_projection"] = True
+                wrapper.admm_update(scale)
+            if round_ >= bounds["prune_admm"]:
+                for wrapper in self._wrappers:
+                    wrapper.hard_project()
+                self.admm_phase.assign(int(Phase.RETRAIN))
+                event["next"] = "hard projection, masked retraining"
+                phase = Phase.RETRAIN
+        if phase is Phase.RETRAIN and self.spec.quantizes and round_ >= bounds["quant_start"]:
+            self.begin_quantization()
+            event["next"] = "quantization ADMM"
+        elif phase is Phase.QUANT_ADMM:
+            index = round_ - bounds["quant_start"]
+            scale = schedule(index) / schedule(index - 1)
+            for wrapper in self._wrappers:
+                wrapper.quant_update(scale)
+            if round_ >= bounds["quant_admm"]:
+                phase = Phase.QUANT_LOCK
+                self.admm_phase.assign(int(phase))
+        if phase is Phase.QUANT_LOCK:
+            step = round_ - bounds["quant_admm"]
+            fraction = self.spec.quant_fractions[step]
+            for wrapper in self._wrappers:
+                wrapper.quant_lock(fraction, first=step == 0)
+            event["locked"] = fraction
+            if step + 1 >= len(self.spec.quant_fractions):
+                self.admm_phase.assign(int(Phase.QUANT_RETRAIN))
+                event["next"] = "all weights on levels; training shared values"
         return event
 
     def get_config(self) -> dict[str, Any]:
@@ -316,14 +375,14 @@ class AdmmUpdate(keras.callbacks.Callback):
         if event:
             rho = [float(s.rho.numpy()) for w in self.model.admm_wrappers for s in w.slots]
             logging.info(
-                "ADMM round %d/%d done (rho now %.3g..%.3g)%s",
+                "Round %d/%d (%s) done, rho %.3g..%.3g%s%s",
                 event["round"],
-                self.model.spec.admm_rounds,
+                self.model.spec.scheduled_rounds(),
+                event["phase"],
                 min(rho),
                 max(rho),
-                "; hard projection, masked retraining from here"
-                if "hard_projection" in event
-                else "",
+                f"; {event['locked']:.0%} of kept weights locked" if "locked" in event else "",
+                f"; next: {event['next']}" if "next" in event else "",
             )
 
     def _implements_train_batch_hooks(self):

@@ -1,14 +1,21 @@
 """The Keras wrapper that holds the ADMM state of one layer.
 
-For every compressed weight ``W`` of the wrapped layer the wrapper owns, as non-trainable
-variables: the auxiliary variable ``Z`` (the projection of ``W + U`` onto the constraint set),
-the scaled dual variable ``U``, the 0/1 ``mask`` of kept weights, the penalty parameter ``rho``
-and the last dual residual ``rho * ||Z - Z_prev||``. The update rules live in
-:mod:`tf_admm.projections`; this module only holds state and applies them.
+For every compressed weight ``W`` of the wrapped layer the wrapper owns, as variables: the
+auxiliary variable ``Z`` (the projection of ``W + U`` onto the constraint set), the scaled dual
+variable ``U``, the 0/1 ``mask`` of kept weights, the penalty parameter ``rho`` and the last dual
+residual ``rho * ||Z - Z_prev||``. A quantized weight also has its ``levels`` (uniform or
+power-of-two grid, or k-means centroids; per channel along the last axis if asked), the level
+``assignment`` of every weight and the 0/1 ``locked`` map of weights fixed on their level. The
+update rules live in :mod:`tf_admm.projections`; this module only holds state and applies them.
 
-While the layer runs, the wrapper hands it the *effective* weight ``W * mask`` in place of the
-variable, so pruned weights contribute nothing and receive no gradient, whatever the optimizer
-keeps in its slots. ``strip`` writes the effective weights back into a plain layer.
+While the layer runs, the wrapper hands it the *effective* weight in place of the variable:
+
+    effective = mask * (locked * levels[assignment] + (1 - locked) * W)
+
+so pruned weights contribute nothing and get no gradient whatever the optimizer keeps in its
+slots, and locked weights sit exactly on their levels: their gradient flows to the shared level
+(k-means centroids train that way), never to ``W``. ``strip`` writes the effective weights back
+into a plain layer.
 """
 
 from __future__ import annotations
@@ -16,19 +23,39 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from tf_admm import projections, registry
 from tf_admm.compat import keras, tf
+from tf_admm.spec import CentroidUpdate, Scheme
 
 __all__ = ["AdmmWrapper", "Target"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One compressed weight: attribute name, pruning target and initial rho."""
+    """One compressed weight: attribute name, pruning and quantization targets, initial rho."""
 
     weight: str
     sparsity: float
     rho: float
+    bits: int | None = None
+    scheme: str | None = None
+    clusters: int | None = None
+    per_channel: bool = False
+    centroid_update: str = CentroidUpdate.SUM.value
+
+    @property
+    def prunes(self) -> bool:
+        return self.sparsity > 0
+
+    @property
+    def quantizes(self) -> bool:
+        return self.scheme is not None
+
+    @property
+    def num_levels(self) -> int:
+        return self.clusters if self.clusters is not None else 2**self.bits
 
     def get_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -46,9 +73,64 @@ class _Slot:
         self.mask: tf.Variable = None
         self.rho: tf.Variable = None
         self.dual_residual: tf.Variable = None
+        self.levels: tf.Variable | None = None
+        self.assignment: tf.Variable | None = None
+        self.locked: tf.Variable | None = None
+        self.level_counts: tf.Variable | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.variable.shape[-1]) if self.target.per_channel else 1
+
+    def masked(self) -> tf.Tensor:
+        """W with pruned positions zeroed (the weight ADMM constrains)."""
+        return self.variable * self.mask
+
+    def level_values(self) -> tf.Tensor:
+        """levels[assignment], per channel where the levels are."""
+        index = self.assignment
+        if self.target.per_channel:
+            channel = tf.range(self.channels, dtype=index.dtype)
+            index = index + channel * self.target.num_levels
+        flat_levels = tf.reshape(self.levels, [-1])
+        values = tf.gather(flat_levels, index)
+        if self.target.centroid_update == CentroidUpdate.MEAN.value:
+            # Same value; the gradient reaching a level is the mean of its members' gradients.
+            counts = tf.gather(tf.reshape(self.level_counts, [-1]), index)
+            values = tf.stop_gradient(values) + (values - tf.stop_gradient(values)) / tf.maximum(
+                counts, 1.0
+            )
+        return values
 
     def effective(self) -> tf.Tensor:
-        return self.variable * tf.cast(self.mask, self.variable.dtype)
+        weight = self.variable
+        if self.locked is not None:
+            weight = self.locked * self.level_values() + (1.0 - self.locked) * weight
+        return weight * self.mask
+
+    # Quantization helpers: eager, between steps.
+
+    def fit_levels(self, values: tf.Tensor) -> tf.Tensor:
+        """Levels fitted to the kept entries of ``values`` (scale search or k-means)."""
+        target = self.target
+        if target.scheme == Scheme.KMEANS.value:
+            result = projections.kmeans(values, target.num_levels, mask=self.mask, seed=0)
+            return tf.constant(result.centroids, tf.float32)
+        fit = projections.fit_scale(
+            values,
+            target.bits,
+            scheme=target.scheme,
+            mask=self.mask,
+            axis=-1 if target.per_channel else None,
+        )
+        return tf.convert_to_tensor(fit.levels, tf.float32)
+
+    def project(self, values: tf.Tensor, levels: tf.Tensor) -> tf.Tensor:
+        return projections.project_to_levels(values, levels, mask=self.mask, axis=-1)
+
+    def nearest(self, values: tf.Tensor, levels: tf.Tensor) -> tf.Tensor:
+        index = projections.nearest_level_index(values, levels, mask=self.mask, axis=-1)
+        return tf.maximum(index, 0)  # Pruned positions (-1) point at level 0, masked anyway.
 
 
 @keras.utils.register_keras_serializable(package="tf_admm")
@@ -93,13 +175,16 @@ class AdmmWrapper(keras.layers.Wrapper):
                 )
             size = variable.shape.num_elements()
             slot = _Slot(target, variable, projections.keep_count(size, target.sparsity))
+            if target.quantizes and target.num_levels > slot.keep:
+                raise ValueError(
+                    f"Layer '{self.layer.name}', weight '{target.weight}': Expected at most as "
+                    f"many levels as kept weights ({slot.keep}); received: "
+                    f"{'clusters' if target.clusters else 'levels'}={target.num_levels}"
+                )
             shape, name = variable.shape, target.weight
-            slot.auxiliary = self.add_weight(
-                name=f"{name}_auxiliary", shape=shape, initializer="zeros", trainable=False
-            )
-            slot.dual = self.add_weight(
-                name=f"{name}_dual", shape=shape, initializer="zeros", trainable=False
-            )
+            state = dict(initializer="zeros", trainable=False)
+            slot.auxiliary = self.add_weight(name=f"{name}_auxiliary", shape=shape, **state)
+            slot.dual = self.add_weight(name=f"{name}_dual", shape=shape, **state)
             slot.mask = self.add_weight(
                 name=f"{name}_mask", shape=shape, initializer="ones", trainable=False
             )
@@ -109,9 +194,27 @@ class AdmmWrapper(keras.layers.Wrapper):
                 initializer=keras.initializers.Constant(target.rho),
                 trainable=False,
             )
-            slot.dual_residual = self.add_weight(
-                name=f"{name}_dual_residual", shape=(), initializer="zeros", trainable=False
-            )
+            slot.dual_residual = self.add_weight(name=f"{name}_dual_residual", shape=(), **state)
+            if target.quantizes:
+                levels_shape = (
+                    (slot.channels, target.num_levels)
+                    if target.per_channel
+                    else (target.num_levels,)
+                )
+                slot.levels = self.add_weight(
+                    name=f"{name}_levels",
+                    shape=levels_shape,
+                    initializer="zeros",
+                    trainable=target.scheme == Scheme.KMEANS.value
+                    and target.centroid_update != CentroidUpdate.NONE.value,
+                )
+                slot.assignment = self.add_weight(
+                    name=f"{name}_assignment", shape=shape, dtype=tf.int32, **state
+                )
+                slot.locked = self.add_weight(name=f"{name}_locked", shape=shape, **state)
+                slot.level_counts = self.add_weight(
+                    name=f"{name}_level_counts", shape=levels_shape, **state
+                )
             self._slots.append(slot)
         super().build(input_shape)
 
@@ -146,10 +249,13 @@ class AdmmWrapper(keras.layers.Wrapper):
         layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         return cls(layer, **config)
 
-    # ADMM state transitions; all run outside the training step (in cross-replica context).
+    def _select(self, kind: str) -> list[_Slot]:
+        return [s for s in self._slots if getattr(s.target, kind)]
+
+    # ADMM state transitions; all run between steps (eagerly, in cross-replica context).
 
     def initialize(self) -> None:
-        """Z <- projection of W, U <- 0, mask <- 1: the start of ADMM from the current W."""
+        """Z <- projection of W, U <- 0, mask <- 1: the start of pruning ADMM from W."""
         for slot in self._slots:
             slot.auxiliary.assign(projections.project_top_k(slot.variable, slot.keep))
             slot.dual.assign(tf.zeros_like(slot.dual))
@@ -157,48 +263,105 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
-    def admm_update(self, rho_scale: float) -> None:
-        """One Z/U update, then rho <- rho * rho_scale.
+    def _step(self, slot: _Slot, auxiliary: tf.Tensor, weight: tf.Tensor, rho_scale: float):
+        """U <- (U + W - Z) * rho_old / rho_new and the bookkeeping around a Z-step.
 
-        Z <- P(W + U); U <- U + W - Z. When rho changes, the scaled dual U = lambda / rho is
-        rescaled by rho_old / rho_new so that the multiplier lambda is unchanged (Boyd et al.
-        2011, section 3.4.1).
+        Rescaling the scaled dual U = lambda / rho keeps the multiplier lambda unchanged when
+        rho changes (Boyd et al. 2011, section 3.4.1).
         """
-        for slot in self._slots:
+        dual = slot.dual + weight - auxiliary
+        slot.dual_residual.assign(slot.rho * tf.norm(auxiliary - slot.auxiliary))
+        slot.auxiliary.assign(auxiliary)
+        slot.dual.assign(dual / rho_scale)
+        slot.rho.assign(slot.rho * rho_scale)
+
+    def admm_update(self, rho_scale: float) -> None:
+        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho <- rho * rho_scale."""
+        for slot in self._select("prunes"):
             weight = tf.convert_to_tensor(slot.variable)
-            previous = tf.convert_to_tensor(slot.auxiliary)
             auxiliary = projections.project_top_k(weight + slot.dual, slot.keep)
-            dual = slot.dual + weight - auxiliary
-            slot.dual_residual.assign(slot.rho * tf.norm(auxiliary - previous))
-            slot.auxiliary.assign(auxiliary)
-            slot.dual.assign(dual / rho_scale)
-            slot.rho.assign(slot.rho * rho_scale)
+            self._step(slot, auxiliary, weight, rho_scale)
 
     def hard_project(self) -> None:
         """Keeps the ``keep`` largest weights for good: mask, W and Z agree; U <- 0."""
-        for slot in self._slots:
+        for slot in self._select("prunes"):
             mask = projections.top_k_mask(slot.variable, slot.keep)
             slot.mask.assign(mask)
             slot.variable.assign(slot.variable * mask)
             slot.auxiliary.assign(slot.variable)
             slot.dual.assign(tf.zeros_like(slot.dual))
 
+    def quant_begin(self) -> None:
+        """Start of quantization ADMM: Z <- P_levels(W), U <- 0, rho back to its start."""
+        for slot in self._select("quantizes"):
+            weight = slot.masked()
+            levels = slot.fit_levels(weight)
+            slot.levels.assign(levels)
+            slot.auxiliary.assign(slot.project(weight, levels))
+            slot.dual.assign(tf.zeros_like(slot.dual))
+            slot.rho.assign(slot.target.rho)
+            slot.dual_residual.assign(0.0)
+
+    def quant_update(self, rho_scale: float) -> None:
+        """One quantization Z/U update: levels refitted to W + U, Z <- P_levels(W + U)."""
+        for slot in self._select("quantizes"):
+            weight = slot.masked()
+            shifted = weight + slot.dual * slot.mask
+            levels = slot.fit_levels(shifted)
+            slot.levels.assign(levels)
+            self._step(slot, slot.project(shifted, levels), weight, rho_scale)
+
+    def quant_lock(self, fraction: float, first: bool) -> None:
+        """Locks ``fraction`` of the kept weights (cumulative) onto their nearest levels.
+
+        On the first call the levels are fitted to W and fixed; the weights nearest to a level
+        are locked first. Locked weights never leave their level afterwards.
+        """
+        for slot in self._select("quantizes"):
+            weight = slot.masked()
+            if first:
+                slot.levels.assign(slot.fit_levels(weight))
+                slot.locked.assign(tf.zeros_like(slot.locked))
+            levels = tf.convert_to_tensor(slot.levels)
+            assignment = slot.nearest(weight, levels)
+            locked = slot.locked.numpy().astype(bool)
+            kept = slot.mask.numpy().astype(bool)
+            # Locked weights keep their assignment; the rest follow W to its nearest level.
+            slot.assignment.assign(np.where(locked, slot.assignment.numpy(), assignment.numpy()))
+            distance = np.abs((weight - slot.project(weight, levels)).numpy())
+            wanted = int(round(fraction * int(kept.sum())))
+            candidates = np.flatnonzero((kept & ~locked).ravel())
+            extra = max(0, wanted - int(locked.sum()))
+            order = candidates[np.argsort(distance.ravel()[candidates], kind="stable")]
+            new_locked = locked.ravel().copy()
+            new_locked[order[:extra]] = True
+            slot.locked.assign(new_locked.reshape(locked.shape).astype(np.float32))
+            counts = np.zeros(slot.levels.shape, np.float32).reshape(-1)
+            index = slot.assignment.numpy()
+            if slot.target.per_channel:
+                index = index + np.arange(slot.channels) * slot.target.num_levels
+            np.add.at(counts, index.ravel()[new_locked & kept.ravel()], 1.0)
+            slot.level_counts.assign(counts.reshape(slot.levels.shape))
+
     # Quantities read inside the training step.
 
-    def penalty(self) -> tf.Tensor:
-        """Sum over compressed weights of rho / 2 * ||W - Z + U||^2."""
+    def penalty(self, kind: str) -> tf.Tensor:
+        """Sum of rho / 2 * ||W - Z + U||^2 over the slots that prune or quantize (``kind``)."""
+        slots = self._select(kind)
+        if not slots:
+            return tf.constant(0.0)
         terms = [
-            slot.rho / 2.0 * tf.reduce_sum(tf.square(slot.variable - slot.auxiliary + slot.dual))
-            for slot in self._slots
+            slot.rho / 2.0 * tf.reduce_sum(tf.square(slot.masked() - slot.auxiliary + slot.dual))
+            for slot in slots
         ]
         return tf.add_n(terms)
 
     def residual_parts(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """(sum ||W - Z||^2, sum ||W||^2) over compressed weights."""
+        """(sum ||W - Z||^2, sum ||W||^2) over compressed weights, W with pruned zeros."""
         gap = tf.add_n(
-            [tf.reduce_sum(tf.square(slot.variable - slot.auxiliary)) for slot in self._slots]
+            [tf.reduce_sum(tf.square(slot.masked() - slot.auxiliary)) for slot in self._slots]
         )
-        size = tf.add_n([tf.reduce_sum(tf.square(slot.variable)) for slot in self._slots])
+        size = tf.add_n([tf.reduce_sum(tf.square(slot.masked())) for slot in self._slots])
         return gap, size
 
     def sparsity(self) -> tf.Tensor:
@@ -208,6 +371,24 @@ class AdmmWrapper(keras.layers.Wrapper):
         )
         total = sum(slot.variable.shape.num_elements() for slot in self._slots)
         return zeros / float(total)
+
+    def quantization_state(self) -> dict[str, float]:
+        """Per quantized weight: fraction of kept weights locked and relative error to levels."""
+        logs = {}
+        for slot in self._select("quantizes"):
+            suffix = (
+                "" if slot.target.weight in ("kernel", "embeddings") else f".{slot.target.weight}"
+            )
+            kept = float(tf.reduce_sum(slot.mask))
+            logs[f"{self.layer.name}{suffix}_locked"] = float(
+                tf.reduce_sum(slot.locked * slot.mask)
+            ) / max(kept, 1.0)
+            effective = slot.effective()
+            projected = slot.project(effective, tf.convert_to_tensor(slot.levels))
+            logs[f"{self.layer.name}{suffix}_quant_error"] = float(
+                projections.relative_error(effective, projected, mask=slot.mask)
+            )
+        return logs
 
     def stripped_weights(self) -> list:
         """The wrapped layer's weights as numpy arrays, with compressed weights made effective."""
