@@ -63,6 +63,9 @@ _TRAIN_BATCHES = flags.DEFINE_integer(
     "Use only this many training batches per epoch (for smoke tests).",
     lower_bound=1,
 )
+_EXPORT = flags.DEFINE_bool(
+    "export", True, "Export the compressed model to a verified .tflite file and test it there."
+)
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity.")
 
 
@@ -79,6 +82,7 @@ class Settings:
     learning_rate: float = 1e-3
     retrain_learning_rate: float = 1e-3
     admm_learning_rate: float | None = None
+    export: bool = True
     seed: int = 0
     train_batches: int | None = None
     verbose: int = 1
@@ -150,51 +154,61 @@ def run(settings: Settings) -> dict[str, Any]:
     spec = settings.spec
     if spec.update_unit is not tf_admm.Unit.EPOCH:
         raise app.UsageError("The recipe counts ADMM rounds in epochs: use update_unit 'epoch'")
-    admm_epochs = spec.admm_rounds * spec.update_every
+    scheduled_epochs = spec.scheduled_rounds() * spec.update_every
     model = tf_admm.admm_wrap(dense, spec)
     admm_learning_rate = settings.admm_learning_rate or settings.learning_rate
     model.compile(keras.optimizers.Adam(admm_learning_rate), _loss(), ["accuracy"])
-    retrain_schedule = _step_decay(
-        settings.retrain_learning_rate, settings.retrain_epochs, start=admm_epochs
+    final_schedule = _step_decay(
+        settings.retrain_learning_rate, settings.retrain_epochs, start=scheduled_epochs
     )
 
     def schedule(epoch, lr):
-        return admm_learning_rate if epoch < admm_epochs else retrain_schedule(epoch, lr)
+        return admm_learning_rate if epoch < scheduled_epochs else final_schedule(epoch, lr)
 
-    phase_times: dict[int, float] = {}
+    phase_times: dict[str, float] = {}
 
     class PhaseTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            self._phase = model.phase.name.lower()
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            phase = 0 if epoch < admm_epochs else 1
-            phase_times[phase] = phase_times.get(phase, 0.0) + time.perf_counter() - self._start
+            elapsed = time.perf_counter() - self._start
+            phase_times[self._phase] = phase_times.get(self._phase, 0.0) + elapsed
 
     logging.info(
-        "ADMM: %d rounds of %d epoch(s), then %d epochs of masked retraining",
-        spec.admm_rounds,
+        "%d scheduled rounds of %d epoch(s) (pruning ADMM %d, retraining %d, quantization "
+        "ADMM %d, locking %d), then %d epochs in the final phase",
+        spec.scheduled_rounds(),
         spec.update_every,
+        spec.admm_rounds if spec.prunes else 0,
+        spec.retrain_rounds if spec.quantizes and spec.prunes else 0,
+        spec.quant_admm_rounds if spec.quantizes else 0,
+        len(spec.quant_fractions) if spec.quantizes else 0,
         settings.retrain_epochs,
     )
     model.fit(
         train_ds,
-        epochs=admm_epochs + settings.retrain_epochs,
+        epochs=scheduled_epochs + settings.retrain_epochs,
         verbose=settings.verbose,
         callbacks=tf_admm.callbacks(log_dir=os.path.join(settings.model_dir, "logs"))
         + [keras.callbacks.LearningRateScheduler(schedule), PhaseTimer()],
     )
-    timings["admm"] = phase_times.get(0, 0.0)
-    timings["retrain"] = phase_times.get(1, 0.0)
+    timings.update(phase_times)
 
     pruned = tf_admm.strip(model)
     pruned.compile(loss=_loss(), metrics=["accuracy"])
     _, pruned_accuracy = pruned.evaluate(test_ds, verbose=0)
-    path = os.path.join(settings.model_dir, "lenet5_pruned.keras")
+    path = os.path.join(settings.model_dir, "lenet5_compressed.keras")
     pruned.save(path)
 
     table = report.compression_table(pruned)
-    storage = report.storage_report(pruned)
+    configured_bits = {}
+    for wrapper in model.admm_wrappers:
+        for slot in wrapper.slots:
+            if slot.target.bits is not None:
+                configured_bits[wrapper.layer.name] = slot.target.bits
+    storage = report.storage_report(pruned, bits=configured_bits)
     total_weights = sum(r.weights for r in table)
     total_nonzeros = sum(r.nonzeros for r in table)
     results = {
@@ -210,12 +224,16 @@ def run(settings: Settings) -> dict[str, Any]:
         "spec": spec.to_dict(),
         "model": path,
     }
+    if settings.export:
+        start = time.perf_counter()
+        results["tflite"] = _export(pruned, test_ds, settings.model_dir)
+        timings["export"] = time.perf_counter() - start
     with open(os.path.join(settings.model_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
 
     print(report.format_compression_table(table))
     print()
-    print("Storage (32-bit values, relative indices):")
+    print("Storage (values coded as trained, sparse layers with relative indices):")
     print(tf_admm.storage.format_report(storage))
     print()
     print(
@@ -223,9 +241,45 @@ def run(settings: Settings) -> dict[str, Any]:
         f"({results['accuracy_drop_points']:+.2f} points drop); "
         f"pruning {results['pruning_ratio']:.1f}x"
     )
+    if "tflite" in results:
+        lite = results["tflite"]
+        print(
+            f"TFLite: {lite['path']}: {lite['file_bytes']:,} B ({lite['ratio_vs_float']:.1f}x "
+            f"smaller than the dense float file of {lite['float_file_bytes']:,} B; gzip "
+            f"{lite['gzip_bytes']:,} B); test accuracy in LiteRT {100 * lite['accuracy']:.2f}%"
+        )
     print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"Stripped model: {path}")
     return results
+
+
+def _export(model: keras.Model, test_ds, model_dir: str) -> dict[str, Any]:
+    """Writes the verified .tflite file and measures its test accuracy in LiteRT."""
+    import numpy as np
+
+    import tflite_export
+    from tflite_export import verify
+
+    path = os.path.join(model_dir, "lenet5.tflite")
+    export_report = tflite_export.export(model, path)
+    print(export_report.format())
+    with open(path, "rb") as f:
+        data = f.read()
+    correct = total = 0
+    for images, labels in test_ds:
+        (logits,) = verify.run(data, [images.numpy()])
+        correct += int(np.sum(np.argmax(logits, axis=-1) == labels.numpy()))
+        total += int(labels.shape[0])
+    return {
+        "path": path,
+        "file_bytes": export_report.file_bytes,
+        "float_file_bytes": export_report.float_file_bytes,
+        "gzip_bytes": export_report.gzip_bytes,
+        "float_gzip_bytes": export_report.float_gzip_bytes,
+        "ratio_vs_float": export_report.compression_ratio,
+        "accuracy": correct / total,
+        "report": export_report.to_dict(),
+    }
 
 
 def settings_from_flags() -> Settings:
@@ -243,6 +297,7 @@ def settings_from_flags() -> Settings:
         learning_rate=_LEARNING_RATE.value,
         retrain_learning_rate=_RETRAIN_LEARNING_RATE.value,
         admm_learning_rate=_ADMM_LEARNING_RATE.value,
+        export=_EXPORT.value,
         seed=_SEED.value,
         train_batches=_TRAIN_BATCHES.value,
         verbose=int(_VERBOSE.value),

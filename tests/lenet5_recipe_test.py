@@ -36,7 +36,12 @@ def test_recipe_prunes_to_config_budgets_and_saves_a_plain_model(tmp_path, mnist
     assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == budgets
     assert results["weights"] == 430_500
     assert results["pruning_ratio"] == pytest.approx(430_500 / 6_050)
-    assert set(results["seconds"]) == {"data", "pretrain", "admm", "retrain"}
+    assert set(results["seconds"]) == {"data", "pretrain", "admm", "retrain", "export"}
+    lite = results["tflite"]
+    assert lite["file_bytes"] == os.path.getsize(lite["path"])
+    assert lite["ratio_vs_float"] > 20
+    # Same weights, so the file classifies the test set as the Keras model does.
+    assert abs(lite["accuracy"] - results["pruned_accuracy"]) <= 0.001
     with open(tmp_path / "results.json", encoding="utf-8") as f:
         assert json.load(f)["nonzeros"] == 6_050
     model = keras.models.load_model(results["model"])
@@ -51,7 +56,7 @@ def test_recipe_prunes_to_config_budgets_and_saves_a_plain_model(tmp_path, mnist
     cached = [f for f in os.listdir(tmp_path) if f.startswith("dense_")]
     assert len(cached) == 1
     mtime = os.path.getmtime(tmp_path / cached[0])
-    lenet5_mnist.run(_settings(tmp_path, mnist_data_dir, retrain_epochs=0))
+    lenet5_mnist.run(_settings(tmp_path, mnist_data_dir, retrain_epochs=0, export=False))
     assert os.path.getmtime(tmp_path / cached[0]) == mtime
 
 
@@ -66,3 +71,27 @@ def test_flags_build_settings_and_bad_config_is_a_usage_error(tmp_path):
     with flagsaver.flagsaver(config=str(bad)):
         with pytest.raises(lenet5_mnist.app.UsageError, match="sparsity"):
             lenet5_mnist.settings_from_flags()
+
+
+def test_recipe_prunes_and_quantizes_with_paper_bits(tmp_path, mnist_data_dir):
+    config = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_quant.json")
+    spec = dataclasses.replace(
+        tf_admm.Spec.from_file(config),
+        admm_rounds=1,
+        retrain_rounds=1,
+        quant_admm_rounds=1,
+        quant_fractions=(0.5, 1.0),
+    )
+    results = lenet5_mnist.run(_settings(tmp_path, mnist_data_dir, spec=spec, train_batches=4))
+    budgets = {"conv1": 45, "conv2": 850, "fc1": 1520, "fc2": 150}
+    bits = {"conv1": 3, "conv2": 3, "fc1": 2, "fc2": 3}
+    assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == budgets
+    model = keras.models.load_model(results["model"])
+    for name, b in bits.items():
+        kernel = model.get_layer(name).kernel.numpy()
+        assert len(np.unique(kernel[kernel != 0])) <= 2**b
+    storage = {layer["name"]: layer for layer in results["storage"]["layers"]}
+    assert {name: storage[name]["bits_per_value"] for name in bits} == bits
+    assert results["storage"]["totals"]["weight_data_ratio"] > 1_000
+    lite = results["tflite"]
+    assert abs(lite["accuracy"] - results["pruned_accuracy"]) <= 0.001

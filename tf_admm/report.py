@@ -14,7 +14,13 @@ from tf_admm import cloning, registry, storage
 from tf_admm.compat import keras
 from tf_admm.wrapper import AdmmWrapper
 
-__all__ = ["LayerCompression", "compression_table", "format_compression_table", "storage_report"]
+__all__ = [
+    "LayerCompression",
+    "compression_table",
+    "format_compression_table",
+    "storage_report",
+    "value_coding",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,17 +100,58 @@ def format_compression_table(rows: list[LayerCompression]) -> str:
     return "\n".join(rendered)
 
 
-def storage_report(model: keras.Model, bits_per_value: int = 32) -> storage.StorageReport:
-    """Paper-style storage of the compressible weights, stored sparse with relative indices.
+def value_coding(values: np.ndarray) -> tuple[int, int]:
+    """(bits per stored value, codebook bits) for a weight tensor, read off its values.
 
-    Values keep ``bits_per_value`` bits (32: float weights, no codebook).
+    Few distinct nonzero values (at most 256, and only where it saves bits) are codes into a
+    table: ``ceil(log2(count))`` bits each. If they are all integer multiples of the smallest
+    magnitude (uniform levels, also the power-of-two ones), the table is that one 32-bit step;
+    otherwise every shared value is stored as a 32-bit float. Anything else stays 32-bit float with no table.
     """
-    layers = [
-        storage.layer_storage(
-            f"{layer}" if weight in ("kernel", "embeddings") else f"{layer}.{weight}",
-            weights=value,
-            bits_per_value=bits_per_value,
-        )
-        for layer, weight, value in _compressible_arrays(model)
-    ]
+    nonzero = values[values != 0]
+    distinct = np.unique(nonzero)
+    if distinct.size == 0 or distinct.size > 256:
+        return storage.BASELINE_BITS, 0
+    bits = storage.bits_for_levels(int(distinct.size))
+    step = float(np.min(np.abs(distinct)))
+    multiples = distinct / step
+    if np.allclose(multiples, np.round(multiples), rtol=0, atol=1e-4):
+        codebook = storage.BASELINE_BITS
+    else:
+        codebook = storage.codebook_size_bits(int(distinct.size))
+    if nonzero.size * bits + codebook >= nonzero.size * storage.BASELINE_BITS:
+        return storage.BASELINE_BITS, 0  # A table would cost more than it saves.
+    return bits, codebook
+
+
+def storage_report(model: keras.Model, bits: dict[str, int] | None = None) -> storage.StorageReport:
+    """Paper-style storage of the compressible weights of ``model``.
+
+    Each weight tensor is stored the cheaper way: sparse with relative indices or dense, with
+    the value coding of :func:`value_coding` (32-bit floats unless its values are quantized).
+
+    Args:
+      model: a stripped or ADMM-wrapped model.
+      bits: bits per value by layer name, as configured (e.g. ``{"fc1": 2}``), for layers
+        whose trained values happen to use fewer levels than they may; the papers count the
+        configured width.
+    """
+    bits = bits or {}
+    layers = []
+    for layer, weight, value in _compressible_arrays(model):
+        name = layer if weight in ("kernel", "embeddings") else f"{layer}.{weight}"
+        value_bits, codebook = value_coding(value)
+        if name in bits and value_bits != storage.BASELINE_BITS:
+            value_bits = max(value_bits, bits[name])
+        options = [
+            storage.layer_storage(
+                name,
+                weights=value,
+                bits_per_value=value_bits,
+                codebook_bits=codebook,
+                sparse=sparse,
+            )
+            for sparse in (True, False)
+        ]
+        layers.append(min(options, key=lambda option: option.total_bits))
     return storage.storage_report(layers)
