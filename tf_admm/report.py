@@ -106,7 +106,8 @@ def value_coding(values: np.ndarray) -> tuple[int, int]:
     Few distinct nonzero values (at most 256, and only where it saves bits) are codes into a
     table: ``ceil(log2(count))`` bits each. If they are all integer multiples of the smallest
     magnitude (uniform levels, also the power-of-two ones), the table is that one 32-bit step;
-    otherwise every shared value is stored as a 32-bit float. Anything else stays 32-bit float with no table.
+    otherwise every shared value is stored as a 32-bit float. Anything else stays 32-bit
+    float with no table.
     """
     nonzero = values[values != 0]
     distinct = np.unique(nonzero)
