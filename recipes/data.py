@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -417,6 +418,21 @@ def _prepare(
     if builder.is_prepared():
         logging.info("TFDS %s is already prepared in %s", tfds_name, data_dir)
         return data_dir
+    # Several processes (parallel test workers, two recipes) may prepare the same directory:
+    # one builds while the others wait, then find it prepared.
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, f".{tfds_name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if tfds.builder(tfds_name, data_dir=data_dir).is_prepared():
+                return data_dir
+            _build(tfds_name, data_dir, source, builder, offline_build)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return data_dir
+
+
+def _build(tfds_name, data_dir, source, builder, offline_build) -> None:
     if source == "tfds":
         logging.info("Downloading and preparing TFDS %s in %s", tfds_name, data_dir)
         try:
@@ -428,7 +444,6 @@ def _prepare(
             ) from error
     else:
         offline_build(data_dir)
-    return data_dir
 
 
 def default_data_dir() -> str:
