@@ -28,6 +28,7 @@ setuptools.setup(
         "flatbuffers>=24.3.25",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "matplotlib>=3.7"],
+        "bench": ["matplotlib>=3.7"],
     },
 )

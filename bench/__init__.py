@@ -1,0 +1,9 @@
+"""Benchmarks that run tf-admm and tfmot on the same work in one process.
+
+* :mod:`bench.overhead`: time per training step of plain Keras, tf-admm (ADMM and retraining
+  phases) and tfmot ``prune_low_magnitude``, and the memory the wrappers add.
+* :mod:`bench.frontier`: accuracy against compression ratio of LeNet-5, tf-admm against tfmot,
+  from one shared dense checkpoint with the same per-layer allocation and epoch budget.
+
+Run them as ``python -m bench.<module> [--smoke]``; see ``bench/README.md``.
+"""

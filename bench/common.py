@@ -1,0 +1,287 @@
+"""Helpers shared by the benchmarks: machine facts, tables, JSON, step timing, tfmot pruning.
+
+Importing this module sets up legacy Keras (through :mod:`tf_admm.compat`) before tfmot is
+imported, which tfmot needs with TensorFlow 2.16+.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import tf_admm
+from tf_admm.compat import keras, tf
+
+# isort: split
+# tfmot needs TF_USE_LEGACY_KERAS=1, which tf_admm.compat sets, before TensorFlow loads Keras.
+import tensorflow_model_optimization as tfmot
+
+__all__ = [
+    "SHARED_MACHINE_NOTE",
+    "BatchTimer",
+    "classification_loss",
+    "command_line",
+    "cpu_model",
+    "format_table",
+    "load_average",
+    "machine_info",
+    "median",
+    "nonzero_counts",
+    "snapshot",
+    "tfmot",
+    "tfmot_prune",
+    "tfmot_strip",
+    "wrapper_state_bytes",
+    "write_json",
+]
+
+SHARED_MACHINE_NOTE = (
+    "The machine may be shared with other jobs: compare the load average with the number of "
+    "cores before trusting absolute times; ratios within one interleaved run are more robust."
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where and when a benchmark ran
+# ----------------------------------------------------------------------------------------------
+
+
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces this run: ``python -m <module> <args>``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join([shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args)])
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or what ``platform`` knows elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (empty where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def snapshot() -> dict[str, Any]:
+    """UTC time and load average, taken at the start and at the end of a benchmark."""
+    return {
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average": load_average(),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU model and library versions."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "nproc": usable,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_keras": keras.__version__,
+        "tfmot": getattr(tfmot, "__version__", "unknown"),
+        "tf_admm": tf_admm.__version__,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "note": SHARED_MACHINE_NOTE,
+    }
+
+
+def format_header(title: str, command: str, machine: Mapping[str, Any], start: Mapping) -> str:
+    """The lines every benchmark prints first: what ran, where, and how busy the machine was."""
+    return "\n".join(
+        [
+            f"== {title}",
+            f"command: {command}",
+            f"date: {start['time_utc']}",
+            f"machine: {machine['nproc']} cores ({machine['cpu_model']}), "
+            f"TF {machine['tensorflow']}, tfmot {machine['tfmot']}",
+            f"load average at start (1/5/15 min): {start['load_average']}",
+            f"note: {SHARED_MACHINE_NOTE}",
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    lines = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    ]
+    rendered.insert(1, "-" * len(rendered[0]))
+    return "\n".join(rendered)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no inf/nan.
+    return value
+
+
+def write_json(path: str, data: Mapping[str, Any]) -> None:
+    """Writes ``data`` as indented JSON, creating the directory; non-finite floats become null."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(data), f, indent=2)
+        f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def classification_loss() -> keras.losses.Loss:
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+class BatchTimer(keras.callbacks.Callback):
+    """Records the wall time between consecutive ends of training batches.
+
+    Keras converts the logs of a callback that does not support tensor logs to numpy, which
+    waits for the step to finish; so each interval is one whole step as the user sees it
+    (input, forward, backward, update and every callback's per-step work).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = False  # Forces the synchronisation described above.
+        self.intervals: list[float] = []
+        self._last: float | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.intervals.append(now - self._last)
+        self._last = now
+
+
+def nonzero_counts(model: keras.Model) -> dict[str, dict[str, int]]:
+    """{layer: {"weights": n, "nonzeros": k}} over the compressible weights of a plain model.
+
+    The same count serves both libraries: tfmot and tf-admm prune the same kernels.
+    """
+    return {
+        row.layer if row.weight == "kernel" else f"{row.layer}.{row.weight}": {
+            "weights": row.weights,
+            "nonzeros": row.nonzeros,
+        }
+        for row in tf_admm.report.compression_table(model)
+    }
+
+
+def wrapper_state_bytes(model: keras.Model) -> int:
+    """Bytes of the variables a pruning library adds to ``model``.
+
+    Counts every variable of ``model`` that does not belong to an unwrapped layer: the state
+    of each ``keras.layers.Wrapper`` (minus the wrapped layer's own weights) and variables that
+    the model itself owns (such as tf-admm's step and phase counters). Optimizer slots are not
+    included; they are the same with or without compression.
+    """
+    own: dict[int, tf.Variable] = {id(v): v for v in model.weights}
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.Layer) and not isinstance(
+            layer, (keras.layers.Wrapper, keras.Model)
+        ):
+            for variable in layer.weights:
+                own.pop(id(variable), None)
+    return sum(v.shape.num_elements() * v.dtype.size for v in own.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# tfmot
+# ----------------------------------------------------------------------------------------------
+
+
+def tfmot_prune(
+    model: keras.Model,
+    sparsities: Mapping[str, float],
+    schedule: Callable[[float], Any],
+) -> keras.Model:
+    """tfmot ``prune_low_magnitude`` on the named layers, each with its own final sparsity.
+
+    The pruned model shares the named layers (and so their weights) with ``model``, as tfmot's
+    own per-layer recipe does; pass a copy you own.
+
+    Args:
+      model: a built functional or Sequential ``tf_keras`` model.
+      sparsities: {layer name: final sparsity}.
+      schedule: ``final_sparsity -> tfmot PruningSchedule``.
+
+    Returns:
+      The model with ``PruneLowMagnitude`` wrappers; train it with ``UpdatePruningStep``.
+
+    Raises:
+      ValueError: if a name in ``sparsities`` is no layer of ``model``.
+    """
+    names = {layer.name for layer in model.layers}
+    missing = sorted(set(sparsities) - names)
+    if missing:
+        raise ValueError(
+            f"Expected layer names of model '{model.name}' ({sorted(names)}); "
+            f"received: sparsities for {missing}"
+        )
+
+    def clone(layer):
+        if layer.name in sparsities:
+            return tfmot.sparsity.keras.prune_low_magnitude(
+                layer, pruning_schedule=schedule(float(sparsities[layer.name]))
+            )
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def tfmot_strip(model: keras.Model) -> keras.Model:
+    return tfmot.sparsity.keras.strip_pruning(model)

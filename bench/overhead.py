@@ -1,0 +1,382 @@
+"""Training-step overhead of tf-admm and tfmot against plain Keras, and the memory they add.
+
+Usage:
+  python -m bench.overhead                       # LeNet-5 and a VGG-style net, batch 128
+  python -m bench.overhead --smoke               # seconds: tiny batches, few steps
+  python -m bench.overhead --models=lenet5 --repeats=5 --steps=60 --out=/tmp/overhead.json
+
+For each model the variants are trained on one synthetic batch repeated (the input pipeline
+costs nothing and is the same for all), each for ``--warmup + --steps`` steps per repeat, the
+variants interleaved within every repeat so that a change of machine load hits them alike.
+A callback records the wall time between consecutive batch ends; the first ``--warmup`` steps
+of every fit are dropped (every variant is also traced once before timing starts).
+
+Variants:
+  plain            the dense model, ``fit`` with no callback but the timer.
+  admm             tf-admm during ADMM (penalty rho/2 ||W - Z + U||^2 in the loss).
+  retrain          tf-admm after the hard projection (masked retraining).
+  tfmot            ``prune_low_magnitude`` with ``ConstantSparsity`` (mask update every 100
+                   steps), ``UpdatePruningStep``.
+  admm_no_penalty  diagnostic: ``admm`` with the penalty replaced by 0, which splits the
+                   overhead into penalty and the rest (wrapper, masking, custom train step).
+
+The table gives median and mean milliseconds per step and the ratio of medians to ``plain``
+(with the range of the per-repeat ratios); the Z/U update that tf-admm runs once per round
+(between steps) is timed separately. ``extra state`` is the bytes of variables the library
+adds (tf-admm: Z, U, mask, rho per weight and four step/phase counters; tfmot: mask,
+threshold, step), optimizer slots excluded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+from absl import app, flags, logging
+
+import tf_admm
+from bench import common
+from bench.common import tfmot
+from recipes import models
+from tf_admm.compat import keras, tf
+
+__all__ = ["MODELS", "VARIANTS", "Settings", "run", "vgg_style"]
+
+VARIANTS = ("plain", "admm", "retrain", "tfmot", "admm_no_penalty")
+TARGET_RATIO = 1.15  # Goal for the ADMM step against a plain step.
+
+
+def vgg_style(width: int = 32, num_classes: int = 10) -> keras.Model:
+    """VGG-style convnet for 32x32x3 inputs: three blocks of two 3x3 convs and a pool, FC 256.
+
+    Channels ``width``, ``2 * width``, ``4 * width``; with ``width=32``, 813,408 kernel weights
+    (fc1 holds 524,288 of them).
+    """
+    inputs = keras.Input((32, 32, 3), name="image")
+    h = inputs
+    for block, channels in enumerate((width, 2 * width, 4 * width), start=1):
+        for index in (1, 2):
+            h = keras.layers.Conv2D(
+                channels, 3, padding="same", activation="relu", name=f"conv{block}_{index}"
+            )(h)
+        h = keras.layers.MaxPool2D(2, name=f"pool{block}")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(256, activation="relu", name="fc1")(h)
+    outputs = keras.layers.Dense(num_classes, name="fc2")(h)
+    return keras.Model(inputs, outputs, name="vgg_style")
+
+
+MODELS = {
+    "lenet5": (models.lenet5, (28, 28, 1)),
+    "vgg": (vgg_style, (32, 32, 3)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to time; ``run`` takes it so tests need no flags.
+
+    Attributes:
+      models: keys of :data:`MODELS`.
+      variants: among :data:`VARIANTS`; must include ``plain``.
+      batch_size: examples per step.
+      steps: timed steps per variant and repeat.
+      warmup: steps dropped at the start of every fit.
+      repeats: rounds over all variants.
+      sparsity: pruning target of every kernel, for both libraries.
+      learning_rate: Adam learning rate.
+      seed: weights and synthetic data.
+      out: JSON path, or None.
+      command: the command line to report.
+    """
+
+    models: tuple[str, ...] = ("lenet5", "vgg")
+    variants: tuple[str, ...] = VARIANTS
+    batch_size: int = 128
+    steps: int = 40
+    warmup: int = 5
+    repeats: int = 3
+    sparsity: float = 0.9
+    learning_rate: float = 1e-3
+    seed: int = 0
+    out: str | None = None
+    command: str = "bench.overhead.run()"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.models) - set(MODELS))
+        if unknown or not self.models:
+            raise ValueError(
+                f"Expected models among {sorted(MODELS)}; received: models={list(self.models)}"
+            )
+        if "plain" not in self.variants or set(self.variants) - set(VARIANTS):
+            raise ValueError(
+                f"Expected variants among {list(VARIANTS)}, including 'plain'; "
+                f"received: variants={list(self.variants)}"
+            )
+        for field in ("batch_size", "steps", "warmup", "repeats"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"Expected {field} >= 1; received: {field}={getattr(self, field)}")
+
+    @classmethod
+    def smoke(cls, **overrides) -> Settings:
+        """A few seconds per model: batch 16, 3 timed steps, 2 repeats."""
+        values: dict[str, Any] = dict(batch_size=16, steps=3, warmup=1, repeats=2)
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class _Variant:
+    name: str
+    model: keras.Model
+    callbacks: list
+    intervals: list[list[float]] = dataclasses.field(default_factory=list)
+
+
+def _admm_spec(sparsity: float) -> tf_admm.Spec:
+    # Rounds far beyond any timing run, so that the model stays in the ADMM phase.
+    return tf_admm.Spec(
+        default=tf_admm.Rule(sparsity=sparsity),
+        rho=tf_admm.RhoSchedule(1e-3),
+        update_every=1,
+        update_unit="epoch",
+        admm_rounds=1_000_000,
+    )
+
+
+def _build(name: str, settings: Settings, model_fn) -> _Variant:
+    keras.utils.set_random_seed(settings.seed)
+    dense = model_fn()
+    callbacks: list = []
+    if name == "plain":
+        model = dense
+    elif name == "tfmot":
+        schedule = tfmot.sparsity.keras.ConstantSparsity(
+            settings.sparsity, begin_step=0, frequency=100
+        )
+        model = tfmot.sparsity.keras.prune_low_magnitude(dense, pruning_schedule=schedule)
+        callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+    else:
+        model = tf_admm.admm_wrap(dense, _admm_spec(settings.sparsity))
+        callbacks = tf_admm.callbacks()
+        if name == "retrain":
+            for wrapper in model.admm_wrappers:
+                wrapper.hard_project()
+            model.admm_phase.assign(int(tf_admm.Phase.RETRAIN))
+        elif name == "admm_no_penalty":
+            # Instance attribute shadows the method that train_step calls.
+            model.admm_penalty = lambda: tf.constant(0.0)
+    model.compile(
+        keras.optimizers.Adam(settings.learning_rate), common.classification_loss(), ["accuracy"]
+    )
+    return _Variant(name, model, callbacks)
+
+
+def _synthetic(settings: Settings, input_shape) -> tf.data.Dataset:
+    rng = np.random.default_rng(settings.seed)
+    images = rng.uniform(0.0, 1.0, (settings.batch_size, *input_shape)).astype(np.float32)
+    labels = rng.integers(0, 10, settings.batch_size).astype(np.int64)
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+
+def _fit(variant: _Variant, dataset, steps: int, timer=None) -> None:
+    extra = [timer] if timer is not None else []
+    variant.model.fit(
+        dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=variant.callbacks + extra
+    )
+
+
+def _admm_update_ms(model: tf_admm.AdmmModel, repeats: int = 5) -> float:
+    """Median time of one Z/U update over all wrappers (run once per ADMM round)."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        for wrapper in model.admm_wrappers:
+            wrapper.admm_update(1.0)
+        times.append(time.perf_counter() - start)
+    return 1e3 * common.median(times[1:])
+
+
+def _time_model(settings: Settings, model_name: str) -> dict[str, Any]:
+    model_fn, input_shape = MODELS[model_name]
+    dataset = _synthetic(settings, input_shape)
+    variants = [_build(name, settings, model_fn) for name in settings.variants]
+    for variant in variants:  # Traces the train function outside the timed fits.
+        _fit(variant, dataset, 2)
+    for _ in range(settings.repeats):
+        for variant in variants:
+            timer = common.BatchTimer()
+            _fit(variant, dataset, settings.warmup + settings.steps, timer)
+            variant.intervals.append(timer.intervals[settings.warmup :])
+    plain = next(v for v in variants if v.name == "plain")
+    plain_medians = [common.median(r) for r in plain.intervals]
+    plain_median = common.median([t for r in plain.intervals for t in r])
+    parameters = sum(v.shape.num_elements() for v in plain.model.trainable_weights)
+    result: dict[str, Any] = {
+        "input_shape": list(input_shape),
+        "weights": parameters,
+        "weight_bytes": sum(
+            v.shape.num_elements() * v.dtype.size for v in plain.model.trainable_weights
+        ),
+        "variants": {},
+    }
+    for variant in variants:
+        flat = [t for r in variant.intervals for t in r]
+        paired = [common.median(r) / p for r, p in zip(variant.intervals, plain_medians)]
+        entry = {
+            "median_ms": 1e3 * common.median(flat),
+            "mean_ms": 1e3 * float(np.mean(flat)),
+            "ratio": common.median(flat) / plain_median,
+            "ratio_per_repeat": paired,
+            "extra_state_bytes": 0
+            if variant.name == "plain"
+            else common.wrapper_state_bytes(variant.model),
+            "step_ms": [[1e3 * t for t in r] for r in variant.intervals],
+        }
+        if isinstance(variant.model, tf_admm.AdmmModel) and variant.name == "admm":
+            entry["zu_update_ms"] = _admm_update_ms(variant.model)
+        result["variants"][variant.name] = entry
+    return result
+
+
+def _diagnosis(variants: dict[str, Any]) -> str | None:
+    """Where the ADMM step's extra time goes, from the diagnostic variant."""
+    if "admm" not in variants:
+        return None
+    ratio = variants["admm"]["ratio"]
+    verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+    line = f"ADMM step {ratio:.2f}x plain: {verdict} the {TARGET_RATIO:.2f}x target"
+    if "admm_no_penalty" in variants:
+        plain = variants["plain"]["median_ms"]
+        extra = variants["admm"]["median_ms"] - plain
+        rest = variants["admm_no_penalty"]["median_ms"] - plain
+        line += (
+            f"; of its {extra:+.2f} ms/step, the penalty term costs {extra - rest:+.2f} ms and "
+            f"the wrapper (effective weights, custom train step) {rest:+.2f} ms"
+        )
+    return line
+
+
+def format_results(results: dict[str, Any]) -> str:
+    rows = []
+    for model_name, model in results["models"].items():
+        for name, v in model["variants"].items():
+            paired = v["ratio_per_repeat"]
+            rows.append(
+                (
+                    model_name,
+                    name,
+                    f"{v['median_ms']:.2f}",
+                    f"{v['mean_ms']:.2f}",
+                    f"{v['ratio']:.3f}x",
+                    f"{min(paired):.2f}-{max(paired):.2f}",
+                    f"{v['extra_state_bytes'] / 1024:,.1f}",
+                )
+            )
+    header = (
+        "model",
+        "variant",
+        "median ms/step",
+        "mean ms/step",
+        "vs plain",
+        "per repeat",
+        "extra state KiB",
+    )
+    lines = [common.format_table(header, rows), ""]
+    for model_name, model in results["models"].items():
+        admm = model["variants"].get("admm", {})
+        if "zu_update_ms" in admm:
+            lines.append(
+                f"{model_name}: {model['weights']:,} parameters "
+                f"({model['weight_bytes'] / 1024:,.1f} KiB); one Z/U update "
+                f"(once per ADMM round) takes {admm['zu_update_ms']:.1f} ms"
+            )
+        diagnosis = _diagnosis(model["variants"])
+        if diagnosis:
+            lines.append(f"{model_name}: {diagnosis}")
+    return "\n".join(lines)
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Times every variant on every model; prints the table and returns (and writes) results."""
+    machine = common.machine_info()
+    start = common.snapshot()
+    print(common.format_header("tf-admm training-step overhead", settings.command, machine, start))
+    print(
+        f"batch {settings.batch_size}, {settings.repeats} repeats x {settings.steps} timed steps "
+        f"(+{settings.warmup} dropped) per variant, interleaved; sparsity {settings.sparsity}"
+    )
+    results: dict[str, Any] = {
+        "benchmark": "overhead",
+        "command": settings.command,
+        "settings": dataclasses.asdict(settings),
+        "machine": machine,
+        "start": start,
+        "models": {},
+    }
+    for model_name in settings.models:
+        results["models"][model_name] = _time_model(settings, model_name)
+        keras.backend.clear_session()
+    results["end"] = common.snapshot()
+    results["target_ratio"] = TARGET_RATIO
+    print()
+    print(format_results(results))
+    print(f"load average at end (1/5/15 min): {results['end']['load_average']}")
+    if settings.out:
+        common.write_json(settings.out, results)
+        print(f"results: {settings.out}")
+    return results
+
+
+# Flags are defined only when this module is the program, so that tests can import several
+# benchmarks and recipes (which share flag names) in one process.
+def _define_flags() -> dict[str, flags.FlagHolder]:
+    return {
+        "smoke": flags.DEFINE_bool("smoke", False, "Tiny run (seconds) to check that it works."),
+        "models": flags.DEFINE_list("models", list(MODELS), f"Models among {list(MODELS)}."),
+        "variants": flags.DEFINE_list("variants", list(VARIANTS), "Variants to time."),
+        "batch_size": flags.DEFINE_integer("batch_size", None, "Batch size (default 128)."),
+        "steps": flags.DEFINE_integer("steps", None, "Timed steps per fit (default 40)."),
+        "warmup": flags.DEFINE_integer("warmup", None, "Dropped steps per fit (default 5)."),
+        "repeats": flags.DEFINE_integer("repeats", None, "Interleaved repeats (default 3)."),
+        "sparsity": flags.DEFINE_float("sparsity", 0.9, "Pruning target of every kernel."),
+        "seed": flags.DEFINE_integer("seed", 0, "Seed of weights and synthetic data."),
+        "out": flags.DEFINE_string(
+            "out", "runs/bench/overhead.json", "JSON results path ('' for none)."
+        ),
+    }
+
+
+_FLAGS: dict[str, flags.FlagHolder] = {}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.ERROR)  # Per-round ADMM logs and retracing notes.
+    given = {
+        name: _FLAGS[name].value
+        for name in ("batch_size", "steps", "warmup", "repeats")
+        if _FLAGS[name].value is not None
+    }
+    values = dict(
+        models=tuple(_FLAGS["models"].value),
+        variants=tuple(_FLAGS["variants"].value),
+        sparsity=_FLAGS["sparsity"].value,
+        seed=_FLAGS["seed"].value,
+        out=_FLAGS["out"].value or None,
+        command=common.command_line("bench.overhead"),
+        **given,
+    )
+    try:
+        settings = Settings.smoke(**values) if _FLAGS["smoke"].value else Settings(**values)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    run(settings)
+
+
+if __name__ == "__main__":
+    _FLAGS.update(_define_flags())
+    app.run(main)
