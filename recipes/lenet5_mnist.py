@@ -41,7 +41,10 @@ _PRETRAIN_EPOCHS = flags.DEFINE_integer(
     "pretrain_epochs", 12, "Epochs of dense pretraining (skipped if cached).", lower_bound=0
 )
 _RETRAIN_EPOCHS = flags.DEFINE_integer(
-    "retrain_epochs", 8, "Epochs of masked retraining after the hard projection.", lower_bound=0
+    "retrain_epochs",
+    12,
+    "Epochs of training in the last phase (masked retraining, or shared-value training).",
+    lower_bound=0,
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float(
@@ -77,7 +80,7 @@ class Settings:
     model_dir: str
     data_dir: str | None = None
     pretrain_epochs: int = 12
-    retrain_epochs: int = 8
+    retrain_epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 1e-3
     retrain_learning_rate: float = 1e-3

@@ -73,7 +73,11 @@ class Encoding(str, enum.Enum):
     ``SPARSE_LEVELS``: the nonzero codes as INT8 in the sparse format, DENSIFY then DEQUANTIZE.
     Exact; only for weights on uniform levels with codes in INT8.
     ``INT8``: symmetric per-channel INT8, step ``max|w| / 127`` (TFLite's dynamic-range weight
-    quantization), expanded by DEQUANTIZE. Lossy: never chosen unless asked for.
+    quantization), expanded by DEQUANTIZE. Lossy: never chosen unless asked for. For the
+    ``tflm_int8`` target: the converter's dense INT8 weights of a full-integer model.
+    ``LUT``: TFLite Micro targets only: bit-packed indices into value tables (one per tensor or
+    per channel) in TFLite Micro's DECODE format (:mod:`tflite_export.lut`), expanded by the
+    ``TFLM_DECODE`` operator. Exact: the decoded weights are the file's uncompressed weights.
     """
 
     FLOAT32 = "float32"
@@ -81,10 +85,16 @@ class Encoding(str, enum.Enum):
     LEVELS = "levels"
     SPARSE_LEVELS = "sparse_levels"
     INT8 = "int8"
+    LUT = "lut"
 
     @property
     def exact(self) -> bool:
         return self is not Encoding.INT8
+
+    @property
+    def litert(self) -> bool:
+        """Whether the LiteRT target can write it."""
+        return self is not Encoding.LUT
 
 
 class CodeType(str, enum.Enum):

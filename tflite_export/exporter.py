@@ -34,7 +34,15 @@ from tflite_export.encodings import Encoding
 from tflite_export.report import ExportReport, WeightChoice, account, gzip_size
 from tflite_export.weights import SUPPORTED_LAYERS, WeightTensor, find_weight_tensors, keras_layers
 
-__all__ = ["ExportError", "Target", "VerificationError", "convert_float", "export", "verify_file"]
+__all__ = [
+    "ExportError",
+    "Target",
+    "VerificationError",
+    "convert_float",
+    "converter_for",
+    "export",
+    "verify_file",
+]
 
 _schema = flatbuffer.schema
 _OPS = _schema.BuiltinOperator
@@ -62,9 +70,25 @@ class VerificationError(ExportError):
 
 
 class Target(str, enum.Enum):
-    """Where the file runs. ``LITERT``: the LiteRT (TFLite) interpreter."""
+    """Where the file runs.
+
+    ``LITERT``: the LiteRT (TFLite) interpreter; float32 compute, compact weight encodings.
+    ``TFLM``: TFLite Micro; the converter's float32 model with LUT-compressed float32 weights
+    (exact: outputs equal the uncompressed file's in TFLite Micro). Needs an FPU-capable MCU.
+    ``TFLM_INT8``: TFLite Micro; a full-integer model (int8 weights and activations, int8
+    inputs and outputs, calibrated on the representative data) with LUT-compressed int8
+    weights. Outputs are within quantization error of Keras and equal to the uncompressed int8
+    file's. See :mod:`tflite_export.tflm`.
+    """
 
     LITERT = "litert"
+    TFLM = "tflm"
+    TFLM_INT8 = "tflm_int8"
+
+    @property
+    def micro(self) -> bool:
+        """Whether the file runs in TFLite Micro."""
+        return self is not Target.LITERT
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -290,12 +314,16 @@ def _candidates(
         elif encoding is Encoding.INT8:
             lossy = encodings.quantize_symmetric_int8(values, weight.channel_axis)
             found.append(_levels_candidate(Encoding.INT8, lossy))
+        elif not encoding.litert:
+            skipped.append(
+                (encoding.value, "runs only in TFLite Micro (target 'tflm' or 'tflm_int8')")
+            )
     found.sort(key=lambda c: c.estimated_bytes)
     return found, skipped
 
 
-def convert_float(model: keras.Model) -> bytes:
-    """The TFLite converter's dense float32 file of ``model`` (no optimizations).
+def converter_for(model: keras.Model) -> Any:
+    """A ``tf.lite.TFLiteConverter`` for ``model``'s serving function (no options set).
 
     Converts a concrete function rather than ``from_keras_model``: the same file, without
     saving a SavedModel of every function the model has traced so far (which grows with each
@@ -316,8 +344,12 @@ def convert_float(model: keras.Model) -> bytes:
         return dict(zip(model.output_names, outputs))
 
     concrete = serving_default.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    return converter.convert()
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+
+
+def convert_float(model: keras.Model) -> bytes:
+    """The TFLite converter's dense float32 file of ``model`` (no optimizations)."""
+    return converter_for(model).convert()
 
 
 def _check_model(model: Any) -> None:
@@ -586,7 +618,7 @@ def export(
     target: str | Target = Target.LITERT,
     representative_data: Any = None,
     encoding: str | Encoding | Mapping[str, str | Encoding] = "auto",
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
     batch_size: int = 8,
     seed: int = 0,
 ) -> ExportReport:
@@ -605,16 +637,24 @@ def export(
     Args:
       model: a plain (stripped) ``tf_keras`` model.
       path: where to write the file.
-      target: ``"litert"`` (the only target so far).
+      target: a :class:`Target`: ``"litert"`` (LiteRT), ``"tflm"`` (TFLite Micro, float32
+        model, LUT weights) or ``"tflm_int8"`` (TFLite Micro, full-integer model with int8
+        inputs and outputs, LUT weights); see :mod:`tflite_export.tflm`. The TFLite Micro
+        targets need the ``tflite-micro`` package.
       representative_data: the verification batch: an array, a list of arrays (one per input)
         or a dict by input name. By default ``batch_size`` standard-normal samples (integer
-        inputs: zeros and ones).
+        inputs: zeros and ones). For ``tflm_int8`` it is also the calibration set of the
+        int8 quantization: pass real samples.
       encoding: ``"auto"`` (smallest passing exact encoding per weight), one
         :class:`Encoding` for every weight, or a dict from layer name (or ``layer.weight``, or
         tensor name) to an encoding or ``"auto"``. A requested encoding that does not apply or
-        fails verification raises; ``"auto"`` falls back and says why in the report.
+        fails verification raises; ``"auto"`` falls back and says why in the report. The
+        TFLite Micro targets take ``"lut"`` and the dense ``"float32"`` (``tflm``) or
+        ``"int8"`` (``tflm_int8``).
       tolerance: an output passes when ``max|tflite - keras| <= tolerance * max(1, max|keras|)``.
         Lossy (``int8``) weights are checked against the float file holding the decoded weights.
+        By default 1e-4, and 0.05 for ``tflm_int8`` (the int8 quantization error; its LUTs
+        must still reproduce the uncompressed int8 file exactly).
       batch_size: samples in the default verification batch.
       seed: seed of the default verification batch.
 
@@ -636,10 +676,25 @@ def export(
         ) from None
     _check_model(model)
     path = _check_path(path)
-    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+    if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ExportError(f"Expected tolerance > 0; received: tolerance={tolerance!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ExportError(f"Expected batch_size >= 1; received: batch_size={batch_size!r}")
+    if target.micro:
+        from tflite_export import tflm  # imports tflite_micro only for these targets
+
+        return tflm.export_tflm(
+            model,
+            path,
+            integer=target is Target.TFLM_INT8,
+            representative_data=representative_data,
+            encoding=encoding,
+            tolerance=tolerance,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    if tolerance is None:
+        tolerance = 1e-4
     # Encoding names are checked before the (slow) conversion; keys need the converted file.
     if isinstance(encoding, Mapping):
         for name, value in encoding.items():
@@ -666,7 +721,9 @@ def export(
         values = flatbuffer.decode_tensor(baseline_model, weight.subgraph, weight.tensor)
         values_by_key[key] = values
         forced = requested[key]
-        allowed = [forced] if forced is not None else [e for e in Encoding if e.exact]
+        allowed = (
+            [forced] if forced is not None else [e for e in Encoding if e.exact and e.litert]
+        )
         candidates, skipped = _candidates(weight, values, allowed)
         if forced is not None and not candidates:
             raise ExportError(

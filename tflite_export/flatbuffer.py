@@ -27,6 +27,7 @@ __all__ = [
     "ModelEditor",
     "builtin_code",
     "decode_tensor",
+    "dequantize",
     "numpy_dtype",
     "producers",
     "read_model",
@@ -198,6 +199,15 @@ def _raw_values(model, tensor) -> np.ndarray:
         )
         return encodings.unpack_int4(raw, count)
     return raw.view(numpy_dtype(tensor.type))
+
+
+def dequantize(tensor, values: np.ndarray) -> np.ndarray:
+    """``values`` (a quantized tensor's stored codes) as float32, per tensor or per channel.
+
+    Raises:
+      ValueError: when the tensor has no quantization parameters.
+    """
+    return _dequantize(tensor, values)
 
 
 def _dequantize(tensor, values: np.ndarray) -> np.ndarray:

@@ -12,6 +12,10 @@ checks the writer rather than repeating it. Every byte of the file falls in exac
 
 Their sum is the file size by construction; the tests check the parts against what was
 written (e.g. ``n`` bytes for ``n`` INT8 codes).
+
+A TFLite Micro file's LUT weights are two UINT8 tensors each: the packed indices and the
+ancillary tensor (16-byte DCM header and value tables). :class:`LutBytes` splits them into
+index, table and header bytes; they are the value bytes of those two rows of :func:`account`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ from tflite_export import flatbuffer
 from tflite_export.encodings import Encoding
 from tflite_export.verify import RuntimeCheck
 
-__all__ = ["ExportReport", "FileBytes", "TensorBytes", "WeightChoice", "account", "gzip_size"]
+__all__ = [
+    "ExportReport",
+    "FileBytes",
+    "IoQuantization",
+    "LutBytes",
+    "TensorBytes",
+    "WeightChoice",
+    "account",
+    "gzip_size",
+]
 
 _schema = flatbuffer.schema
 _INDEX_ITEM_BYTES = {
@@ -241,6 +254,66 @@ class WeightChoice:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class LutBytes:
+    """One LUT-compressed weight of a TFLite Micro file: its layout and bytes.
+
+    Attributes:
+      label: the weight's Keras layer (or tensor name).
+      mode: ``per_tensor`` (one table) or ``per_channel``.
+      axis: the channel axis of per-channel tables (TFLite layout), else ``None``.
+      index_bits: bits per index, ``ceil(log2 k)`` for ``k`` entries per table.
+      num_tables: value tables.
+      table_entries: entries per table (the largest count of distinct values).
+      value_type: type of the table values (``float32``, ``int8``).
+      index_bytes: the packed indices.
+      table_bytes: the value tables (unused entries included).
+      header_bytes: the 16-byte DCM header.
+      quantization_bytes: scales and zero points, kept on the decoded tensor.
+    """
+
+    label: str
+    mode: str
+    axis: int | None
+    index_bits: int
+    num_tables: int
+    table_entries: int
+    value_type: str
+    index_bytes: int
+    table_bytes: int
+    header_bytes: int
+    quantization_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.index_bytes + self.table_bytes + self.header_bytes + self.quantization_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "total_bytes": self.total_bytes}
+
+
+@dataclasses.dataclass(frozen=True)
+class IoQuantization:
+    """How an integer model's input or output maps to real values: ``real = scale * (q - zp)``.
+
+    Attributes:
+      name: the Keras input or output name.
+      kind: ``input`` or ``output``.
+      dtype: the file's type (``int8``).
+      scale: the quantization scale.
+      zero_point: the quantization zero point.
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    scale: float
+    zero_point: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def _short(name: str, width: int = 40) -> str:
     """A fused tensor name cut to its last ``width`` characters."""
     return name if len(name) <= width else "..." + name[-(width - 3) :]
@@ -263,8 +336,12 @@ class ExportReport:
       gzip_bytes: size of the written file gzipped.
       float_gzip_bytes: size of the dense float32 file gzipped.
       weights: one :class:`WeightChoice` per weight tensor.
-      checks: verification of the written file, one per runtime.
+      checks: verification of the written file, one per runtime and reference.
       batch_size: inputs per verification batch.
+      lut: TFLite Micro targets: the LUT-compressed weights and their bytes.
+      uncompressed_file_bytes: TFLite Micro targets: the file before LUT compression (float32
+        or full-integer int8).
+      io_quantization: ``tflm_int8``: how to quantize inputs and dequantize outputs.
     """
 
     path: str
@@ -277,6 +354,9 @@ class ExportReport:
     weights: tuple[WeightChoice, ...]
     checks: tuple[RuntimeCheck, ...]
     batch_size: int
+    lut: tuple[LutBytes, ...] = ()
+    uncompressed_file_bytes: int | None = None
+    io_quantization: tuple[IoQuantization, ...] = ()
 
     @property
     def file_bytes(self) -> int:
@@ -304,6 +384,9 @@ class ExportReport:
             "tensors": [t.to_dict() for t in self.file.tensors],
             "weights": [w.to_dict() for w in self.weights],
             "checks": [c.to_dict() for c in self.checks],
+            "lut": [t.to_dict() for t in self.lut],
+            "uncompressed_file_bytes": self.uncompressed_file_bytes,
+            "io_quantization": [q.to_dict() for q in self.io_quantization],
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -346,11 +429,51 @@ class ExportReport:
         lines += _table(weight_rows, left=(0, 3, 4, 6), rule_before_last=False)
         lines.append("")
         lines += _table(byte_rows, left=(0, 2), rule_before_last=True)
+        if self.lut:
+            lut_rows = [
+                (
+                    "lut weight",
+                    "tables",
+                    "index",
+                    "values",
+                    "indices",
+                    "tables",
+                    "header",
+                    "quant",
+                    "total",
+                )
+            ]
+            for t in self.lut:
+                where = "1 per tensor" if t.axis is None else f"{t.num_tables} on axis {t.axis}"
+                lut_rows.append(
+                    (
+                        t.label,
+                        f"{where} x {t.table_entries}",
+                        f"{t.index_bits}-bit",
+                        t.value_type,
+                        f"{t.index_bytes:,}",
+                        f"{t.table_bytes:,}",
+                        f"{t.header_bytes:,}",
+                        f"{t.quantization_bytes:,}",
+                        f"{t.total_bytes:,}",
+                    )
+                )
+            lines.append("")
+            lines += _table(lut_rows, left=(0, 1, 3), rule_before_last=False)
         lines += [
             "",
             f"file:        {_kib(self.file_bytes):>14}   gzip {_kib(self.gzip_bytes):>14}",
             f"dense float: {_kib(self.float_file_bytes):>14}   gzip "
             f"{_kib(self.float_gzip_bytes):>14}   ({self.compression_ratio:.1f}x smaller)",
+        ]
+        if self.uncompressed_file_bytes is not None:
+            lines.append(
+                f"before LUT:  {_kib(self.uncompressed_file_bytes):>14}   "
+                f"({self.uncompressed_file_bytes / self.file_bytes:.1f}x smaller)"
+            )
+        lines += [
+            f"{q.kind} {q.name}: {q.dtype}, real = {q.scale:.6g} * (q - {q.zero_point})"
+            for q in self.io_quantization
         ]
         lines += [f"check {c.describe()}" for c in self.checks]
         return "\n".join(lines)

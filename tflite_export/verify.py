@@ -1,9 +1,11 @@
-"""Runs a ``.tflite`` model in the interpreter and compares its outputs with the Keras model's.
+"""Runs a ``.tflite`` model in an interpreter and compares its outputs with the Keras model's.
 
-Every file is run twice: with the interpreter's default delegate (XNNPACK on CPU) and with the
+A LiteRT file is run twice: with the interpreter's default delegate (XNNPACK on CPU) and with the
 plain builtin kernels (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``), since the two take different code
 paths for sparse and quantized weights. The interpreter is ``ai_edge_litert``'s when installed,
-else TensorFlow's ``tf.lite.Interpreter``.
+else TensorFlow's ``tf.lite.Interpreter``. A TFLite Micro file is run in ``tflite_micro``'s
+Python interpreter (the reference kernels, built with DECODE support), one sample at a time,
+since TFLite Micro has no dynamic batch.
 
 Inputs and outputs are matched by the names of the ``serving_default`` signature (the Keras input
 and output names) when they agree, else by position: the converter may order outputs
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tflite_export import flatbuffer
+
 try:
     from ai_edge_litert import interpreter as _interpreter
 
@@ -29,11 +33,15 @@ except ImportError:  # pragma: no cover - depends on the installed packages
 
 __all__ = [
     "INTERPRETER",
+    "LITERT_RUNTIMES",
     "OutputCheck",
     "Runtime",
     "RuntimeCheck",
     "check_outputs",
+    "compare_outputs",
     "run",
+    "signature_names",
+    "tflm_available",
 ]
 
 
@@ -42,9 +50,13 @@ class Runtime(str, enum.Enum):
 
     DEFAULT_DELEGATE = "xnnpack"
     BUILTIN = "builtin"
+    TFLM = "tflm"
 
 
-_RESOLVERS = {
+LITERT_RUNTIMES = (Runtime.DEFAULT_DELEGATE, Runtime.BUILTIN)
+
+
+_RESOLVERS = {  # LiteRT only
     Runtime.DEFAULT_DELEGATE: _interpreter.OpResolverType.AUTO,
     Runtime.BUILTIN: _interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
 }
@@ -65,28 +77,37 @@ class OutputCheck:
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeCheck:
-    """A file run in one runtime: per-output checks, or the error that stopped it."""
+    """A file run in one runtime: per-output checks, or the error that stopped it.
+
+    ``reference`` says what the outputs were compared with: the Keras model, or for TFLite
+    Micro files also the same file before LUT compression (which must match exactly).
+    """
 
     runtime: Runtime
     outputs: tuple[OutputCheck, ...] = ()
     error: str | None = None
+    reference: str = "keras"
 
     @property
     def passed(self) -> bool:
         return self.error is None and all(check.passed for check in self.outputs)
 
     def describe(self) -> str:
+        where = self.runtime.value
+        if self.reference != "keras":
+            where = f"{where} vs {self.reference}"
         if self.error is not None:
-            return f"{self.runtime.value}: failed to run: {self.error}"
+            return f"{where}: failed to run: {self.error}"
         parts = ", ".join(
             f"{c.output}: max|diff|={c.max_abs_diff:.3g} (allowed {c.allowed:.3g})"
             for c in self.outputs
         )
-        return f"{self.runtime.value}: {parts}"
+        return f"{where}: {parts}"
 
     def to_dict(self) -> dict:
         return {
             "runtime": self.runtime.value,
+            "reference": self.reference,
             "passed": self.passed,
             "error": self.error,
             "outputs": [{**dataclasses.asdict(c), "passed": c.passed} for c in self.outputs],
@@ -95,6 +116,99 @@ class RuntimeCheck:
 
 def _names_match(given: Sequence[str], signature: Sequence[str]) -> bool:
     return len(given) == len(signature) and set(given) == set(signature)
+
+
+def tflm_available() -> bool:
+    """Whether ``tflite_micro`` (the TFLite Micro interpreter and compression library) imports."""
+    try:
+        import tflite_micro  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def signature_names(model) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index -> signature name, for the inputs and outputs of the first signature."""
+    if not model.signatureDefs:
+        return {}, {}
+    signature = model.signatureDefs[0]
+
+    def names(entries):
+        return {
+            int(entry.tensorIndex): (
+                entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+            )
+            for entry in entries or []
+        }
+
+    return names(signature.inputs), names(signature.outputs)
+
+
+def _ordered(given: Sequence[str], available: Sequence[str], values: Sequence) -> list:
+    """``values`` (in ``available`` order) reordered to ``given`` when the names agree."""
+    if _names_match(given, available):
+        by_name = dict(zip(available, values))
+        return [by_name[name] for name in given]
+    return list(values)
+
+
+def _arena_bytes(model, data: bytes) -> int:
+    """A tensor arena large enough for every run-time tensor at once, plus room for the
+    interpreter's own allocations (TFLite Micro plans a far smaller one)."""
+    total = 0
+    for subgraph in model.subgraphs or []:
+        for tensor in subgraph.tensors or []:
+            buffer = model.buffers[tensor.buffer]
+            if buffer.data is not None and len(buffer.data):
+                continue
+            count = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape is not None else 1
+            itemsize = 8
+            try:
+                itemsize = flatbuffer.numpy_dtype(tensor.type).itemsize
+            except ValueError:
+                pass
+            total += count * itemsize + 16
+    return 2 * total + 4 * len(data) + 256 * 1024
+
+
+def _run_tflm(
+    data: bytes,
+    inputs: Sequence[np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+) -> list[np.ndarray]:
+    from tflite_micro import runtime as tflm_runtime
+
+    model = flatbuffer.read_model(data)
+    subgraph = model.subgraphs[0]
+    input_by_tensor, output_by_tensor = signature_names(model)
+    file_inputs = [input_by_tensor.get(int(i), str(i)) for i in subgraph.inputs]
+    file_outputs = [output_by_tensor.get(int(i), str(i)) for i in subgraph.outputs]
+    if _names_match(input_names, file_inputs):
+        by_name = dict(zip(input_names, inputs))
+        inputs = [by_name[name] for name in file_inputs]
+    if len(inputs) != len(file_inputs):
+        raise ValueError(
+            f"Expected {len(file_inputs)} inputs for the file; received: {len(inputs)} arrays"
+        )
+    interpreter = tflm_runtime.Interpreter.from_bytes(
+        bytes(data), arena_size=_arena_bytes(model, data)
+    )
+    details = [interpreter.get_input_details(i) for i in range(len(inputs))]
+    file_batch = [int(d["shape"][0]) if len(d["shape"]) else 1 for d in details]
+    batch = int(np.shape(inputs[0])[0]) if np.ndim(inputs[0]) else 1
+    whole = all(b == batch for b in file_batch)
+    step = batch if whole else 1
+    collected: list[list[np.ndarray]] = [[] for _ in file_outputs]
+    for start in range(0, batch, step):
+        for index, (value, detail) in enumerate(zip(inputs, details)):
+            sample = np.asarray(value)[start : start + step].astype(detail["dtype"])
+            interpreter.set_input(sample.reshape(detail["shape"]), index)
+        interpreter.invoke()
+        for index in range(len(file_outputs)):
+            collected[index].append(np.array(interpreter.get_output(index)))
+    outputs = [np.concatenate(parts, axis=0) for parts in collected]
+    return _ordered(output_names, file_outputs, outputs)
 
 
 def run(
@@ -107,18 +221,25 @@ def run(
 ) -> list[np.ndarray]:
     """Outputs of the ``.tflite`` model ``data`` for a batch of ``inputs``.
 
+    Inputs are cast to the file's input types and outputs returned as the file gives them:
+    for an integer model, the caller quantizes inputs and dequantizes outputs.
+
     Args:
       data: the model bytes.
       inputs: one array per model input, batch first.
-      runtime: with the default delegate, or builtin kernels only.
+      runtime: LiteRT with the default delegate or with builtin kernels only, or TFLite Micro
+        (one sample at a time unless the file's batch equals the inputs').
       input_names: Keras input names, matched against the signature's.
       output_names: Keras output names; the result follows this order when they match.
 
     Returns:
       One array per output.
     """
+    runtime = Runtime(runtime)
+    if runtime is Runtime.TFLM:
+        return _run_tflm(data, inputs, input_names, output_names)
     interpreter = _interpreter.Interpreter(
-        model_content=bytes(data), experimental_op_resolver_type=_RESOLVERS[Runtime(runtime)]
+        model_content=bytes(data), experimental_op_resolver_type=_RESOLVERS[runtime]
     )
     signatures = interpreter.get_signature_list()
     if signatures:
@@ -133,7 +254,12 @@ def run(
         else:
             # The converter names signature inputs after the Keras inputs, in model order.
             feed = dict(zip(signature_inputs, inputs))
-        results = runner(**{name: np.asarray(value) for name, value in feed.items()})
+        types = {
+            name: detail["dtype"] for name, detail in runner.get_input_details().items()
+        }
+        results = runner(
+            **{name: np.asarray(value, types.get(name)) for name, value in feed.items()}
+        )
         if _names_match(output_names, signature_outputs):
             return [np.asarray(results[name]) for name in output_names]
         return [np.asarray(results[name]) for name in signature_outputs]
@@ -149,6 +275,55 @@ def run(
     ]
 
 
+def compare_outputs(
+    runtime: Runtime,
+    outputs: Sequence[np.ndarray],
+    expected: Sequence[np.ndarray],
+    *,
+    tolerance: float,
+    output_names: Sequence[str] = (),
+    absolute: bool = False,
+    reference: str = "keras",
+) -> RuntimeCheck:
+    """Compares outputs with ``expected``, output by output.
+
+    Args:
+      runtime: the runtime that produced ``outputs``.
+      outputs: what the file gave.
+      expected: what it should give.
+      tolerance: allowed ``max|diff|``, relative to ``max(1, max|expected|)`` unless
+        ``absolute``; ``0`` asks for equal values.
+      output_names: names for the report.
+      absolute: take ``tolerance`` as an absolute bound.
+      reference: what ``expected`` is, for the report.
+    """
+    names = list(output_names) or [f"output_{i}" for i in range(len(expected))]
+    if len(outputs) != len(expected):
+        return RuntimeCheck(
+            Runtime(runtime),
+            error=f"expected {len(expected)} outputs, the file gave {len(outputs)}",
+            reference=reference,
+        )
+    results = []
+    for name, got, want in zip(names, outputs, expected):
+        want = np.asarray(want, np.float64)
+        got = np.asarray(got, np.float64)
+        scale = 1.0 if absolute else max(1.0, float(np.max(np.abs(want), initial=0.0)))
+        allowed = tolerance * scale
+        if got.shape != want.shape:
+            diff = float("inf")
+        else:
+            diff = float(np.max(np.abs(got - want), initial=0.0))
+            if not np.isfinite(diff):
+                diff = float("inf")
+        results.append(OutputCheck(name, diff, allowed))
+    return RuntimeCheck(Runtime(runtime), tuple(results), reference=reference)
+
+
+def _error_message(error: Exception) -> str:
+    return " ".join(str(error).split())[:500]
+
+
 def check_outputs(
     data: bytes,
     inputs: Sequence[np.ndarray],
@@ -157,7 +332,7 @@ def check_outputs(
     tolerance: float,
     input_names: Sequence[str] = (),
     output_names: Sequence[str] = (),
-    runtimes: Sequence[Runtime] = tuple(Runtime),
+    runtimes: Sequence[Runtime] = LITERT_RUNTIMES,
 ) -> tuple[RuntimeCheck, ...]:
     """Runs ``data`` in each runtime and compares every output with ``expected``.
 
@@ -167,7 +342,6 @@ def check_outputs(
     Returns:
       One :class:`RuntimeCheck` per runtime.
     """
-    names = list(output_names) or [f"output_{i}" for i in range(len(expected))]
     checks = []
     for runtime in runtimes:
         try:
@@ -179,28 +353,11 @@ def check_outputs(
                 output_names=output_names,
             )
         except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-            message = " ".join(str(error).split())
-            checks.append(RuntimeCheck(Runtime(runtime), error=message[:500]))
+            checks.append(RuntimeCheck(Runtime(runtime), error=_error_message(error)))
             continue
-        if len(outputs) != len(expected):
-            checks.append(
-                RuntimeCheck(
-                    Runtime(runtime),
-                    error=f"expected {len(expected)} outputs, the file gave {len(outputs)}",
-                )
+        checks.append(
+            compare_outputs(
+                runtime, outputs, expected, tolerance=tolerance, output_names=output_names
             )
-            continue
-        results = []
-        for name, got, want in zip(names, outputs, expected):
-            want = np.asarray(want, np.float64)
-            got = np.asarray(got, np.float64)
-            allowed = tolerance * max(1.0, float(np.max(np.abs(want), initial=0.0)))
-            if got.shape != want.shape:
-                diff = float("inf")
-            else:
-                diff = float(np.max(np.abs(got - want), initial=0.0))
-                if not np.isfinite(diff):
-                    diff = float("inf")
-            results.append(OutputCheck(name, diff, allowed))
-        checks.append(RuntimeCheck(Runtime(runtime), tuple(results)))
+        )
     return tuple(checks)

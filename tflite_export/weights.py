@@ -1,9 +1,10 @@
 """Which tensors of a converted file are weights, and which Keras weight each one is.
 
-A *weight tensor* is a constant FLOAT32 operand in the weight slot of a FULLY_CONNECTED,
-CONV_2D, DEPTHWISE_CONV_2D, CONV_3D or TRANSPOSE_CONV operator. The converter renames and
-re-lays out Keras kernels, so a tensor is matched to a Keras weight by content: the Keras kernel
-put in the operator's layout must equal the tensor bit for bit. Tensors that match no Keras
+A *weight tensor* is a constant FLOAT32 operand (INT8 in a full-integer file) in the weight slot
+of a FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, CONV_3D or TRANSPOSE_CONV operator. The
+converter renames and re-lays out Keras kernels, so a tensor is matched to a Keras weight by
+content: the Keras kernel put in the operator's layout must equal the tensor bit for bit (an
+INT8 tensor: within half a quantization step of each value). Tensors that match no Keras
 weight (the converter folded something into them) keep their TFLite name and are still encoded,
 since every encoding is checked in the interpreter.
 """
@@ -92,6 +93,12 @@ class WeightTensor:
         return self.tensor_name if self.layer is None else self.layer
 
 
+def _close(values: np.ndarray, allowed: np.ndarray, expected: np.ndarray) -> bool:
+    if not np.any(allowed):
+        return bool(np.array_equal(values, expected))
+    return bool(np.all(np.abs(values.astype(np.float64) - expected) <= allowed))
+
+
 def keras_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every layer of ``model``, nested models flattened, in model order."""
     found = []
@@ -107,21 +114,33 @@ def keras_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
-def _constant_float(model, subgraph, tensor_index: int) -> bool:
+def _constant_weight(model, subgraph, tensor_index: int, quantized: bool) -> bool:
     tensor = subgraph.tensors[tensor_index]
     data = model.buffers[tensor.buffer].data
-    return (
-        tensor.type == _schema.TensorType.FLOAT32
-        and tensor.sparsity is None
-        and data is not None
-        and len(data) > 0
-    )
+    if quantized:
+        quantization = tensor.quantization
+        type_ok = (
+            tensor.type == _schema.TensorType.INT8
+            and quantization is not None
+            and quantization.scale is not None
+            and len(quantization.scale) > 0
+        )
+    else:
+        type_ok = tensor.type == _schema.TensorType.FLOAT32
+    return type_ok and tensor.sparsity is None and data is not None and len(data) > 0
 
 
-def find_weight_tensors(model, keras_model: keras.Model | None = None) -> list[WeightTensor]:
+def find_weight_tensors(
+    model, keras_model: keras.Model | None = None, *, quantized: bool = False
+) -> list[WeightTensor]:
     """Weight tensors of a parsed ``ModelT``, matched to ``keras_model``'s weights when given.
 
     Each tensor appears once even when several operators read it.
+
+    Args:
+      model: the parsed file.
+      keras_model: the model it was converted from, to name the tensors by layer.
+      quantized: look for the INT8 weights of a full-integer file instead of FLOAT32 ones.
     """
     found: dict[tuple[int, int], WeightTensor] = {}
     for subgraph_index, subgraph in enumerate(model.subgraphs or []):
@@ -136,7 +155,7 @@ def find_weight_tensors(model, keras_model: keras.Model | None = None) -> list[W
             key = (subgraph_index, tensor_index)
             if tensor_index < 0 or key in found:
                 continue
-            if not _constant_float(model, subgraph, tensor_index):
+            if not _constant_weight(model, subgraph, tensor_index, quantized):
                 continue
             tensor = subgraph.tensors[tensor_index]
             found[key] = WeightTensor(
@@ -153,11 +172,24 @@ def find_weight_tensors(model, keras_model: keras.Model | None = None) -> list[W
     return _match(model, tensors, keras_model)
 
 
+def _float_values(model, weight: WeightTensor) -> tuple[np.ndarray, np.ndarray]:
+    """The tensor's float values and, per value, how far a matching Keras weight may be."""
+    values = flatbuffer.decode_tensor(model, weight.subgraph, weight.tensor)
+    tensor = model.subgraphs[weight.subgraph].tensors[weight.tensor]
+    if tensor.type == _schema.TensorType.FLOAT32:
+        return values, np.zeros((), np.float32)
+    dequantized = flatbuffer.dequantize(tensor, values)
+    scale = np.asarray(tensor.quantization.scale, np.float32)
+    if scale.size > 1:
+        shape = [1] * values.ndim
+        shape[int(tensor.quantization.quantizedDimension)] = -1
+        scale = scale.reshape(shape)
+    # Half a step from rounding, and a little for the float arithmetic of the scale.
+    return dequantized, 0.5 * scale * (1 + 1e-3) + 1e-7
+
+
 def _match(model, tensors: list[WeightTensor], keras_model: keras.Model) -> list[WeightTensor]:
-    values = {
-        (w.subgraph, w.tensor): flatbuffer.decode_tensor(model, w.subgraph, w.tensor)
-        for w in tensors
-    }
+    values = {(w.subgraph, w.tensor): _float_values(model, w) for w in tensors}
     matched: dict[tuple[int, int], WeightTensor] = {}
     for layer in keras_layers(keras_model):
         entry = SUPPORTED_LAYERS.get(type(layer))
@@ -170,7 +202,7 @@ def _match(model, tensors: list[WeightTensor], keras_model: keras.Model) -> list
             for w in tensors
             if (w.subgraph, w.tensor) not in matched
             and w.shape == expected.shape
-            and np.array_equal(values[(w.subgraph, w.tensor)], expected)
+            and _close(*values[(w.subgraph, w.tensor)], expected)
         ]
         if not candidates:
             continue
