@@ -255,11 +255,18 @@ class AdmmWrapper(keras.layers.Wrapper):
     # ADMM state transitions; all run between steps (eagerly, in cross-replica context).
 
     def initialize(self) -> None:
-        """Z <- projection of W, U <- 0, mask <- 1: the start of pruning ADMM from W."""
+        """Z <- projection of W, U <- 0: the start of ADMM from W.
+
+        The mask starts all ones, except for a weight that is only quantized: there the zeros
+        already in W (say, from a model pruned with tfmot) count as pruned and stay zero.
+        """
         for slot in self._slots:
             slot.auxiliary.assign(projections.project_top_k(slot.variable, slot.keep))
             slot.dual.assign(tf.zeros_like(slot.dual))
-            slot.mask.assign(tf.ones_like(slot.mask))
+            if slot.target.quantizes and not slot.target.prunes:
+                slot.mask.assign(tf.cast(tf.not_equal(slot.variable, 0.0), slot.mask.dtype))
+            else:
+                slot.mask.assign(tf.ones_like(slot.mask))
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
