@@ -47,7 +47,11 @@ _DATA = flags.DEFINE_string(
     "Verification inputs: a .npy file (one input) or .npz file (arrays named by input).",
 )
 _TOLERANCE = flags.DEFINE_float(
-    "tolerance", 1e-4, "Allowed max|tflite - keras| relative to max(1, max|keras|).", lower_bound=0
+    "tolerance",
+    None,
+    "Allowed max|tflite - keras| relative to max(1, max|keras|); default 1e-4, and 0.05 for "
+    "--target=tflm_int8 (int8 quantization error).",
+    lower_bound=0,
 )
 _BATCH_SIZE = flags.DEFINE_integer(
     "verify_batch_size", 8, "Random verification samples when no data is given.", lower_bound=1
@@ -86,7 +90,7 @@ def run(
     layer_encodings: dict[str, str] | None = None,
     strip: bool = False,
     representative_data=None,
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
     batch_size: int = 8,
     json_path: str | None = None,
 ) -> ExportReport:
@@ -95,12 +99,12 @@ def run(
     Args:
       model_path: a saved Keras model.
       out: the ``.tflite`` path.
-      target: export target.
+      target: export target: ``litert``, ``tflm`` or ``tflm_int8``.
       encoding: encoding of every weight, or ``"auto"``.
       layer_encodings: per-layer encodings that override ``encoding``.
       strip: strip ADMM wrappers first instead of refusing the model.
       representative_data: verification inputs (see :func:`tflite_export.export`).
-      tolerance: verification tolerance.
+      tolerance: verification tolerance (``None``: the target's default).
       batch_size: random verification samples when no data is given.
       json_path: where to write the report as JSON, if anywhere.
     """

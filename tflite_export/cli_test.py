@@ -82,3 +82,17 @@ def test_wrapped_model_needs_strip(tmp_path):
 def test_missing_model_file_is_refused(tmp_path):
     with pytest.raises(exporter.ExportError, match="does not exist"):
         cli.run(str(tmp_path / "nope.keras"), str(tmp_path / "m.tflite"))
+
+
+def test_main_exports_for_tflite_micro(tmp_path, capsys):
+    pytest.importorskip("tflite_micro")
+    model = small_model("dense")
+    kernel = model.get_layer("target").kernel
+    kernel.assign(on_levels(kernel.numpy(), 3))  # 8 distinct values: 3-bit indices
+    out = str(tmp_path / "m.tflite")
+    with flagsaver.flagsaver(model=_saved(tmp_path, model), out=out, target="tflm"):
+        cli.main(["tflite_export"])
+    printed = capsys.readouterr().out
+    assert "(tflm, verified with tflite_micro" in printed
+    assert "lut indices 3-bit" in printed
+    assert "tflm vs uncompressed file: head: max|diff|=0 " in printed

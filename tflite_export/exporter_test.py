@@ -69,7 +69,7 @@ def test_pruned_weights_round_trip_sparse_and_match_keras(kind, tmp_path):
     report = exporter.export(model, path)
     assert _choice(report, "target").encoding is Encoding.SPARSE_FLOAT32
     _assert_weights_round_trip(model, path, report)
-    assert [c.runtime for c in report.checks] == list(verify.Runtime)
+    assert [c.runtime for c in report.checks] == list(verify.LITERT_RUNTIMES)
     assert all(c.passed for c in report.checks)
     # An independent check of the written file, with other inputs.
     rng = np.random.default_rng(7)

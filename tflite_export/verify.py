@@ -42,6 +42,7 @@ __all__ = [
     "run",
     "signature_names",
     "tflm_available",
+    "tflm_tensors",
 ]
 
 
@@ -171,15 +172,8 @@ def _arena_bytes(model, data: bytes) -> int:
     return 2 * total + 4 * len(data) + 256 * 1024
 
 
-def _run_tflm(
-    data: bytes,
-    inputs: Sequence[np.ndarray],
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-) -> list[np.ndarray]:
-    from tflite_micro import runtime as tflm_runtime
-
-    model = flatbuffer.read_model(data)
+def _file_order(model, inputs: Sequence[np.ndarray], input_names: Sequence[str]):
+    """``inputs`` in the file's input order, and the file's output names."""
     subgraph = model.subgraphs[0]
     input_by_tensor, output_by_tensor = signature_names(model)
     file_inputs = [input_by_tensor.get(int(i), str(i)) for i in subgraph.inputs]
@@ -191,6 +185,19 @@ def _run_tflm(
         raise ValueError(
             f"Expected {len(file_inputs)} inputs for the file; received: {len(inputs)} arrays"
         )
+    return list(inputs), file_outputs
+
+
+def _run_tflm(
+    data: bytes,
+    inputs: Sequence[np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+) -> list[np.ndarray]:
+    from tflite_micro import runtime as tflm_runtime
+
+    model = flatbuffer.read_model(data)
+    inputs, file_outputs = _file_order(model, inputs, input_names)
     interpreter = tflm_runtime.Interpreter.from_bytes(
         bytes(data), arena_size=_arena_bytes(model, data)
     )
@@ -209,6 +216,41 @@ def _run_tflm(
             collected[index].append(np.array(interpreter.get_output(index)))
     outputs = [np.concatenate(parts, axis=0) for parts in collected]
     return _ordered(output_names, file_outputs, outputs)
+
+
+def tflm_tensors(
+    data: bytes,
+    inputs: Sequence[np.ndarray],
+    tensors: Sequence[int],
+    *,
+    subgraph: int = 0,
+    input_names: Sequence[str] = (),
+) -> dict[int, np.ndarray]:
+    """Values of tensors of a TFLite Micro run on the first sample of ``inputs``.
+
+    The interpreter keeps every tensor (``kPreserveAllTensors``), so run-time tensors such as
+    the weights a DECODE operator expanded can be read after ``invoke``. Inputs are cast to
+    the file's input types (an integer model's the caller quantizes).
+    """
+    from tflite_micro import runtime as tflm_runtime
+
+    model = flatbuffer.read_model(data)
+    inputs, _ = _file_order(model, inputs, input_names)
+    interpreter = tflm_runtime.Interpreter.from_bytes(
+        bytes(data),
+        arena_size=2 * _arena_bytes(model, data),
+        intrepreter_config=tflm_runtime.InterpreterConfig.kPreserveAllTensors,
+    )
+    for index, value in enumerate(inputs):
+        detail = interpreter.get_input_details(index)
+        sample = np.asarray(value)[:1].astype(detail["dtype"])
+        interpreter.set_input(sample.reshape(detail["shape"]), index)
+    interpreter.invoke()
+    found = {}
+    for tensor in tensors:
+        entry = interpreter.GetTensor(int(tensor), subgraph)
+        found[int(tensor)] = np.asarray(entry["tensor_data"]).reshape(tuple(entry["shape"]))
+    return found
 
 
 def run(
