@@ -28,7 +28,16 @@ setuptools.setup(
         "flatbuffers>=24.3.25",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "matplotlib>=3.7"],
+        # TFLite Micro ships only nightly builds; the LUT format behaviour was checked on this one.
+        "tflm": ["tflite-micro==0.dev20261023182759", "pyyaml>=6"],
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3",
+            "ruff>=0.5",
+            "matplotlib>=3.7",
+            "tflite-micro==0.dev20261023182759",
+            "pyyaml>=6",
+        ],
         "bench": ["matplotlib>=3.7"],
     },
 )

@@ -1,4 +1,6 @@
-"""Export of tf_admm-compressed Keras models to verified, compactly encoded LiteRT files.
+"""Export of tf_admm-compressed Keras models to verified, compactly encoded LiteRT files,
+and to TFLite Micro files with lookup-table (LUT) weights (``target="tflm"`` or
+``"tflm_int8"``, see :mod:`tflite_export.tflm`).
 
 Example:
   >>> import tf_admm, tflite_export                                       # doctest: +SKIP
@@ -15,7 +17,15 @@ from tflite_export.exporter import (
     export,
     verify_file,
 )
-from tflite_export.report import ExportReport, FileBytes, TensorBytes, WeightChoice, account
+from tflite_export.report import (
+    ExportReport,
+    FileBytes,
+    IoQuantization,
+    LutBytes,
+    TensorBytes,
+    WeightChoice,
+    account,
+)
 from tflite_export.verify import OutputCheck, Runtime, RuntimeCheck
 
 __all__ = [
@@ -23,6 +33,8 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "FileBytes",
+    "IoQuantization",
+    "LutBytes",
     "OutputCheck",
     "Runtime",
     "RuntimeCheck",

@@ -49,7 +49,7 @@ _DATA = flags.DEFINE_string(
 _TOLERANCE = flags.DEFINE_float(
     "tolerance",
     None,
-    "Allowed max|tflite - keras| relative to max(1, max|keras|); default 1e-4, and 0.05 for "
+    "Allowed max|tflite - keras| relative to max(1, max|keras|); default 1e-4, and 0.1 for "
     "--target=tflm_int8 (int8 quantization error).",
     lower_bound=0,
 )

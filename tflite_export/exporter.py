@@ -653,7 +653,7 @@ def export(
         ``"int8"`` (``tflm_int8``).
       tolerance: an output passes when ``max|tflite - keras| <= tolerance * max(1, max|keras|)``.
         Lossy (``int8``) weights are checked against the float file holding the decoded weights.
-        By default 1e-4, and 0.05 for ``tflm_int8`` (the int8 quantization error; its LUTs
+        By default 1e-4, and 0.1 for ``tflm_int8`` (the int8 quantization error; its LUTs
         must still reproduce the uncompressed int8 file exactly).
       batch_size: samples in the default verification batch.
       seed: seed of the default verification batch.
@@ -721,9 +721,7 @@ def export(
         values = flatbuffer.decode_tensor(baseline_model, weight.subgraph, weight.tensor)
         values_by_key[key] = values
         forced = requested[key]
-        allowed = (
-            [forced] if forced is not None else [e for e in Encoding if e.exact and e.litert]
-        )
+        allowed = [forced] if forced is not None else [e for e in Encoding if e.exact and e.litert]
         candidates, skipped = _candidates(weight, values, allowed)
         if forced is not None and not candidates:
             raise ExportError(

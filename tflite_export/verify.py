@@ -296,9 +296,7 @@ def run(
         else:
             # The converter names signature inputs after the Keras inputs, in model order.
             feed = dict(zip(signature_inputs, inputs))
-        types = {
-            name: detail["dtype"] for name, detail in runner.get_input_details().items()
-        }
+        types = {name: detail["dtype"] for name, detail in runner.get_input_details().items()}
         results = runner(
             **{name: np.asarray(value, types.get(name)) for name, value in feed.items()}
         )

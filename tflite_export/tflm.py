@@ -1,0 +1,1036 @@
+"""The TFLite Micro targets of :func:`tflite_export.export`: LUT weights, verified in TFLite Micro.
+
+Weights with few distinct values (k-means clusters, uniform levels, with or without pruning) are
+stored as ``ceil(log2 k)``-bit indices into value tables, in TFLite Micro's DECODE format
+(:mod:`tflite_export.lut`), written by the ``tflite-micro`` package's compression library and
+expanded at run time by its ``TFLM_DECODE`` operator.
+
+Two targets:
+
+* ``tflm``: the converter's float32 model. TFLite Micro runs float32 models (reference
+  kernels) and decodes float32 tables, so the file computes with exactly the Keras weights.
+* ``tflm_int8``: a full-integer model, as most microcontrollers need: int8 weights (per
+  channel) and activations, int32 biases, and **int8 inputs and outputs** (the report gives
+  each one's scale and zero point), calibrated on the representative data, which should
+  therefore be real samples. Quantization moves each weight to its channel's int8 grid; a
+  channel that held ``k`` values still holds at most ``k`` codes, so the LUT stays as small.
+
+Flow:
+
+1. Convert (float32, or int8 with the representative data as calibration set). Run that
+   *uncompressed* file in TFLite Micro and in LiteRT (builtin kernels); both must match Keras
+   within ``tolerance`` (for int8: the quantization error).
+2. For each weight tensor list the options, smallest first: a LUT with one table, a LUT with
+   one table per output channel (first or last axis only), or the dense tensor. TFLite
+   Micro's DECODE takes the number of tables from the tensor's per-channel quantization, not
+   from the header (observed with the tested nightly), so one table is offered only for
+   weights not quantized per channel, and per-channel tables only for weights quantized per
+   channel on that axis, or float weights, which get a unit per-channel quantization (scale
+   1, zero point 0; float kernels ignore it). :func:`_table_rule` holds this rule.
+3. Write the LUTs with ``tflite_micro``'s ``compress`` and verify the file: every LUT, decoded
+   here from the file (:func:`tflite_export.lut.decode`) and read back from TFLite Micro's
+   arena after a run, must equal the uncompressed weights exactly; the file's TFLite Micro
+   outputs must equal the uncompressed file's TFLite Micro outputs exactly, and stay within
+   ``tolerance`` of LiteRT's run of the uncompressed file and of Keras. Under ``"auto"`` a
+   failing option falls back to the next one; a requested one raises
+   :class:`VerificationError`. The file is written only when it passes.
+4. Write the file and account for every byte (indices, value tables, DCM headers, metadata,
+   flatbuffer overhead).
+
+The compressed file holds a custom operator, so it runs in TFLite Micro only (an interpreter
+built with the DECODE kernel), not in LiteRT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import io
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tf_admm.compat import keras, tf
+from tflite_export import exporter, flatbuffer, lut, verify
+from tflite_export.encodings import Encoding
+from tflite_export.report import (
+    ExportReport,
+    FileBytes,
+    IoQuantization,
+    LutBytes,
+    WeightChoice,
+    account,
+    gzip_size,
+)
+from tflite_export.weights import SUPPORTED_LAYERS, WeightTensor, find_weight_tensors, keras_layers
+
+__all__ = [
+    "DECODE_OPERATOR",
+    "DEFAULT_INT8_TOLERANCE",
+    "LutTensor",
+    "check_lut_file",
+    "convert_int8",
+    "export_tflm",
+    "lut_spec_yaml",
+    "read_luts",
+    "write_luts",
+]
+
+DECODE_OPERATOR = "TFLM_DECODE"
+DEFAULT_FLOAT_TOLERANCE = 1e-4
+# Relative to max(1, max|keras|): the small test models' int8 files stay within ~5%.
+DEFAULT_INT8_TOLERANCE = 0.1
+
+_schema = flatbuffer.schema
+# Rough flatbuffer cost of the ancillary and decoded tensors and one DECODE operator, used only
+# to rank options (the report counts the real bytes).
+_LUT_OVERHEAD = 2 * 64 + 48 + 64
+_QUANTIZATION_BYTES_PER_CHANNEL = 4 + 8  # float32 scale + int64 zero point
+_INSTALL = "pip install tflite-micro (or tf-admm[tflm])"
+
+
+def _compression_library():
+    try:
+        from tflite_micro.tensorflow.lite.micro import compression
+    except ImportError as error:
+        raise exporter.ExportError(
+            f"Expected the tflite-micro package for the TFLite Micro targets ({_INSTALL}); "
+            f"received: import failed: {error}"
+        ) from None
+    return compression
+
+
+def _interpreter_name() -> str:
+    try:
+        return f"tflite_micro {importlib.metadata.version('tflite-micro')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - installed otherwise
+        return "tflite_micro"
+
+
+def convert_int8(model: keras.Model, calibration: Sequence[np.ndarray]) -> bytes:
+    """A full-integer file of ``model``: int8 weights, activations, inputs and outputs.
+
+    Args:
+      model: a plain ``tf_keras`` model.
+      calibration: one array per model input, batch first; each sample is one step of the
+        converter's representative dataset.
+
+    Raises:
+      ExportError: when the converter cannot quantize every operator to int8.
+    """
+    converter = exporter.converter_for(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    count = int(np.shape(calibration[0])[0])
+
+    def representative():
+        for index in range(count):
+            yield [np.asarray(array[index : index + 1]) for array in calibration]
+
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    try:
+        return converter.convert()
+    except Exception as error:  # noqa: BLE001 - the converter raises many types
+        message = " ".join(str(error).split())[:500]
+        raise exporter.ExportError(
+            f"Expected a model the converter quantizes fully to int8 (TFLITE_BUILTINS_INT8); "
+            f"received: {type(error).__name__}: {message}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- integer I/O
+
+
+def _io_quantization(
+    data: bytes, input_names: Sequence[str], output_names: Sequence[str]
+) -> tuple[list[IoQuantization | None], list[IoQuantization | None]]:
+    """Per Keras input and output (in Keras order), its integer quantization or ``None``."""
+    model = flatbuffer.read_model(data)
+    subgraph = model.subgraphs[0]
+    inputs_by_tensor, outputs_by_tensor = verify.signature_names(model)
+
+    def collect(names, tensor_indices, by_tensor, kind):
+        index_of = {name: index for index, name in by_tensor.items()}
+        ordered = (
+            [index_of[name] for name in names]
+            if set(names) == set(index_of) and len(names) == len(index_of)
+            else [int(i) for i in tensor_indices]
+        )
+        found = []
+        for name, index in zip(names, ordered):
+            tensor = subgraph.tensors[index]
+            quantization = tensor.quantization
+            integer = tensor.type in (
+                _schema.TensorType.INT8,
+                _schema.TensorType.UINT8,
+                _schema.TensorType.INT16,
+            )
+            if not integer or quantization is None or quantization.scale is None:
+                found.append(None)
+                continue
+            found.append(
+                IoQuantization(
+                    name=name,
+                    kind=kind,
+                    dtype=flatbuffer.type_name(tensor.type),
+                    scale=float(quantization.scale[0]),
+                    zero_point=int(quantization.zeroPoint[0]),
+                )
+            )
+        return found
+
+    return (
+        collect(input_names, subgraph.inputs, inputs_by_tensor, "input"),
+        collect(output_names, subgraph.outputs, outputs_by_tensor, "output"),
+    )
+
+
+def _quantize(values: np.ndarray, quantization: IoQuantization | None) -> np.ndarray:
+    if quantization is None:
+        return values
+    dtype = np.dtype(quantization.dtype)
+    limits = np.iinfo(dtype)
+    codes = np.rint(np.asarray(values, np.float64) / quantization.scale) + quantization.zero_point
+    return np.clip(codes, limits.min, limits.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, quantization: IoQuantization | None) -> np.ndarray:
+    if quantization is None:
+        return np.asarray(values)
+    return (np.asarray(values, np.float64) - quantization.zero_point) * quantization.scale
+
+
+# --------------------------------------------------------------------------- LUT files
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LutTensor:
+    """One LUT-compressed tensor found in a file.
+
+    Attributes:
+      subgraph: subgraph index.
+      encoded: index of the packed-indices tensor (the original weight's index).
+      ancillary: index of the header-and-tables tensor.
+      decoded: index of the DECODE output the consumers read.
+      header: the parsed LUT header.
+      values: the decoded tensor, or ``None`` when it could not be decoded.
+      error: why it could not be decoded.
+    """
+
+    subgraph: int
+    encoded: int
+    ancillary: int
+    decoded: int
+    header: lut.LutHeader | None
+    values: np.ndarray | None
+    error: str | None = None
+
+
+def _custom_code(model, operator) -> str | None:
+    code = model.operatorCodes[operator.opcodeIndex]
+    name = code.customCode
+    if name is None:
+        return None
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def _buffer_bytes(model, tensor) -> bytes:
+    data = model.buffers[tensor.buffer].data
+    return b"" if data is None else np.asarray(data, np.uint8).tobytes()
+
+
+def read_luts(data: bytes) -> dict[tuple[int, int], LutTensor]:
+    """Every LUT tensor of a TFLite Micro file, decoded independently of ``tflite_micro``.
+
+    Returns:
+      ``(subgraph, encoded tensor index) -> LutTensor``; a tensor decoded by several DECODE
+      operators appears once.
+    """
+    model = flatbuffer.read_model(data)
+    found: dict[tuple[int, int], LutTensor] = {}
+    for subgraph_index, subgraph in enumerate(model.subgraphs or []):
+        for operator in subgraph.operators or []:
+            if _custom_code(model, operator) != DECODE_OPERATOR:
+                continue
+            inputs = [int(i) for i in operator.inputs]
+            outputs = [int(i) for i in operator.outputs]
+            for position, decoded in enumerate(outputs):
+                encoded, ancillary = inputs[2 * position], inputs[2 * position + 1]
+                key = (subgraph_index, encoded)
+                if key in found:
+                    continue
+                output = subgraph.tensors[decoded]
+                header = values = error = None
+                try:
+                    raw = _buffer_bytes(model, subgraph.tensors[ancillary])
+                    header, _ = lut.parse_ancillary(raw)
+                    values = lut.decode(
+                        _buffer_bytes(model, subgraph.tensors[encoded]),
+                        raw,
+                        tuple(int(d) for d in output.shape),
+                        flatbuffer.numpy_dtype(output.type),
+                    )
+                except ValueError as problem:
+                    error = str(problem)
+                found[key] = LutTensor(
+                    subgraph_index, encoded, ancillary, decoded, header, values, error
+                )
+    return found
+
+
+def lut_spec_yaml(fits: Mapping[tuple[int, int], lut.LutFit]) -> str:
+    """The ``tflite_micro`` compression spec (YAML) writing ``fits`` as LUTs.
+
+    Example:
+      >>> fit = lut.fit_lut(np.array([[1.0, 2.0], [2.0, 3.0]], np.float32), axis=0)
+      >>> print(lut_spec_yaml({(0, 4): fit}), end="")
+      tensors:
+        - subgraph: 0
+          tensor: 4
+          compression:
+            - lut:
+                index_bitwidth: 1
+                per_channel:
+                  axis: 0
+    """
+    lines = ["tensors:"]
+    for (subgraph, tensor), fit in sorted(fits.items()):
+        lines += [
+            f"  - subgraph: {subgraph}",
+            f"    tensor: {tensor}",
+            "    compression:",
+            "      - lut:",
+            f"          index_bitwidth: {fit.bits}",
+        ]
+        if fit.axis is None:
+            lines.append("          per_tensor:")
+        else:
+            lines += ["          per_channel:", f"            axis: {fit.axis}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_luts(uncompressed: bytes, fits: Mapping[tuple[int, int], lut.LutFit]) -> bytes:
+    """``uncompressed`` with the tensors of ``fits`` LUT-compressed by ``tflite_micro``.
+
+    The library builds the same tables as :func:`tflite_export.lut.fit_lut`; the fit gives
+    the index width and the table axis. A float tensor with per-channel tables gets a unit
+    per-channel quantization first (see :func:`_annotate_float_channels`). Nothing is verified
+    here (see :func:`check_lut_file`).
+
+    Raises:
+      ExportError: when ``tflite_micro`` is missing or refuses the spec.
+    """
+    if not fits:
+        return bytes(uncompressed)
+    compression = _compression_library()
+    uncompressed = _annotate_float_channels(uncompressed, fits)
+    specs = compression.parse_yaml(lut_spec_yaml(fits))
+    try:
+        # The library warns on stderr about sizes; the report has the real numbers.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            compressed = bytes(compression.compress(bytes(uncompressed), specs))
+    except Exception as error:  # noqa: BLE001 - the library raises its own and others
+        raise exporter.ExportError(
+            f"Expected tflite_micro to compress the LUT tensors {sorted(fits)}; received: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    return _drop_encoded_quantization(compressed)
+
+
+def _annotate_float_channels(data: bytes, fits: Mapping[tuple[int, int], lut.LutFit]) -> bytes:
+    """Gives float tensors with per-channel tables a unit per-channel quantization.
+
+    TFLite Micro's DECODE reads one table per channel only for a tensor quantized per channel;
+    scale 1 and zero point 0 on a float tensor change nothing else (float kernels ignore them).
+    """
+    model = flatbuffer.read_model(data)
+    changed = False
+    for (subgraph, index), fit in fits.items():
+        tensor = model.subgraphs[subgraph].tensors[index]
+        quantization = tensor.quantization
+        has_scale = quantization is not None and quantization.scale is not None
+        if fit.axis is None or tensor.type != _schema.TensorType.FLOAT32 or has_scale:
+            continue
+        unit = _schema.QuantizationParametersT()
+        unit.scale = np.ones(fit.num_tables, np.float32)
+        unit.zeroPoint = np.zeros(fit.num_tables, np.int64)
+        unit.quantizedDimension = int(fit.axis)
+        tensor.quantization = unit
+        changed = True
+    return flatbuffer.write_model(model) if changed else data
+
+
+def _drop_encoded_quantization(data: bytes) -> bytes:
+    """The file without the quantization parameters left on the packed-indices tensors.
+
+    The library copies them to the decoded tensor, where the kernels read them, and (in the
+    tested nightly) also leaves them on the UINT8 indices, where nothing reads them: 12 bytes
+    per channel twice.
+    """
+    model = flatbuffer.read_model(data)
+    changed = False
+    for subgraph in model.subgraphs or []:
+        for operator in subgraph.operators or []:
+            if _custom_code(model, operator) != DECODE_OPERATOR:
+                continue
+            for encoded in [int(i) for i in operator.inputs][0::2]:
+                tensor = subgraph.tensors[encoded]
+                if tensor.quantization is not None:
+                    tensor.quantization = None
+                    changed = True
+    return flatbuffer.write_model(model) if changed else data
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class _Verifier:
+    """Runs files in TFLite Micro and compares them with the uncompressed file and Keras."""
+
+    def __init__(
+        self,
+        uncompressed: bytes,
+        inputs: list[np.ndarray],
+        expected: list[np.ndarray],
+        tolerance: float,
+        model: keras.Model,
+        integer: bool,
+    ):
+        self.uncompressed = uncompressed
+        self.expected = expected
+        self.tolerance = tolerance
+        self.integer = integer
+        self.input_names = list(model.input_names)
+        self.output_names = list(model.output_names)
+        self.io_inputs, self.io_outputs = _io_quantization(
+            uncompressed, self.input_names, self.output_names
+        )
+        self.inputs = [_quantize(x, q) for x, q in zip(inputs, self.io_inputs)]
+        parsed = flatbuffer.read_model(uncompressed)
+        self.weights = {
+            (w.subgraph, w.tensor): flatbuffer.decode_tensor(parsed, w.subgraph, w.tensor)
+            for w in find_weight_tensors(parsed, quantized=integer)
+        }
+        self.baseline_checks: tuple[verify.RuntimeCheck, ...] = ()
+        self.reference_tflm: list[np.ndarray] | None = None
+        self.reference_litert: list[np.ndarray] | None = None
+        checks = []
+        for runtime in (verify.Runtime.TFLM, verify.Runtime.BUILTIN):
+            outputs, check = self._run_and_compare(uncompressed, runtime, "keras")
+            checks.append(check)
+            if runtime is verify.Runtime.TFLM:
+                self.reference_tflm = outputs
+            else:
+                self.reference_litert = outputs
+        self.baseline_checks = tuple(checks)
+
+    def _run(self, data: bytes, runtime: verify.Runtime) -> list[np.ndarray]:
+        return verify.run(
+            data,
+            self.inputs,
+            runtime=runtime,
+            input_names=self.input_names,
+            output_names=self.output_names,
+        )
+
+    def _to_real(self, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [_dequantize(o, q) for o, q in zip(outputs, self.io_outputs)]
+
+    def _run_and_compare(self, data: bytes, runtime: verify.Runtime, reference: str):
+        try:
+            outputs = self._run(data, runtime)
+        except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
+            message = " ".join(str(error).split())[:500]
+            return None, verify.RuntimeCheck(runtime, error=message, reference=reference)
+        check = verify.compare_outputs(
+            runtime,
+            self._to_real(outputs),
+            self.expected,
+            tolerance=self.tolerance,
+            output_names=self.output_names,
+            reference=reference,
+        )
+        return outputs, check
+
+    def weight_checks(self, data: bytes, keys: Sequence[tuple[int, int]], labels):
+        """Each LUT decoded by :func:`read_luts` and by TFLite Micro against the uncompressed
+        weights, exactly."""
+        found = read_luts(data)
+        problems = []
+        decoded_by_us = []
+        decoded_by_tflm = []
+        wanted = {}
+        for key in keys:
+            name = f"{labels.get(key, key)} weights"
+            entry = found.get(key)
+            if entry is None or entry.values is None:
+                why = "no DECODE operator reads it" if entry is None else entry.error
+                problems.append(f"{name}: {why}")
+                continue
+            decoded_by_us.append(
+                verify.OutputCheck(name, _max_diff(entry.values, self.weights[key]), 0.0)
+            )
+            wanted.setdefault(key[0], {})[entry.decoded] = (name, key)
+        checks = [
+            verify.RuntimeCheck(
+                verify.Runtime.TFLM,
+                tuple(decoded_by_us),
+                error="; ".join(problems) or None,
+                reference="uncompressed weights (file format decoded here)",
+            )
+        ]
+        error = None
+        try:
+            for subgraph, tensors in wanted.items():
+                values = verify.tflm_tensors(
+                    data,
+                    self.inputs,
+                    sorted(tensors),
+                    subgraph=subgraph,
+                    input_names=self.input_names,
+                )
+                for tensor, (name, key) in sorted(tensors.items()):
+                    decoded_by_tflm.append(
+                        verify.OutputCheck(name, _max_diff(values[tensor], self.weights[key]), 0.0)
+                    )
+        except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
+            error = " ".join(str(problem).split())[:500]
+        checks.append(
+            verify.RuntimeCheck(
+                verify.Runtime.TFLM,
+                tuple(decoded_by_tflm),
+                error=error,
+                reference="uncompressed weights (decoded by TFLite Micro)",
+            )
+        )
+        return checks
+
+    def check(self, data: bytes, keys, labels) -> tuple[verify.RuntimeCheck, ...]:
+        """Checks of a compressed file: weights, then TFLite Micro outputs vs three references."""
+        checks = self.weight_checks(data, keys, labels) if keys else []
+        outputs, keras_check = self._run_and_compare(data, verify.Runtime.TFLM, "keras")
+        checks.append(keras_check)
+        if outputs is None:
+            return tuple(checks)
+        checks.append(
+            verify.compare_outputs(
+                verify.Runtime.TFLM,
+                outputs,
+                self.reference_tflm,
+                tolerance=0.0,
+                absolute=True,
+                output_names=self.output_names,
+                reference="uncompressed file",
+            )
+        )
+        # The two runtimes' kernels may round differently (int8: by an output step or so).
+        litert = verify.compare_outputs(
+            verify.Runtime.TFLM,
+            self._to_real(outputs),
+            self._to_real(self.reference_litert),
+            tolerance=self.tolerance,
+            output_names=self.output_names,
+            reference="litert (uncompressed file)",
+        )
+        checks.append(litert)
+        return tuple(checks)
+
+
+def _max_diff(got: np.ndarray, want: np.ndarray) -> float:
+    if got.shape != want.shape:
+        return float("inf")
+    diff = float(np.max(np.abs(got.astype(np.float64) - want), initial=0.0))
+    return diff if np.isfinite(diff) else float("inf")
+
+
+def _failure_reason(checks: Sequence[verify.RuntimeCheck]) -> str:
+    return "; ".join(c.describe() for c in checks if not c.passed)
+
+
+def _raise(what: str, checks: Sequence[verify.RuntimeCheck]) -> None:
+    raise exporter.VerificationError(
+        f"Expected the TFLite Micro file to reproduce the uncompressed file and the Keras "
+        f"outputs; received: {what}: {_failure_reason(checks)}"
+    )
+
+
+def _prepare(model, representative_data, batch_size, seed, tolerance, integer):
+    inputs = exporter._prepare_inputs(model, representative_data, batch_size, seed)
+    expected = exporter._keras_outputs(model, inputs)
+    float_file = exporter.convert_float(model)
+    uncompressed = convert_int8(model, inputs) if integer else float_file
+    verifier = _Verifier(uncompressed, inputs, expected, tolerance, model, integer)
+    return inputs, float_file, uncompressed, verifier
+
+
+def check_lut_file(
+    data: bytes | str,
+    uncompressed: bytes,
+    model: keras.Model,
+    *,
+    representative_data: Any = None,
+    tolerance: float | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> tuple[verify.RuntimeCheck, ...]:
+    """Checks a LUT-compressed TFLite Micro file against the file it was made from and Keras.
+
+    Every LUT must decode to the uncompressed file's weights exactly, and the file's TFLite
+    Micro outputs must equal the uncompressed file's, as in :func:`export_tflm`.
+
+    Args:
+      data: the compressed file (bytes or path).
+      uncompressed: the file before LUT compression (float32 or full-integer).
+      model: the Keras model both come from.
+      representative_data: verification inputs, as for :func:`tflite_export.export`.
+      tolerance: allowed distance from Keras, relative to ``max(1, max|keras|)``; by default
+        1e-4 for a float file, 0.1 for an integer one.
+      batch_size: samples in the default verification batch.
+      seed: seed of the default verification batch.
+
+    Returns:
+      The passing checks.
+
+    Raises:
+      VerificationError: naming each check that failed.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        with open(data, "rb") as handle:
+            data = handle.read()
+    parsed = flatbuffer.read_model(uncompressed)
+    integer = bool(find_weight_tensors(parsed, quantized=True))
+    if tolerance is None:
+        tolerance = DEFAULT_INT8_TOLERANCE if integer else DEFAULT_FLOAT_TOLERANCE
+    inputs = exporter._prepare_inputs(model, representative_data, batch_size, seed)
+    expected = exporter._keras_outputs(model, inputs)
+    verifier = _Verifier(bytes(uncompressed), inputs, expected, tolerance, model, integer)
+    keys = sorted(read_luts(data))
+    labels = {
+        (w.subgraph, w.tensor): w.label
+        for w in find_weight_tensors(parsed, model, quantized=integer)
+    }
+    checks = verifier.check(bytes(data), keys, labels)
+    if not all(c.passed for c in checks):
+        _raise("the file", checks)
+    return checks
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Option:
+    """One way to store one weight tensor in a TFLite Micro file."""
+
+    encoding: Encoding
+    estimated_bytes: int
+    detail: str
+    fit: lut.LutFit | None = None
+
+    @property
+    def name(self) -> str:
+        if self.fit is None:
+            return self.encoding.value
+        return "lut per tensor" if self.fit.axis is None else "lut per channel"
+
+
+def _lut_detail(fit: lut.LutFit, dtype: np.dtype) -> str:
+    where = "1 table" if fit.axis is None else f"{fit.num_tables} tables on axis {fit.axis}"
+    return f"{fit.bits}-bit indices, {where} x {fit.stride} {dtype.name}"
+
+
+def _channel_quantization(model, weight: WeightTensor) -> int | None:
+    """The quantized dimension of a per-channel quantized tensor, else ``None``."""
+    tensor = model.subgraphs[weight.subgraph].tensors[weight.tensor]
+    quantization = tensor.quantization
+    if quantization is None or quantization.scale is None or len(quantization.scale) < 2:
+        return None
+    return int(quantization.quantizedDimension)
+
+
+def _table_rule(axis: int | None, channel_quantization: int | None, floating: bool) -> str | None:
+    """Why TFLite Micro cannot decode tables along ``axis`` for this tensor, or ``None``.
+
+    TFLite Micro's DECODE takes the number of tables from the tensor's per-channel
+    quantization, whatever the header says (observed: a float tensor's per-channel tables
+    decode every channel with the first table; a per-channel int8 tensor's single table is read
+    as one per channel). Float weights get a unit per-channel quantization (scale 1, zero
+    point 0), which the float kernels ignore.
+    """
+    if axis is None and channel_quantization is not None:
+        return "quantized per channel: TFLite Micro's DECODE reads one table per channel"
+    if axis is not None and channel_quantization != axis and not floating:
+        return (
+            "not quantized per channel on this axis: TFLite Micro's DECODE would read the "
+            "first table for every channel"
+        )
+    return None
+
+
+def _options(
+    weight: WeightTensor,
+    values: np.ndarray,
+    channel_quantization: int | None,
+    allowed: Sequence[Encoding],
+    dense_encoding: Encoding,
+) -> tuple[list[_Option], list[tuple[str, str]]]:
+    found: list[_Option] = []
+    skipped: list[tuple[str, str]] = []
+    floating = values.dtype.kind == "f"
+    if Encoding.LUT in allowed:
+        for axis in (None, weight.channel_axis):
+            name = "lut per tensor" if axis is None else "lut per channel"
+            why_not = _table_rule(axis, channel_quantization, floating)
+            if why_not is not None:
+                skipped.append((name, why_not))
+                continue
+            if axis is not None and axis not in (0, values.ndim - 1):
+                skipped.append((name, "TFLite Micro takes tables on the first or last axis only"))
+                continue
+            fit = lut.fit_lut(values, axis)
+            if not fit.fits:
+                skipped.append(
+                    (
+                        name,
+                        f"{fit.stride} distinct values per table, more than "
+                        f"{2**lut.MAX_BITS} ({lut.MAX_BITS}-bit indices)",
+                    )
+                )
+                continue
+            # The ancillary and decoded tensors are named after the weight.
+            estimate = (
+                fit.index_bytes
+                + lut.DCM_BYTES
+                + fit.table_bytes
+                + _LUT_OVERHEAD
+                + 2 * len(weight.tensor_name)
+            )
+            if axis is not None and floating:
+                estimate += _QUANTIZATION_BYTES_PER_CHANNEL * fit.num_tables
+            found.append(_Option(Encoding.LUT, estimate, _lut_detail(fit, values.dtype), fit))
+    if dense_encoding in allowed:
+        found.append(_Option(dense_encoding, int(values.nbytes), f"dense {values.dtype.name}"))
+    found.sort(key=lambda option: option.estimated_bytes)
+    return found, skipped
+
+
+def _select(
+    verifier: _Verifier,
+    weights: Mapping[tuple[int, int], WeightTensor],
+    options: Mapping[tuple[int, int], list[_Option]],
+    forced: Mapping[tuple[int, int], bool],
+    rejected: dict[tuple[int, int], list[tuple[str, str]]],
+):
+    labels = {key: weight.label for key, weight in weights.items()}
+
+    def attempt(plan):
+        fits = {key: option.fit for key, option in plan.items() if option.fit is not None}
+        data = write_luts(verifier.uncompressed, fits)
+        return data, verifier.check(data, sorted(fits), labels)
+
+    plan = {key: candidates[0] for key, candidates in options.items()}
+    reasons = {
+        key: "requested"
+        if forced[key]
+        else ("only option" if len(options[key]) == 1 else f"smallest of {len(options[key])}")
+        for key in options
+    }
+    data, checks = attempt(plan)
+    if all(c.passed for c in checks):
+        return plan, reasons, data, checks
+    if all(len(v) == 1 for v in options.values()):
+        _raise("requested encodings", checks)
+    # Find the culprits: each weight alone (the others dense), down its options.
+    for key, candidates in options.items():
+        for rank, option in enumerate(candidates):
+            if option.fit is None:
+                plan[key] = option
+                reasons[key] = "smallest option" if rank == 0 else "only option passing"
+                break
+            trial_data, trial_checks = attempt({key: option})
+            if all(c.passed for c in trial_checks):
+                plan[key] = option
+                if rank:
+                    reasons[key] = "smallest option passing verification"
+                break
+            rejected[key].append((option.name, _failure_reason(trial_checks)))
+            if forced[key] and rank == len(candidates) - 1:
+                _raise(f"weight {labels[key]!r} as {option.name}", trial_checks)
+        else:
+            raise exporter.VerificationError(
+                f"Expected an option of weight {labels[key]!r} that passes verification; "
+                f"received: none of {[o.name for o in candidates]} did"
+            )
+    data, checks = attempt(plan)
+    if not all(c.passed for c in checks):
+        _raise("the combination of options that pass one by one", checks)
+    return plan, reasons, data, checks
+
+
+def _keras_kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    kernels = {}
+    for layer in keras_layers(model):
+        entry = SUPPORTED_LAYERS.get(type(layer))
+        if entry is not None and layer.built:
+            attribute, to_tflite = entry
+            kernels[layer.name] = to_tflite(np.asarray(getattr(layer, attribute).numpy()))
+    return kernels
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_tflm(
+    model: keras.Model,
+    path: str,
+    *,
+    integer: bool,
+    representative_data: Any,
+    encoding: Any,
+    tolerance: float | None,
+    batch_size: int,
+    seed: int,
+) -> ExportReport:
+    """The ``tflm`` (``integer=False``) and ``tflm_int8`` targets of :func:`export`.
+
+    Arguments are checked by :func:`tflite_export.export`, which documents them.
+    """
+    _compression_library()  # fail early, before the slow conversions
+    target = exporter.Target.TFLM_INT8 if integer else exporter.Target.TFLM
+    dense_encoding = Encoding.INT8 if integer else Encoding.FLOAT32
+    accepted = ("auto", Encoding.LUT.value, dense_encoding.value)
+
+    def check_name(value, where):
+        forced = exporter._as_encoding(value, where)
+        if forced is not None and forced not in (Encoding.LUT, dense_encoding):
+            raise exporter.ExportError(
+                f"Expected {where} in {list(accepted)} for target {target.value!r}; "
+                f"received: {where}={value!r}"
+            )
+
+    if isinstance(encoding, Mapping):
+        for name, value in encoding.items():
+            check_name(value, f"encoding[{name!r}]")
+    else:
+        check_name(encoding, "encoding")
+    if tolerance is None:
+        tolerance = DEFAULT_INT8_TOLERANCE if integer else DEFAULT_FLOAT_TOLERANCE
+
+    inputs, float_file, uncompressed, verifier = _prepare(
+        model, representative_data, batch_size, seed, tolerance, integer
+    )
+    if not all(c.passed for c in verifier.baseline_checks):
+        what = "the converter's full-integer file" if integer else "the converter's float32 file"
+        hint = (
+            " (quantization error: pass representative_data of real samples or a larger tolerance)"
+            if integer
+            else ""
+        )
+        _raise(what + hint, verifier.baseline_checks)
+
+    parsed = flatbuffer.read_model(uncompressed)
+    weights = find_weight_tensors(parsed, model, quantized=integer)
+    by_key = {(w.subgraph, w.tensor): w for w in weights}
+    requested = exporter._requested_encodings(encoding, weights, model)
+    options: dict[tuple[int, int], list[_Option]] = {}
+    rejected: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for weight in weights:
+        key = (weight.subgraph, weight.tensor)
+        values = verifier.weights[key]
+        forced = requested[key]
+        allowed = [forced] if forced is not None else [Encoding.LUT, dense_encoding]
+        candidates, skipped = _options(
+            weight, values, _channel_quantization(parsed, weight), allowed, dense_encoding
+        )
+        if forced is not None and not candidates:
+            raise exporter.ExportError(
+                f"Weight {weight.label!r} ({weight.layer_type or weight.operator}): Expected "
+                f"weights that encoding {forced.value!r} can store; received: {skipped[-1][1]}"
+            )
+        if forced is None:
+            kept = []
+            for option in candidates:
+                if option.fit is None or option.estimated_bytes < values.nbytes:
+                    kept.append(option)
+                else:
+                    skipped.append((option.name, "not smaller than the dense tensor"))
+            candidates = kept
+        options[key] = candidates
+        rejected[key] = list(skipped)
+
+    forced_keys = {key: requested[key] is not None for key in options}
+    if any(option.fit is not None for candidates in options.values() for option in candidates):
+        plan, reasons, data, checks = _select(verifier, by_key, options, forced_keys, rejected)
+    else:
+        plan = {key: candidates[0] for key, candidates in options.items()}
+        reasons = {key: "only option" for key in options}
+        data = uncompressed
+        checks = verifier.check(data, [], {})
+        if not all(c.passed for c in checks):  # pragma: no cover - the baseline passed
+            _raise("the uncompressed file", checks)
+
+    if (
+        data is not uncompressed
+        and not any(forced_keys.values())
+        and len(data) >= len(uncompressed)
+    ):
+        # Small weights: the DECODE operators and their tensors cost more than they save.
+        for key, candidates in options.items():
+            dense = next(option for option in candidates if option.fit is None)
+            if plan[key] is not dense:
+                rejected[key].append(
+                    (plan[key].name, "the file with LUTs is not smaller than without")
+                )
+                plan[key] = dense
+                reasons[key] = "LUTs do not make the file smaller"
+        data = uncompressed
+        checks = verifier.check(data, [], {})
+
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    except OSError as error:
+        raise exporter.ExportError(
+            f"Expected a writable path; received: path={path!r} ({error})"
+        ) from None
+
+    return _report(
+        path=path,
+        target=target,
+        model=model,
+        data=data,
+        float_file=float_file,
+        uncompressed=uncompressed,
+        verifier=verifier,
+        weights=by_key,
+        plan=plan,
+        reasons=reasons,
+        rejected=rejected,
+        checks=checks,
+        batch_size=int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0,
+    )
+
+
+def _report(
+    *,
+    path,
+    target,
+    model,
+    data,
+    float_file,
+    uncompressed,
+    verifier,
+    weights,
+    plan,
+    reasons,
+    rejected,
+    checks,
+    batch_size,
+) -> ExportReport:
+    luts = read_luts(data)
+    final = flatbuffer.read_model(data)
+    labels: dict[tuple[int, int], tuple[str, str]] = {}
+    owned: dict[tuple[int, int], set[int]] = {}
+    storage: dict[tuple[int, int], str] = {}
+    for key, option in plan.items():
+        label = weights[key].label
+        subgraph = key[0]
+        if option.fit is None or key not in luts:
+            owned[key] = {key[1]}
+        else:
+            entry = luts[key]
+            owned[key] = {entry.encoded, entry.ancillary, entry.decoded}
+            storage[(subgraph, entry.encoded)] = f"lut indices {entry.header.bits}-bit"
+            storage[(subgraph, entry.ancillary)] = "lut header + tables"
+            storage[(subgraph, entry.decoded)] = "decoded (no data)"
+        for tensor in owned[key]:
+            labels[(subgraph, tensor)] = (label, option.encoding.value)
+    parts = account(data, labels)
+    rows = tuple(
+        dataclasses.replace(row, storage=storage[(row.subgraph, row.tensor)])
+        if (row.subgraph, row.tensor) in storage
+        else row
+        for row in parts.tensors
+    )
+    parts = FileBytes(parts.file_bytes, rows, parts.metadata_bytes)
+    row_of = {(row.subgraph, row.tensor): row for row in parts.tensors}
+
+    def row_bytes(subgraph, tensor, field):
+        row = row_of.get((subgraph, tensor))
+        return 0 if row is None else getattr(row, field)
+
+    kernels = _keras_kernels(model)
+    uncompressed_model = flatbuffer.read_model(uncompressed)
+    lut_rows = []
+    choices = []
+    for key, option in plan.items():
+        weight = weights[key]
+        values = verifier.weights[key]
+        stored = sum(row_bytes(key[0], t, "total_bytes") for t in owned[key])
+        if option.fit is not None and key in luts:
+            entry = luts[key]
+            ancillary = row_bytes(key[0], entry.ancillary, "value_bytes")
+            header = min(lut.DCM_BYTES, ancillary)
+            output = final.subgraphs[key[0]].tensors[entry.decoded]
+            lut_rows.append(
+                LutBytes(
+                    label=weight.label,
+                    mode="per_tensor" if entry.header.axis is None else "per_channel",
+                    axis=entry.header.axis,
+                    index_bits=entry.header.bits,
+                    num_tables=1 if entry.header.axis is None else option.fit.num_tables,
+                    table_entries=entry.header.stride,
+                    value_type=flatbuffer.type_name(output.type),
+                    index_bytes=row_bytes(key[0], entry.encoded, "value_bytes"),
+                    table_bytes=ancillary - header,
+                    header_bytes=header,
+                    quantization_bytes=row_bytes(key[0], entry.decoded, "quantization_bytes"),
+                )
+            )
+        error = 0.0
+        if weight.layer in kernels and kernels[weight.layer].shape == values.shape:
+            real = values
+            if verifier.integer:
+                tensor = uncompressed_model.subgraphs[key[0]].tensors[key[1]]
+                real = flatbuffer.dequantize(tensor, values)
+            error = float(
+                np.max(np.abs(real.astype(np.float64) - kernels[weight.layer]), initial=0.0)
+            )
+        choices.append(
+            WeightChoice(
+                label=weight.label,
+                layer_type=weight.layer_type,
+                tensor_name=weight.tensor_name,
+                shape=weight.shape,
+                num_weights=int(values.size),
+                nonzeros=int(np.count_nonzero(values)),
+                encoding=option.encoding,
+                detail=option.detail,
+                stored_bytes=stored,
+                max_weight_error=error,
+                reason=reasons[key],
+                rejected=tuple(rejected[key]),
+            )
+        )
+    io_quantization = tuple(q for q in (*verifier.io_inputs, *verifier.io_outputs) if q is not None)
+    return ExportReport(
+        path=path,
+        target=target.value,
+        interpreter=_interpreter_name(),
+        file=parts,
+        float_file_bytes=len(float_file),
+        gzip_bytes=gzip_size(data),
+        float_gzip_bytes=gzip_size(float_file),
+        weights=tuple(choices),
+        checks=tuple(checks),
+        batch_size=batch_size,
+        lut=tuple(lut_rows),
+        uncompressed_file_bytes=len(uncompressed),
+        io_quantization=io_quantization,
+    )
