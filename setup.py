@@ -33,6 +33,7 @@ setuptools.setup(
         "test": [
             "pytest>=7",
             "pytest-xdist>=3",
+            "hypothesis>=6.0",
             "ruff>=0.5",
             "matplotlib>=3.7",
             "tflite-micro==0.dev20261023182759",

@@ -55,22 +55,58 @@ class Unit(str, enum.Enum):
     EPOCH = "epoch"
 
 
+# Counts are compared with int64 step, epoch and round variables, so nothing larger is reachable
+# (and every accepted spec can be written to JSON: Python refuses to print ints of > 4300 digits).
+_MAX_COUNT = 2**63 - 1
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, or a short description for values Python cannot print."""
+    try:
+        return repr(value)
+    except (ValueError, RecursionError):
+        # ValueError: an int of more than sys.get_int_max_str_digits() digits.
+        if isinstance(value, int):
+            return f"<int of {value.bit_length()} bits>"
+        return f"<unprintable {type(value).__name__}>"
+
+
 def _fail(where: str, expected: str, field: str, value: Any) -> SpecError:
-    return SpecError(f"{where}: Expected {expected}; received: {field}={value!r}")
+    return SpecError(f"{where}: Expected {expected}; received: {field}={_show(value)}")
+
+
+def _is_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # An int too large for a float.
+        return False
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # An int too large for a float: out of range either way.
+        return math.inf if value > 0 else -math.inf
 
 
 def _check_positive_number(where: str, field: str, value: Any, *, allow_none: bool = False):
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_finite(value):
         raise _fail(where, f"{field} to be a finite number", field, value)
     if value <= 0:
         raise _fail(where, f"{field} > 0", field, value)
 
 
+def _check_count(where: str, field: str, value: Any) -> None:
+    if value > _MAX_COUNT:
+        raise _fail(where, f"{field} <= 2**63 - 1", field, value)
+
+
 def _check_positive_int(where: str, field: str, value: Any):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _fail(where, f"{field} to be an integer >= 1", field, value)
+    _check_count(where, field, value)
 
 
 def _from_mapping(cls, where: str, config: Any):
@@ -78,10 +114,14 @@ def _from_mapping(cls, where: str, config: Any):
     if not isinstance(config, Mapping):
         raise _fail(where, f"a mapping of {cls.__name__} fields", "config", config)
     allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - allowed)
+    # Keys of mixed types (possible from Python, not from JSON) do not sort by themselves.
+    unknown = sorted(
+        set(config) - allowed, key=lambda k: (0, k) if isinstance(k, str) else (1, _show(k))
+    )
     if unknown:
         raise SpecError(
-            f"{where}: Expected fields among {sorted(allowed)}; received unknown field(s) {unknown}"
+            f"{where}: Expected fields among {sorted(allowed)}; "
+            f"received unknown field(s) [{', '.join(_show(k) for k in unknown)}]"
         )
     return cls(**config)
 
@@ -115,7 +155,10 @@ class RhoSchedule:
 
     def __call__(self, round_index: int, initial: float | None = None) -> float:
         """Rho for ``round_index``, optionally starting from a per-layer ``initial`` value."""
-        value = (self.initial if initial is None else initial) * self.multiplier**round_index
+        try:
+            value = (self.initial if initial is None else initial) * self.multiplier**round_index
+        except OverflowError:  # Beyond 1e308 after many rounds; the cap below still applies.
+            value = math.inf
         return value if self.maximum is None else min(value, self.maximum)
 
     def get_config(self) -> dict[str, Any]:
@@ -187,7 +230,8 @@ class Rule:
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
-            except re.error as error:
+            # OverflowError: a repeat count such as a{4294967296}; RecursionError: deep nesting.
+            except (re.error, OverflowError, RecursionError) as error:
                 expected = f"a valid regular expression ({error})"
                 raise _fail(where, expected, "pattern", self.pattern) from None
         if self.sparsity is not None and self.ratio is not None:
@@ -203,7 +247,7 @@ class Rule:
         if self.ratio is not None:
             if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
                 raise _fail(where, "ratio to be a number >= 1", "ratio", self.ratio)
-            if not (math.isfinite(self.ratio) and self.ratio >= 1):
+            if not (_is_finite(self.ratio) and self.ratio >= 1):
                 raise _fail(where, "ratio >= 1", "ratio", self.ratio)
         if self.sparsity is None and self.ratio is None and not self.quantizes:
             raise SpecError(
@@ -218,6 +262,9 @@ class Rule:
                 )
             if not self.weights or not all(isinstance(w, str) and w for w in self.weights):
                 raise _fail(where, "a non-empty list of attribute names", "weights", self.weights)
+            if len(set(self.weights)) != len(self.weights):
+                # A repeated name would get two sets of ADMM state for one variable.
+                raise _fail(where, "distinct attribute names", "weights", self.weights)
             object.__setattr__(self, "weights", tuple(self.weights))
 
     def _check_quantization(self, where: str) -> None:
@@ -231,6 +278,8 @@ class Rule:
             or self.clusters < 2
         ):
             raise _fail(where, "clusters to be an integer >= 2", "clusters", self.clusters)
+        if self.clusters is not None:
+            _check_count(where, "clusters", self.clusters)
         if self.bits is not None and self.clusters is not None:
             raise SpecError(
                 f"{where}: Expected one of bits or clusters; received: bits={self.bits!r}, "
@@ -284,7 +333,9 @@ class Rule:
         if self.sparsity is not None:
             return float(self.sparsity)
         if self.ratio is not None:
-            return 1.0 - 1.0 / float(self.ratio)
+            # A ratio above 2**53 would round to 1.0, which no sparsity may be: keep the
+            # largest sparsity below 1 (the layer then keeps a single weight).
+            return min(1.0 - 1.0 / float(self.ratio), math.nextafter(1.0, 0.0))
         return 0.0
 
     @property
@@ -295,7 +346,7 @@ class Rule:
         for field in ("name", "pattern", "layer_type"):
             value = getattr(self, field, None)
             if value is not None:
-                return f"{field}={value!r}"
+                return f"{field}={_show(value)}"
         return "default"
 
     def matches(self, layer_name: str, layer_class: str) -> bool:
@@ -365,7 +416,7 @@ class Spec:
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
 
     def __post_init__(self):
-        if isinstance(self.rules, Rule) or not isinstance(self.rules, Sequence):
+        if isinstance(self.rules, (Rule, str, bytes)) or not isinstance(self.rules, Sequence):
             raise _fail("Spec", "rules to be a list of Rule", "rules", self.rules)
         rules = tuple(Rule.from_config(r) if isinstance(r, Mapping) else r for r in self.rules)
         for index, rule in enumerate(rules):
@@ -411,6 +462,7 @@ class Spec:
                 "retrain_rounds",
                 self.retrain_rounds,
             )
+        _check_count("Spec", "retrain_rounds", self.retrain_rounds)
         _check_positive_int("Spec", "quant_admm_rounds", self.quant_admm_rounds)
         fractions = self.quant_fractions
         if (
@@ -421,7 +473,7 @@ class Spec:
             raise _fail(
                 "Spec", "quant_fractions to be a list of numbers", "quant_fractions", fractions
             )
-        fractions = tuple(float(f) for f in fractions)
+        fractions = tuple(_as_float(f) for f in fractions)
         if (
             not fractions
             or fractions[-1] != 1.0
@@ -518,10 +570,14 @@ class Spec:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> Spec:
+    def from_json(cls, text: str | bytes) -> Spec:
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise _fail("Spec", "JSON text (str or bytes)", "text", text)
         try:
             config = json.loads(text)
-        except json.JSONDecodeError as error:
+        # ValueError covers JSONDecodeError, undecodable bytes and ints of > 4300 digits;
+        # RecursionError, arrays or objects nested about a thousand deep.
+        except (ValueError, RecursionError) as error:
             raise SpecError(f"Spec: Expected JSON text; received invalid JSON ({error})") from None
         return cls.from_dict(config)
 
@@ -529,7 +585,12 @@ class Spec:
     def from_file(cls, path: str) -> Spec:
         """Reads a spec from a JSON file."""
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            try:
+                text = f.read()
+            except UnicodeDecodeError as error:
+                raise SpecError(
+                    f"{path}: Spec: Expected UTF-8 JSON text; received undecodable bytes ({error})"
+                ) from None
         try:
             return cls.from_json(text)
         except SpecError as error:
