@@ -61,6 +61,23 @@ class Target:
         return dataclasses.asdict(self)
 
 
+def _target(layer_name: str, value: Any) -> Target:
+    """A Target from itself or its config dict (as found in a saved model's config)."""
+    if isinstance(value, Target):
+        return value
+    fields = {f.name for f in dataclasses.fields(Target)}
+    if (
+        not isinstance(value, dict)
+        or not {"weight", "sparsity", "rho"} <= set(value)
+        or (set(value) - fields)
+    ):
+        raise ValueError(
+            f"Layer '{layer_name}': Expected each target to be a Target or a dict with keys "
+            f"among {sorted(fields)} (weight, sparsity and rho required); received: {value!r}"
+        )
+    return Target(**value)
+
+
 class _Slot:
     """ADMM variables of one compressed weight (plain holder, tracked through the wrapper)."""
 
@@ -151,7 +168,7 @@ class AdmmWrapper(keras.layers.Wrapper):
             )
         kwargs.setdefault("name", f"admm_{layer.name}")
         super().__init__(layer, **kwargs)
-        self.targets = tuple(t if isinstance(t, Target) else Target(**t) for t in targets)
+        self.targets = tuple(_target(layer.name, t) for t in targets)
         if not self.targets:
             raise ValueError(f"Layer '{layer.name}': Expected at least one target weight")
         self._slots: list[_Slot] = []

@@ -138,3 +138,12 @@ def test_wrapper_config_round_trip():
     assert clone.targets == wrapper.targets
     assert clone.layer.get_config() == wrapper.layer.get_config()
     assert clone.name == wrapper.name
+
+
+def test_malformed_target_config_names_the_layer_and_keys():
+    with pytest.raises(ValueError, match="Layer 'fc'.*received: .*colour"):
+        tf_admm.AdmmWrapper(
+            L.Dense(3, name="fc"), [{"weight": "kernel", "sparsity": 0.5, "rho": 1e-3, "colour": 1}]
+        )
+    with pytest.raises(ValueError, match="weight, sparsity and rho required"):
+        tf_admm.AdmmWrapper(L.Dense(3, name="fc"), [{"weight": "kernel"}])
