@@ -7,22 +7,33 @@ Usage:
 Prints a per-layer table (weights, nonzeros, sparsity, compression), the storage report,
 test accuracy of the dense and the pruned model and how long each phase took; writes the
 stripped model and ``results.json`` to ``--model_dir``.
+
+Killed or crashed, the same command resumes where it stopped: pretraining and ADMM back up
+their whole state (weights, Z, U, rho, masks, phase, counters, optimizer) in
+``--model_dir/backup/`` at every epoch end, and the next run restores it. The training data are
+shuffled by a seed drawn from ``--seed`` and the epoch number, so a resumed run sees the same
+batches as an uninterrupted one; with ``--deterministic`` it ends with the same weights to the
+last bit. A run with other settings does not resume from another's backup.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
+import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 import tf_admm
 from recipes import data, models
 from tf_admm import report
-from tf_admm.compat import keras
+from tf_admm.compat import keras, tf
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -63,13 +74,19 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed for weights and data order.
 _TRAIN_BATCHES = flags.DEFINE_integer(
     "train_batches",
     None,
-    "Use only this many training batches per epoch (for smoke tests).",
+    "Train on only this many batches of examples (the first ones; reshuffled every epoch), "
+    "for smoke tests.",
     lower_bound=1,
 )
 _EXPORT = flags.DEFINE_bool(
     "export", True, "Export the compressed model to a verified .tflite file and test it there."
 )
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity.")
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic",
+    False,
+    "Enable TensorFlow op determinism: reruns and resumed runs give bit-identical results.",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +106,7 @@ class Settings:
     seed: int = 0
     train_batches: int | None = None
     verbose: int = 1
+    deterministic: bool = False
 
 
 def _loss():
@@ -107,7 +125,126 @@ def _step_decay(base: float, epochs: int, start: int = 0):
     return schedule
 
 
-def _pretrain(settings: Settings, train_ds, test_ds) -> tuple[keras.Model, float]:
+def epoch_keyed_batches(
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    batch_size: int,
+    seed: int,
+    epoch: Callable[[], tf.Tensor],
+) -> tf.data.Dataset:
+    """Batches of ``(images / 255, labels)`` in an order set by ``seed`` and ``epoch()`` alone.
+
+    Every iteration of the returned dataset (Keras starts one per epoch) draws a stateless
+    permutation of all examples from ``(seed, epoch())``; ``epoch`` runs inside a tf.data
+    function, so the variables it reads are read anew each time. A dataset shuffled with
+    ``reshuffle_each_iteration`` instead derives each epoch's order from how many times it was
+    iterated in this process, so a run resumed at epoch 5 would see epoch 0's order; here epoch
+    5 always gets epoch 5's.
+
+    Args:
+      images: all training images (uint8), first axis the examples.
+      labels: their labels.
+      batch_size: examples per batch (the last batch may be smaller).
+      seed: the run's seed.
+      epoch: returns the 0-based epoch number as a tensor.
+
+    Returns:
+      The batched dataset; its length is the number of batches of one epoch.
+    """
+    count = int(images.shape[0])
+
+    def one_epoch(_):
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch(), tf.int64)])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(indices):
+        return tf.cast(tf.gather(images, indices), tf.float32) / 255.0, tf.gather(labels, indices)
+
+    batches = tf.data.Dataset.range(1).flat_map(one_epoch)
+    batches = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    # flat_map hides the length; Keras' progress bar and step counts want it.
+    return batches.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
+
+
+def _train_arrays(settings: Settings) -> tuple[tf.Tensor, tf.Tensor]:
+    """The MNIST training images (uint8) and labels, in memory (47 MB).
+
+    With ``train_batches`` only the first ``train_batches * batch_size`` examples, so that
+    smoke tests do not decode all 60,000 images.
+    """
+    split = "train"
+    if settings.train_batches:
+        split = f"train[:{settings.train_batches * settings.batch_size}]"
+    train = tfds.load(
+        "mnist",
+        split=split,
+        data_dir=data.prepare_mnist(settings.data_dir),
+        as_supervised=True,
+        download=False,
+        batch_size=-1,
+    )
+    images, labels = tfds.as_numpy(train)
+    return tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+
+
+def _train_data(settings: Settings, arrays, optimizer, salt: int) -> tf.data.Dataset:
+    """Training batches whose order depends on the seed and the epoch ``optimizer`` is in.
+
+    The epoch is ``optimizer.iterations // steps_per_epoch``: the optimizer is backed up and
+    restored with the model, so a resumed run continues the same sequence of epochs. ``salt``
+    gives pretraining and ADMM different orders.
+    """
+    images, labels = arrays
+    steps = -(-int(images.shape[0]) // settings.batch_size)
+    train = epoch_keyed_batches(
+        images,
+        labels,
+        settings.batch_size,
+        seed=settings.seed * 2 + salt,
+        epoch=lambda: optimizer.iterations // steps,
+    )
+    return train.prefetch(tf.data.AUTOTUNE)
+
+
+def _save_weights_atomically(model: keras.Model, path: str) -> None:
+    """Writes ``model``'s weights to ``path`` (.h5) so that ``path`` is never half written."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp.weights.h5")
+    try:
+        model.save_weights(temporary)
+        with open(temporary, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+class _ResumeLog(keras.callbacks.Callback):
+    """Says whether ``fit`` resumed from a backup; goes after BackupAndRestore."""
+
+    def __init__(self, phase: str, steps_per_epoch: int, resumed: dict[str, int]):
+        super().__init__()
+        self._phase, self._steps, self._resumed = phase, steps_per_epoch, resumed
+
+    def on_train_begin(self, logs=None):
+        epochs = int(self.model.optimizer.iterations.numpy()) // self._steps
+        if epochs:
+            logging.info("Resuming %s from its backup after %d epoch(s)", self._phase, epochs)
+            self._resumed[self._phase] = epochs
+
+
+def _backup_dir(settings: Settings, phase: str, *parts: Any) -> str:
+    """A backup directory of its own for ``phase`` run with these settings."""
+    key = json.dumps([phase, *parts], sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return os.path.join(settings.model_dir, "backup", f"{phase}_{digest}")
+
+
+def _pretrain(
+    settings: Settings, train_arrays, test_ds, resumed: dict[str, int]
+) -> tuple[keras.Model, float]:
     """Trains (or loads the cached) dense LeNet-5; returns it and its test accuracy."""
     keras.utils.set_random_seed(settings.seed)
     model = models.lenet5()
@@ -115,6 +252,9 @@ def _pretrain(settings: Settings, train_ds, test_ds) -> tuple[keras.Model, float
     if settings.train_batches:
         name += f"_b{settings.train_batches}"
     checkpoint = os.path.join(settings.model_dir, f"{name}.weights.h5")
+    backup_dir = _backup_dir(
+        settings, name, settings.batch_size, settings.learning_rate, settings.deterministic
+    )
     if os.path.exists(checkpoint):
         logging.info("Loading cached dense model from %s", checkpoint)
         model.load_weights(checkpoint)
@@ -122,6 +262,7 @@ def _pretrain(settings: Settings, train_ds, test_ds) -> tuple[keras.Model, float
     else:
         model.compile(keras.optimizers.Adam(settings.learning_rate), _loss(), ["accuracy"])
         logging.info("Pretraining dense LeNet-5 for %d epochs", settings.pretrain_epochs)
+        train_ds = _train_data(settings, train_arrays, model.optimizer, salt=0)
         model.fit(
             train_ds,
             epochs=settings.pretrain_epochs,
@@ -129,10 +270,14 @@ def _pretrain(settings: Settings, train_ds, test_ds) -> tuple[keras.Model, float
             callbacks=[
                 keras.callbacks.LearningRateScheduler(
                     _step_decay(settings.learning_rate, settings.pretrain_epochs)
-                )
+                ),
+                keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+                _ResumeLog("pretraining", len(train_ds), resumed),
             ],
         )
-        model.save_weights(checkpoint)
+        _save_weights_atomically(model, checkpoint)
+    # Kept until the dense checkpoint is safely written.
+    shutil.rmtree(backup_dir, ignore_errors=True)
     _, accuracy = model.evaluate(test_ds, verbose=0)
     return model, float(accuracy)
 
@@ -140,17 +285,18 @@ def _pretrain(settings: Settings, train_ds, test_ds) -> tuple[keras.Model, float
 def run(settings: Settings) -> dict[str, Any]:
     """Runs the whole recipe and returns its results (also written to results.json)."""
     os.makedirs(settings.model_dir, exist_ok=True)
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(settings.seed)
     timings: dict[str, float] = {}
+    resumed: dict[str, int] = {}
     start = time.perf_counter()
-    train_ds, test_ds = data.load_mnist(
-        settings.data_dir, batch_size=settings.batch_size, shuffle_seed=settings.seed
-    )
-    if settings.train_batches:
-        train_ds = train_ds.take(settings.train_batches)
+    _, test_ds = data.load_mnist(settings.data_dir, batch_size=settings.batch_size)
+    train_arrays = _train_arrays(settings)
     timings["data"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    dense, dense_accuracy = _pretrain(settings, train_ds, test_ds)
+    dense, dense_accuracy = _pretrain(settings, train_arrays, test_ds, resumed)
     timings["pretrain"] = time.perf_counter() - start
     logging.info("Dense test accuracy: %.4f", dense_accuracy)
 
@@ -167,6 +313,12 @@ def run(settings: Settings) -> dict[str, Any]:
 
     def schedule(epoch, lr):
         return admm_learning_rate if epoch < scheduled_epochs else final_schedule(epoch, lr)
+
+    # Everything that shapes the training, not where files go or how much is printed.
+    shaping = dataclasses.asdict(dataclasses.replace(settings, spec=None))
+    for field in ("model_dir", "data_dir", "verbose", "export"):
+        del shaping[field]
+    backup_dir = _backup_dir(settings, "admm", shaping, spec.to_dict())
 
     phase_times: dict[str, float] = {}
 
@@ -190,12 +342,23 @@ def run(settings: Settings) -> dict[str, Any]:
         len(spec.quant_fractions) if spec.quantizes else 0,
         settings.retrain_epochs,
     )
+    # tf_admm.callbacks puts the backup after the ADMM update and its NaN/Inf check: a backup
+    # holds an epoch's Z/U update with the epoch, and never a non-finite state.
+    train_ds = _train_data(settings, train_arrays, model.optimizer, salt=1)
     model.fit(
         train_ds,
         epochs=scheduled_epochs + settings.retrain_epochs,
         verbose=settings.verbose,
-        callbacks=tf_admm.callbacks(log_dir=os.path.join(settings.model_dir, "logs"))
-        + [keras.callbacks.LearningRateScheduler(schedule), PhaseTimer()],
+        callbacks=tf_admm.callbacks(
+            log_dir=os.path.join(settings.model_dir, "logs"),
+            backup_dir=backup_dir,
+            delete_backup=False,
+        )
+        + [
+            _ResumeLog("ADMM", len(train_ds), resumed),
+            keras.callbacks.LearningRateScheduler(schedule),
+            PhaseTimer(),
+        ],
     )
     timings.update(phase_times)
 
@@ -226,13 +389,18 @@ def run(settings: Settings) -> dict[str, Any]:
         "seconds": timings,
         "spec": spec.to_dict(),
         "model": path,
+        "resumed_after_epochs": resumed,
     }
     if settings.export:
         start = time.perf_counter()
         results["tflite"] = _export(pruned, test_ds, settings.model_dir)
         timings["export"] = time.perf_counter() - start
-    with open(os.path.join(settings.model_dir, "results.json"), "w", encoding="utf-8") as f:
+    results_path = os.path.join(settings.model_dir, "results.json")
+    with open(f"{results_path}.tmp", "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
+    os.replace(f"{results_path}.tmp", results_path)
+    # Only now is nothing left to resume.
+    shutil.rmtree(backup_dir, ignore_errors=True)
 
     print(report.format_compression_table(table))
     print()
@@ -304,6 +472,7 @@ def settings_from_flags() -> Settings:
         seed=_SEED.value,
         train_batches=_TRAIN_BATCHES.value,
         verbose=int(_VERBOSE.value),
+        deterministic=_DETERMINISTIC.value,
     )
 
 

@@ -5,7 +5,15 @@ from tf_admm.compat import keras, tf
 from tf_admm.registry import CompressibleLayer
 from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
 from tf_admm.strip import strip
-from tf_admm.training import AdmmModel, AdmmUpdate, Phase, admm_wrap, callbacks, wrappers
+from tf_admm.training import (
+    AdmmModel,
+    AdmmUpdate,
+    NonFiniteError,
+    Phase,
+    admm_wrap,
+    callbacks,
+    wrappers,
+)
 from tf_admm.wrapper import AdmmWrapper, Target
 
 __version__ = "0.1.0.dev0"
@@ -15,6 +23,7 @@ __all__ = [
     "AdmmUpdate",
     "AdmmWrapper",
     "CompressibleLayer",
+    "NonFiniteError",
     "Phase",
     "RhoSchedule",
     "Rule",

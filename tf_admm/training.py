@@ -11,15 +11,22 @@ targeted layers sit in :class:`~tf_admm.wrapper.AdmmWrapper` and whose ``train_s
 3. ``Phase.RETRAIN``: masked retraining without penalty for the rest of training.
 
 All of this state (step, epoch, round, phase and every wrapper's Z, U, mask, rho) is stored in
-Keras variables, so it is saved, loaded and checkpointed with the model.
+Keras variables, so it is saved, loaded and checkpointed with the model: with
+``callbacks(backup_dir=...)`` an interrupted ``fit`` resumes where it stopped.
+
+:class:`AdmmUpdate` also stops training with a :class:`NonFiniteError` (naming the layer and the
+variable) as soon as the loss or a weight is NaN or infinite, before any checkpointing callback
+that follows it can save the bad state.
 """
 
 from __future__ import annotations
 
 import enum
 import inspect
+import math
 from typing import Any
 
+import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
@@ -28,7 +35,15 @@ from tf_admm.compat import keras, tf
 from tf_admm.spec import Spec, Unit
 from tf_admm.wrapper import AdmmWrapper, Target
 
-__all__ = ["AdmmModel", "AdmmUpdate", "Phase", "admm_wrap", "callbacks", "wrappers"]
+__all__ = [
+    "AdmmModel",
+    "AdmmUpdate",
+    "NonFiniteError",
+    "Phase",
+    "admm_wrap",
+    "callbacks",
+    "wrappers",
+]
 
 
 class Phase(enum.IntEnum):
@@ -258,13 +273,32 @@ class AdmmModel(keras.Model):
 
     def fit(self, *args, **kwargs):
         bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-        given = bound.arguments.get("callbacks") or []
-        if not any(isinstance(c, AdmmUpdate) for c in given):
+        given = list(bound.arguments.get("callbacks") or [])
+        updates = [i for i, c in enumerate(given) if isinstance(c, AdmmUpdate)]
+        if not updates:
             raise ValueError(
                 f"Model '{self.name}': Expected the ADMM update callback among the callbacks; "
                 "received none. Add it: model.fit(..., callbacks=tf_admm.callbacks()) or "
                 "callbacks=[..., tf_admm.AdmmUpdate()]"
             )
+        # Keras runs callbacks in list order. A checkpoint written before AdmmUpdate's epoch end
+        # would hold the state before that epoch's Z/U update but count the epoch as done (a
+        # resumed run would skip the update), and could hold NaNs AdmmUpdate has not yet seen.
+        for index, callback in enumerate(given[: updates[0]]):
+            if isinstance(callback, _CHECKPOINTING):
+                raise ValueError(
+                    f"Model '{self.name}': Expected checkpointing callbacks after the ADMM update "
+                    f"callback; received: callbacks[{index}]={type(callback).__name__} before "
+                    f"callbacks[{updates[0]}]=AdmmUpdate. Put it after, or let "
+                    "tf_admm.callbacks(backup_dir=...) order them"
+                )
+        # Checkpoints written between epoch ends need a finite check after every step.
+        every_step = any(
+            isinstance(c, _CHECKPOINTING) and isinstance(getattr(c, "save_freq", None), int)
+            for c in given
+        )
+        for index in updates:
+            given[index]._check_every_step = every_step
         return super().fit(*args, **kwargs)
 
     # Phase machine, driven between steps by AdmmUpdate (in cross-replica context).
@@ -356,12 +390,105 @@ class AdmmModel(keras.Model):
         return model
 
 
-class AdmmUpdate(keras.callbacks.Callback):
-    """Runs the Z/U updates and phase changes of an :class:`AdmmModel` during ``fit``."""
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or infinite loss or variable; raised by :class:`AdmmUpdate`.
 
-    def __init__(self):
+    Attributes:
+      epoch: the Keras epoch (0-based) in which it was found.
+      step: the model's ADMM step count (``admm_step``) when it was found.
+      loss: the epoch's mean training loss so far, if known.
+      culprits: ``(layer, variable, nan_count, inf_count, size)`` for every non-finite variable,
+        where ``variable`` reads like ``"U (kernel_dual)"``: W, Z, U, rho and levels are the
+        ADMM symbols of a compressed weight; other weights go by their own names.
+    """
+
+    def __init__(
+        self,
+        epoch: int,
+        step: int,
+        loss: float | None,
+        culprits: list[tuple[str, str, int, int, int]],
+    ):
+        self.epoch, self.step, self.loss, self.culprits = epoch, step, loss, culprits
+        found = "; ".join(
+            f"layer '{layer}' {variable}: {nan} NaN and {inf} Inf of {size}"
+            for layer, variable, nan, inf, size in culprits
+        )
+        received = [f"loss={loss}"] if loss is not None and not math.isfinite(loss) else []
+        received += [found] if found else []
+        super().__init__(
+            f"Training stopped at epoch {epoch} (ADMM step {step}): Expected a finite loss and "
+            f"finite weights and ADMM variables; received: {'; '.join(received)}. No checkpoint "
+            "was written after this was found: the last one (e.g. the BackupAndRestore backup) "
+            "holds the last good state. Lower the learning rate or rho, or look for bad inputs"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.epoch, self.step, self.loss, self.culprits)
+
+
+_CHECKPOINTING = (keras.callbacks.BackupAndRestore, keras.callbacks.ModelCheckpoint)
+
+# The ADMM symbols of a slot's variables, in the order the error message lists them.
+_SYMBOLS = (
+    ("W", "variable"),
+    ("Z", "auxiliary"),
+    ("U", "dual"),
+    ("rho", "rho"),
+    ("levels", "levels"),
+)
+
+
+def _short_name(variable: tf.Variable) -> str:
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def _named_float_variables(model: keras.Model) -> list[tuple[str, str, tf.Variable]]:
+    """(layer, label, variable) for every floating-point weight of ``model``, ADMM ones first."""
+    named: list[tuple[str, str, tf.Variable]] = []
+    for layer in cloning.leaf_layers(model):
+        name, seen = layer.name, set()
+        if isinstance(layer, AdmmWrapper):
+            name = layer.layer.name
+            for slot in layer.slots:
+                for symbol, attribute in _SYMBOLS:
+                    variable = getattr(slot, attribute)
+                    if variable is not None:
+                        named.append((name, f"{symbol} ({_short_name(variable)})", variable))
+                        seen.add(id(variable))
+        for variable in layer.weights:
+            if id(variable) not in seen and variable.dtype.is_floating:
+                named.append((name, _short_name(variable), variable))
+                seen.add(id(variable))
+    return named
+
+
+@tf.function
+def _finite_flags(variables):
+    return tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+
+
+class AdmmUpdate(keras.callbacks.Callback):
+    """Runs the Z/U updates and phase changes of an :class:`AdmmModel` during ``fit``.
+
+    It also checks that training stays finite: the loss and every weight and ADMM variable at
+    each epoch end (before the Z/U update), the ADMM variables after each update, and the loss
+    after every step when the rounds count steps. When ``fit`` also gets a callback that
+    checkpoints every N steps, every step is checked in full. Checkpointing callbacks must
+    come after this one in ``fit(callbacks=...)`` (``fit`` says so otherwise), so a
+    :class:`NonFiniteError` stops training before they can save the bad state.
+
+    Args:
+      check_finite: whether to check for NaN and Inf at all.
+    """
+
+    def __init__(self, check_finite: bool = True):
         super().__init__()
-        self._supports_tf_logs = True  # It reads no logs; spare Keras the conversion.
+        self._supports_tf_logs = True  # Logs stay tensors; only the loss is read from them.
+        self.check_finite = bool(check_finite)
+        self._check_every_step = False  # Set by AdmmModel.fit.
+        self._epoch = 0
+        self._named: list[tuple[str, str, tf.Variable]] | None = None
 
     def on_train_begin(self, logs=None):
         if not isinstance(self.model, AdmmModel):
@@ -369,8 +496,39 @@ class AdmmUpdate(keras.callbacks.Callback):
                 "AdmmUpdate: Expected to train a model made by tf_admm.admm_wrap; received: "
                 f"model of type {type(self.model).__name__}"
             )
+        self._named = _named_float_variables(self.model) if self.check_finite else []
 
-    def _advance(self, unit: Unit) -> None:
+    def _check(self, logs, variables: bool) -> None:
+        """Raises NonFiniteError if the loss in ``logs`` or (if asked) a variable is not finite."""
+        if not self.check_finite:
+            return
+        loss = None
+        if logs is not None and "loss" in logs:
+            loss = float(logs["loss"])
+        bad_loss = loss is not None and not math.isfinite(loss)
+        if not (bad_loss or variables):
+            return
+        flags = _finite_flags([v for _, _, v in self._named]).numpy()
+        if not bad_loss and flags.all():
+            return
+        culprits = []
+        for (layer, label, variable), finite in zip(self._named, flags):
+            if not finite:
+                value = variable.numpy()
+                culprits.append(
+                    (
+                        layer,
+                        label,
+                        int(np.isnan(value).sum()),
+                        int(np.isinf(value).sum()),
+                        value.size,
+                    )
+                )
+        step = int(self.model.admm_step.numpy())
+        raise NonFiniteError(self._epoch, step, loss, culprits)
+
+    def _advance(self, unit: Unit) -> bool:
+        """Runs the update due after one more ``unit``; returns whether one ran."""
         event = self.model.advance(unit)
         if event:
             rho = [float(s.rho.numpy()) for w in self.model.admm_wrappers for s in w.slots]
@@ -384,28 +542,62 @@ class AdmmUpdate(keras.callbacks.Callback):
                 f"; {event['locked']:.0%} of kept weights locked" if "locked" in event else "",
                 f"; next: {event['next']}" if "next" in event else "",
             )
+        return bool(event)
 
     def _implements_train_batch_hooks(self):
-        # Per-batch hooks make Keras synchronise after every step; only step-counted rounds
-        # need them.
-        return getattr(getattr(self.model, "spec", None), "update_unit", Unit.STEP) is Unit.STEP
+        # Per-batch hooks make Keras synchronise after every step; only step-counted rounds and
+        # step-wise checkpoints need them.
+        unit = getattr(getattr(self.model, "spec", None), "update_unit", Unit.STEP)
+        return unit is Unit.STEP or (self.check_finite and self._check_every_step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self._advance(Unit.STEP)
+        self._check(logs, variables=self._check_every_step)
+        if self._advance(Unit.STEP):
+            self._check(None, variables=True)
 
     def on_epoch_end(self, epoch, logs=None):
+        # Checked before the Z/U update, which must not project NaNs.
+        self._check(logs, variables=True)
         self.model.admm_epoch.assign_add(1)
-        self._advance(Unit.EPOCH)
+        if self._advance(Unit.EPOCH):
+            self._check(None, variables=True)
         if logs is not None:
             logs.update(self.model.admm_logs())
 
 
-def callbacks(log_dir: str | None = None, **tensorboard_kwargs) -> list[keras.callbacks.Callback]:
-    """The callbacks an :class:`AdmmModel` needs in ``fit``.
+def callbacks(
+    log_dir: str | None = None,
+    backup_dir: str | None = None,
+    *,
+    backup_freq: str | int = "epoch",
+    delete_backup: bool = True,
+    **tensorboard_kwargs,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks an :class:`AdmmModel` needs in ``fit``, in the order they must run.
+
+    Example:
+      >>> history = admm.fit(ds, epochs=30, callbacks=tf_admm.callbacks(backup_dir="run/backup"))
+      >>> # Killed? The same call in a new process restores weights, Z, U, rho, masks, phase,
+      >>> # step and epoch counters and the optimizer from the last epoch end, and goes on.
 
     Args:
       log_dir: if given, also a TensorBoard callback writing there (ADMM penalty, residuals and
         per-layer sparsity are among the logged metrics).
+      backup_dir: if given, also ``keras.callbacks.BackupAndRestore`` backing up the whole
+        training state there, after the Z/U update and the finite check of :class:`AdmmUpdate`.
+        A later ``fit`` of the same model, data and settings resumes from it. The directory
+        belongs to this one training run.
+      backup_freq: ``"epoch"``, or back up every this many steps (every step is then also
+        checked for NaN and Inf). With epoch-wise backups a resumed run redoes the interrupted
+        epoch from its first batch and, given the same batches per epoch, ends exactly as an
+        uninterrupted run (a tf.data shuffle with ``reshuffle_each_iteration`` starts its
+        sequence of orders anew in a new process: key the order on the epoch, as
+        ``recipes/lenet5_mnist.py`` does). With step-wise backups Keras resumes at the next
+        step but feeds the epoch's first batches again, so the result differs a little.
+      delete_backup: delete the backup when ``fit`` completes.
       **tensorboard_kwargs: passed to ``keras.callbacks.TensorBoard``.
 
     Returns:
@@ -414,4 +606,10 @@ def callbacks(log_dir: str | None = None, **tensorboard_kwargs) -> list[keras.ca
     result: list[keras.callbacks.Callback] = [AdmmUpdate()]
     if log_dir is not None:
         result.append(keras.callbacks.TensorBoard(log_dir=log_dir, **tensorboard_kwargs))
+    if backup_dir is not None:
+        result.append(
+            keras.callbacks.BackupAndRestore(
+                backup_dir, save_freq=backup_freq, delete_checkpoint=delete_backup
+            )
+        )
     return result
