@@ -4,7 +4,7 @@ Each row is (id, callable, exception type, regex). The callable gets ``env`` (``
 ``monkeypatch``) and must raise that type (or a subclass of it) with a message that names the
 offending field, rule, layer, model or file. Spec rows go through ``Spec.from_dict`` (the form a
 JSON config file takes), so they also cover the dict path that the constructor tests in
-``tf_admm/spec_test.py`` do not. Rows marked ``xfail(strict=True)`` are known gaps: they start
+``tf_admm/spec_test.py`` do not. A known gap gets a row marked ``xfail(strict=True)``: it starts
 failing (XPASS) once the gap is closed, and then the mark should go.
 """
 
@@ -683,16 +683,8 @@ CASES = [
     ),
 ]
 
-# Known gaps, listed so that the table stays complete; see the module docstring.
+# Cases that need pytest.param (formerly known gaps, now fixed).
 GAPS = [
-    pytest.param(
-        lambda env: _fit(_admm_model(), callbacks=tf_admm.AdmmUpdate()),
-        ValueError,
-        r"Model 'small'",
-        id="fit_with_a_single_callback_object",
-        # Keras accepts one callback object; AdmmModel.fit iterates it: raw TypeError.
-        marks=pytest.mark.xfail(strict=True, raises=TypeError, reason="raw TypeError"),
-    ),
     pytest.param(
         lambda env: _wrap(
             {"layer_type": "Dense", "sparsity": 0.5}, {"name": "fc1", "sparsity": 0.9}
@@ -700,9 +692,6 @@ GAPS = [
         ValueError,
         r"rules\[1\] \(name='fc1'\).*rules\[0\]",
         id="rule_shadowed_by_an_earlier_rule",
-        # The message says rules[1] "matches no layer" although fc1 exists; it should name
-        # the earlier rule that takes the layer.
-        marks=pytest.mark.xfail(strict=True, reason="message blames a missing layer"),
     ),
 ]
 

@@ -108,6 +108,15 @@ def _plan(model: keras.Model, spec: Spec) -> dict[int, tuple[Target, ...]]:
         )
     for index, rule in enumerate(spec.rules):
         if not used[index]:
+            shadowed = [la for la in layers if rule.matches(la.name, type(la).__name__)]
+            if shadowed:
+                taken = {la.name: spec.rule_for(la.name, type(la).__name__)[0] for la in shadowed}
+                raise ValueError(
+                    f"Spec rules[{index}] ({rule.describe()}) matches only layers that earlier "
+                    "rules already take (the first matching rule wins): "
+                    + ", ".join(f"'{name}' by rules[{i}]" for name, i in taken.items())
+                    + "; move it before them or narrow the earlier rule"
+                )
             candidates = [f"{la.name} ({type(la).__name__})" for la in layers]
             raise ValueError(
                 f"Spec rules[{index}] ({rule.describe()}) matches no layer of model "
@@ -273,7 +282,11 @@ class AdmmModel(keras.Model):
 
     def fit(self, *args, **kwargs):
         bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-        given = list(bound.arguments.get("callbacks") or [])
+        given = bound.arguments.get("callbacks") or []
+        if isinstance(given, keras.callbacks.Callback):
+            given = [given]  # Keras takes a lone callback too.
+        given = list(given)
+        bound.arguments["callbacks"] = given
         updates = [i for i, c in enumerate(given) if isinstance(c, AdmmUpdate)]
         if not updates:
             raise ValueError(
@@ -299,7 +312,7 @@ class AdmmModel(keras.Model):
         )
         for index in updates:
             given[index]._check_every_step = every_step
-        return super().fit(*args, **kwargs)
+        return super().fit(*bound.args[1:], **bound.kwargs)
 
     # Phase machine, driven between steps by AdmmUpdate (in cross-replica context).
 

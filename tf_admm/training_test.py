@@ -260,3 +260,10 @@ def test_tensorboard_receives_admm_metrics(tmp_path):
             tags.update(value.tag for value in event.summary.value)
     for expected in ("epoch_admm_penalty", "epoch_primal_residual", "epoch_fc1_sparsity"):
         assert expected in tags, sorted(tags)
+
+
+def test_fit_accepts_a_lone_callback_object_like_keras():
+    x, y = small_data(32)
+    model = _wrapped(_spec(rounds=1, every=1, unit="epoch"))
+    model.fit(x, y, epochs=1, verbose=0, callbacks=tf_admm.AdmmUpdate())
+    assert int(model.admm_round.numpy()) == 1
