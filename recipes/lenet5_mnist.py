@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -125,48 +124,6 @@ def _step_decay(base: float, epochs: int, start: int = 0):
     return schedule
 
 
-def epoch_keyed_batches(
-    images: tf.Tensor,
-    labels: tf.Tensor,
-    batch_size: int,
-    seed: int,
-    epoch: Callable[[], tf.Tensor],
-) -> tf.data.Dataset:
-    """Batches of ``(images / 255, labels)`` in an order set by ``seed`` and ``epoch()`` alone.
-
-    Every iteration of the returned dataset (Keras starts one per epoch) draws a stateless
-    permutation of all examples from ``(seed, epoch())``; ``epoch`` runs inside a tf.data
-    function, so the variables it reads are read anew each time. A dataset shuffled with
-    ``reshuffle_each_iteration`` instead derives each epoch's order from how many times it was
-    iterated in this process, so a run resumed at epoch 5 would see epoch 0's order; here epoch
-    5 always gets epoch 5's.
-
-    Args:
-      images: all training images (uint8), first axis the examples.
-      labels: their labels.
-      batch_size: examples per batch (the last batch may be smaller).
-      seed: the run's seed.
-      epoch: returns the 0-based epoch number as a tensor.
-
-    Returns:
-      The batched dataset; its length is the number of batches of one epoch.
-    """
-    count = int(images.shape[0])
-
-    def one_epoch(_):
-        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch(), tf.int64)])
-        order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=key)
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    def gather(indices):
-        return tf.cast(tf.gather(images, indices), tf.float32) / 255.0, tf.gather(labels, indices)
-
-    batches = tf.data.Dataset.range(1).flat_map(one_epoch)
-    batches = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    # flat_map hides the length; Keras' progress bar and step counts want it.
-    return batches.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
-
-
 def _train_arrays(settings: Settings) -> tuple[tf.Tensor, tf.Tensor]:
     """The MNIST training images (uint8) and labels, in memory (47 MB).
 
@@ -197,7 +154,7 @@ def _train_data(settings: Settings, arrays, optimizer, salt: int) -> tf.data.Dat
     """
     images, labels = arrays
     steps = -(-int(images.shape[0]) // settings.batch_size)
-    train = epoch_keyed_batches(
+    train = data.epoch_keyed_batches(
         images,
         labels,
         settings.batch_size,

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from recipes import lenet5_mnist
+from recipes import data, lenet5_mnist
 from tf_admm.compat import keras, tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,7 +229,7 @@ def test_epoch_keyed_batches_depend_on_seed_and_epoch_only():
     epoch = tf.Variable(0, dtype=tf.int64)
 
     def order(seed):
-        dataset = lenet5_mnist.epoch_keyed_batches(images, labels, 4, seed, lambda: epoch + 0)
+        dataset = data.epoch_keyed_batches(images, labels, 4, seed, lambda: epoch + 0)
         assert len(dataset) == 3
         return [int(v) for _, batch in dataset for v in batch]
 
