@@ -11,10 +11,10 @@ failing (XPASS) once the gap is closed, and then the mark should go.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
-import re
 import types
 import zipfile
 
@@ -63,6 +63,27 @@ def _write(directory, name: str, content: str | bytes) -> str:
     else:
         path.write_text(content, encoding="utf-8")
     return str(path)
+
+
+def _saved_keras_bytes(env) -> bytes:
+    path = str(env.tmp_path / "good.keras")
+    _admm_model().save(path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _load_truncated(env):
+    data = _saved_keras_bytes(env)
+    return tf_admm.load_model(_write(env.tmp_path, "cut.keras", data[: len(data) // 2]))
+
+
+def _load_damaged(env):
+    data = bytearray(_saved_keras_bytes(env))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        member = archive.getinfo("config.json")
+    start = member.header_offset + 30 + len(member.filename) + len(member.extra)
+    data[start + 10 : start + 30] = b"#" * 20
+    return tf_admm.load_model(_write(env.tmp_path, "corrupt.keras", bytes(data)))
 
 
 _VALID_JSON = json.dumps({"rules": [{"name": "fc1", "sparsity": 0.5}], "admm_rounds": 4})
@@ -608,6 +629,27 @@ CASES = [
         r"Expected a writable path; received: "
         r"path='.*/read_only/m\.tflite' \(permission denied\)",
     ),
+    # Model files.
+    (
+        "model_file_truncated",
+        _load_truncated,
+        tf_admm.ModelFileError,
+        r"Model file '.*cut\.keras': Expected a \.keras zip archive; received [\d,]+ bytes "
+        r"without a zip central directory \(truncated",
+    ),
+    (
+        "model_file_corrupt_member",
+        _load_damaged,
+        tf_admm.ModelFileError,
+        r"Model file '.*corrupt\.keras': Expected intact members; member 'config\.json' "
+        r"fails its CRC check",
+    ),
+    (
+        "model_file_missing",
+        lambda env: tf_admm.load_model(str(env.tmp_path / "gone.keras")),
+        tf_admm.ModelFileError,
+        r"Model file '.*gone\.keras': Expected an existing file",
+    ),
     # Config files.
     (
         "config_file_truncated",
@@ -732,29 +774,3 @@ def test_table_ids_are_unique_and_cover_every_topic():
         "recipe_config",
     ):
         assert any(topic in name for name in names), topic
-
-
-def test_truncated_or_corrupted_keras_file_fails_with_keras_own_error(tmp_path):
-    """Records what Keras raises for a damaged .keras file (a gap: see the report).
-
-    A .keras file is a zip archive. Cut short, it loses the central directory at its end, so
-    Keras does not recognise it as a zip and tries HDF5: h5py's message names neither the file
-    nor the truncation. A damaged member fails the zip CRC check, naming the member only.
-    """
-    path = str(tmp_path / "model.keras")
-    _model().save(path)
-    data = open(path, "rb").read()
-    truncated = _write(tmp_path, "cut.keras", data[: len(data) // 2])
-    with pytest.raises(
-        OSError, match=re.escape("Unable to synchronously open file (file signature")
-    ):
-        keras.models.load_model(truncated)
-
-    with zipfile.ZipFile(path) as archive:
-        member = archive.getinfo("config.json")
-    damaged = bytearray(data)
-    start = member.header_offset + 30 + len(member.filename) + len(member.extra)
-    damaged[start + 10 : start + 30] = b"#" * 20
-    corrupt = _write(tmp_path, "corrupt.keras", bytes(damaged))
-    with pytest.raises(zipfile.BadZipFile, match="Bad CRC-32 for file 'config.json'"):
-        keras.models.load_model(corrupt)

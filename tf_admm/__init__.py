@@ -3,6 +3,7 @@
 from tf_admm import projections, report, storage
 from tf_admm.compat import keras, tf
 from tf_admm.registry import CompressibleLayer
+from tf_admm.saving import ModelFileError, load_model
 from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
 from tf_admm.strip import strip
 from tf_admm.training import (
@@ -23,6 +24,7 @@ __all__ = [
     "AdmmUpdate",
     "AdmmWrapper",
     "CompressibleLayer",
+    "ModelFileError",
     "NonFiniteError",
     "Phase",
     "RhoSchedule",
@@ -34,6 +36,7 @@ __all__ = [
     "admm_wrap",
     "callbacks",
     "keras",
+    "load_model",
     "projections",
     "report",
     "storage",

@@ -25,6 +25,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = ["CentroidUpdate", "Rule", "RhoSchedule", "Scheme", "Spec", "SpecError", "Unit"]
 
 
@@ -69,6 +71,27 @@ def _show(value: Any) -> str:
         if isinstance(value, int):
             return f"<int of {value.bit_length()} bits>"
         return f"<unprintable {type(value).__name__}>"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars (also inside lists and tuples) turned into Python ones.
+
+    Sparsities and ratios are often computed with NumPy; ``np.float32(0.9)`` should mean 0.9.
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)) and any(isinstance(v, np.generic) for v in value):
+        return type(value)(v.item() if isinstance(v, np.generic) else v for v in value)
+    return value
+
+
+def _plain_fields(instance: Any) -> None:
+    """Replaces NumPy scalars in the fields of frozen dataclass ``instance`` (see ``_plain``)."""
+    for field in dataclasses.fields(instance):
+        value = getattr(instance, field.name)
+        plain = _plain(value)
+        if plain is not value:
+            object.__setattr__(instance, field.name, plain)
 
 
 def _fail(where: str, expected: str, field: str, value: Any) -> SpecError:
@@ -144,6 +167,7 @@ class RhoSchedule:
     maximum: float | None = None
 
     def __post_init__(self):
+        _plain_fields(self)
         where = "RhoSchedule"
         _check_positive_number(where, "initial", self.initial)
         _check_positive_number(where, "multiplier", self.multiplier)
@@ -215,6 +239,7 @@ class Rule:
     per_channel: bool = False
 
     def __post_init__(self):
+        _plain_fields(self)
         where = f"Rule({self.describe()})"
         self._check_quantization(where)
         for field in ("name", "pattern", "layer_type"):
@@ -416,6 +441,7 @@ class Spec:
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
 
     def __post_init__(self):
+        _plain_fields(self)
         if isinstance(self.rules, (Rule, str, bytes)) or not isinstance(self.rules, Sequence):
             raise _fail("Spec", "rules to be a list of Rule", "rules", self.rules)
         rules = tuple(Rule.from_config(r) if isinstance(r, Mapping) else r for r in self.rules)

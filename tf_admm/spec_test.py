@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
@@ -98,3 +99,24 @@ def test_numbers_are_accepted_for_rho_and_unit_strings():
 def test_bad_input_names_the_field(make, message):
     with pytest.raises(SpecError, match=message):
         make()
+
+
+def test_numpy_scalars_mean_their_python_values():
+    spec = Spec(
+        rules=(Rule(name="fc1", sparsity=np.float32(0.5), bits=np.int64(3)),),
+        rho=RhoSchedule(initial=np.float32(0.25), multiplier=np.float64(2.0)),
+        admm_rounds=np.int32(4),
+        quant_fractions=[np.float32(0.5), 1.0],
+    )
+    assert spec == Spec(
+        rules=(Rule(name="fc1", sparsity=0.5, bits=3),),
+        rho=RhoSchedule(initial=0.25, multiplier=2.0),
+        admm_rounds=4,
+        quant_fractions=(0.5, 1.0),
+    )
+    assert type(spec.admm_rounds) is int and type(spec.rules[0].bits) is int
+    assert Spec.from_json(spec.to_json()) == spec
+    with pytest.raises(SpecError, match="admm_rounds"):
+        Spec(rules=spec.rules, admm_rounds=np.float32(2.5))
+    with pytest.raises(SpecError, match="per_channel"):
+        Rule(name="a", sparsity=0.5, bits=3, per_channel=np.float32(1.0))
