@@ -4,6 +4,10 @@
   phases) and tfmot ``prune_low_magnitude``, and the memory the wrappers add.
 * :mod:`bench.frontier`: accuracy against compression ratio of LeNet-5, tf-admm against tfmot,
   from one shared dense checkpoint with the same per-layer allocation and epoch budget.
+* :mod:`bench.combined`: pruning + quantization of LeNet-5, tf-admm's combined config against
+  tfmot's prune -> cluster (preserve_sparsity) -> PCQAT, on the same checkpoint and budget:
+  accuracy, paper-style storage, ``.tflite`` bytes and gzip bytes.
+* :mod:`bench.results`: ``docs/RESULTS.md`` and its plots from the benchmarks' JSON outputs.
 
 Run them as ``python -m bench.<module> [--smoke]``; see ``bench/README.md``.
 """

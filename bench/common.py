@@ -30,6 +30,7 @@ import tensorflow_model_optimization as tfmot
 __all__ = [
     "SHARED_MACHINE_NOTE",
     "BatchTimer",
+    "EpochLog",
     "classification_loss",
     "command_line",
     "cpu_model",
@@ -205,6 +206,39 @@ class BatchTimer(keras.callbacks.Callback):
         if self._last is not None:
             self.intervals.append(now - self._last)
         self._last = now
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Records every epoch's logs as floats, with the ADMM phase the epoch trained in.
+
+    Put it after ``tf_admm.callbacks()`` in ``fit``: the ADMM update adds the residuals, rho,
+    round, phase and per-layer sparsity of the epoch's end to the logs (``admm_logs``), and
+    this callback keeps them. ``phase`` is the phase during the epoch; ``admm_phase`` the one
+    after its Z/U update.
+
+    Attributes:
+      epochs: one dict per finished epoch: ``epoch`` (0-based), ``phase`` and the logs.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[dict[str, float]] = []
+        self._phase: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        phase = getattr(self.model, "admm_phase", None)
+        self._phase = None if phase is None else int(phase.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry: dict[str, float] = {"epoch": epoch}
+        if self._phase is not None:
+            entry["phase"] = self._phase
+        for key, value in (logs or {}).items():
+            try:
+                entry[key] = float(np.asarray(value))
+            except (TypeError, ValueError):
+                continue
+        self.epochs.append(entry)
 
 
 def nonzero_counts(model: keras.Model) -> dict[str, dict[str, int]]:

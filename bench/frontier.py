@@ -21,8 +21,9 @@ the same per-layer allocation and the same epoch budget and learning-rate schedu
 
 For each target ratio and library the benchmark records the test accuracy, the ratio achieved
 (all weights / nonzero weights of the compressible kernels, counted after stripping, the same
-way for both libraries), the nonzeros per layer and the wall time of the compression run. It
-prints a table, writes JSON (``--out``) and draws accuracy against achieved ratio (``--plot``).
+way for both libraries), the nonzeros per layer and the wall time of the compression run, and
+for tf-admm the per-epoch logs (residuals, rho, per-layer sparsity, phase). It prints a table,
+writes JSON (``--out``) and draws accuracy against achieved ratio (``--plot``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 from absl import app, flags, logging
 
 import tf_admm
-from bench import common
+from bench import common, plots
 from bench.common import tfmot
 from recipes import data, models
 from tf_admm.compat import keras
@@ -324,15 +325,16 @@ def _compress_tf_admm(settings: Settings, sparsities, spec: tf_admm.Spec, train_
         admm_rounds=settings.prune_epochs,
     )
     model = _compile(tf_admm.admm_wrap(_dense(settings), config), settings.learning_rate)
+    history = common.EpochLog()
     model.fit(
         train_ds,
         epochs=settings.epochs,
         verbose=settings.verbose,
-        callbacks=tf_admm.callbacks() + [_learning_rate_callback(settings)],
+        callbacks=tf_admm.callbacks() + [_learning_rate_callback(settings), history],
     )
     if model.phase is not tf_admm.Phase.RETRAIN:
         raise RuntimeError(f"Expected tf-admm to reach retraining; received: phase={model.phase}")
-    return tf_admm.strip(model)
+    return tf_admm.strip(model), history.epochs
 
 
 def _compress_tfmot(settings: Settings, sparsities, steps_per_epoch: int, train_ds):
@@ -371,8 +373,9 @@ def _run_one(settings, library, ratio, kept, sizes, spec, dense_weights) -> dict
     train_ds, test_ds = _datasets(settings)
     keras.utils.set_random_seed(settings.seed)
     start = time.perf_counter()
+    history = None
     if library == "tf_admm":
-        plain = _compress_tf_admm(settings, sparsities, spec, train_ds)
+        plain, history = _compress_tf_admm(settings, sparsities, spec, train_ds)
     else:
         plain = _compress_tfmot(settings, sparsities, _steps_per_epoch(train_ds), train_ds)
     seconds = time.perf_counter() - start
@@ -389,6 +392,7 @@ def _run_one(settings, library, ratio, kept, sizes, spec, dense_weights) -> dict
         "achieved_ratio": dense_weights / nonzeros if nonzeros else float("inf"),
         "accuracy": _evaluate(plain, test_ds),
         "seconds": seconds,
+        **({"history": history} if history is not None else {}),
     }
 
 
@@ -420,48 +424,7 @@ def format_results(results: Mapping[str, Any]) -> str:
 
 def plot(results: Mapping[str, Any], path: str) -> str:
     """Accuracy against achieved compression ratio, one line per library; writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib import ticker
-
-    labels = {"tf_admm": "tf-admm (ADMM)", "tfmot": "tfmot prune_low_magnitude"}
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for library in results["settings"]["libraries"]:
-        runs = sorted(
-            (r for r in results["runs"] if r["library"] == library),
-            key=lambda r: r["achieved_ratio"],
-        )
-        axes.plot(
-            [r["achieved_ratio"] for r in runs],
-            [100 * r["accuracy"] for r in runs],
-            marker="o",
-            label=labels.get(library, library),
-        )
-    dense = 100 * results["dense"]["accuracy"]
-    axes.axhline(dense, color="gray", linestyle="--", label=f"dense ({dense:.2f}%)")
-    axes.set_xscale("log")
-    ticks = sorted({round(r["achieved_ratio"]) for r in results["runs"]})
-    axes.set_xticks(ticks)
-    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}x"))
-    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
-    axes.set_xlabel("compression ratio (weights / nonzero weights)")
-    axes.set_ylabel("test accuracy (%)")
-    settings = results["settings"]
-    axes.set_title(
-        f"LeNet-5 on {settings['dataset']}: {settings['epochs']} epochs "
-        f"({settings['prune_epochs']} pruning) per point"
-    )
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return plots.frontier(results, path)
 
 
 def run(settings: Settings) -> dict[str, Any]:

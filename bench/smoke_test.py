@@ -1,18 +1,47 @@
 """The benchmarks' --smoke modes run and give results of the expected shape (CI keeps them alive).
 
-Each test calls a benchmark's ``run()`` in-process with its smoke settings: seconds of work, so
-the numbers mean nothing, but every variant, library, table, JSON file and plot is produced.
+Each benchmark's ``run()`` is called in-process with its smoke settings, once per module (the
+report test reads all their outputs): seconds of work, so the numbers mean nothing, but every
+variant, library, table, JSON file and plot is produced.
 """
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 
-from bench import common, frontier, overhead
+from bench import combined, common, frontier, overhead, results
 from recipes import models
 from tf_admm.compat import keras
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench_smoke")
+
+
+@pytest.fixture(scope="module")
+def overhead_results(smoke_dir):
+    return overhead.run(overhead.Settings.smoke(out=str(smoke_dir / "overhead.json")))
+
+
+@pytest.fixture(scope="module")
+def frontier_results(smoke_dir, mnist_data_dir):
+    work_dir = str(smoke_dir / "frontier")
+    return frontier.run(frontier.Settings.smoke(work_dir=work_dir, data_dir=mnist_data_dir))
+
+
+@pytest.fixture(scope="module")
+def combined_results(smoke_dir, mnist_data_dir, frontier_results):
+    # The dense checkpoint is the frontier's: both benchmarks start from the same model.
+    settings = combined.Settings.smoke(
+        work_dir=str(smoke_dir / "combined"),
+        dense_dir=str(smoke_dir / "frontier"),
+        data_dir=mnist_data_dir,
+    )
+    return combined.run(settings)
 
 
 def test_allocate_scales_the_71x_profile_to_the_requested_ratio():
@@ -46,9 +75,9 @@ def test_wrapper_state_bytes_counts_only_what_the_library_adds():
     assert common.wrapper_state_bytes(models.lenet5()) == 0
 
 
-def test_overhead_smoke_times_every_variant_on_both_models(tmp_path, capsys):
-    out = tmp_path / "overhead.json"
-    results = overhead.run(overhead.Settings.smoke(out=str(out)))
+def test_overhead_smoke_times_every_variant_on_both_models(smoke_dir, overhead_results):
+    out = smoke_dir / "overhead.json"
+    results = overhead_results
     assert set(results["models"]) == {"lenet5", "vgg"}
     for model in results["models"].values():
         variants = model["variants"]
@@ -72,13 +101,15 @@ def test_overhead_smoke_times_every_variant_on_both_models(tmp_path, capsys):
     assert results["machine"]["nproc"] >= 1 and results["start"]["load_average"]
     with open(out, encoding="utf-8") as f:
         assert set(json.load(f)["models"]["vgg"]["variants"]) == set(overhead.VARIANTS)
-    printed = capsys.readouterr().out
-    assert "admm_no_penalty" in printed and "load average at end" in printed
+    printed = overhead.format_results(results)
+    assert "admm_no_penalty" in printed and "Z/U update" in printed
 
 
-def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(tmp_path, mnist_data_dir):
-    settings = frontier.Settings.smoke(work_dir=str(tmp_path), data_dir=mnist_data_dir)
-    results = frontier.run(settings)
+def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(
+    smoke_dir, mnist_data_dir, frontier_results
+):
+    work_dir = smoke_dir / "frontier"
+    results = frontier_results
     runs = results["runs"]
     assert [(r["target_ratio"], r["library"]) for r in runs] == [
         (20.0, "tf_admm"),
@@ -102,17 +133,121 @@ def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(tmp_path, mn
         # tfmot's last mask update lands on the final sparsity (ties could keep a few more).
         for layer, kept in tfmot["nonzeros"].items():
             assert kept == pytest.approx(tfmot["requested_nonzeros"][layer], abs=2)
+    # tf-admm's per-epoch ADMM logs: one pruning round, then retraining.
+    history = runs[0]["history"]
+    assert [e["phase"] for e in history] == [0, 1]
+    assert history[0]["admm_phase"] == 1 and history[0]["rho"] > 0
+    assert history[-1]["fc1_sparsity"] == pytest.approx(1 - runs[0]["nonzeros"]["fc1"] / 400_000)
+    assert "history" not in runs[1]
+    png = (work_dir / "frontier_mnist.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
     # One shared dense checkpoint, reused by a second run instead of pretraining again.
     assert not results["dense"]["cached"]
     again = frontier.run(
         frontier.Settings.smoke(
-            work_dir=str(tmp_path), data_dir=mnist_data_dir, ratios=(50,), libraries=("tf_admm",)
+            work_dir=str(work_dir),
+            data_dir=mnist_data_dir,
+            ratios=(50,),
+            libraries=("tf_admm",),
+            out=str(work_dir / "again.json"),
+            plot="",
         )
     )
     assert again["dense"]["cached"]
     assert again["dense"]["accuracy"] == pytest.approx(results["dense"]["accuracy"])
-    with open(tmp_path / "frontier_mnist.json", encoding="utf-8") as f:
+    with open(work_dir / "again.json", encoding="utf-8") as f:
         assert json.load(f)["runs"][0]["target_ratio"] == 50.0
-    png = (tmp_path / "frontier_mnist.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
+    with open(work_dir / "frontier_mnist.json", encoding="utf-8") as f:
+        assert len(json.load(f)["runs"]) == 4  # The first run's output is left alone.
     assert np.isfinite(again["runs"][0]["achieved_ratio"])
+
+
+def test_combined_smoke_runs_tf_admm_and_the_tfmot_pipeline_on_one_budget(
+    smoke_dir, frontier_results, combined_results
+):
+    results = combined_results
+    budget = results["budget"]
+    # Smoke spec: 1 pruning round, 1 quantization round, 1 locking step, then 1 final epoch.
+    assert budget == {
+        "epochs": 3,
+        "scheduled": 2,
+        "final": 1,
+        "prune_ramp": 1,
+        "prune_finetune": 0,
+        "cluster": 1,
+        "pcqat": 1,
+    }
+    assert results["dense"]["checkpoint"] == frontier_results["dense"]["checkpoint"]
+    assert results["dense"]["cached"]
+    runs = {r["variant"]: r for r in results["runs"]}
+    assert list(runs) == list(combined.VARIANTS)
+    admm, cluster, pcqat = (runs[v] for v in combined.VARIANTS)
+    assert admm["epochs"] == pcqat["epochs"] == 3 and cluster["epochs"] == 2
+    # The config's allocation (Ye et al.'s 167x + quantization), the same for every run.
+    requested = {"conv1": 200, "conv2": 1_100, "fc1": 1_120, "fc2": 150}
+    bits = {"conv1": 3, "conv2": 3, "fc1": 2, "fc2": 3}
+    for run in runs.values():
+        assert run["requested_nonzeros"] == requested and run["bits"] == bits
+        assert run["weights"] == 430_500 and 0 <= run["accuracy"] <= 1
+        totals = run["storage"]["totals"]
+        # Fewer than 32 bits per kept value: weight data beats pruning alone; indices cost.
+        assert totals["weight_data_ratio"] > run["pruning_ratio"] > 1
+        assert totals["weight_data_ratio"] > totals["ratio_with_indices"]
+        converter = run["files"]["converter_default"]
+        assert converter["gzip_bytes"] < converter["file_bytes"]
+        assert 0 <= converter["accuracy"] <= 1 and os.path.exists(converter["path"])
+    # tf-admm keeps exactly the allocation, on at most 2**bits levels per layer.
+    assert admm["nonzeros"] == requested
+    for layer, count in admm["distinct_values"].items():
+        assert 1 <= count <= 2 ** bits[layer]
+    exported = admm["files"]["tflite_export"]
+    assert "error" not in exported and exported["file_bytes"] < exported["float_file_bytes"]
+    assert exported["accuracy"] == pytest.approx(admm["accuracy"], abs=0.02)
+    assert set(exported["encodings"].values()) <= {"levels", "sparse_levels"}
+    # tfmot: 2**bits + 1 clusters, one of them the zero centroid; clustering may zero more.
+    assert cluster["clusters"] == {layer: 2**b + 1 for layer, b in bits.items()}
+    for layer, count in cluster["distinct_values"].items():
+        assert 1 <= count <= 2 ** bits[layer]
+        assert 1 <= cluster["nonzeros"][layer] <= requested[layer] + 2
+        assert cluster["centroid_init"][layer]["used"] in combined.CENTROID_INITS
+    # PCQAT: counted from the int8 codes of the converter's file, same zeros as clustering.
+    assert pcqat["storage_source"] == "int8 codes of the converter's file"
+    assert pcqat["nonzeros"] == cluster["nonzeros"]
+    # tf-admm's history runs through every phase the smoke spec has.
+    assert [e["phase"] for e in admm["history"]] == [0, 2, 4]
+    assert all("primal_residual" in e and "conv1_sparsity" in e for e in admm["history"])
+    assert (smoke_dir / "combined" / "combined_mnist.png").read_bytes().startswith(b"\x89PNG")
+    with open(smoke_dir / "combined" / "combined_mnist.json", encoding="utf-8") as f:
+        assert len(json.load(f)["runs"]) == 3
+    assert "tfmot_pcqat" in combined.format_results(results)
+
+
+def test_results_report_from_the_smoke_outputs(
+    smoke_dir, overhead_results, frontier_results, combined_results
+):
+    out = smoke_dir / "docs" / "RESULTS.md"
+    report = results.run(
+        results.Settings(
+            frontier=(str(smoke_dir / "frontier" / "frontier_mnist.json"),),
+            combined=(str(smoke_dir / "combined" / "combined_mnist.json"),),
+            overhead=(str(smoke_dir / "overhead.json"),),
+            compare=(str(smoke_dir / "frontier" / "again.json"),),
+            out=str(out),
+        )
+    )
+    markdown = out.read_text(encoding="utf-8")
+    assert report["missing"] == []
+    assert markdown.count("the numbers below do not measure anything") == 3
+    assert "| 167x | tf-admm |" in markdown and "| 167x | tfmot |" in markdown
+    assert "| config | tf-admm prune + quantize | 3 |" in markdown
+    assert "| config | tfmot prune + cluster + PCQAT | 3 |" in markdown
+    assert "| lenet5 | admm |" in markdown and "| vgg | tfmot |" in markdown
+    assert "## Where tf-admm does not win" in markdown
+    assert "again.json` minus `" in markdown  # Same benchmark twice: the noise section.
+    for name in (
+        "frontier_mnist.png",
+        "combined_mnist.png",
+        "combined_mnist_layers.png",
+        "combined_mnist_admm.png",
+    ):
+        assert (out.parent / name).read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,103 @@
+"""bench.combined's planning and accounting, without training (the smoke run is in smoke_test)."""
+
+import numpy as np
+import pytest
+
+from bench import combined, frontier
+from recipes import models
+from tf_admm.compat import keras, tf
+from tf_admm.projections import keep_count
+from tflite_export.weights import SUPPORTED_LAYERS
+
+
+def test_budget_gives_both_libraries_the_same_epochs_with_pruning_ending_together():
+    spec = combined.Settings().spec()  # recipes/configs/lenet5_admm_quant.json
+    plan = combined.budget(spec, final_epochs=12, pcqat_epochs=4)
+    # 12 pruning ADMM + 4 retraining + 3 quantization ADMM + 3 more locking rounds.
+    assert plan.scheduled == 22 and plan.epochs == 34
+    assert (plan.prune_ramp, plan.prune_finetune) == (spec.admm_rounds, spec.retrain_rounds)
+    assert plan.prune_ramp + plan.prune_finetune + plan.cluster + plan.pcqat == plan.epochs
+    assert plan.cluster == 14
+
+
+def test_budget_without_a_clustering_epoch_is_refused():
+    spec = combined.Settings.smoke().spec()
+    with pytest.raises(ValueError, match="at least one clustering epoch"):
+        combined.budget(spec, final_epochs=0, pcqat_epochs=2)
+
+
+def test_settings_refuse_a_config_that_does_not_quantize():
+    settings = combined.Settings(config=frontier.PROFILE_CONFIG)  # the 71x pruning-only spec
+    with pytest.raises(ValueError, match="prunes and quantizes"):
+        settings.spec()
+
+
+def test_point_spec_scales_the_config_keeping_its_quantization():
+    spec = combined.Settings().spec()
+    plans = combined.layer_plans(models.lenet5(), spec)
+    assert [(p.name, p.bits) for p in plans] == [("conv1", 3), ("conv2", 3), ("fc1", 2), ("fc2", 3)]
+    sizes = {p.name: p.size for p in plans}
+    kept = frontier.allocate(50, sizes, {p.name: p.rule.target_sparsity for p in plans})
+    scaled = combined.point_spec(spec, plans, kept)
+    for rule, plan in zip(scaled.rules, plans):
+        assert rule.name == plan.name and rule.bits == plan.rule.bits
+        # The integer kept counts survive the round trip through a sparsity.
+        assert keep_count(plan.size, rule.sparsity) == kept[plan.name]
+    assert sum(kept.values()) == pytest.approx(430_500 / 50, abs=2)
+    assert scaled.admm_rounds == spec.admm_rounds and scaled.rho == spec.rho
+
+
+def _dense_with(kernel: np.ndarray) -> tuple[keras.Model, keras.layers.Layer]:
+    inputs = keras.Input((kernel.shape[0],))
+    layer = keras.layers.Dense(kernel.shape[1], name="fc")
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_weights([kernel, np.zeros(kernel.shape[1], np.float32)])
+    return model, layer
+
+
+def test_kmeans_plus_plus_failure_on_few_nonzeros_falls_back_to_linear():
+    kernel = np.zeros((20, 10), np.float32)
+    kernel[0, 0], kernel[3, 4] = 0.5, -0.2  # One weight on each side of the zero centroid.
+    model, layer = _dense_with(kernel)
+    used, failed = combined._working_init(layer, 9, "kmeans_plus_plus")
+    assert used == "linear" and failed.startswith("kmeans_plus_plus: ")
+    # Enough nonzeros on both sides: k-means++ works and nothing is recorded as failed.
+    kernel = np.random.default_rng(0).normal(size=(20, 10)).astype(np.float32)
+    model, layer = _dense_with(kernel)
+    assert combined._working_init(layer, 9, "kmeans_plus_plus") == ("kmeans_plus_plus", "")
+    np.testing.assert_array_equal(layer.kernel.numpy(), kernel)  # Probed on a copy.
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [keras.layers.Dense(7), keras.layers.Conv2D(6, (3, 2))],
+    ids=["dense", "conv2d"],
+)
+def test_keras_layout_inverts_the_tflite_layout(layer):
+    layer.build((None, 5, 4, 3) if isinstance(layer, keras.layers.Conv2D) else (None, 5))
+    kernel = np.arange(layer.kernel.shape.num_elements()).reshape(layer.kernel.shape)
+    _, to_tflite = SUPPORTED_LAYERS[type(layer)]
+    np.testing.assert_array_equal(combined._keras_layout(layer, to_tflite(kernel)), kernel)
+    assert combined._keras_layout(layer, np.zeros((2, 2))) is None
+
+
+def test_storage_from_tflite_counts_the_int8_codes_of_the_file():
+    rng = np.random.default_rng(0)
+    # 64 x 32 (enough weights for the converter to quantize them), 90% zeros, values on
+    # {+-0.5, +-1}, every output channel reaching 1.0 so that all channels share their codes.
+    kernel = rng.choice([-1.0, -0.5, 0.5, 1.0], size=(64, 32)).astype(np.float32)
+    kernel[rng.random((64, 32)) < 0.9] = 0.0
+    kernel[0, :] = 1.0
+    model, _ = _dense_with(kernel)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    report, distinct = combined.storage_from_tflite(converter.convert(), model, ["fc"])
+    (layer,) = report.layers
+    assert layer.num_nonzeros == np.count_nonzero(kernel)
+    assert distinct == {"fc": len(np.unique(kernel[kernel != 0]))} == {"fc": 4}
+    assert layer.bits_per_value == 2
+    # The 4 codes at 8 bits, and one 32-bit scale per tensor or per channel.
+    assert (layer.codebook_bits - 4 * 8) in (32, 32 * 32)
+    with pytest.raises(ValueError, match="Expected one weight tensor"):
+        other, _ = _dense_with(np.ones((8, 3), np.float32))
+        combined.storage_from_tflite(converter.convert(), other, ["fc"])
