@@ -19,8 +19,6 @@ last bit. A run with other settings does not resume from another's backup.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -30,8 +28,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 import tf_admm
-from recipes import data, models
-from tf_admm import report
+from recipes import data, models, pipeline
 from tf_admm.compat import keras, tf
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
@@ -108,20 +105,10 @@ class Settings:
     deterministic: bool = False
 
 
-def _loss():
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _step_decay(base: float, epochs: int, start: int = 0):
-    """Constant ``base`` for the first half of ``epochs``, then x0.3, then x0.1 (last quarter)."""
-
-    def schedule(epoch, _):
-        relative = epoch - start
-        if relative < epochs // 2:
-            return base
-        return base * (0.3 if relative < (3 * epochs) // 4 else 0.1)
-
-    return schedule
+# The pieces every recipe shares live in recipes.pipeline; these names stay for the tests.
+_loss = pipeline.loss
+_step_decay = pipeline.step_decay
+_save_weights_atomically = pipeline.save_weights_atomically
 
 
 def _train_arrays(settings: Settings) -> tuple[tf.Tensor, tf.Tensor]:
@@ -164,39 +151,9 @@ def _train_data(settings: Settings, arrays, optimizer, salt: int) -> tf.data.Dat
     return train.prefetch(tf.data.AUTOTUNE)
 
 
-def _save_weights_atomically(model: keras.Model, path: str) -> None:
-    """Writes ``model``'s weights to ``path`` (.h5) so that ``path`` is never half written."""
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp.weights.h5")
-    try:
-        model.save_weights(temporary)
-        with open(temporary, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-class _ResumeLog(keras.callbacks.Callback):
-    """Says whether ``fit`` resumed from a backup; goes after BackupAndRestore."""
-
-    def __init__(self, phase: str, steps_per_epoch: int, resumed: dict[str, int]):
-        super().__init__()
-        self._phase, self._steps, self._resumed = phase, steps_per_epoch, resumed
-
-    def on_train_begin(self, logs=None):
-        epochs = int(self.model.optimizer.iterations.numpy()) // self._steps
-        if epochs:
-            logging.info("Resuming %s from its backup after %d epoch(s)", self._phase, epochs)
-            self._resumed[self._phase] = epochs
-
-
 def _backup_dir(settings: Settings, phase: str, *parts: Any) -> str:
     """A backup directory of its own for ``phase`` run with these settings."""
-    key = json.dumps([phase, *parts], sort_keys=True, default=str)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return os.path.join(settings.model_dir, "backup", f"{phase}_{digest}")
+    return pipeline.backup_dir(settings.model_dir, phase, *parts)
 
 
 def _pretrain(
@@ -208,35 +165,23 @@ def _pretrain(
     name = f"dense_e{settings.pretrain_epochs}_s{settings.seed}"
     if settings.train_batches:
         name += f"_b{settings.train_batches}"
-    checkpoint = os.path.join(settings.model_dir, f"{name}.weights.h5")
-    backup_dir = _backup_dir(
-        settings, name, settings.batch_size, settings.learning_rate, settings.deterministic
+    metrics = pipeline.pretrain(
+        model,
+        lambda optimizer: _train_data(settings, train_arrays, optimizer, salt=0),
+        test_ds,
+        checkpoint=os.path.join(settings.model_dir, f"{name}.weights.h5"),
+        backup=_backup_dir(
+            settings, name, settings.batch_size, settings.learning_rate, settings.deterministic
+        ),
+        learning_rate=settings.learning_rate,
+        epochs=settings.pretrain_epochs,
+        # Looked up here, so that a test can replace it.
+        schedule=_step_decay(settings.learning_rate, settings.pretrain_epochs),
+        resumed=resumed,
+        description="LeNet-5",
+        verbose=settings.verbose,
     )
-    if os.path.exists(checkpoint):
-        logging.info("Loading cached dense model from %s", checkpoint)
-        model.load_weights(checkpoint)
-        model.compile(loss=_loss(), metrics=["accuracy"])
-    else:
-        model.compile(keras.optimizers.Adam(settings.learning_rate), _loss(), ["accuracy"])
-        logging.info("Pretraining dense LeNet-5 for %d epochs", settings.pretrain_epochs)
-        train_ds = _train_data(settings, train_arrays, model.optimizer, salt=0)
-        model.fit(
-            train_ds,
-            epochs=settings.pretrain_epochs,
-            verbose=settings.verbose,
-            callbacks=[
-                keras.callbacks.LearningRateScheduler(
-                    _step_decay(settings.learning_rate, settings.pretrain_epochs)
-                ),
-                keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-                _ResumeLog("pretraining", len(train_ds), resumed),
-            ],
-        )
-        _save_weights_atomically(model, checkpoint)
-    # Kept until the dense checkpoint is safely written.
-    shutil.rmtree(backup_dir, ignore_errors=True)
-    _, accuracy = model.evaluate(test_ds, verbose=0)
-    return model, float(accuracy)
+    return model, float(metrics["accuracy"])
 
 
 def run(settings: Settings) -> dict[str, Any]:
@@ -258,64 +203,22 @@ def run(settings: Settings) -> dict[str, Any]:
     logging.info("Dense test accuracy: %.4f", dense_accuracy)
 
     spec = settings.spec
-    if spec.update_unit is not tf_admm.Unit.EPOCH:
-        raise app.UsageError("The recipe counts ADMM rounds in epochs: use update_unit 'epoch'")
-    scheduled_epochs = spec.scheduled_rounds() * spec.update_every
-    model = tf_admm.admm_wrap(dense, spec)
-    admm_learning_rate = settings.admm_learning_rate or settings.learning_rate
-    model.compile(keras.optimizers.Adam(admm_learning_rate), _loss(), ["accuracy"])
-    final_schedule = _step_decay(
-        settings.retrain_learning_rate, settings.retrain_epochs, start=scheduled_epochs
-    )
-
-    def schedule(epoch, lr):
-        return admm_learning_rate if epoch < scheduled_epochs else final_schedule(epoch, lr)
-
     # Everything that shapes the training, not where files go or how much is printed.
     shaping = dataclasses.asdict(dataclasses.replace(settings, spec=None))
     for field in ("model_dir", "data_dir", "verbose", "export"):
         del shaping[field]
     backup_dir = _backup_dir(settings, "admm", shaping, spec.to_dict())
-
-    phase_times: dict[str, float] = {}
-
-    class PhaseTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._phase = model.phase.name.lower()
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            elapsed = time.perf_counter() - self._start
-            phase_times[self._phase] = phase_times.get(self._phase, 0.0) + elapsed
-
-    logging.info(
-        "%d scheduled rounds of %d epoch(s) (pruning ADMM %d, retraining %d, quantization "
-        "ADMM %d, locking %d), then %d epochs in the final phase",
-        spec.scheduled_rounds(),
-        spec.update_every,
-        spec.admm_rounds if spec.prunes else 0,
-        spec.retrain_rounds if spec.quantizes and spec.prunes else 0,
-        spec.quant_admm_rounds if spec.quantizes else 0,
-        len(spec.quant_fractions) if spec.quantizes else 0,
-        settings.retrain_epochs,
-    )
-    # tf_admm.callbacks puts the backup after the ADMM update and its NaN/Inf check: a backup
-    # holds an epoch's Z/U update with the epoch, and never a non-finite state.
-    train_ds = _train_data(settings, train_arrays, model.optimizer, salt=1)
-    model.fit(
-        train_ds,
-        epochs=scheduled_epochs + settings.retrain_epochs,
+    model, phase_times = pipeline.compress(
+        dense,
+        spec,
+        lambda optimizer: _train_data(settings, train_arrays, optimizer, salt=1),
+        learning_rate=settings.admm_learning_rate or settings.learning_rate,
+        retrain_learning_rate=settings.retrain_learning_rate,
+        retrain_epochs=settings.retrain_epochs,
+        log_dir=os.path.join(settings.model_dir, "logs"),
+        backup=backup_dir,
+        resumed=resumed,
         verbose=settings.verbose,
-        callbacks=tf_admm.callbacks(
-            log_dir=os.path.join(settings.model_dir, "logs"),
-            backup_dir=backup_dir,
-            delete_backup=False,
-        )
-        + [
-            _ResumeLog("ADMM", len(train_ds), resumed),
-            keras.callbacks.LearningRateScheduler(schedule),
-            PhaseTimer(),
-        ],
     )
     timings.update(phase_times)
 
@@ -325,24 +228,12 @@ def run(settings: Settings) -> dict[str, Any]:
     path = os.path.join(settings.model_dir, "lenet5_compressed.keras")
     pruned.save(path)
 
-    table = report.compression_table(pruned)
-    configured_bits = {}
-    for wrapper in model.admm_wrappers:
-        for slot in wrapper.slots:
-            if slot.target.bits is not None:
-                configured_bits[wrapper.layer.name] = slot.target.bits
-    storage = report.storage_report(pruned, bits=configured_bits)
-    total_weights = sum(r.weights for r in table)
-    total_nonzeros = sum(r.nonzeros for r in table)
+    table, storage, summary = pipeline.summarize(pruned, model)
     results = {
         "dense_accuracy": dense_accuracy,
         "pruned_accuracy": float(pruned_accuracy),
         "accuracy_drop_points": 100 * (dense_accuracy - float(pruned_accuracy)),
-        "weights": total_weights,
-        "nonzeros": total_nonzeros,
-        "pruning_ratio": total_weights / total_nonzeros,
-        "layers": [r.to_dict() for r in table],
-        "storage": storage.to_dict(),
+        **summary,
         "seconds": timings,
         "spec": spec.to_dict(),
         "model": path,
@@ -352,62 +243,24 @@ def run(settings: Settings) -> dict[str, Any]:
         start = time.perf_counter()
         results["tflite"] = _export(pruned, test_ds, settings.model_dir)
         timings["export"] = time.perf_counter() - start
-    results_path = os.path.join(settings.model_dir, "results.json")
-    with open(f"{results_path}.tmp", "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    os.replace(f"{results_path}.tmp", results_path)
+    pipeline.write_json_atomically(os.path.join(settings.model_dir, "results.json"), results)
     # Only now is nothing left to resume.
     shutil.rmtree(backup_dir, ignore_errors=True)
 
-    print(report.format_compression_table(table))
-    print()
-    print("Storage (values coded as trained, sparse layers with relative indices):")
-    print(tf_admm.storage.format_report(storage))
-    print()
-    print(
+    pipeline.print_report(
+        table,
+        storage,
+        results,
         f"Test accuracy: dense {100 * dense_accuracy:.2f}%, pruned {100 * pruned_accuracy:.2f}% "
         f"({results['accuracy_drop_points']:+.2f} points drop); "
-        f"pruning {results['pruning_ratio']:.1f}x"
+        f"pruning {results['pruning_ratio']:.1f}x",
     )
-    if "tflite" in results:
-        lite = results["tflite"]
-        print(
-            f"TFLite: {lite['path']}: {lite['file_bytes']:,} B ({lite['ratio_vs_float']:.1f}x "
-            f"smaller than the dense float file of {lite['float_file_bytes']:,} B; gzip "
-            f"{lite['gzip_bytes']:,} B); test accuracy in LiteRT {100 * lite['accuracy']:.2f}%"
-        )
-    print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    print(f"Stripped model: {path}")
     return results
 
 
 def _export(model: keras.Model, test_ds, model_dir: str) -> dict[str, Any]:
     """Writes the verified .tflite file and measures its test accuracy in LiteRT."""
-    import numpy as np
-
-    import tflite_export
-    from tflite_export import verify
-
-    path = os.path.join(model_dir, "lenet5.tflite")
-    export_report = tflite_export.export(model, path)
-    print(export_report.format())
-    with open(path, "rb") as f:
-        data = f.read()
-    correct = total = 0
-    for images, labels in test_ds:
-        (logits,) = verify.run(data, [images.numpy()])
-        correct += int(np.sum(np.argmax(logits, axis=-1) == labels.numpy()))
-        total += int(labels.shape[0])
-    return {
-        "path": path,
-        "file_bytes": export_report.file_bytes,
-        "float_file_bytes": export_report.float_file_bytes,
-        "gzip_bytes": export_report.gzip_bytes,
-        "float_gzip_bytes": export_report.float_gzip_bytes,
-        "ratio_vs_float": export_report.compression_ratio,
-        "accuracy": correct / total,
-        "report": export_report.to_dict(),
-    }
+    return pipeline.export_tflite(model, test_ds, os.path.join(model_dir, "lenet5.tflite"))
 
 
 def settings_from_flags() -> Settings:
