@@ -1,4 +1,5 @@
-"""Export of tf_admm-compressed Keras models to verified, compactly encoded LiteRT files,
+"""Export of tf_admm-compressed Keras models to verified, compactly encoded LiteRT files (float
+weights-only, or full-integer with representative data, see :mod:`tflite_export.integer`),
 and to TFLite Micro files with lookup-table (LUT) weights (``target="tflm"`` or
 ``"tflm_int8"``, see :mod:`tflite_export.tflm`).
 
@@ -10,6 +11,7 @@ Example:
 
 from tflite_export.encodings import Encoding
 from tflite_export.exporter import (
+    Activations,
     ExportError,
     Target,
     VerificationError,
@@ -26,13 +28,15 @@ from tflite_export.report import (
     WeightChoice,
     account,
 )
-from tflite_export.verify import OutputCheck, Runtime, RuntimeCheck
+from tflite_export.verify import Int8Tolerance, OutputCheck, Runtime, RuntimeCheck
 
 __all__ = [
+    "Activations",
     "Encoding",
     "ExportError",
     "ExportReport",
     "FileBytes",
+    "Int8Tolerance",
     "IoQuantization",
     "LutBytes",
     "OutputCheck",

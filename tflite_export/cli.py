@@ -7,6 +7,15 @@ tables and optionally writes the report as JSON::
 
     python -m tflite_export --model lenet5.keras --out lenet5.tflite \\
         --encoding=auto --layer_encoding=fc1=sparse_levels --json=lenet5.json
+
+With ``--representative_data`` (a ``.npy`` or ``.npz`` file of real input samples) the LiteRT
+file is full-integer: int8 weights and activations calibrated on those samples, float inputs
+and outputs (``--int8_io`` for int8 ones)::
+
+    python -m tflite_export --model lenet5.keras --out lenet5_int8.tflite \\
+        --representative_data=mnist_train_500.npy
+
+``--activations=float32`` keeps float32 compute and uses the samples only for verification.
 """
 
 from __future__ import annotations
@@ -44,13 +53,31 @@ _STRIP = flags.DEFINE_bool(
 _DATA = flags.DEFINE_string(
     "representative_data",
     None,
-    "Verification inputs: a .npy file (one input) or .npz file (arrays named by input).",
+    "Real input samples: a .npy file (one input) or .npz file (arrays named by input). They "
+    "verify the file and calibrate int8 activations: with them a LiteRT file is full-integer "
+    "unless --activations=float32.",
+)
+_ACTIVATIONS = flags.DEFINE_enum_class(
+    "activations",
+    None,
+    exporter.Activations,
+    "LiteRT compute: float32, or int8 (full-integer, needs --representative_data). Default: "
+    "int8 when --representative_data is given, else float32.",
+)
+_INT8_IO = flags.DEFINE_bool(
+    "int8_io", False, "Full-integer LiteRT: int8 inputs and outputs instead of float32."
+)
+_ALLOW_FLOAT16 = flags.DEFINE_bool(
+    "allow_float16",
+    False,
+    "Float32 LiteRT: let 'auto' store weights as float16 even where that rounds them.",
 )
 _TOLERANCE = flags.DEFINE_float(
     "tolerance",
     None,
-    "Allowed max|tflite - keras| relative to max(1, max|keras|); default 1e-4, and 0.1 for "
-    "--target=tflm_int8 (int8 quantization error).",
+    "Allowed max|tflite - keras| relative to max(1, max|keras|); default 1e-4, 0.1 for "
+    "--target=tflm_int8, and for full-integer LiteRT a few output quantization steps plus "
+    "top-1 agreement (tflite_export.verify.Int8Tolerance).",
     lower_bound=0,
 )
 _BATCH_SIZE = flags.DEFINE_integer(
@@ -75,7 +102,13 @@ def _parse_layer_encodings(items: Sequence[str]) -> dict[str, str]:
 def _load_data(path: str | None):
     if path is None:
         return None
-    loaded = np.load(path)
+    try:
+        loaded = np.load(path)
+    except (OSError, ValueError) as error:
+        raise app.UsageError(
+            f"Expected --representative_data to be a .npy or .npz file; received: {path!r} "
+            f"({error})"
+        ) from None
     if isinstance(loaded, np.ndarray):
         return loaded
     return {name: loaded[name] for name in loaded.files}
@@ -90,6 +123,9 @@ def run(
     layer_encodings: dict[str, str] | None = None,
     strip: bool = False,
     representative_data=None,
+    activations: exporter.Activations | str | None = None,
+    int8_io: bool = False,
+    allow_float16: bool = False,
     tolerance: float | None = None,
     batch_size: int = 8,
     json_path: str | None = None,
@@ -103,7 +139,12 @@ def run(
       encoding: encoding of every weight, or ``"auto"``.
       layer_encodings: per-layer encodings that override ``encoding``.
       strip: strip ADMM wrappers first instead of refusing the model.
-      representative_data: verification inputs (see :func:`tflite_export.export`).
+      representative_data: real input samples: verification inputs and, for a full-integer
+        file, the calibration set (see :func:`tflite_export.export`).
+      activations: ``float32``, ``int8`` or ``None`` (int8 when ``representative_data`` is
+        given, LiteRT).
+      int8_io: full-integer LiteRT: int8 inputs and outputs.
+      allow_float16: float32 LiteRT: let ``auto`` choose lossy float16 weights.
       tolerance: verification tolerance (``None``: the target's default).
       batch_size: random verification samples when no data is given.
       json_path: where to write the report as JSON, if anywhere.
@@ -128,8 +169,11 @@ def run(
         out,
         target=target,
         representative_data=representative_data,
+        activations=activations,
+        int8_io=int8_io,
         encoding=chosen,
         tolerance=tolerance,
+        allow_float16=allow_float16,
         batch_size=batch_size,
     )
     if json_path:
@@ -155,6 +199,9 @@ def main(argv: Sequence[str]) -> None:
             layer_encodings=_parse_layer_encodings(_LAYER_ENCODING.value),
             strip=_STRIP.value,
             representative_data=_load_data(_DATA.value),
+            activations=_ACTIVATIONS.value,
+            int8_io=_INT8_IO.value,
+            allow_float16=_ALLOW_FLOAT16.value,
             tolerance=_TOLERANCE.value,
             batch_size=_BATCH_SIZE.value,
             json_path=_JSON.value,

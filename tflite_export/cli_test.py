@@ -50,6 +50,7 @@ def test_main_prints_the_tables(tmp_path, capsys):
         encoding="float32",
         layer_encoding=["target=int8"],
         representative_data=data_path,
+        activations=exporter.Activations.FLOAT32,  # the samples only verify
     ):
         cli.main(["tflite_export"])
     printed = capsys.readouterr().out
@@ -96,3 +97,27 @@ def test_main_exports_for_tflite_micro(tmp_path, capsys):
     assert "(tflm, verified with tflite_micro" in printed
     assert "lut indices 3-bit" in printed
     assert "tflm vs uncompressed file: head: max|diff|=0 " in printed
+
+
+def test_representative_data_gives_a_full_integer_file(tmp_path, capsys):
+    model = small_model("dense")
+    kernel = model.get_layer("target").kernel
+    kernel.assign(on_levels(kernel.numpy(), 3))
+    data_path = str(tmp_path / "samples.npy")
+    np.save(data_path, np.random.default_rng(0).standard_normal((16, 24)).astype(np.float32))
+    out = str(tmp_path / "int8.tflite")
+    with flagsaver.flagsaver(model=_saved(tmp_path, model), out=out, representative_data=data_path):
+        cli.main(["tflite_export"])
+    printed = capsys.readouterr().out
+    assert "(litert, int8, verified with" in printed
+    assert "int4 codes = level indices" in printed
+    assert "intended int8 weights (read from the interpreter)" in printed
+    assert os.path.exists(out)
+
+
+def test_a_missing_representative_data_file_is_a_usage_error(tmp_path):
+    with flagsaver.flagsaver(
+        model="m.keras", out="m.tflite", representative_data=str(tmp_path / "none.npy")
+    ):
+        with pytest.raises(app.UsageError, match="--representative_data"):
+            cli.main(["tflite_export"])

@@ -47,6 +47,7 @@ __all__ = [
     "code_type",
     "decode_codes",
     "densify",
+    "float16_error",
     "fit_uniform_levels",
     "index_dtype",
     "pack_int4",
@@ -63,33 +64,67 @@ _MAX_PATTERNS_RANK = 6
 
 
 class Encoding(str, enum.Enum):
-    """How the exporter stores one weight tensor in a LiteRT file.
+    """How the exporter stores one weight tensor.
+
+    LiteRT, float32 compute (weight-only encodings, expanded once when the interpreter prepares
+    the model):
 
     ``FLOAT32``: dense float32, as the converter writes it (the baseline).
     ``SPARSE_FLOAT32``: the nonzeros as float32 in TFLite's sparse format, expanded by a
-    DENSIFY operator when the interpreter prepares the model. Exact.
+    DENSIFY operator. Exact.
     ``LEVELS``: integer codes (INT4, INT8 or INT16) with the level step as quantization scale
     and zero point 0, expanded by DEQUANTIZE. Exact; only for weights on uniform levels.
     ``SPARSE_LEVELS``: the nonzero codes as INT8 in the sparse format, DENSIFY then DEQUANTIZE.
     Exact; only for weights on uniform levels with codes in INT8.
+    ``FLOAT16``: dense float16, expanded by DEQUANTIZE. Exact only when every weight is a
+    float16 value (e.g. k-means centroids rounded to float16); otherwise lossy and used only
+    when asked for.
+    ``SPARSE_FLOAT16``: the nonzeros as float16 in the sparse format, DENSIFY then DEQUANTIZE.
+    Exact under the same condition as ``FLOAT16``.
     ``INT8``: symmetric per-channel INT8, step ``max|w| / 127`` (TFLite's dynamic-range weight
-    quantization), expanded by DEQUANTIZE. Lossy: never chosen unless asked for. For the
-    ``tflm_int8`` target: the converter's dense INT8 weights of a full-integer model.
-    ``LUT``: TFLite Micro targets only: bit-packed indices into value tables (one per tensor or
-    per channel) in TFLite Micro's DECODE format (:mod:`tflite_export.lut`), expanded by the
-    ``TFLM_DECODE`` operator. Exact: the decoded weights are the file's uncompressed weights.
+    quantization), expanded by DEQUANTIZE. Lossy: never chosen unless asked for.
+    ``SPARSE_INT8``: the same INT8 codes in the sparse format, DENSIFY then DEQUANTIZE. Lossy.
+
+    Full-integer files (LiteRT with int8 activations, ``tflm_int8``), where the kernels read
+    INT8 weights themselves:
+
+    ``INT8``: the converter's per-channel INT8 weights, as it wrote them (the baseline).
+    ``SPARSE_INT8``: the converter's INT8 codes in the sparse format, expanded by DENSIFY.
+    ``LEVELS``: the level indices themselves as INT8 or INT4 codes, with the level step as the
+    weight scale (biases rescaled to match): exact weights.
+    ``SPARSE_LEVELS``: the level indices as sparse INT8, expanded by DENSIFY. Exact weights.
+
+    TFLite Micro only:
+
+    ``LUT``: bit-packed indices into value tables (one per tensor or per channel) in TFLite
+    Micro's DECODE format (:mod:`tflite_export.lut`), expanded by the ``TFLM_DECODE``
+    operator. Exact: the decoded weights are the file's uncompressed weights.
     """
 
     FLOAT32 = "float32"
     SPARSE_FLOAT32 = "sparse_float32"
     LEVELS = "levels"
     SPARSE_LEVELS = "sparse_levels"
+    FLOAT16 = "float16"
+    SPARSE_FLOAT16 = "sparse_float16"
     INT8 = "int8"
+    SPARSE_INT8 = "sparse_int8"
     LUT = "lut"
 
     @property
     def exact(self) -> bool:
-        return self is not Encoding.INT8
+        """Whether it stores any weights exactly (float16: only float16 values)."""
+        return self not in (
+            Encoding.INT8,
+            Encoding.SPARSE_INT8,
+            Encoding.FLOAT16,
+            Encoding.SPARSE_FLOAT16,
+        )
+
+    @property
+    def sparse(self) -> bool:
+        """Whether it stores the nonzeros only (TFLite's sparse format)."""
+        return self.value.startswith("sparse_")
 
     @property
     def litert(self) -> bool:
@@ -315,6 +350,24 @@ def quantize_symmetric_int8(values: np.ndarray, axis: int | None) -> UniformFit:
     decoded = decode_codes(codes, scale, axis)
     error = float(np.max(np.abs(decoded.astype(np.float64) - values), initial=0.0))
     return UniformFit(scale, axis, codes, CodeType.INT8, error)
+
+
+def float16_error(values: np.ndarray) -> float:
+    """Largest ``|float32(float16(w)) - w|``: 0.0 when every value is a float16 value.
+
+    Example:
+      >>> float16_error(np.array([0.5, -1.25], np.float32))
+      0.0
+      >>> float16_error(np.array([0.1], np.float32)) > 0
+      True
+    """
+    values = np.asarray(values, np.float32)
+    with np.errstate(over="ignore"):
+        rounded = values.astype(np.float16).astype(np.float32)
+    diff = np.abs(rounded.astype(np.float64) - values)
+    if diff.size and not np.all(np.isfinite(diff)):
+        return float("inf")
+    return float(np.max(diff, initial=0.0))
 
 
 def pack_int4(codes: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """``export``: a stripped tf_admm model to a verified, compactly encoded ``.tflite`` file.
 
-Flow for the LiteRT target:
+Flow for the LiteRT target with float32 activations (no representative data, or
+``activations="float32"``):
 
 1. Check the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``) and the path.
 2. Convert it with the TFLite converter to a dense float32 file (the baseline), check that file
@@ -9,12 +10,21 @@ Flow for the LiteRT target:
    apply (:class:`~tflite_export.encodings.Encoding`) with their estimated bytes.
 4. Write every weight in its smallest encoding and verify the file in the interpreter, with and
    without the default delegate. If it fails, try each weight alone, walking down its
-   candidates until one passes (float32 always does), then verify the combination again.
+   candidates until one passes (the converter's own tensor always does), then verify the
+   combination again (:func:`_select`).
 5. Write the file, account for its bytes and return an :class:`ExportReport`.
 
 Sparse and quantized weights are expanded once, when the interpreter prepares the model, by
 DENSIFY and DEQUANTIZE operators inserted in front of the graph; the compute operators keep
 their float kernels, so exact encodings give the Keras outputs up to float summation order.
+
+k-means (clustered) weights: LiteRT has no lookup-table weights, so a tensor whose centroids
+lie on a uniform grid is stored as integer codes (``LEVELS``, exact); otherwise as float32
+(dense or sparse, exact), or as float16 where every centroid is a float16 value, or where
+``allow_float16=True`` accepts the rounding (the report gives the error).
+
+With representative data the LiteRT file is full-integer instead (int8 activations): the same
+steps on the converter's int8 file, with the candidates of :mod:`tflite_export.integer`.
 """
 
 from __future__ import annotations
@@ -31,11 +41,19 @@ import tf_admm
 from tf_admm.compat import keras, tf
 from tflite_export import encodings, flatbuffer, verify
 from tflite_export.encodings import Encoding
-from tflite_export.report import ExportReport, WeightChoice, account, gzip_size
-from tflite_export.weights import SUPPORTED_LAYERS, WeightTensor, find_weight_tensors, keras_layers
+from tflite_export.report import ExportReport, FileBytes, WeightChoice, account, gzip_size
+from tflite_export.weights import (
+    SUPPORTED_LAYERS,
+    WeightTensor,
+    find_weight_tensors,
+    is_full_integer,
+    keras_layers,
+)
 
 __all__ = [
+    "Activations",
     "ExportError",
+    "MAX_REPRESENTATIVE_SAMPLES",
     "Target",
     "VerificationError",
     "convert_float",
@@ -72,7 +90,9 @@ class VerificationError(ExportError):
 class Target(str, enum.Enum):
     """Where the file runs.
 
-    ``LITERT``: the LiteRT (TFLite) interpreter; float32 compute, compact weight encodings.
+    ``LITERT``: the LiteRT (TFLite) interpreter; float32 compute with compact weight
+    encodings, or full-integer (int8 weights and activations) when representative data is
+    given (see :mod:`tflite_export.integer`).
     ``TFLM``: TFLite Micro; the converter's float32 model with LUT-compressed float32 weights
     (exact: outputs equal the uncompressed file's in TFLite Micro). Needs an FPU-capable MCU.
     ``TFLM_INT8``: TFLite Micro; a full-integer model (int8 weights and activations, int8
@@ -91,6 +111,25 @@ class Target(str, enum.Enum):
         return self is not Target.LITERT
 
 
+class Activations(str, enum.Enum):
+    """What a LiteRT file computes with: ``FLOAT32`` (weight-only encodings) or ``INT8``
+    (full-integer: int8 weights and activations, calibrated on the representative data)."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"
+
+
+# What "auto" may choose for a float32 LiteRT file (float16 only where exact, unless allowed).
+_AUTO_FLOAT = (
+    Encoding.FLOAT32,
+    Encoding.SPARSE_FLOAT32,
+    Encoding.LEVELS,
+    Encoding.SPARSE_LEVELS,
+    Encoding.FLOAT16,
+    Encoding.SPARSE_FLOAT16,
+)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Candidate:
     """One way to store one weight tensor."""
@@ -101,6 +140,10 @@ class _Candidate:
     decoded: np.ndarray  # the float32 values the file gives, TFLite layout
     apply: Callable[[flatbuffer.ModelEditor, WeightTensor], None]
     max_error: float = 0.0  # largest |decoded - original|
+    baseline: bool = False  # the converter's tensor as it is (apply does nothing)
+    # Full-integer files: the integer weights the kernel reads, and their scales.
+    codes: np.ndarray | None = None
+    scales: np.ndarray | None = None
 
 
 def _quantization(scale: np.ndarray, axis: int | None, zero_point: int = 0) -> Any:
@@ -154,6 +197,7 @@ def _dense_candidate(values: np.ndarray) -> _Candidate:
         "float32",
         values,
         lambda editor, w: None,
+        baseline=True,
     )
 
 
@@ -217,7 +261,9 @@ def _levels_candidate(encoding: Encoding, fit: encodings.UniformFit) -> _Candida
     )
 
 
-def _sparse_levels_candidate(fit: encodings.UniformFit) -> _Candidate:
+def _sparse_levels_candidate(
+    fit: encodings.UniformFit, encoding: Encoding = Encoding.SPARSE_LEVELS
+) -> _Candidate:
     layout = encodings.best_sparse_layout(fit.codes != 0, 1)
     stored = fit.codes.reshape(-1)[layout.positions].astype(np.int8)
 
@@ -261,7 +307,67 @@ def _sparse_levels_candidate(fit: encodings.UniformFit) -> _Candidate:
         + 2 * (_TENSOR_OVERHEAD + _OPERATOR_OVERHEAD)
     )
     detail = f"int8 codes, {_layout_detail(layout)}, " + _scale_detail(fit).split(", ", 1)[1]
-    return _Candidate(Encoding.SPARSE_LEVELS, estimate, detail, fit.decode(), apply)
+    return _Candidate(encoding, estimate, detail, fit.decode(), apply, max_error=fit.max_error)
+
+
+def _float16_candidate(values: np.ndarray, sparse: bool) -> _Candidate:
+    """float16 weights (dense, or sparse then DENSIFY) expanded to float32 by DEQUANTIZE."""
+    halves = values.astype(np.float16)
+    decoded = halves.astype(np.float32)
+    layout = encodings.best_sparse_layout(halves != 0, 2) if sparse else None
+
+    def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
+        editor.release_constant(weight.subgraph, weight.tensor)
+        if layout is None:
+            source = editor.add_tensor(
+                weight.subgraph,
+                f"{weight.tensor_name}/float16",
+                values.shape,
+                _TYPES.FLOAT16,
+                halves,
+            )
+        else:
+            stored = editor.add_tensor(
+                weight.subgraph,
+                f"{weight.tensor_name}/sparse_float16",
+                values.shape,
+                _TYPES.FLOAT16,
+                halves.reshape(-1)[layout.positions],
+                sparsity=flatbuffer.sparsity_parameters(layout),
+            )
+            source = editor.add_tensor(
+                weight.subgraph, f"{weight.tensor_name}/float16", values.shape, _TYPES.FLOAT16
+            )
+            editor.add_operator(
+                weight.subgraph,
+                _OPS.DENSIFY,
+                1,
+                [stored],
+                [source],
+                (_schema.BuiltinOptions.DensifyOptions, _schema.DensifyOptionsT()),
+            )
+        # DEQUANTIZE version 3 reads float16 (TFLite's op_version.cc).
+        editor.add_operator(
+            weight.subgraph,
+            _OPS.DEQUANTIZE,
+            3,
+            [source],
+            [weight.tensor],
+            (_schema.BuiltinOptions.DequantizeOptions, _schema.DequantizeOptionsT()),
+        )
+
+    error = encodings.float16_error(values)
+    if layout is None:
+        estimate = 2 * values.size + _TENSOR_OVERHEAD + _OPERATOR_OVERHEAD
+        return _Candidate(Encoding.FLOAT16, estimate, "float16", decoded, apply, max_error=error)
+    estimate = layout.stored_bytes(2) + 2 * (_TENSOR_OVERHEAD + _OPERATOR_OVERHEAD)
+    detail = f"float16, {_layout_detail(layout)}"
+    return _Candidate(Encoding.SPARSE_FLOAT16, estimate, detail, decoded, apply, max_error=error)
+
+
+def _distinct_detail(values: np.ndarray) -> str:
+    distinct = np.unique(values[values != 0]).size
+    return f"{distinct:,} distinct nonzero values, not on uniform levels (exact INT16 fit)"
 
 
 def _fit_levels(weight: WeightTensor, values: np.ndarray) -> encodings.UniformFit | None:
@@ -274,31 +380,41 @@ def _fit_levels(weight: WeightTensor, values: np.ndarray) -> encodings.UniformFi
 
 
 def _candidates(
-    weight: WeightTensor, values: np.ndarray, allowed: Sequence[Encoding]
+    weight: WeightTensor,
+    values: np.ndarray,
+    allowed: Sequence[Encoding],
+    *,
+    lossy_float16: bool = False,
 ) -> tuple[list[_Candidate], list[tuple[str, str]]]:
-    """Applicable candidates among ``allowed``, smallest first, and why the others are not."""
+    """Applicable candidates among ``allowed``, smallest first, and why the others are not.
+
+    float16 candidates are offered when they store the values exactly, or when
+    ``lossy_float16`` (asked for, or ``allow_float16``).
+    """
     found: list[_Candidate] = []
     skipped: list[tuple[str, str]] = []
     nonzeros = int(np.count_nonzero(values))
     fit = None
     if Encoding.LEVELS in allowed or Encoding.SPARSE_LEVELS in allowed:
         fit = _fit_levels(weight, values)
+    float16_error = None
+    if Encoding.FLOAT16 in allowed or Encoding.SPARSE_FLOAT16 in allowed:
+        float16_error = encodings.float16_error(values)
     for encoding in allowed:
-        if encoding is Encoding.FLOAT32:
+        if encoding.sparse and nonzeros == values.size:
+            skipped.append((encoding.value, "no zero weights"))
+        elif encoding is Encoding.FLOAT32:
             found.append(_dense_candidate(values))
         elif encoding is Encoding.SPARSE_FLOAT32:
-            if nonzeros == values.size:
-                skipped.append((encoding.value, "no zero weights"))
-            else:
-                found.append(_sparse_float_candidate(values))
+            found.append(_sparse_float_candidate(values))
         elif encoding is Encoding.LEVELS:
             if fit is None:
-                skipped.append((encoding.value, "weights not on uniform levels (exact INT16 fit)"))
+                skipped.append((encoding.value, _distinct_detail(values)))
             else:
                 found.append(_levels_candidate(Encoding.LEVELS, fit))
         elif encoding is Encoding.SPARSE_LEVELS:
             if fit is None:
-                skipped.append((encoding.value, "weights not on uniform levels (exact INT16 fit)"))
+                skipped.append((encoding.value, _distinct_detail(values)))
             elif encodings.code_type(fit.codes) not in (
                 encodings.CodeType.INT4,
                 encodings.CodeType.INT8,
@@ -307,19 +423,67 @@ def _candidates(
                 skipped.append(
                     (encoding.value, "codes do not fit INT8 with zero point 0 (sparse codes do)")
                 )
-            elif nonzeros == values.size:
-                skipped.append((encoding.value, "no zero weights"))
             else:
                 found.append(_sparse_levels_candidate(fit))
-        elif encoding is Encoding.INT8:
+        elif encoding in (Encoding.FLOAT16, Encoding.SPARSE_FLOAT16):
+            if float16_error and not lossy_float16:
+                skipped.append(
+                    (
+                        encoding.value,
+                        f"not exact: float16 moves weights by up to {float16_error:.3g} "
+                        f"(allow_float16=True or encoding={encoding.value!r} accepts that)",
+                    )
+                )
+            else:
+                found.append(_float16_candidate(values, sparse=encoding.sparse))
+        elif encoding in (Encoding.INT8, Encoding.SPARSE_INT8):
             lossy = encodings.quantize_symmetric_int8(values, weight.channel_axis)
-            found.append(_levels_candidate(Encoding.INT8, lossy))
+            if encoding is Encoding.INT8:
+                found.append(_levels_candidate(Encoding.INT8, lossy))
+            else:
+                found.append(_sparse_levels_candidate(lossy, Encoding.SPARSE_INT8))
         elif not encoding.litert:
             skipped.append(
                 (encoding.value, "runs only in TFLite Micro (target 'tflm' or 'tflm_int8')")
             )
-    found.sort(key=lambda c: c.estimated_bytes)
+    found.sort(key=_rank)
     return found, skipped
+
+
+def _rank(candidate: _Candidate) -> tuple:
+    """Smallest first; on a tie exact before lossy, then the converter's own tensor."""
+    return (candidate.estimated_bytes, candidate.max_error > 0, not candidate.baseline)
+
+
+def _keep_options(
+    weight: WeightTensor,
+    candidates: list[_Candidate],
+    skipped: list[tuple[str, str]],
+    forced: Encoding | None,
+    baseline: _Candidate,
+    dense_name: str,
+) -> list[_Candidate]:
+    """The candidates worth trying: a forced encoding must apply; under "auto" a candidate
+    must be smaller than the converter's tensor (``baseline``), or as small and more exact."""
+    if forced is not None:
+        if not candidates:
+            raise ExportError(
+                f"Weight {weight.label!r} ({weight.layer_type or weight.operator}): Expected "
+                f"weights that encoding {forced.value!r} can store; received: {skipped[-1][1]}"
+            )
+        return candidates
+    kept = []
+    for candidate in candidates:
+        size, limit = candidate.estimated_bytes, baseline.estimated_bytes
+        if (
+            candidate.baseline
+            or size < limit
+            or (size == limit and candidate.max_error < baseline.max_error)
+        ):
+            kept.append(candidate)
+        else:
+            skipped.append((candidate.encoding.value, f"not smaller than {dense_name}"))
+    return kept
 
 
 def converter_for(model: keras.Model) -> Any:
@@ -438,34 +602,52 @@ def _requested_encodings(
     return requested
 
 
+# Samples read at most from an iterable representative_data (a dataset may repeat forever).
+MAX_REPRESENTATIVE_SAMPLES = 1000
+
+
 def _prepare_inputs(
     model: keras.Model, representative_data: Any, batch_size: int, seed: int
 ) -> list[np.ndarray]:
-    if representative_data is not None:
-        if isinstance(representative_data, Mapping):
-            data = [representative_data[name] for name in model.input_names]
-        elif isinstance(representative_data, (list, tuple)):
-            data = list(representative_data)
-        else:
-            data = [representative_data]
-        if len(data) != len(model.inputs):
+    """One array per model input (batch first): the representative data, or random samples.
+
+    See :func:`export` for the accepted forms of ``representative_data``.
+    """
+    if representative_data is None:
+        return _random_inputs(model, batch_size, seed)
+    data = representative_data
+    if callable(data) and not _is_arrays(data):
+        data = data()
+    count = len(model.inputs)
+    if isinstance(data, Mapping):
+        missing = [name for name in model.input_names if name not in data]
+        if missing:
+            raise ExportError(
+                f"Expected representative_data with a key per model input "
+                f"{list(model.input_names)}; received: keys={sorted(map(str, data))}"
+            )
+        return _input_arrays(model, [data[name] for name in model.input_names])
+    if _is_arrays(data) or (isinstance(data, (list, tuple)) and len(data) == count):
+        arrays = [data] if not isinstance(data, (list, tuple)) else list(data)
+        if len(arrays) != count:
             raise ExportError(
                 f"Expected representative_data with one array per model input "
-                f"({len(model.inputs)}); received: {len(data)} arrays"
+                f"({count}); received: {len(arrays)} arrays"
             )
-        arrays = []
-        for tensor, array in zip(model.inputs, data):
-            array = np.asarray(array, dtype=tensor.dtype.as_numpy_dtype)
-            wanted = tensor.shape.as_list()
-            if array.ndim != len(wanted) or any(
-                w is not None and w != d for w, d in zip(wanted[1:], array.shape[1:])
-            ):
-                raise ExportError(
-                    f"Expected representative_data for input {tensor.name!r} with shape "
-                    f"{tensor.shape.as_list()}; received: shape={list(array.shape)}"
-                )
-            arrays.append(array)
-        return arrays
+        return _input_arrays(model, arrays)
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise ExportError(
+            f"Expected representative_data as arrays, a dict, an iterable or a callable "
+            f"returning one; received: {type(data).__name__}"
+        )
+    return _input_arrays(model, _read_iterable(model, data))
+
+
+def _is_arrays(value: Any) -> bool:
+    return isinstance(value, np.ndarray) or tf.is_tensor(value)
+
+
+def _random_inputs(model: keras.Model, batch_size: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = []
     for tensor in model.inputs:
@@ -481,6 +663,102 @@ def _prepare_inputs(
         else:
             arrays.append(rng.standard_normal(shape).astype(dtype))
     return arrays
+
+
+def _input_arrays(model: keras.Model, data: Sequence[Any]) -> list[np.ndarray]:
+    """``data`` (one array-like per input) as arrays of the inputs' dtypes, shapes checked."""
+    arrays = []
+    for tensor, array in zip(model.inputs, data):
+        array = np.asarray(array, dtype=tensor.dtype.as_numpy_dtype)
+        wanted = tensor.shape.as_list()
+        if array.ndim != len(wanted) or any(
+            w is not None and w != d for w, d in zip(wanted[1:], array.shape[1:])
+        ):
+            raise ExportError(
+                f"Expected representative_data for input {tensor.name!r} with shape "
+                f"{tensor.shape.as_list()}; received: shape={list(array.shape)}"
+            )
+        if array.shape[0] == 0:
+            raise ExportError(
+                f"Expected at least one sample in representative_data; received: "
+                f"shape={list(array.shape)} for input {tensor.name!r}"
+            )
+        arrays.append(array)
+    return arrays
+
+
+def _fits_input(value: Any, tensor) -> bool:
+    """Whether ``value`` is an array-like shaped like one sample or a batch of ``tensor``."""
+    if not (_is_arrays(value) or isinstance(value, (int, float, np.generic))):
+        return False
+    shape = tuple(np.shape(value))
+    wanted = tensor.shape.as_list()[1:]
+    if len(shape) == len(wanted) + 1:
+        shape = shape[1:]
+    return len(shape) == len(wanted) and all(w is None or w == d for w, d in zip(wanted, shape))
+
+
+def _element_inputs(model: keras.Model, element: Any, depth: int = 0) -> list[np.ndarray]:
+    """One element of an iterable as one batch per input (a lone sample gets a batch axis)."""
+    if isinstance(element, Mapping):
+        if not all(name in element for name in model.input_names):
+            raise ExportError(
+                f"Expected representative_data elements with a key per model input "
+                f"{list(model.input_names)}; received: keys={sorted(map(str, element))}"
+            )
+        parts = [element[name] for name in model.input_names]
+    elif isinstance(element, (list, tuple)):
+        if len(element) == len(model.inputs) and all(
+            _fits_input(part, tensor) for part, tensor in zip(element, model.inputs)
+        ):
+            parts = list(element)
+        elif 1 <= len(element) <= 3 and depth == 0:
+            # Keras' (inputs, labels[, sample weights]).
+            return _element_inputs(model, element[0], depth + 1)
+        else:
+            raise ExportError(
+                f"Expected representative_data elements shaped like the model inputs "
+                f"{[t.shape.as_list() for t in model.inputs]}; received: a {type(element).__name__}"
+                f" of {len(element)} items"
+            )
+    elif len(model.inputs) == 1:
+        parts = [element]
+    else:
+        raise ExportError(
+            f"Expected representative_data elements with one array per model input "
+            f"({len(model.inputs)}); received: {type(element).__name__}"
+        )
+    batches = []
+    for part, tensor in zip(parts, model.inputs):
+        array = np.asarray(part)
+        if array.ndim == len(tensor.shape) - 1:
+            array = array[None]
+        batches.append(array)
+    return batches
+
+
+def _read_iterable(model: keras.Model, data: Any) -> list[np.ndarray]:
+    collected: list[list[np.ndarray]] = [[] for _ in model.inputs]
+    count = 0
+    for element in data:
+        batches = _element_inputs(model, element)
+        for parts, batch in zip(collected, batches):
+            parts.append(batch)
+        count += int(batches[0].shape[0]) if batches[0].ndim else 1
+        if count >= MAX_REPRESENTATIVE_SAMPLES:
+            break
+    if not count:
+        raise ExportError(
+            "Expected representative_data to yield at least one sample; received: an empty "
+            f"{type(data).__name__}"
+        )
+    try:
+        arrays = [np.concatenate(parts, axis=0) for parts in collected]
+    except ValueError as error:
+        raise ExportError(
+            f"Expected representative_data elements of one shape per input; received: {error}"
+        ) from None
+    return [array[:MAX_REPRESENTATIVE_SAMPLES] for array in arrays]
 
 
 def _keras_outputs(model: keras.Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -505,17 +783,14 @@ class _Builder:
         self.input_names = list(model.input_names)
         self.output_names = list(model.output_names)
         self._lossy_reference: dict[tuple, list[np.ndarray]] = {}
+        # Per weight, the candidate that leaves the converter's tensor as it is.
+        self.baseline: dict[tuple[int, int], _Candidate] = {}
 
     def build(self, plan: Mapping[tuple[int, int], _Candidate]) -> bytes:
-        model = flatbuffer.read_model(self.float_file)
-        editor = flatbuffer.ModelEditor(model)
-        for key, candidate in plan.items():
-            if candidate.encoding is not Encoding.FLOAT32:
-                candidate.apply(editor, self.weights[key])
-        return flatbuffer.write_model(editor.finish())
+        return _build(self.float_file, self.weights, plan)
 
     def _expected(self, plan: Mapping[tuple[int, int], _Candidate]) -> list[np.ndarray]:
-        lossy = tuple(sorted(k for k, c in plan.items() if not c.encoding.exact))
+        lossy = tuple(sorted(k for k, c in plan.items() if c.max_error > 0))
         if not lossy:
             return self.expected
         if lossy not in self._lossy_reference:
@@ -565,31 +840,53 @@ def _first_choice_reason(forced: bool, count: int) -> str:
     return "only candidate" if count == 1 else f"smallest of {count} candidates"
 
 
+def _build(
+    data: bytes,
+    weights: Mapping[tuple[int, int], WeightTensor],
+    plan: Mapping[tuple[int, int], _Candidate],
+) -> bytes:
+    """``data`` with every weight of ``plan`` written in its candidate's encoding."""
+    model = flatbuffer.read_model(data)
+    editor = flatbuffer.ModelEditor(model)
+    for key, candidate in plan.items():
+        if not candidate.baseline:
+            candidate.apply(editor, weights[key])
+    return flatbuffer.write_model(editor.finish())
+
+
 def _select(
-    builder: _Builder,
+    builder: Any,
     options: Mapping[tuple[int, int], list[_Candidate]],
     forced: Mapping[tuple[int, int], bool],
     rejected: dict[tuple[int, int], list[tuple[str, str]]],
 ) -> tuple[dict[tuple[int, int], _Candidate], dict[tuple[int, int], str], bytes, tuple]:
+    """The smallest candidates whose file passes ``builder.check``, found as cheaply as may be.
+
+    First every weight's first candidate together; if that file fails, each weight alone (the
+    others as the converter wrote them, ``builder.baseline``), down its candidates until one
+    passes, then the combination again. ``builder`` has ``weights``, ``baseline``,
+    ``build(plan)`` and ``check(data, plan)``.
+    """
     plan = {key: candidates[0] for key, candidates in options.items()}
     reasons = {key: _first_choice_reason(forced[key], len(options[key])) for key in options}
     data = builder.build(plan)
     checks = builder.check(data, plan)
     if all(c.passed for c in checks):
         return plan, reasons, data, checks
-    if all(forced.values()) or all(len(v) == 1 for v in options.values()):
-        _raise_verification("requested encodings", checks)
-    # Find the culprits: each weight alone (others float32), down its candidates.
-    float_plan = {key: _dense_candidate(plan[key].decoded) for key in plan}
+    if all(len(v) == 1 for v in options.values()):
+        _raise_verification(
+            "requested encodings" if all(forced.values()) else "the only candidates", checks
+        )
+    # Find the culprits: each weight alone (others as converted), down its candidates.
     for key, candidates in options.items():
         for rank, candidate in enumerate(candidates):
-            if candidate.encoding is Encoding.FLOAT32:
+            if candidate.baseline:
                 plan[key] = candidate
                 reasons[key] = (
                     "smallest candidate" if rank == 0 else "only candidate passing verification"
                 )
                 break
-            trial = {**float_plan, key: candidate}
+            trial = {**builder.baseline, key: candidate}
             trial_checks = builder.check(builder.build(trial), trial)
             if all(c.passed for c in trial_checks):
                 plan[key] = candidate
@@ -597,12 +894,12 @@ def _select(
                     reasons[key] = "smallest candidate passing verification"
                 break
             rejected[key].append((candidate.encoding.value, _failure_reason(trial_checks)))
-            if forced[key]:
+            if forced[key] and rank == len(candidates) - 1:
                 _raise_verification(
                     f"weight {builder.weights[key].label!r} as {candidate.encoding.value}",
                     trial_checks,
                 )
-        else:  # pragma: no cover - float32 is always a candidate unless forced
+        else:  # pragma: no cover - the baseline is always a candidate unless forced
             raise ExportError(f"no encoding of {builder.weights[key].label!r} passes")
     data = builder.build(plan)
     checks = builder.check(data, plan)
@@ -611,14 +908,67 @@ def _select(
     return plan, reasons, data, checks
 
 
+def _write(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    except OSError as error:
+        raise ExportError(f"Expected a writable path; received: path={path!r} ({error})") from None
+
+
+def _choices(
+    data: bytes,
+    weights: Mapping[tuple[int, int], WeightTensor],
+    plan: Mapping[tuple[int, int], _Candidate],
+    stored_values: Mapping[tuple[int, int], np.ndarray],
+    reasons: Mapping[tuple[int, int], str],
+    rejected: Mapping[tuple[int, int], list[tuple[str, str]]],
+) -> tuple[FileBytes, tuple[WeightChoice, ...]]:
+    """The file's byte accounting (weight tensors and their decode chains labelled) and one
+    :class:`WeightChoice` per weight, its stored bytes those of its chain."""
+    final = flatbuffer.read_model(data)
+    labels = {}
+    owned = {}
+    for key, candidate in plan.items():
+        weight = weights[key]
+        owned[key] = _tensors_behind(final, weight.subgraph, weight.tensor)
+        for tensor in owned[key]:
+            labels[(weight.subgraph, tensor)] = (weight.label, candidate.encoding.value)
+    file_bytes = account(data, labels)
+    choices = []
+    for key, candidate in plan.items():
+        weight = weights[key]
+        stored = sum(
+            t.total_bytes
+            for t in file_bytes.tensors
+            if t.subgraph == weight.subgraph and t.tensor in owned[key]
+        )
+        choices.append(
+            WeightChoice.for_weight(
+                weight,
+                stored_values[key],
+                encoding=candidate.encoding,
+                detail=candidate.detail,
+                stored_bytes=stored,
+                max_weight_error=candidate.max_error,
+                reason=reasons[key],
+                rejected=rejected[key],
+            )
+        )
+    return file_bytes, tuple(choices)
+
+
 def export(
     model: keras.Model,
     path: str | os.PathLike,
     *,
     target: str | Target = Target.LITERT,
     representative_data: Any = None,
+    activations: str | Activations | None = None,
+    int8_io: bool = False,
     encoding: str | Encoding | Mapping[str, str | Encoding] = "auto",
-    tolerance: float | None = None,
+    tolerance: float | verify.Int8Tolerance | None = None,
+    allow_float16: bool = False,
     batch_size: int = 8,
     seed: int = 0,
 ) -> ExportReport:
@@ -629,9 +979,14 @@ def export(
     that the interpreter runs correctly; the file is then run with and without the default
     delegate on a batch of inputs and must reproduce the Keras outputs.
 
+    With representative data, the LiteRT file is full-integer (int8 weights and activations,
+    float inputs and outputs unless ``int8_io``): see :mod:`tflite_export.integer`.
+
     Example:
       >>> plain = tf_admm.strip(admm_model)                               # doctest: +SKIP
       >>> report = tflite_export.export(plain, "lenet5.tflite")           # doctest: +SKIP
+      >>> report = tflite_export.export(                                  # doctest: +SKIP
+      ...     plain, "lenet5_int8.tflite", representative_data=train_images[:200])
       >>> print(report)                                                   # doctest: +SKIP
 
     Args:
@@ -641,20 +996,40 @@ def export(
         model, LUT weights) or ``"tflm_int8"`` (TFLite Micro, full-integer model with int8
         inputs and outputs, LUT weights); see :mod:`tflite_export.tflm`. The TFLite Micro
         targets need the ``tflite-micro`` package.
-      representative_data: the verification batch: an array, a list of arrays (one per input)
-        or a dict by input name. By default ``batch_size`` standard-normal samples (integer
-        inputs: zeros and ones). For ``tflm_int8`` it is also the calibration set of the
-        int8 quantization: pass real samples.
+      representative_data: real input samples. They are the verification batch, and the
+        calibration set of int8 activations (LiteRT with int8 activations, ``tflm_int8``).
+        Accepted forms: an array (batch first; one-input models), a list or tuple of arrays
+        (one per input), a dict of arrays by input name, or an iterable of samples or batches
+        (a ``tf.data.Dataset``, a generator, a list of more elements than the model has
+        inputs), or a callable returning such an iterable (e.g. the generator function given
+        to the TFLite converter's ``representative_dataset``). Each element of an iterable is
+        a sample or a batch of one input, a list or tuple of one per input, a dict by input
+        name, or a Keras-style ``(inputs, labels)`` or ``(inputs, labels, weights)`` tuple
+        (labels are ignored). At most 1,000 samples are read from an iterable. By default
+        ``batch_size`` standard-normal samples (integer inputs: zeros and ones).
+      activations: ``"float32"`` or ``"int8"`` (full-integer: the TFLite converter's
+        ``optimizations=[DEFAULT]`` with the representative data as calibration set and int8
+        builtins only). LiteRT only; ``None`` means int8 when ``representative_data`` is given
+        and float32 otherwise. Pass ``"float32"`` to use real samples only for verification.
+      int8_io: full-integer LiteRT: int8 inputs and outputs instead of float32 ones (the
+        report's ``io_quantization`` says how to quantize and dequantize them).
+        ``tflm_int8`` files always have int8 inputs and outputs.
       encoding: ``"auto"`` (smallest passing exact encoding per weight), one
         :class:`Encoding` for every weight, or a dict from layer name (or ``layer.weight``, or
         tensor name) to an encoding or ``"auto"``. A requested encoding that does not apply or
         fails verification raises; ``"auto"`` falls back and says why in the report. The
         TFLite Micro targets take ``"lut"`` and the dense ``"float32"`` (``tflm``) or
-        ``"int8"`` (``tflm_int8``).
+        ``"int8"`` (``tflm_int8``); full-integer LiteRT takes ``"int8"``,
+        ``"sparse_int8"``, ``"levels"`` and ``"sparse_levels"``.
       tolerance: an output passes when ``max|tflite - keras| <= tolerance * max(1, max|keras|)``.
-        Lossy (``int8``) weights are checked against the float file holding the decoded weights.
-        By default 1e-4, and 0.1 for ``tflm_int8`` (the int8 quantization error; its LUTs
-        must still reproduce the uncompressed int8 file exactly).
+        Lossy weights (``int8``, inexact ``float16``) are checked against the float file
+        holding the decoded weights. By default 1e-4, and 0.1 for ``tflm_int8`` (the int8
+        quantization error; its LUTs must still reproduce the uncompressed int8 file
+        exactly). Full-integer LiteRT also takes a :class:`~tflite_export.verify.Int8Tolerance`
+        (output quantization steps and top-1 agreement), its default.
+      allow_float16: float32 LiteRT: let ``"auto"`` store weights as float16 even where that
+        rounds them (k-means centroids that are not float16 values); without it float16 is
+        chosen only where it is exact.
       batch_size: samples in the default verification batch.
       seed: seed of the default verification batch.
 
@@ -676,8 +1051,9 @@ def export(
         ) from None
     _check_model(model)
     path = _check_path(path)
-    if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
-        raise ExportError(f"Expected tolerance > 0; received: tolerance={tolerance!r}")
+    integer = _check_options(
+        target, representative_data, activations, int8_io, tolerance, allow_float16
+    )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ExportError(f"Expected batch_size >= 1; received: batch_size={batch_size!r}")
     if target.micro:
@@ -691,6 +1067,18 @@ def export(
             encoding=encoding,
             tolerance=tolerance,
             batch_size=batch_size,
+            seed=seed,
+        )
+    if integer:
+        from tflite_export import integer as full_integer
+
+        return full_integer.export_integer(
+            model,
+            path,
+            representative_data=representative_data,
+            int8_io=int8_io,
+            encoding=encoding,
+            tolerance=tolerance,
             seed=seed,
         )
     if tolerance is None:
@@ -720,28 +1108,15 @@ def export(
         key = (weight.subgraph, weight.tensor)
         values = flatbuffer.decode_tensor(baseline_model, weight.subgraph, weight.tensor)
         values_by_key[key] = values
+        builder.baseline[key] = _dense_candidate(values)
         forced = requested[key]
-        allowed = [forced] if forced is not None else [e for e in Encoding if e.exact and e.litert]
-        candidates, skipped = _candidates(weight, values, allowed)
-        if forced is not None and not candidates:
-            raise ExportError(
-                f"Weight {weight.label!r} ({weight.layer_type or weight.operator}): Expected "
-                f"weights that encoding {forced.value!r} can store; received: {skipped[0][1]}"
-            )
-        if forced is None:
-            # Bigger than float32 is never worth it.
-            dense_bytes = 4 * values.size
-            kept = []
-            for candidate in candidates:
-                if (
-                    candidate.encoding is Encoding.FLOAT32
-                    or candidate.estimated_bytes < dense_bytes
-                ):
-                    kept.append(candidate)
-                else:
-                    skipped.append((candidate.encoding.value, "not smaller than float32"))
-            candidates = kept
-        options[key] = candidates
+        allowed = [forced] if forced is not None else list(_AUTO_FLOAT)
+        candidates, skipped = _candidates(
+            weight, values, allowed, lossy_float16=allow_float16 or forced is not None
+        )
+        options[key] = _keep_options(
+            weight, candidates, skipped, forced, builder.baseline[key], "float32"
+        )
         rejected[key] = list(skipped)
 
     forced_keys = {key: requested[key] is not None for key in options}
@@ -750,49 +1125,8 @@ def export(
     else:
         plan, reasons, data, checks = {}, {}, float_file, baseline_checks
 
-    try:
-        with open(path, "wb") as handle:
-            handle.write(data)
-    except OSError as error:
-        raise ExportError(f"Expected a writable path; received: path={path!r} ({error})") from None
-
-    labels = {
-        key: (builder.weights[key].label, candidate.encoding.value)
-        for key, candidate in plan.items()
-    }
-    final = flatbuffer.read_model(data)
-    file_bytes = account(data, labels)
-    stored = {}
-    for key in plan:
-        weight = builder.weights[key]
-        owned = _tensors_behind(final, weight.subgraph, weight.tensor)
-        stored[key] = sum(
-            t.total_bytes
-            for t in file_bytes.tensors
-            if t.subgraph == weight.subgraph and t.tensor in owned
-        )
-        labels.update({(weight.subgraph, t): labels[key] for t in owned})
-    file_bytes = account(data, labels)
-    choices = []
-    for key, candidate in plan.items():
-        weight = builder.weights[key]
-        values = values_by_key[key]
-        choices.append(
-            WeightChoice(
-                label=weight.label,
-                layer_type=weight.layer_type,
-                tensor_name=weight.tensor_name,
-                shape=weight.shape,
-                num_weights=int(values.size),
-                nonzeros=int(np.count_nonzero(values)),
-                encoding=candidate.encoding,
-                detail=candidate.detail,
-                stored_bytes=stored[key],
-                max_weight_error=float(candidate.max_error),
-                reason=reasons[key],
-                rejected=tuple(rejected[key]),
-            )
-        )
+    _write(path, data)
+    file_bytes, choices = _choices(data, builder.weights, plan, values_by_key, reasons, rejected)
     return ExportReport(
         path=path,
         target=target.value,
@@ -801,10 +1135,72 @@ def export(
         float_file_bytes=len(float_file),
         gzip_bytes=gzip_size(data),
         float_gzip_bytes=gzip_size(float_file),
-        weights=tuple(choices),
+        weights=choices,
         checks=checks,
         batch_size=int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0,
     )
+
+
+def _check_options(
+    target: Target,
+    representative_data: Any,
+    activations: Any,
+    int8_io: Any,
+    tolerance: Any,
+    allow_float16: Any,
+) -> bool:
+    """Checks the options that depend on the target; whether the LiteRT file is full-integer."""
+    if activations is not None:
+        try:
+            activations = Activations(activations)
+        except ValueError:
+            raise ExportError(
+                f"Expected activations in {[a.value for a in Activations]} or None; received: "
+                f"activations={activations!r}"
+            ) from None
+    for name, value in (("int8_io", int8_io), ("allow_float16", allow_float16)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ExportError(f"Expected {name} to be a bool; received: {name}={value!r}")
+    if target.micro:
+        implied = Activations.INT8 if target is Target.TFLM_INT8 else Activations.FLOAT32
+        if activations not in (None, implied):
+            raise ExportError(
+                f"Expected activations={implied.value!r} (or None) for target "
+                f"{target.value!r}; received: activations={activations.value!r} (use target "
+                f"{'tflm_int8' if activations is Activations.INT8 else 'tflm'})"
+            )
+        integer = False
+    elif activations is None:
+        integer = representative_data is not None
+    else:
+        integer = activations is Activations.INT8
+        if integer and representative_data is None:
+            raise ExportError(
+                "Expected representative_data (real input samples to calibrate the int8 "
+                "activations) with activations='int8'; received: representative_data=None"
+            )
+    if int8_io and not integer:
+        raise ExportError(
+            f"Expected int8_io only for a full-integer LiteRT file (target 'litert' with "
+            f"representative_data); received: int8_io=True, target={target.value!r}, "
+            f"activations={'int8' if target is Target.TFLM_INT8 else 'float32'!r}"
+        )
+    if allow_float16 and (integer or target.micro):
+        raise ExportError(
+            f"Expected allow_float16 only for a float32 LiteRT file; received: "
+            f"allow_float16=True, target={target.value!r}, int8 activations={integer}"
+        )
+    if isinstance(tolerance, verify.Int8Tolerance):
+        if not integer:
+            raise ExportError(
+                "Expected an Int8Tolerance only for a full-integer LiteRT file; received: "
+                f"tolerance={tolerance!r}, target={target.value!r}"
+            )
+    elif tolerance is not None and (
+        isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance <= 0
+    ):
+        raise ExportError(f"Expected tolerance > 0; received: tolerance={tolerance!r}")
+    return integer
 
 
 def _tensors_behind(model, subgraph_index: int, tensor_index: int) -> set[int]:
@@ -832,17 +1228,21 @@ def verify_file(
     model: keras.Model,
     *,
     representative_data: Any = None,
-    tolerance: float = 1e-4,
+    tolerance: float | verify.Int8Tolerance | None = None,
     batch_size: int = 8,
     seed: int = 0,
 ) -> tuple[verify.RuntimeCheck, ...]:
-    """Checks a ``.tflite`` file (path or bytes) against a Keras model in every runtime.
+    """Checks a LiteRT ``.tflite`` file (path or bytes) against a Keras model in every runtime.
+
+    A full-integer file (int8 weights) is checked within its quantization tolerance, its
+    integer inputs quantized and outputs dequantized (see :mod:`tflite_export.integer`).
 
     Args:
       file: path of the file, or its bytes.
       model: the Keras model it should reproduce.
       representative_data: verification inputs, as for :func:`export`.
-      tolerance: as for :func:`export`.
+      tolerance: as for :func:`export`; by default 1e-4 for a float file and
+        :class:`~tflite_export.verify.Int8Tolerance` for a full-integer one.
       batch_size: samples in the default verification batch.
       seed: seed of the default verification batch.
 
@@ -859,14 +1259,27 @@ def verify_file(
         with open(os.fspath(file), "rb") as handle:
             data = handle.read()
     inputs = _prepare_inputs(model, representative_data, batch_size, seed)
-    checks = verify.check_outputs(
-        data,
-        inputs,
-        _keras_outputs(model, inputs),
-        tolerance=tolerance,
-        input_names=list(model.input_names),
-        output_names=list(model.output_names),
-    )
+    expected = _keras_outputs(model, inputs)
+    try:
+        parsed = flatbuffer.read_model(data)
+    except ValueError as error:
+        raise VerificationError(f"Expected a LiteRT file; received: {error}") from None
+    if is_full_integer(parsed) or isinstance(tolerance, verify.Int8Tolerance):
+        from tflite_export import integer as full_integer
+
+        checker = full_integer.OutputChecker(
+            data, inputs, expected, tolerance, list(model.input_names), list(model.output_names)
+        )
+        checks = checker.check(data)
+    else:
+        checks = verify.check_outputs(
+            data,
+            inputs,
+            expected,
+            tolerance=1e-4 if tolerance is None else tolerance,
+            input_names=list(model.input_names),
+            output_names=list(model.output_names),
+        )
     if not all(c.passed for c in checks):
         _raise_verification("the file", checks)
     return checks

@@ -12,7 +12,15 @@ import tf_admm
 from tf_admm.compat import keras
 from tflite_export import encodings, exporter, flatbuffer, verify
 from tflite_export.encodings import Encoding
-from tflite_export.testing import LAYER_KINDS, kernel_of, on_levels, prune, small_model
+from tflite_export.testing import (
+    LAYER_KINDS,
+    kernel_of,
+    on_centroids,
+    on_levels,
+    prune,
+    random_zeros,
+    small_model,
+)
 from tflite_export.weights import SUPPORTED_LAYERS
 
 # Output channel axis of each kind's Keras kernel (per-channel levels).
@@ -328,3 +336,78 @@ def test_pruned_lenet5_is_forty_times_smaller_than_the_float_file(tmp_path):
     assert {w.encoding for w in report.weights} == {Encoding.SPARSE_FLOAT32}
     assert report.float_file_bytes / report.file_bytes > 30
     assert sum(w.nonzeros for w in report.weights) == 6050
+
+
+# k-means weights: 4 arbitrary centroids (no uniform grid, not float16 values) plus zeros.
+_CENTROIDS = np.array([-np.sqrt(0.1), -np.e / 40, np.pi / 30, np.sqrt(0.08)], np.float32)
+
+
+def _clustered(centroids, zero_fraction=0.7):
+    model = small_model("dense")
+    kernel = kernel_of(model.get_layer("target"))
+    kernel.assign(on_centroids(random_zeros(kernel.numpy(), zero_fraction), centroids))
+    return model
+
+
+def test_clustered_weights_are_stored_exactly_as_float32_and_say_why(tmp_path):
+    model = _clustered(_CENTROIDS)
+    path = str(tmp_path / "clustered.tflite")
+    report = exporter.export(model, path)
+    target = _choice(report, "target")
+    assert target.encoding is Encoding.SPARSE_FLOAT32 and target.max_weight_error == 0.0
+    rejected = dict(target.rejected)
+    assert rejected["levels"].startswith("4 distinct nonzero values, not on uniform levels")
+    assert rejected["float16"].startswith("not exact: float16 moves weights by up to")
+    assert "allow_float16=True" in rejected["sparse_float16"]
+    _assert_weights_round_trip(model, path, report)
+
+
+def test_centroids_on_a_uniform_grid_are_stored_as_their_codes(tmp_path):
+    step = np.float32(0.0371)
+    grid = np.array([-3, -1, 2, 5], np.float32) * step  # k-means that landed on a grid
+    model = _clustered(grid, zero_fraction=0.2)
+    path = str(tmp_path / "grid.tflite")
+    report = exporter.export(model, path)
+    target = _choice(report, "target")
+    assert target.encoding is Encoding.LEVELS and target.detail.startswith("int4 codes")
+    _assert_weights_round_trip(model, path, report)
+
+
+def test_float16_centroids_are_stored_as_float16_exactly(tmp_path):
+    model = _clustered(_CENTROIDS.astype(np.float16).astype(np.float32))
+    path = str(tmp_path / "half.tflite")
+    report = exporter.export(model, path)
+    target = _choice(report, "target")
+    assert target.encoding is Encoding.SPARSE_FLOAT16 and target.max_weight_error == 0.0
+    _assert_weights_round_trip(model, path, report)
+    rows = [t for t in report.file.tensors if t.label == "target" and t.value_bytes]
+    assert rows[0].storage == "sparse float16"
+    assert rows[0].value_bytes == 2 * target.nonzeros
+
+
+@pytest.mark.parametrize("zero_fraction, encoding", [(0.7, "sparse_float16"), (0.0, "float16")])
+def test_float16_when_allowed_rounds_centroids_and_reports_the_error(
+    tmp_path, zero_fraction, encoding
+):
+    model = _clustered(_CENTROIDS, zero_fraction)
+    path = str(tmp_path / "half.tflite")
+    report = exporter.export(model, path, allow_float16=True)
+    target = _choice(report, "target")
+    assert target.encoding.value == encoding
+    decoded = _decoded_weights(path, report)["target"]
+    kernel = _expected_tflite_layout(model.get_layer("target"))
+    np.testing.assert_array_equal(decoded, kernel.astype(np.float16).astype(np.float32))
+    assert target.max_weight_error == pytest.approx(np.max(np.abs(decoded - kernel)))
+    assert 0 < target.max_weight_error < 1e-3
+    assert all(c.passed for c in report.checks)
+
+
+def test_sparse_int8_weight_only_is_lossy_and_only_used_when_asked(tmp_path):
+    model = _compressed("conv2d", keep_fraction=0.1)
+    path = str(tmp_path / "sparse_int8.tflite")
+    report = exporter.export(model, path, encoding={"target": "sparse_int8"})
+    target = _choice(report, "target")
+    assert target.encoding is Encoding.SPARSE_INT8 and target.max_weight_error > 0
+    decoded = _decoded_weights(path, report)["target"]
+    assert np.all(decoded[_expected_tflite_layout(model.get_layer("target")) == 0] == 0)
+    assert all(c.passed for c in report.checks)

@@ -246,6 +246,40 @@ class WeightChoice:
     reason: str
     rejected: tuple[tuple[str, str], ...] = ()
 
+    @classmethod
+    def for_weight(
+        cls,
+        weight: Any,
+        values: np.ndarray,
+        *,
+        encoding: Encoding,
+        detail: str,
+        stored_bytes: int,
+        max_weight_error: float,
+        reason: str,
+        rejected: Any = (),
+    ) -> WeightChoice:
+        """The choice for a :class:`~tflite_export.weights.WeightTensor` holding ``values``.
+
+        Every target builds its choices here: name, type, shape and counts come from the
+        weight and its values (nonzeros: the stored values' nonzeros, codes for integer files).
+        """
+        values = np.asarray(values)
+        return cls(
+            label=weight.label,
+            layer_type=weight.layer_type,
+            tensor_name=weight.tensor_name,
+            shape=tuple(weight.shape),
+            num_weights=int(values.size),
+            nonzeros=int(np.count_nonzero(values)),
+            encoding=encoding,
+            detail=detail,
+            stored_bytes=int(stored_bytes),
+            max_weight_error=float(max_weight_error),
+            reason=reason,
+            rejected=tuple(tuple(item) for item in rejected),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["shape"] = list(self.shape)
@@ -329,7 +363,7 @@ class ExportReport:
 
     Attributes:
       path: the written file.
-      target: the export target (``litert``).
+      target: the export target (``litert``, ``tflm``, ``tflm_int8``).
       interpreter: the interpreter package used for verification.
       file: the file's byte accounting.
       float_file_bytes: size of the converter's dense float32 file of the same model.
@@ -339,9 +373,12 @@ class ExportReport:
       checks: verification of the written file, one per runtime and reference.
       batch_size: inputs per verification batch.
       lut: TFLite Micro targets: the LUT-compressed weights and their bytes.
-      uncompressed_file_bytes: TFLite Micro targets: the file before LUT compression (float32
-        or full-integer int8).
-      io_quantization: ``tflm_int8``: how to quantize inputs and dequantize outputs.
+      uncompressed_file_bytes: the converter's file before the weights were re-encoded:
+        TFLite Micro targets: before LUT compression (float32 or full-integer int8); LiteRT
+        with int8 activations: the converter's full-integer file.
+      io_quantization: integer inputs and outputs (``tflm_int8``, LiteRT with ``int8_io``):
+        how to quantize inputs and dequantize outputs.
+      activations: ``float32``, or ``int8`` for a full-integer file.
     """
 
     path: str
@@ -357,6 +394,7 @@ class ExportReport:
     lut: tuple[LutBytes, ...] = ()
     uncompressed_file_bytes: int | None = None
     io_quantization: tuple[IoQuantization, ...] = ()
+    activations: str = "float32"
 
     @property
     def file_bytes(self) -> int:
@@ -371,6 +409,7 @@ class ExportReport:
         return {
             "path": self.path,
             "target": self.target,
+            "activations": self.activations,
             "interpreter": self.interpreter,
             "file_bytes": self.file_bytes,
             "tensor_bytes": self.file.tensor_bytes,
@@ -425,7 +464,8 @@ class ExportReport:
             ("flatbuffer overhead", "", "", "", "", "", f"{self.file.overhead_bytes:,}")
         )
         byte_rows.append(("file", "", "", "", "", "", f"{self.file_bytes:,}"))
-        lines = [f"{self.path} ({self.target}, verified with {self.interpreter})", ""]
+        what = self.target if self.activations == "float32" else f"{self.target}, int8"
+        lines = [f"{self.path} ({what}, verified with {self.interpreter})", ""]
         lines += _table(weight_rows, left=(0, 3, 4, 6), rule_before_last=False)
         lines.append("")
         lines += _table(byte_rows, left=(0, 2), rule_before_last=True)
@@ -467,9 +507,11 @@ class ExportReport:
             f"{_kib(self.float_gzip_bytes):>14}   ({self.compression_ratio:.1f}x smaller)",
         ]
         if self.uncompressed_file_bytes is not None:
+            micro = self.target.startswith("tflm")
+            before, whose = ("before LUT:", "") if micro else ("int8 file:", "the converter's, ")
             lines.append(
-                f"before LUT:  {_kib(self.uncompressed_file_bytes):>14}   "
-                f"({self.uncompressed_file_bytes / self.file_bytes:.1f}x smaller)"
+                f"{before:<12} {_kib(self.uncompressed_file_bytes):>14}   "
+                f"({whose}{self.uncompressed_file_bytes / self.file_bytes:.1f}x smaller)"
             )
         lines += [
             f"{q.kind} {q.name}: {q.dtype}, real = {q.scale:.6g} * (q - {q.zero_point})"

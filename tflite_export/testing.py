@@ -11,7 +11,15 @@ import numpy as np
 
 from tf_admm.compat import keras
 
-__all__ = ["LAYER_KINDS", "kernel_of", "on_levels", "prune", "small_model"]
+__all__ = [
+    "LAYER_KINDS",
+    "kernel_of",
+    "on_centroids",
+    "on_levels",
+    "prune",
+    "random_zeros",
+    "small_model",
+]
 
 LAYER_KINDS = ("dense", "conv2d", "depthwise")
 
@@ -73,3 +81,19 @@ def on_levels(values: np.ndarray, bits: int, axis: int | None = None) -> np.ndar
     codes = np.clip(np.rint(values / step), -top, top)
     codes = np.where((values != 0) & (codes == 0), np.sign(values), codes)
     return (codes.astype(np.float32) * step).astype(np.float32) * (values != 0)
+
+
+def random_zeros(values: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """``values`` with a random ``fraction`` of them set to zero (whatever their magnitude,
+    so that weights on levels keep every level)."""
+    values = np.asarray(values, np.float32)
+    mask = np.random.default_rng(seed).random(values.shape) >= fraction
+    return (values * mask).astype(np.float32)
+
+
+def on_centroids(values: np.ndarray, centroids) -> np.ndarray:
+    """Nonzeros moved to the nearest of ``centroids`` (zeros stay): k-means weights."""
+    values = np.asarray(values, np.float32)
+    centroids = np.asarray(centroids, np.float32)
+    nearest = centroids[np.argmin(np.abs(values[..., None] - centroids), axis=-1)]
+    return np.where(values != 0, nearest, np.float32(0)).astype(np.float32)

@@ -53,19 +53,19 @@ from typing import Any
 
 import numpy as np
 
-from tf_admm.compat import keras, tf
+from tf_admm.compat import keras
 from tflite_export import exporter, flatbuffer, lut, verify
 from tflite_export.encodings import Encoding
+from tflite_export.integer import convert_int8, dequantize, io_quantization, quantize
 from tflite_export.report import (
     ExportReport,
     FileBytes,
-    IoQuantization,
     LutBytes,
     WeightChoice,
     account,
     gzip_size,
 )
-from tflite_export.weights import SUPPORTED_LAYERS, WeightTensor, find_weight_tensors, keras_layers
+from tflite_export.weights import WeightTensor, find_weight_tensors, keras_kernels
 
 __all__ = [
     "DECODE_OPERATOR",
@@ -108,101 +108,6 @@ def _interpreter_name() -> str:
         return f"tflite_micro {importlib.metadata.version('tflite-micro')}"
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - installed otherwise
         return "tflite_micro"
-
-
-def convert_int8(model: keras.Model, calibration: Sequence[np.ndarray]) -> bytes:
-    """A full-integer file of ``model``: int8 weights, activations, inputs and outputs.
-
-    Args:
-      model: a plain ``tf_keras`` model.
-      calibration: one array per model input, batch first; each sample is one step of the
-        converter's representative dataset.
-
-    Raises:
-      ExportError: when the converter cannot quantize every operator to int8.
-    """
-    converter = exporter.converter_for(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    count = int(np.shape(calibration[0])[0])
-
-    def representative():
-        for index in range(count):
-            yield [np.asarray(array[index : index + 1]) for array in calibration]
-
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    try:
-        return converter.convert()
-    except Exception as error:  # noqa: BLE001 - the converter raises many types
-        message = " ".join(str(error).split())[:500]
-        raise exporter.ExportError(
-            f"Expected a model the converter quantizes fully to int8 (TFLITE_BUILTINS_INT8); "
-            f"received: {type(error).__name__}: {message}"
-        ) from None
-
-
-# --------------------------------------------------------------------------- integer I/O
-
-
-def _io_quantization(
-    data: bytes, input_names: Sequence[str], output_names: Sequence[str]
-) -> tuple[list[IoQuantization | None], list[IoQuantization | None]]:
-    """Per Keras input and output (in Keras order), its integer quantization or ``None``."""
-    model = flatbuffer.read_model(data)
-    subgraph = model.subgraphs[0]
-    inputs_by_tensor, outputs_by_tensor = verify.signature_names(model)
-
-    def collect(names, tensor_indices, by_tensor, kind):
-        index_of = {name: index for index, name in by_tensor.items()}
-        ordered = (
-            [index_of[name] for name in names]
-            if set(names) == set(index_of) and len(names) == len(index_of)
-            else [int(i) for i in tensor_indices]
-        )
-        found = []
-        for name, index in zip(names, ordered):
-            tensor = subgraph.tensors[index]
-            quantization = tensor.quantization
-            integer = tensor.type in (
-                _schema.TensorType.INT8,
-                _schema.TensorType.UINT8,
-                _schema.TensorType.INT16,
-            )
-            if not integer or quantization is None or quantization.scale is None:
-                found.append(None)
-                continue
-            found.append(
-                IoQuantization(
-                    name=name,
-                    kind=kind,
-                    dtype=flatbuffer.type_name(tensor.type),
-                    scale=float(quantization.scale[0]),
-                    zero_point=int(quantization.zeroPoint[0]),
-                )
-            )
-        return found
-
-    return (
-        collect(input_names, subgraph.inputs, inputs_by_tensor, "input"),
-        collect(output_names, subgraph.outputs, outputs_by_tensor, "output"),
-    )
-
-
-def _quantize(values: np.ndarray, quantization: IoQuantization | None) -> np.ndarray:
-    if quantization is None:
-        return values
-    dtype = np.dtype(quantization.dtype)
-    limits = np.iinfo(dtype)
-    codes = np.rint(np.asarray(values, np.float64) / quantization.scale) + quantization.zero_point
-    return np.clip(codes, limits.min, limits.max).astype(dtype)
-
-
-def _dequantize(values: np.ndarray, quantization: IoQuantization | None) -> np.ndarray:
-    if quantization is None:
-        return np.asarray(values)
-    return (np.asarray(values, np.float64) - quantization.zero_point) * quantization.scale
 
 
 # --------------------------------------------------------------------------- LUT files
@@ -408,10 +313,10 @@ class _Verifier:
         self.integer = integer
         self.input_names = list(model.input_names)
         self.output_names = list(model.output_names)
-        self.io_inputs, self.io_outputs = _io_quantization(
+        self.io_inputs, self.io_outputs = io_quantization(
             uncompressed, self.input_names, self.output_names
         )
-        self.inputs = [_quantize(x, q) for x, q in zip(inputs, self.io_inputs)]
+        self.inputs = [quantize(x, q) for x, q in zip(inputs, self.io_inputs)]
         parsed = flatbuffer.read_model(uncompressed)
         self.weights = {
             (w.subgraph, w.tensor): flatbuffer.decode_tensor(parsed, w.subgraph, w.tensor)
@@ -440,7 +345,7 @@ class _Verifier:
         )
 
     def _to_real(self, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [_dequantize(o, q) for o, q in zip(outputs, self.io_outputs)]
+        return [dequantize(o, q) for o, q in zip(outputs, self.io_outputs)]
 
     def _run_and_compare(self, data: bytes, runtime: verify.Runtime, reference: str):
         try:
@@ -773,16 +678,6 @@ def _select(
     return plan, reasons, data, checks
 
 
-def _keras_kernels(model: keras.Model) -> dict[str, np.ndarray]:
-    kernels = {}
-    for layer in keras_layers(model):
-        entry = SUPPORTED_LAYERS.get(type(layer))
-        if entry is not None and layer.built:
-            attribute, to_tflite = entry
-            kernels[layer.name] = to_tflite(np.asarray(getattr(layer, attribute).numpy()))
-    return kernels
-
-
 # --------------------------------------------------------------------------- export
 
 
@@ -965,7 +860,7 @@ def _report(
         row = row_of.get((subgraph, tensor))
         return 0 if row is None else getattr(row, field)
 
-    kernels = _keras_kernels(model)
+    kernels = keras_kernels(model)
     uncompressed_model = flatbuffer.read_model(uncompressed)
     lut_rows = []
     choices = []
@@ -1003,22 +898,18 @@ def _report(
                 np.max(np.abs(real.astype(np.float64) - kernels[weight.layer]), initial=0.0)
             )
         choices.append(
-            WeightChoice(
-                label=weight.label,
-                layer_type=weight.layer_type,
-                tensor_name=weight.tensor_name,
-                shape=weight.shape,
-                num_weights=int(values.size),
-                nonzeros=int(np.count_nonzero(values)),
+            WeightChoice.for_weight(
+                weight,
+                values,
                 encoding=option.encoding,
                 detail=option.detail,
                 stored_bytes=stored,
                 max_weight_error=error,
                 reason=reasons[key],
-                rejected=tuple(rejected[key]),
+                rejected=rejected[key],
             )
         )
-    io_quantization = tuple(q for q in (*verifier.io_inputs, *verifier.io_outputs) if q is not None)
+    integer_io = tuple(q for q in (*verifier.io_inputs, *verifier.io_outputs) if q is not None)
     return ExportReport(
         path=path,
         target=target.value,
@@ -1032,5 +923,6 @@ def _report(
         batch_size=batch_size,
         lut=tuple(lut_rows),
         uncompressed_file_bytes=len(uncompressed),
-        io_quantization=io_quantization,
+        io_quantization=integer_io,
+        activations="int8" if verifier.integer else "float32",
     )

@@ -47,3 +47,40 @@ def test_nan_outputs_never_pass(model_and_file):
     inputs = [np.full((2, 24), np.nan, np.float32)]
     checks = verify.check_outputs(data, inputs, [np.zeros((2, 6))], tolerance=1e-4)
     assert not any(c.passed for c in checks)
+
+
+def test_top1_agreement_leaves_out_ties_at_the_output_resolution():
+    want = np.array([[0.0, 1.0], [0.5, 0.52], [2.0, 0.0], [0.0, 3.0]])
+    got = np.array([[0.0, 1.0], [0.6, 0.5], [0.0, 2.0], [0.0, 3.0]])  # rows 2 and 3 flip
+    assert verify.top1_agreement(got, want) == (0.5, 4)
+    # Row 2's best two are 0.02 apart: a tie at a resolution of 0.1.
+    assert verify.top1_agreement(got, want, tie=0.1) == (2 / 3, 3)
+    assert verify.top1_agreement(got[:, :1], want[:, :1]) is None  # not class scores
+
+
+def test_min_top1_fails_an_output_within_its_bound():
+    want = [np.array([[0.0, 1.0], [1.0, 0.0]])]
+    got = [np.array([[0.0, 1.0], [0.4, 0.6]])]  # within 0.6, one of two flips
+    check = verify.compare_outputs(
+        verify.Runtime.BUILTIN, got, want, tolerance=[0.6], absolute=True, min_top1=0.9
+    )
+    assert check.outputs[0].max_abs_diff <= check.outputs[0].allowed
+    assert not check.passed
+    assert "top-1 agreement 50.0% of 2 (min 90.0%)" in check.describe()
+    loose = verify.compare_outputs(
+        verify.Runtime.BUILTIN, got, want, tolerance=[0.6], absolute=True, min_top1=0.5
+    )
+    assert loose.passed
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"output_steps": 0}, "output_steps > 0"),
+        ({"output_steps": True}, "output_steps > 0"),
+        ({"top1_agreement": 1.5}, "0 <= top1_agreement <= 1"),
+    ],
+)
+def test_int8_tolerance_refuses_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        verify.Int8Tolerance(**kwargs)

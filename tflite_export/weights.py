@@ -19,18 +19,37 @@ import numpy as np
 from tf_admm.compat import keras
 from tflite_export import flatbuffer
 
-__all__ = ["SUPPORTED_LAYERS", "WeightTensor", "find_weight_tensors", "keras_layers"]
+__all__ = [
+    "SUPPORTED_LAYERS",
+    "Consumer",
+    "WeightTensor",
+    "consumers",
+    "find_weight_tensors",
+    "is_full_integer",
+    "keras_kernels",
+    "keras_layers",
+]
 
 _schema = flatbuffer.schema
 _OPS = _schema.BuiltinOperator
 
-# Operator code -> (weight operand, output-channel axis of the weight in TFLite's layout).
-_WEIGHT_OPERANDS = {
-    _OPS.FULLY_CONNECTED: (1, 0),
-    _OPS.CONV_2D: (1, 0),
-    _OPS.DEPTHWISE_CONV_2D: (1, 3),
-    _OPS.CONV_3D: (1, 4),
-    _OPS.TRANSPOSE_CONV: (1, 0),
+
+@dataclasses.dataclass(frozen=True)
+class _Operands:
+    """Operand positions of an operator with weights, and the weights' output-channel axis."""
+
+    input: int
+    weight: int
+    bias: int
+    channel_axis: int  # in TFLite's layout of the weight
+
+
+_OPERANDS = {
+    _OPS.FULLY_CONNECTED: _Operands(input=0, weight=1, bias=2, channel_axis=0),
+    _OPS.CONV_2D: _Operands(input=0, weight=1, bias=2, channel_axis=0),
+    _OPS.DEPTHWISE_CONV_2D: _Operands(input=0, weight=1, bias=2, channel_axis=3),
+    _OPS.CONV_3D: _Operands(input=0, weight=1, bias=2, channel_axis=4),
+    _OPS.TRANSPOSE_CONV: _Operands(input=2, weight=1, bias=3, channel_axis=0),
 }
 _OP_NAMES = {value: name for name, value in vars(_OPS).items() if not name.startswith("_")}
 
@@ -114,6 +133,32 @@ def keras_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
+def keras_kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """Layer name -> the kernel of every supported layer, in TFLite's layout."""
+    kernels = {}
+    for layer in keras_layers(model):
+        entry = SUPPORTED_LAYERS.get(type(layer))
+        if entry is not None and layer.built:
+            attribute, to_tflite = entry
+            kernels[layer.name] = to_tflite(np.asarray(getattr(layer, attribute).numpy()))
+    return kernels
+
+
+def is_full_integer(model) -> bool:
+    """Whether an operator of the parsed file reads INT8 or INT4 weights (constant or not)."""
+    integer_types = (_schema.TensorType.INT8, _schema.TensorType.INT4)
+    for subgraph in model.subgraphs or []:
+        for operator in subgraph.operators or []:
+            operands = _OPERANDS.get(flatbuffer.builtin_code(model, operator))
+            if operands is None or operator.inputs is None:
+                continue
+            if len(operator.inputs) > operands.weight and operator.inputs[operands.weight] >= 0:
+                tensor = subgraph.tensors[int(operator.inputs[operands.weight])]
+                if tensor.type in integer_types:
+                    return True
+    return False
+
+
 def _constant_weight(model, subgraph, tensor_index: int, quantized: bool) -> bool:
     tensor = subgraph.tensors[tensor_index]
     data = model.buffers[tensor.buffer].data
@@ -146,9 +191,9 @@ def find_weight_tensors(
     for subgraph_index, subgraph in enumerate(model.subgraphs or []):
         for operator in subgraph.operators or []:
             code = flatbuffer.builtin_code(model, operator)
-            if code not in _WEIGHT_OPERANDS:
+            if code not in _OPERANDS:
                 continue
-            operand, axis = _WEIGHT_OPERANDS[code]
+            operand, axis = _OPERANDS[code].weight, _OPERANDS[code].channel_axis
             if operator.inputs is None or len(operator.inputs) <= operand:
                 continue
             tensor_index = int(operator.inputs[operand])
@@ -170,6 +215,37 @@ def find_weight_tensors(
     if keras_model is None:
         return tensors
     return _match(model, tensors, keras_model)
+
+
+@dataclasses.dataclass(frozen=True)
+class Consumer:
+    """An operator that reads a weight tensor as its weights.
+
+    Attributes:
+      operator: operator index in the subgraph.
+      input: index of its activation input tensor.
+      bias: index of its bias tensor, or ``None`` when it has none.
+    """
+
+    operator: int
+    input: int
+    bias: int | None
+
+
+def consumers(model, subgraph_index: int, tensor_index: int) -> list[Consumer]:
+    """Every operator of the subgraph reading ``tensor_index`` in its weight slot."""
+    found = []
+    subgraph = model.subgraphs[subgraph_index]
+    for op_index, operator in enumerate(subgraph.operators or []):
+        operands = _OPERANDS.get(flatbuffer.builtin_code(model, operator))
+        inputs = [] if operator.inputs is None else [int(i) for i in operator.inputs]
+        if operands is None or len(inputs) <= operands.weight:
+            continue
+        if inputs[operands.weight] != tensor_index:
+            continue
+        bias = inputs[operands.bias] if len(inputs) > operands.bias else -1
+        found.append(Consumer(op_index, inputs[operands.input], bias if bias >= 0 else None))
+    return found
 
 
 def _float_values(model, weight: WeightTensor) -> tuple[np.ndarray, np.ndarray]:
