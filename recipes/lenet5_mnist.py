@@ -31,6 +31,8 @@ import tf_admm
 from recipes import data, models, pipeline
 from tf_admm.compat import keras, tf
 
+# Training images that calibrate the activation ranges of the full-integer export.
+CALIBRATION_EXAMPLES = 500
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 _CONFIG = flags.DEFINE_string(
@@ -77,6 +79,12 @@ _TRAIN_BATCHES = flags.DEFINE_integer(
 _EXPORT = flags.DEFINE_bool(
     "export", True, "Export the compressed model to a verified .tflite file and test it there."
 )
+_TFLITE_INT8 = flags.DEFINE_bool(
+    "tflite_int8",
+    False,
+    "Also export a full-integer .tflite (int8 activations, float inputs and outputs), calibrated "
+    f"on the first {CALIBRATION_EXAMPLES} training images, and test it in LiteRT.",
+)
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity.")
 _DETERMINISTIC = flags.DEFINE_bool(
     "deterministic",
@@ -99,6 +107,7 @@ class Settings:
     retrain_learning_rate: float = 1e-3
     admm_learning_rate: float | None = None
     export: bool = True
+    tflite_int8: bool = False
     seed: int = 0
     train_batches: int | None = None
     verbose: int = 1
@@ -205,7 +214,7 @@ def run(settings: Settings) -> dict[str, Any]:
     spec = settings.spec
     # Everything that shapes the training, not where files go or how much is printed.
     shaping = dataclasses.asdict(dataclasses.replace(settings, spec=None))
-    for field in ("model_dir", "data_dir", "verbose", "export"):
+    for field in ("model_dir", "data_dir", "verbose", "export", "tflite_int8"):
         del shaping[field]
     backup_dir = _backup_dir(settings, "admm", shaping, spec.to_dict())
     model, phase_times = pipeline.compress(
@@ -243,6 +252,16 @@ def run(settings: Settings) -> dict[str, Any]:
         start = time.perf_counter()
         results["tflite"] = _export(pruned, test_ds, settings.model_dir)
         timings["export"] = time.perf_counter() - start
+    if settings.tflite_int8:
+        start = time.perf_counter()
+        calibration = tf.cast(train_arrays[0][:CALIBRATION_EXAMPLES], tf.float32) / 255.0
+        results["tflite_int8"] = pipeline.export_tflite(
+            pruned,
+            test_ds,
+            os.path.join(settings.model_dir, "lenet5_int8.tflite"),
+            representative_data=calibration.numpy(),
+        )
+        timings["export_int8"] = time.perf_counter() - start
     pipeline.write_json_atomically(os.path.join(settings.model_dir, "results.json"), results)
     # Only now is nothing left to resume.
     shutil.rmtree(backup_dir, ignore_errors=True)
@@ -279,6 +298,7 @@ def settings_from_flags() -> Settings:
         retrain_learning_rate=_RETRAIN_LEARNING_RATE.value,
         admm_learning_rate=_ADMM_LEARNING_RATE.value,
         export=_EXPORT.value,
+        tflite_int8=_TFLITE_INT8.value,
         seed=_SEED.value,
         train_batches=_TRAIN_BATCHES.value,
         verbose=int(_VERBOSE.value),

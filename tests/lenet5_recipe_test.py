@@ -82,7 +82,9 @@ def test_recipe_prunes_and_quantizes_with_paper_bits(tmp_path, mnist_data_dir):
         quant_admm_rounds=1,
         quant_fractions=(0.5, 1.0),
     )
-    results = lenet5_mnist.run(_settings(tmp_path, mnist_data_dir, spec=spec, train_batches=4))
+    results = lenet5_mnist.run(
+        _settings(tmp_path, mnist_data_dir, spec=spec, train_batches=4, tflite_int8=True)
+    )
     budgets = {"conv1": 200, "conv2": 1100, "fc1": 1120, "fc2": 150}
     bits = {"conv1": 3, "conv2": 3, "fc1": 2, "fc2": 3}
     assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == budgets
@@ -95,3 +97,9 @@ def test_recipe_prunes_and_quantizes_with_paper_bits(tmp_path, mnist_data_dir):
     assert results["storage"]["totals"]["weight_data_ratio"] > 1_000
     lite = results["tflite"]
     assert abs(lite["accuracy"] - results["pruned_accuracy"]) <= 0.001
+    # The full-integer file: int8 compute, same pruned and quantized weights.
+    int8 = results["tflite_int8"]
+    assert int8["activations"] == "int8" and int8["path"].endswith("lenet5_int8.tflite")
+    assert int8["file_bytes"] == os.path.getsize(int8["path"]) < lite["float_file_bytes"] / 5
+    assert abs(int8["accuracy"] - results["pruned_accuracy"]) <= 0.01
+    assert "export_int8" in results["seconds"]
