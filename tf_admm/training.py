@@ -188,6 +188,10 @@ class AdmmModel(keras.Model):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        # train_step returns only metric results, already aggregated over all replicas. Keras'
+        # default ("auto", i.e. "sum") sums them again over the workers of a
+        # MultiWorkerMirroredStrategy: 2 workers would log twice the loss and penalty.
+        self.distribute_reduction_method = "first"
         # Remembered so that strip() gives back a Sequential model for a Sequential one.
         self.from_sequential = bool(from_sequential)
         if spec is None:
