@@ -286,12 +286,15 @@ def compress(
 
     phase_times: dict[str, float] = {}
     logging.info(
-        "%d scheduled rounds of %d epoch(s) (pruning ADMM %d, retraining %d, quantization "
-        "ADMM %d, locking %d), then %d epochs in the final phase",
+        "%d scheduled rounds of %d epoch(s) (%d pruning stage(s) at %s of the final ratios, "
+        "each: ADMM %d, then retraining %d; quantization ADMM %d, locking %d), then %d epochs "
+        "in the final phase",
         spec.scheduled_rounds(),
         spec.update_every,
+        len(spec.prune_stages) if spec.prunes else 0,
+        list(spec.prune_stages),
         spec.admm_rounds if spec.prunes else 0,
-        spec.retrain_rounds if spec.quantizes and spec.prunes else 0,
+        spec.retrain_rounds if spec.prunes else 0,
         spec.quant_admm_rounds if spec.quantizes else 0,
         len(spec.quant_fractions) if spec.quantizes else 0,
         retrain_epochs,

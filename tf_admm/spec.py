@@ -132,6 +132,25 @@ def _check_positive_int(where: str, field: str, value: Any):
     _check_count(where, field, value)
 
 
+def _check_fractions(field: str, fractions: Any) -> tuple[float, ...]:
+    """``fractions`` as a tuple of floats increasing in (0, 1] and ending at 1."""
+    if (
+        isinstance(fractions, (str, bytes))
+        or not isinstance(fractions, Sequence)
+        or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions)
+    ):
+        raise _fail("Spec", f"{field} to be a list of numbers", field, fractions)
+    fractions = tuple(_as_float(f) for f in fractions)
+    if (
+        not fractions
+        or fractions[-1] != 1.0
+        or any(not 0 < f <= 1 for f in fractions)
+        or any(b <= a for a, b in zip(fractions, fractions[1:]))
+    ):
+        raise _fail("Spec", f"{field} increasing in (0, 1] and ending at 1", field, list(fractions))
+    return fractions
+
+
 def _from_mapping(cls, where: str, config: Any):
     """Builds dataclass ``cls`` from a mapping, refusing unknown keys by name."""
     if not isinstance(config, Mapping):
@@ -411,6 +430,12 @@ class Spec:
     levels, is locked onto them and the rest retrains), then training of the shared values
     (``centroid_update``) for the rest of training. The last phase lasts until training stops.
 
+    Pruning may be progressive (Ye et al. 2018's progressive ADMM): with ``prune_stages`` =
+    ``(f_1, ..., 1)`` stage ``s`` runs ``admm_rounds`` ADMM rounds towards ``f_s`` of each
+    layer's final compression ratio (it keeps ``kept / f_s`` weights), projects, and retrains
+    for ``retrain_rounds`` rounds; the next stage restarts ADMM (Z from the pruned W, U = 0, rho
+    from its initial value) among the weights still kept, so a pruned weight never returns.
+
     Attributes:
       rules: per-layer rules; the first rule that matches a layer applies. Every rule must
         match at least one layer.
@@ -420,7 +445,10 @@ class Spec:
       update_every: length of an ADMM round, in ``update_unit``.
       update_unit: ``"step"`` or ``"epoch"``.
       admm_rounds: number of Z/U updates before the hard projection.
-      retrain_rounds: rounds of masked retraining between pruning and quantization.
+      retrain_rounds: rounds of masked retraining after each pruning stage but the last, and
+        between pruning and quantization.
+      prune_stages: increasing fractions in (0, 1] of the final compression ratios, one per
+        pruning stage; the last must be 1. ``(1.0,)``: one stage.
       quant_admm_rounds: ADMM rounds onto the quantization levels.
       quant_fractions: increasing cumulative fractions of kept weights locked, one per round;
         the last must be 1.
@@ -436,6 +464,7 @@ class Spec:
     update_unit: Unit = Unit.EPOCH
     admm_rounds: int = 10
     retrain_rounds: int = 0
+    prune_stages: tuple[float, ...] = (1.0,)
     quant_admm_rounds: int = 5
     quant_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
@@ -490,29 +519,8 @@ class Spec:
             )
         _check_count("Spec", "retrain_rounds", self.retrain_rounds)
         _check_positive_int("Spec", "quant_admm_rounds", self.quant_admm_rounds)
-        fractions = self.quant_fractions
-        if (
-            isinstance(fractions, (str, bytes))
-            or not isinstance(fractions, Sequence)
-            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions)
-        ):
-            raise _fail(
-                "Spec", "quant_fractions to be a list of numbers", "quant_fractions", fractions
-            )
-        fractions = tuple(_as_float(f) for f in fractions)
-        if (
-            not fractions
-            or fractions[-1] != 1.0
-            or any(not 0 < f <= 1 for f in fractions)
-            or any(b <= a for a, b in zip(fractions, fractions[1:]))
-        ):
-            raise _fail(
-                "Spec",
-                "quant_fractions increasing in (0, 1] and ending at 1",
-                "quant_fractions",
-                list(fractions),
-            )
-        object.__setattr__(self, "quant_fractions", fractions)
+        for field in ("prune_stages", "quant_fractions"):
+            object.__setattr__(self, field, _check_fractions(field, getattr(self, field)))
         try:
             object.__setattr__(self, "centroid_update", CentroidUpdate(self.centroid_update))
         except ValueError:
@@ -547,7 +555,7 @@ class Spec:
         locking starts) and ``quant_lock`` (all weights locked). Without quantization only
         ``prune_admm`` is present.
         """
-        prune_end = self.admm_rounds if self.prunes else 0
+        prune_end = self.stage_starts()[-1] + self.admm_rounds if self.prunes else 0
         bounds = {"prune_admm": prune_end}
         if self.quantizes:
             start = prune_end + (self.retrain_rounds if self.prunes else 0)
@@ -556,6 +564,16 @@ class Spec:
             # Locking happens at the end of rounds quant_admm .. quant_admm + len - 1.
             bounds["quant_lock"] = bounds["quant_admm"] + len(self.quant_fractions) - 1
         return bounds
+
+    def stage_starts(self) -> tuple[int, ...]:
+        """The round at which each pruning stage's ADMM begins (``(0,)`` for one stage)."""
+        length = self.admm_rounds + self.retrain_rounds
+        return tuple(stage * length for stage in range(len(self.prune_stages)))
+
+    def stage_at(self, round_: int) -> int:
+        """Index of the pruning stage that round ``round_`` (0-based) belongs to."""
+        starts = self.stage_starts()
+        return max(i for i, start in enumerate(starts) if start <= round_)
 
     def scheduled_rounds(self) -> int:
         """Rounds until the last (open-ended) phase begins."""
@@ -576,6 +594,7 @@ class Spec:
             "update_unit": self.update_unit.value,
             "admm_rounds": self.admm_rounds,
             "retrain_rounds": self.retrain_rounds,
+            "prune_stages": list(self.prune_stages),
             "quant_admm_rounds": self.quant_admm_rounds,
             "quant_fractions": list(self.quant_fractions),
             "centroid_update": self.centroid_update.value,

@@ -120,3 +120,24 @@ def test_numpy_scalars_mean_their_python_values():
         Spec(rules=spec.rules, admm_rounds=np.float32(2.5))
     with pytest.raises(SpecError, match="per_channel"):
         Rule(name="a", sparsity=0.5, bits=3, per_channel=np.float32(1.0))
+
+
+def test_prune_stages_validate_and_shape_the_schedule():
+    rules = (Rule(name="fc1", sparsity=0.9),)
+    spec = Spec(rules=rules, admm_rounds=3, retrain_rounds=2, prune_stages=[0.5, 1])
+    assert spec.prune_stages == (0.5, 1.0)
+    assert spec.stage_starts() == (0, 5)
+    assert [spec.stage_at(r) for r in range(9)] == [0] * 5 + [1] * 4
+    assert spec.phase_boundaries() == {"prune_admm": 8}
+    assert Spec.from_json(spec.to_json()) == spec
+    quantized = Spec(
+        rules=(Rule(name="fc1", sparsity=0.9, bits=3),),
+        admm_rounds=3,
+        retrain_rounds=2,
+        prune_stages=(0.5, 1.0),
+    )
+    assert quantized.phase_boundaries()["quant_start"] == 10
+    assert Spec.from_dict({"rules": [{"name": "a", "sparsity": 0.5}]}).prune_stages == (1.0,)
+    for bad in ([0.5], [1.0, 0.5, 1.0], [0.0, 1.0], "1", [True]):
+        with pytest.raises(SpecError, match="prune_stages"):
+            Spec(rules=rules, prune_stages=bad)

@@ -159,7 +159,7 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     def fill(old, new):
         if isinstance(new, AdmmWrapper):
             new.layer.set_weights(old.get_weights())
-            new.initialize()
+            new.initialize(spec.prune_stages[0])
         else:
             new.set_weights(old.get_weights())
 
@@ -337,10 +337,13 @@ class AdmmModel(keras.Model):
         Returns a dict describing what happened (empty if nothing was due).
         """
         phase = self.phase
-        if unit is not self.spec.update_unit or phase is self.final_phase:
+        if unit is not self.spec.update_unit:
+            return {}
+        done = int(self.admm_round.numpy())
+        last_stage = self.spec.stage_at(done) == len(self.spec.prune_stages) - 1
+        if phase is self.final_phase and (self.spec.quantizes or last_stage):
             return {}
         elapsed = int((self.admm_step if unit is Unit.STEP else self.admm_epoch).numpy())
-        done = int(self.admm_round.numpy())
         if elapsed < (done + 1) * self.spec.update_every:
             return {}
         round_ = done + 1
@@ -348,17 +351,27 @@ class AdmmModel(keras.Model):
         bounds = self.spec.phase_boundaries()
         schedule = self.spec.rho
         event: dict[str, Any] = {"round": round_, "phase": phase.name}
+        stages, starts = self.spec.prune_stages, self.spec.stage_starts()
+        stage = self.spec.stage_at(done)
         if phase is Phase.ADMM:
-            scale = schedule(done + 1) / schedule(done)
+            index = done - starts[stage]
+            scale = schedule(index + 1) / schedule(index)
             for wrapper in self._wrappers:
-                wrapper.admm_update(scale)
-            if round_ >= bounds["prune_admm"]:
+                wrapper.admm_update(scale, stages[stage])
+            if round_ >= starts[stage] + self.spec.admm_rounds:
                 for wrapper in self._wrappers:
-                    wrapper.hard_project()
+                    wrapper.hard_project(stages[stage])
                 self.admm_phase.assign(int(Phase.RETRAIN))
                 event["next"] = "hard projection, masked retraining"
+                if len(stages) > 1:
+                    event["stage"] = f"{stage + 1}/{len(stages)}"
                 phase = Phase.RETRAIN
-        if phase is Phase.RETRAIN and self.spec.quantizes and round_ >= bounds["quant_start"]:
+        if phase is Phase.RETRAIN and stage + 1 < len(stages) and round_ >= starts[stage + 1]:
+            for wrapper in self._wrappers:
+                wrapper.begin_stage(stages[stage + 1])
+            self.admm_phase.assign(int(Phase.ADMM))
+            event["next"] = f"pruning stage {stage + 2}/{len(stages)}: ADMM"
+        elif phase is Phase.RETRAIN and self.spec.quantizes and round_ >= bounds["quant_start"]:
             self.begin_quantization()
             event["next"] = "quantization ADMM"
         elif phase is Phase.QUANT_ADMM:

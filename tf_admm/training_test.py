@@ -267,3 +267,49 @@ def test_fit_accepts_a_lone_callback_object_like_keras():
     model = _wrapped(_spec(rounds=1, every=1, unit="epoch"))
     model.fit(x, y, epochs=1, verbose=0, callbacks=tf_admm.AdmmUpdate())
     assert int(model.admm_round.numpy()) == 1
+
+
+def test_progressive_stages_prune_within_the_previous_stage_and_restart_admm():
+    x, y = small_data(64)
+    spec = tf_admm.Spec(
+        rules=[tf_admm.Rule(name=n, sparsity=s) for n, s in SPARSITY.items()],
+        rho=tf_admm.RhoSchedule(0.05, 2.0),
+        admm_rounds=2,
+        retrain_rounds=1,
+        prune_stages=(0.25, 1.0),
+        update_every=2,
+        update_unit="step",
+    )
+    # Stage 1: rounds 0-1 ADMM, round 2 retraining; stage 2: rounds 3-4 ADMM; then retraining.
+    assert spec.stage_starts() == (0, 3) and spec.scheduled_rounds() == 5
+    model = _wrapped(spec)
+    slots = [s for w in model.admm_wrappers for s in w.slots]
+    # Z starts at the first stage's count, which keeps 4x the final count (at most all).
+    for slot in slots:
+        size = int(np.prod(slot.variable.shape))
+        assert slot.keep_at(0.25) == min(size, 4 * slot.keep)
+        assert np.count_nonzero(slot.auxiliary.numpy()) == slot.keep_at(0.25)
+    fit = dict(batch_size=16, shuffle=False, verbose=0, callbacks=tf_admm.callbacks())
+    model.fit(x, y, epochs=1, **fit)  # 4 steps: two rounds, then the first projection.
+    assert model.phase is tf_admm.Phase.RETRAIN
+    first = _effective(model)
+    for slot, value in zip(slots, [v for w in model.admm_wrappers for v in first[w.layer.name]]):
+        assert np.count_nonzero(value) == slot.keep_at(0.25)
+    rho = [float(s.rho.numpy()) for s in slots]
+    model.fit(x, y, epochs=1, **fit)  # Round 2 retrains, then stage 2 starts; round 3 ADMM.
+    assert model.phase is tf_admm.Phase.ADMM and int(model.admm_round.numpy()) == 4
+    # rho restarted from its initial value (0.05) and grew once (x2) in stage 2.
+    assert [float(s.rho.numpy()) for s in slots] == pytest.approx([0.1] * len(slots))
+    assert rho == pytest.approx([0.2] * len(slots))
+    model.fit(x, y, epochs=2, **fit)
+    assert model.phase is tf_admm.Phase.RETRAIN and int(model.admm_round.numpy()) == 5
+    final = _effective(model)
+    for wrapper in model.admm_wrappers:
+        name = wrapper.layer.name
+        for slot, before, after in zip(wrapper.slots, first[name], final[name]):
+            assert np.count_nonzero(after) == slot.keep
+            # Nothing pruned in stage 1 came back in stage 2.
+            np.testing.assert_array_equal(after[before == 0], 0.0)
+    # The last retraining is open-ended.
+    model.fit(x, y, epochs=1, **fit)
+    assert model.phase is tf_admm.Phase.RETRAIN and int(model.admm_round.numpy()) == 5

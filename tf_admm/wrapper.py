@@ -95,6 +95,11 @@ class _Slot:
         self.locked: tf.Variable | None = None
         self.level_counts: tf.Variable | None = None
 
+    def keep_at(self, fraction: float) -> int:
+        """Weights kept in a pruning stage at ``fraction`` of the final compression ratio."""
+        size = int(self.variable.shape.num_elements())
+        return projections.stage_keep_count(size, self.keep, fraction)
+
     @property
     def channels(self) -> int:
         return int(self.variable.shape[-1]) if self.target.per_channel else 1
@@ -271,14 +276,18 @@ class AdmmWrapper(keras.layers.Wrapper):
 
     # ADMM state transitions; all run between steps (eagerly, in cross-replica context).
 
-    def initialize(self) -> None:
+    def initialize(self, fraction: float = 1.0) -> None:
         """Z <- projection of W, U <- 0: the start of ADMM from W.
 
         The mask starts all ones, except for a weight that is only quantized: there the zeros
         already in W (say, from a model pruned with tfmot) count as pruned and stay zero.
+
+        Args:
+          fraction: the first pruning stage's fraction of the final compression ratio.
         """
         for slot in self._slots:
-            slot.auxiliary.assign(projections.project_top_k(slot.variable, slot.keep))
+            keep = slot.keep_at(fraction) if slot.target.prunes else slot.keep
+            slot.auxiliary.assign(projections.project_top_k(slot.variable, keep))
             slot.dual.assign(tf.zeros_like(slot.dual))
             if slot.target.quantizes and not slot.target.prunes:
                 slot.mask.assign(tf.cast(tf.not_equal(slot.variable, 0.0), slot.mask.dtype))
@@ -299,21 +308,37 @@ class AdmmWrapper(keras.layers.Wrapper):
         slot.dual.assign(dual / rho_scale)
         slot.rho.assign(slot.rho * rho_scale)
 
-    def admm_update(self, rho_scale: float) -> None:
-        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho <- rho * rho_scale."""
+    def admm_update(self, rho_scale: float, fraction: float = 1.0) -> None:
+        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho <- rho * rho_scale.
+
+        ``k`` is the count kept by the pruning stage at ``fraction`` of the final ratio; the
+        weights pruned by earlier stages are zero in W and Z, and U is zero there too.
+        """
         for slot in self._select("prunes"):
             weight = tf.convert_to_tensor(slot.variable)
-            auxiliary = projections.project_top_k(weight + slot.dual, slot.keep)
+            shifted = (weight + slot.dual) * slot.mask
+            auxiliary = projections.project_top_k(shifted, slot.keep_at(fraction))
             self._step(slot, auxiliary, weight, rho_scale)
 
-    def hard_project(self) -> None:
-        """Keeps the ``keep`` largest weights for good: mask, W and Z agree; U <- 0."""
+    def hard_project(self, fraction: float = 1.0) -> None:
+        """Keeps the stage's largest weights for good: mask, W and Z agree; U <- 0."""
         for slot in self._select("prunes"):
-            mask = projections.top_k_mask(slot.variable, slot.keep)
+            mask = projections.top_k_mask(slot.variable * slot.mask, slot.keep_at(fraction))
             slot.mask.assign(mask)
             slot.variable.assign(slot.variable * mask)
             slot.auxiliary.assign(slot.variable)
             slot.dual.assign(tf.zeros_like(slot.dual))
+
+    def begin_stage(self, fraction: float) -> None:
+        """Restarts pruning ADMM among the kept weights: Z <- top-k(W), U <- 0, rho from start.
+
+        The mask stays: weights pruned by an earlier stage stay pruned.
+        """
+        for slot in self._select("prunes"):
+            slot.auxiliary.assign(projections.project_top_k(slot.masked(), slot.keep_at(fraction)))
+            slot.dual.assign(tf.zeros_like(slot.dual))
+            slot.rho.assign(slot.target.rho)
+            slot.dual_residual.assign(0.0)
 
     def quant_begin(self) -> None:
         """Start of quantization ADMM: Z <- P_levels(W), U <- 0, rho back to its start."""

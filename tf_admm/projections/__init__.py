@@ -28,7 +28,12 @@ from tf_admm.projections.levels import (
     relative_error,
     uniform_levels,
 )
-from tf_admm.projections.sparsity import keep_count, project_top_k, top_k_mask
+from tf_admm.projections.sparsity import (
+    keep_count,
+    project_top_k,
+    stage_keep_count,
+    top_k_mask,
+)
 
 __all__ = [
     "KMeansResult",
@@ -48,6 +53,7 @@ __all__ = [
     "power_of_two_levels",
     "project_to_levels",
     "project_top_k",
+    "stage_keep_count",
     "relative_error",
     "top_k_mask",
     "uniform_levels",

@@ -29,6 +29,32 @@ def keep_count(size: int, sparsity: float) -> int:
     return min(size, max(1, math.floor(size * (1.0 - sparsity) + 0.5)))
 
 
+def stage_keep_count(size: int, keep: int, fraction: float) -> int:
+    """Entries kept in a pruning stage that reaches ``fraction`` of the final compression ratio.
+
+    The final stage keeps ``keep`` of ``size`` entries (ratio ``size / keep``); a stage at
+    ``fraction`` of that ratio keeps ``keep / fraction`` entries, rounded half up, and never
+    fewer than ``keep`` nor more than ``size``. E.g. 1,000 entries, 10 kept at the end: a stage
+    at 1/4 of the final 100x keeps 40 (25x).
+
+    Args:
+      size: number of entries of the tensor, >= 1.
+      keep: entries kept at the end, in [1, size].
+      fraction: the stage's fraction of the final compression ratio, in (0, 1].
+
+    Returns:
+      The number of entries kept in the stage, in [keep, size].
+
+    Raises:
+      ValueError: if an argument is out of its range.
+    """
+    if not 1 <= keep <= size:
+        raise ValueError(f"Expected 1 <= keep <= size; received: keep={keep}, size={size}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"Expected fraction in (0, 1]; received: fraction={fraction}")
+    return min(size, max(keep, math.floor(keep / fraction + 0.5)))
+
+
 def top_k_mask(x: tf.Tensor, k: int) -> tf.Tensor:
     """0/1 mask of the ``k`` entries of ``x`` with the largest magnitude.
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_admm.projections import keep_count, project_top_k, top_k_mask
+from tf_admm.projections import keep_count, project_top_k, sparsity, top_k_mask
 
 SHAPES = [(7,), (5, 6), (3, 3, 4, 2)]
 
@@ -81,3 +81,16 @@ def test_keep_count_rejects_bad_input(size, sparsity):
 def test_k_out_of_range_is_rejected():
     with pytest.raises(ValueError, match="k="):
         top_k_mask(tf.zeros([3]), 4)
+
+
+def test_stage_keep_count_examples_and_bounds():
+    assert sparsity.stage_keep_count(1000, 10, 0.25) == 40
+    assert sparsity.stage_keep_count(1000, 10, 1.0) == 10
+    assert sparsity.stage_keep_count(1000, 10, 0.3) == 33  # 33.3 rounds down.
+    assert sparsity.stage_keep_count(1000, 400, 0.1) == 1000  # Never more than all.
+    assert sparsity.stage_keep_count(500, 100, 1 / 3) == 300
+    counts = [sparsity.stage_keep_count(10_000, 37, f / 20) for f in range(1, 21)]
+    assert counts == sorted(counts, reverse=True) and counts[-1] == 37
+    for bad in [(10, 0, 0.5), (10, 11, 0.5), (10, 5, 0.0), (10, 5, 1.5)]:
+        with pytest.raises(ValueError, match="Expected"):
+            sparsity.stage_keep_count(*bad)
