@@ -350,6 +350,19 @@ CASES = [
         r"quant_fractions to be a list of numbers; received: quant_fractions=\{'0': 1.0\}",
     ),
     (
+        "prune_stages_decreasing",
+        lambda env: _spec(prune_stages=[0.5, 0.25, 1.0]),
+        SpecError,
+        r"Spec: Expected prune_stages increasing in \(0, 1\] and ending at 1; "
+        r"received: prune_stages=\[0.5, 0.25, 1.0\]",
+    ),
+    (
+        "prune_stages_a_number",
+        lambda env: _spec(prune_stages=0.5),
+        SpecError,
+        r"prune_stages to be a list of numbers; received: prune_stages=0.5",
+    ),
+    (
         "centroid_update_wrong_case",
         lambda env: _spec(centroid_update="MEAN"),
         SpecError,

@@ -38,6 +38,7 @@ _SPEC_FIELDS = [
     "update_unit",
     "admm_rounds",
     "retrain_rounds",
+    "prune_stages",
     "quant_admm_rounds",
     "quant_fractions",
     "centroid_update",
@@ -181,6 +182,18 @@ def _rule_configs(draw, matcher: bool) -> dict[str, Any]:
     return config
 
 
+def _fractions():
+    """Valid fraction lists: increasing in (0, 1), then 1."""
+    return st.tuples(
+        st.lists(
+            st.floats(min_value=0, max_value=1, exclude_min=True, exclude_max=True),
+            max_size=4,
+            unique=True,
+        ),
+        st.sampled_from([1, 1.0]),
+    ).map(lambda t: sorted(t[0]) + [t[1]])
+
+
 @st.composite
 def _spec_configs(draw) -> dict[str, Any]:
     rules = draw(st.lists(_rule_configs(matcher=True), max_size=3))
@@ -194,14 +207,8 @@ def _spec_configs(draw) -> dict[str, Any]:
         "admm_rounds": st.integers(1, 10**4),
         "retrain_rounds": st.integers(0, 10**4),
         "quant_admm_rounds": st.integers(1, 10**4),
-        "quant_fractions": st.tuples(
-            st.lists(
-                st.floats(min_value=0, max_value=1, exclude_min=True, exclude_max=True),
-                max_size=4,
-                unique=True,
-            ),
-            st.sampled_from([1, 1.0]),
-        ).map(lambda t: sorted(t[0]) + [t[1]]),
+        "prune_stages": _fractions(),
+        "quant_fractions": _fractions(),
         "centroid_update": st.sampled_from(["none", "sum", "mean"]),
     }
     config.update(draw(st.fixed_dictionaries({}, optional=optional)))
