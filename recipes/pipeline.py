@@ -280,9 +280,19 @@ def compress(
     model = tf_admm.admm_wrap(dense, spec)
     model.compile(keras.optimizers.Adam(learning_rate), loss(), metrics())
     final_schedule = step_decay(retrain_learning_rate, retrain_epochs, start=scheduled_epochs)
+    # Retraining between progressive pruning stages decays like the final retraining does.
+    every = spec.update_every
+    stage_retraining = [
+        ((start - spec.retrain_rounds) * every, start * every) for start in spec.stage_starts()[1:]
+    ]
 
     def schedule(epoch, lr):
-        return learning_rate if epoch < scheduled_epochs else final_schedule(epoch, lr)
+        if epoch >= scheduled_epochs:
+            return final_schedule(epoch, lr)
+        for begin, end in stage_retraining:
+            if begin <= epoch < end:
+                return step_decay(learning_rate, end - begin, start=begin)(epoch, lr)
+        return learning_rate
 
     phase_times: dict[str, float] = {}
     logging.info(

@@ -301,6 +301,12 @@ def test_progressive_stages_prune_within_the_previous_stage_and_restart_admm():
     # rho restarted from its initial value (0.05) and grew once (x2) in stage 2.
     assert [float(s.rho.numpy()) for s in slots] == pytest.approx([0.1] * len(slots))
     assert rho == pytest.approx([0.2] * len(slots))
+    # Pruned in stage 1 (fc1 only): Z and U stay 0 however W drifts under Adam.
+    assert sum(int(np.any(s.mask.numpy() == 0)) for s in slots) == 1
+    for slot in slots:
+        pruned = slot.mask.numpy() == 0
+        np.testing.assert_array_equal(slot.auxiliary.numpy()[pruned], 0.0)
+        np.testing.assert_array_equal(slot.dual.numpy()[pruned], 0.0)
     model.fit(x, y, epochs=2, **fit)
     assert model.phase is tf_admm.Phase.RETRAIN and int(model.admm_round.numpy()) == 5
     final = _effective(model)

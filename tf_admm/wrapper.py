@@ -315,7 +315,8 @@ class AdmmWrapper(keras.layers.Wrapper):
         weights pruned by earlier stages are zero in W and Z, and U is zero there too.
         """
         for slot in self._select("prunes"):
-            weight = tf.convert_to_tensor(slot.variable)
+            # W with earlier stages' zeros: where the mask is 0, W - Z and so U stay 0.
+            weight = slot.masked()
             shifted = (weight + slot.dual) * slot.mask
             auxiliary = projections.project_top_k(shifted, slot.keep_at(fraction))
             self._step(slot, auxiliary, weight, rho_scale)
