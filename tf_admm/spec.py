@@ -433,8 +433,9 @@ class Spec:
     Pruning may be progressive (Ye et al. 2018's progressive ADMM): with ``prune_stages`` =
     ``(f_1, ..., 1)`` stage ``s`` runs ``admm_rounds`` ADMM rounds towards ``f_s`` of each
     layer's final compression ratio (it keeps ``kept / f_s`` weights), projects, and retrains
-    for ``retrain_rounds`` rounds; the next stage restarts ADMM (Z from the pruned W, U = 0, rho
-    from its initial value) among the weights still kept, so a pruned weight never returns.
+    for ``retrain_rounds`` rounds; the next stage restarts ADMM from the pruned W (Z its top-k,
+    U = 0, rho from its initial value) with every mask open again, so a weight pruned by an
+    earlier stage may grow back; the last stage's hard projection is final.
 
     Attributes:
       rules: per-layer rules; the first rule that matches a layer applies. Every rule must
