@@ -215,14 +215,7 @@ def _sparse_float_candidate(values: np.ndarray) -> _Candidate:
             stored,
             sparsity=flatbuffer.sparsity_parameters(layout),
         )
-        editor.add_operator(
-            weight.subgraph,
-            _OPS.DENSIFY,
-            1,
-            [source],
-            [weight.tensor],
-            (_schema.BuiltinOptions.DensifyOptions, _schema.DensifyOptionsT()),
-        )
+        editor.add_densify(weight.subgraph, source, weight.tensor)
 
     estimate = layout.stored_bytes(4) + _TENSOR_OVERHEAD + _OPERATOR_OVERHEAD
     return _Candidate(
@@ -241,14 +234,7 @@ def _levels_candidate(encoding: Encoding, fit: encodings.UniformFit) -> _Candida
             _stored_codes(fit),
             quantization=_quantization(fit.scale, fit.axis, fit.zero_point),
         )
-        editor.add_operator(
-            weight.subgraph,
-            _OPS.DEQUANTIZE,
-            _dequantize_version(fit),
-            [source],
-            [weight.tensor],
-            (_schema.BuiltinOptions.DequantizeOptions, _schema.DequantizeOptionsT()),
-        )
+        editor.add_dequantize(weight.subgraph, _dequantize_version(fit), source, weight.tensor)
 
     estimate = (
         fit.code_type.stored_bytes(fit.codes.size)
@@ -284,21 +270,9 @@ def _sparse_levels_candidate(
             _TYPES.INT8,
             quantization=_quantization(fit.scale, fit.axis),
         )
-        editor.add_operator(
-            weight.subgraph,
-            _OPS.DENSIFY,
-            1,
-            [source],
-            [codes],
-            (_schema.BuiltinOptions.DensifyOptions, _schema.DensifyOptionsT()),
-        )
-        editor.add_operator(
-            weight.subgraph,
-            _OPS.DEQUANTIZE,
-            5 if fit.axis is not None else 2,
-            [codes],
-            [weight.tensor],
-            (_schema.BuiltinOptions.DequantizeOptions, _schema.DequantizeOptionsT()),
+        editor.add_densify(weight.subgraph, source, codes)
+        editor.add_dequantize(
+            weight.subgraph, 5 if fit.axis is not None else 2, codes, weight.tensor
         )
 
     estimate = (
@@ -338,23 +312,9 @@ def _float16_candidate(values: np.ndarray, sparse: bool) -> _Candidate:
             source = editor.add_tensor(
                 weight.subgraph, f"{weight.tensor_name}/float16", values.shape, _TYPES.FLOAT16
             )
-            editor.add_operator(
-                weight.subgraph,
-                _OPS.DENSIFY,
-                1,
-                [stored],
-                [source],
-                (_schema.BuiltinOptions.DensifyOptions, _schema.DensifyOptionsT()),
-            )
+            editor.add_densify(weight.subgraph, stored, source)
         # DEQUANTIZE version 3 reads float16 (TFLite's op_version.cc).
-        editor.add_operator(
-            weight.subgraph,
-            _OPS.DEQUANTIZE,
-            3,
-            [source],
-            [weight.tensor],
-            (_schema.BuiltinOptions.DequantizeOptions, _schema.DequantizeOptionsT()),
-        )
+        editor.add_dequantize(weight.subgraph, 3, source, weight.tensor)
 
     error = encodings.float16_error(values)
     if layout is None:

@@ -366,6 +366,20 @@ class ModelEditor:
             operator.builtinOptionsType, operator.builtinOptions = options
         self._prepended.setdefault(subgraph_index, []).append(operator)
 
+    def add_densify(self, subgraph_index: int, source: int, output: int) -> None:
+        """DENSIFY: the sparse constant ``source`` expanded into the dense tensor ``output``."""
+        options = (schema.BuiltinOptions.DensifyOptions, schema.DensifyOptionsT())
+        self.add_operator(
+            subgraph_index, schema.BuiltinOperator.DENSIFY, 1, [source], [output], options
+        )
+
+    def add_dequantize(self, subgraph_index: int, version: int, source: int, output: int) -> None:
+        """DEQUANTIZE ``source`` into ``output`` (``version`` from TFLite's op_version.cc)."""
+        options = (schema.BuiltinOptions.DequantizeOptions, schema.DequantizeOptionsT())
+        self.add_operator(
+            subgraph_index, schema.BuiltinOperator.DEQUANTIZE, version, [source], [output], options
+        )
+
     def finish(self) -> schema.ModelT:
         """Puts the added operators in place and returns the model."""
         for subgraph_index, operators in self._prepended.items():

@@ -419,14 +419,7 @@ def _densify_into(editor, weight: WeightTensor, codes: np.ndarray, layout) -> No
         codes.reshape(-1)[layout.positions].astype(np.int8),
         sparsity=flatbuffer.sparsity_parameters(layout),
     )
-    editor.add_operator(
-        weight.subgraph,
-        _OPS.DENSIFY,
-        1,
-        [source],
-        [weight.tensor],
-        (_schema.BuiltinOptions.DensifyOptions, _schema.DensifyOptionsT()),
-    )
+    editor.add_densify(weight.subgraph, source, weight.tensor)
 
 
 def _baseline(
