@@ -44,6 +44,22 @@ def combined_results(smoke_dir, mnist_data_dir, frontier_results):
     return combined.run(settings)
 
 
+@pytest.fixture(scope="module")
+def frontier_again(smoke_dir, mnist_data_dir, frontier_results):
+    """A second frontier run (ratio 50) that reuses the first run's dense checkpoint."""
+    work_dir = smoke_dir / "frontier"
+    return frontier.run(
+        frontier.Settings.smoke(
+            work_dir=str(work_dir),
+            data_dir=mnist_data_dir,
+            ratios=(50,),
+            libraries=("tf_admm",),
+            out=str(work_dir / "again.json"),
+            plot="",
+        )
+    )
+
+
 def test_allocate_scales_the_71x_profile_to_the_requested_ratio():
     profile, _ = frontier.load_profile()
     sizes = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
@@ -106,7 +122,7 @@ def test_overhead_smoke_times_every_variant_on_both_models(smoke_dir, overhead_r
 
 
 def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(
-    smoke_dir, mnist_data_dir, frontier_results
+    smoke_dir, frontier_results, frontier_again
 ):
     work_dir = smoke_dir / "frontier"
     results = frontier_results
@@ -143,16 +159,7 @@ def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(
     assert png.startswith(b"\x89PNG")
     # One shared dense checkpoint, reused by a second run instead of pretraining again.
     assert not results["dense"]["cached"]
-    again = frontier.run(
-        frontier.Settings.smoke(
-            work_dir=str(work_dir),
-            data_dir=mnist_data_dir,
-            ratios=(50,),
-            libraries=("tf_admm",),
-            out=str(work_dir / "again.json"),
-            plot="",
-        )
-    )
+    again = frontier_again
     assert again["dense"]["cached"]
     assert again["dense"]["accuracy"] == pytest.approx(results["dense"]["accuracy"])
     with open(work_dir / "again.json", encoding="utf-8") as f:
@@ -223,7 +230,7 @@ def test_combined_smoke_runs_tf_admm_and_the_tfmot_pipeline_on_one_budget(
 
 
 def test_results_report_from_the_smoke_outputs(
-    smoke_dir, overhead_results, frontier_results, combined_results
+    smoke_dir, overhead_results, frontier_results, frontier_again, combined_results
 ):
     out = smoke_dir / "docs" / "RESULTS.md"
     report = results.run(
