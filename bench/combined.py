@@ -978,15 +978,8 @@ def settings_from_flags() -> Settings:
         "libraries": tuple,
         "verbose": int,
     }
-    smoke = _FLAGS["smoke"].value
     try:
-        values = {
-            name: convert.get(name, lambda v: v)(holder.value)
-            for name, holder in _FLAGS.items()
-            if name != "smoke" and (holder.present or not smoke)
-        }
-        values["command"] = common.command_line("bench.combined")
-        settings = Settings.smoke(**values) if smoke else Settings(**values)
+        settings = common.settings_from_flags(_FLAGS, Settings, "bench.combined", convert)
         budget(settings.spec(), settings.final_epochs, settings.pcqat_epochs)
         return settings
     except (ValueError, OSError) as error:

@@ -64,6 +64,24 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
     return " ".join([shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args)])
 
 
+def settings_from_flags(holders, settings_class, module: str, convert=None):
+    """``settings_class`` built from absl flag ``holders`` (which include a ``smoke`` flag).
+
+    With ``--smoke`` only the flags given on the command line override the smoke defaults
+    (``settings_class.smoke``); otherwise every flag's value is used. ``convert`` maps flag
+    names to functions applied to their values. ``command`` is set to the command line.
+    """
+    convert = convert or {}
+    smoke = holders["smoke"].value
+    values = {
+        name: convert.get(name, lambda v: v)(holder.value)
+        for name, holder in holders.items()
+        if name != "smoke" and (holder.present or not smoke)
+    }
+    values["command"] = command_line(module)
+    return settings_class.smoke(**values) if smoke else settings_class(**values)
+
+
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (or what ``platform`` knows elsewhere)."""
     try:

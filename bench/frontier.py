@@ -533,15 +533,8 @@ def settings_from_flags() -> Settings:
         "libraries": tuple,
         "verbose": int,
     }
-    smoke = _FLAGS["smoke"].value
     try:
-        values = {
-            name: convert.get(name, lambda v: v)(holder.value)
-            for name, holder in _FLAGS.items()
-            if name != "smoke" and (holder.present or not smoke)
-        }
-        values["command"] = common.command_line("bench.frontier")
-        return Settings.smoke(**values) if smoke else Settings(**values)
+        return common.settings_from_flags(_FLAGS, Settings, "bench.frontier", convert)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
 
