@@ -16,7 +16,7 @@ CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_71x.json")
 
 
 def _settings(tmp_path, data_dir, **overrides):
-    spec = dataclasses.replace(tf_admm.Spec.from_file(CONFIG), admm_rounds=2)
+    spec = dataclasses.replace(tf_admm.Spec.from_file(CONFIG), admm_rounds=2, retrain_rounds=1)
     values = dict(
         spec=spec,
         model_dir=str(tmp_path),
