@@ -4,6 +4,8 @@ Usage:
   python -m bench.frontier                                   # MNIST, ratios 20..250
   python -m bench.frontier --dataset=fashion_mnist --ratios=50,100 --epochs=18
   python -m bench.frontier --smoke                           # well under a minute
+  python -m bench.frontier --epochs=36 --prune_epochs=20 --prune_stages=0.3333,1 \
+      --stage_retrain_epochs=4                               # tf-admm in two stages
 
 Both libraries start from ONE dense LeNet-5 (pretrained once and cached in ``--work_dir``), get
 the same per-layer allocation and the same epoch budget and learning-rate schedule:
@@ -16,6 +18,10 @@ the same per-layer allocation and the same epoch budget and learning-rate schedu
   per epoch, the 71x config's rho schedule, then the hard projection) and tfmot's
   ``PolynomialDecay`` ramp from 0 to the final sparsity (mask updates at even intervals, the
   last on the last step of the ramp); the rest is masked retraining / fine-tuning for both.
+  With ``--prune_stages`` tf-admm prunes progressively (``Spec.prune_stages``), with
+  ``--stage_retrain_epochs`` of masked retraining between stages, and tfmot's ramp spans all of
+  those epochs; the learning rate between stages decays as in the recipes
+  (:func:`recipes.pipeline.learning_rate_schedule`).
   Adam at ``--learning_rate`` while pruning, then a step decay (x0.3 at half, x0.1 for the last
   quarter) from ``--retrain_learning_rate``.
 
@@ -39,7 +45,7 @@ from absl import app, flags, logging
 import tf_admm
 from bench import common, plots
 from bench.common import tfmot
-from recipes import data, models
+from recipes import data, models, pipeline
 from tf_admm.compat import keras
 from tf_admm.projections import keep_count
 
@@ -74,7 +80,12 @@ class Settings:
       ratios: target compression ratios (all weights / kept weights), each >= 1.
       libraries: among :data:`LIBRARIES`.
       epochs: compression epochs per library and ratio (pruning plus retraining).
-      prune_epochs: epochs of ADMM (tf-admm) or of the sparsity ramp (tfmot), <= epochs.
+      prune_epochs: epochs of ADMM, all stages together (tf-admm), <= epochs.
+      prune_stages: tf-admm's progressive pruning stages (``Spec.prune_stages``); each stage
+        gets ``prune_epochs / len(prune_stages)`` ADMM epochs.
+      stage_retrain_epochs: tf-admm's masked retraining between two stages
+        (``Spec.retrain_rounds``). tfmot's sparsity ramp spans the ADMM and in-between
+        retraining epochs together (:attr:`pruning_epochs`).
       pretrain_epochs: dense pretraining epochs (skipped when the checkpoint is cached).
       batch_size: training batch size.
       learning_rate: Adam learning rate for pretraining and pruning.
@@ -96,6 +107,8 @@ class Settings:
     libraries: tuple[str, ...] = LIBRARIES
     epochs: int = 18
     prune_epochs: int = 10
+    prune_stages: tuple[float, ...] = (1.0,)
+    stage_retrain_epochs: int = 0
     pretrain_epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -121,11 +134,25 @@ class Settings:
                 f"Expected libraries among {list(LIBRARIES)}; "
                 f"received: libraries={list(self.libraries)}"
             )
-        if not 1 <= self.prune_epochs <= self.epochs:
+        stages = len(self.prune_stages)
+        if self.prune_epochs < 1 or self.prune_epochs % stages:
             raise ValueError(
-                "Expected 1 <= prune_epochs <= epochs; received: "
-                f"prune_epochs={self.prune_epochs}, epochs={self.epochs}"
+                f"Expected prune_epochs >= 1 and a multiple of the {stages} prune_stages; "
+                f"received: prune_epochs={self.prune_epochs}"
             )
+        if self.stage_retrain_epochs < 0:
+            raise ValueError(
+                "Expected stage_retrain_epochs >= 0; received: "
+                f"stage_retrain_epochs={self.stage_retrain_epochs}"
+            )
+        if self.pruning_epochs > self.epochs:
+            raise ValueError(
+                "Expected prune_epochs + (stages - 1) * stage_retrain_epochs <= epochs; "
+                f"received: prune_epochs={self.prune_epochs}, prune_stages="
+                f"{list(self.prune_stages)}, stage_retrain_epochs={self.stage_retrain_epochs}, "
+                f"epochs={self.epochs}"
+            )
+        self.tf_admm_spec({"layer": 0.5})  # The Spec validates prune_stages.
         if self.pretrain_epochs < 0:
             raise ValueError(
                 f"Expected pretrain_epochs >= 0; received: pretrain_epochs={self.pretrain_epochs}"
@@ -146,8 +173,27 @@ class Settings:
         return cls(**values)
 
     @property
+    def pruning_epochs(self) -> int:
+        """Epochs until the final retraining: ADMM plus retraining between stages."""
+        return self.prune_epochs + (len(self.prune_stages) - 1) * self.stage_retrain_epochs
+
+    @property
     def retrain_epochs(self) -> int:
-        return self.epochs - self.prune_epochs
+        return self.epochs - self.pruning_epochs
+
+    def tf_admm_spec(
+        self, sparsities: Mapping[str, float], rho: tf_admm.RhoSchedule | None = None
+    ) -> tf_admm.Spec:
+        """tf-admm's spec for ``{layer: sparsity}``, one ADMM round per epoch."""
+        return tf_admm.Spec(
+            rules=[tf_admm.Rule(name=n, sparsity=s) for n, s in sparsities.items()],
+            rho=rho or tf_admm.RhoSchedule(),
+            update_every=1,
+            update_unit="epoch",
+            admm_rounds=self.prune_epochs // len(self.prune_stages),
+            retrain_rounds=self.stage_retrain_epochs,
+            prune_stages=self.prune_stages,
+        )
 
     def output_path(self, value: str | None, suffix: str) -> str | None:
         if value is None:
@@ -272,7 +318,7 @@ def _pretrain(settings: Settings) -> dict[str, Any]:
             verbose=settings.verbose,
             callbacks=[
                 keras.callbacks.LearningRateScheduler(
-                    _step_decay(settings.learning_rate, settings.pretrain_epochs, start=0)
+                    pipeline.step_decay(settings.learning_rate, settings.pretrain_epochs, start=0)
                 )
             ],
         )
@@ -288,25 +334,13 @@ def _pretrain(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _step_decay(base: float, epochs: int, start: int):
-    """``base`` for the first half of ``epochs`` after ``start``, then x0.3, then x0.1."""
-
-    def schedule(epoch, _):
-        relative = epoch - start
-        if relative < epochs // 2:
-            return base
-        return base * (0.3 if relative < (3 * epochs) // 4 else 0.1)
-
-    return schedule
-
-
 def _learning_rate_callback(settings: Settings) -> keras.callbacks.Callback:
-    retrain = _step_decay(
-        settings.retrain_learning_rate, settings.retrain_epochs, start=settings.prune_epochs
+    retrain = pipeline.step_decay(
+        settings.retrain_learning_rate, settings.retrain_epochs, start=settings.pruning_epochs
     )
 
     def schedule(epoch, lr):
-        return settings.learning_rate if epoch < settings.prune_epochs else retrain(epoch, lr)
+        return settings.learning_rate if epoch < settings.pruning_epochs else retrain(epoch, lr)
 
     return keras.callbacks.LearningRateScheduler(schedule)
 
@@ -317,20 +351,17 @@ def _ramp_frequency(steps: int, at_most: int = 100) -> int:
 
 
 def _compress_tf_admm(settings: Settings, sparsities, spec: tf_admm.Spec, train_ds):
-    config = tf_admm.Spec(
-        rules=[tf_admm.Rule(name=n, sparsity=s) for n, s in sparsities.items()],
-        rho=spec.rho,
-        update_every=1,
-        update_unit="epoch",
-        admm_rounds=settings.prune_epochs,
-    )
+    config = settings.tf_admm_spec(sparsities, spec.rho)
     model = _compile(tf_admm.admm_wrap(_dense(settings), config), settings.learning_rate)
     history = common.EpochLog()
+    schedule = pipeline.learning_rate_schedule(
+        config, settings.learning_rate, settings.retrain_learning_rate, settings.retrain_epochs
+    )
     model.fit(
         train_ds,
         epochs=settings.epochs,
         verbose=settings.verbose,
-        callbacks=tf_admm.callbacks() + [_learning_rate_callback(settings), history],
+        callbacks=tf_admm.callbacks() + [keras.callbacks.LearningRateScheduler(schedule), history],
     )
     if model.phase is not tf_admm.Phase.RETRAIN:
         raise RuntimeError(f"Expected tf-admm to reach retraining; received: phase={model.phase}")
@@ -338,7 +369,7 @@ def _compress_tf_admm(settings: Settings, sparsities, spec: tf_admm.Spec, train_
 
 
 def _compress_tfmot(settings: Settings, sparsities, steps_per_epoch: int, train_ds):
-    ramp_steps = settings.prune_epochs * steps_per_epoch
+    ramp_steps = settings.pruning_epochs * steps_per_epoch
     frequency = _ramp_frequency(ramp_steps)
 
     def schedule(final_sparsity: float):
@@ -496,8 +527,19 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
         "prune_epochs": flags.DEFINE_integer(
             "prune_epochs",
             defaults.prune_epochs,
-            "Epochs of ADMM / sparsity ramp within --epochs.",
+            "Epochs of ADMM (all stages) within --epochs.",
             lower_bound=1,
+        ),
+        "prune_stages": flags.DEFINE_list(
+            "prune_stages",
+            [f"{f:g}" for f in defaults.prune_stages],
+            "tf-admm's progressive pruning stages (fractions of the final ratios, ending at 1).",
+        ),
+        "stage_retrain_epochs": flags.DEFINE_integer(
+            "stage_retrain_epochs",
+            defaults.stage_retrain_epochs,
+            "tf-admm's retraining epochs between stages (tfmot's ramp covers them too).",
+            lower_bound=0,
         ),
         "pretrain_epochs": flags.DEFINE_integer(
             "pretrain_epochs", defaults.pretrain_epochs, "Dense pretraining epochs.", lower_bound=0
@@ -530,6 +572,7 @@ _FLAGS: dict[str, flags.FlagHolder] = {}
 def settings_from_flags() -> Settings:
     convert = {
         "ratios": lambda values: tuple(float(v) for v in values),
+        "prune_stages": lambda values: tuple(float(v) for v in values),
         "libraries": tuple,
         "verbose": int,
     }

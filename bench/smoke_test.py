@@ -9,9 +9,9 @@ import json
 import math
 import os
 
-import numpy as np
 import pytest
 
+import tf_admm
 from bench import combined, common, frontier, overhead, results
 from recipes import models
 from tf_admm.compat import keras
@@ -46,7 +46,8 @@ def combined_results(smoke_dir, mnist_data_dir, frontier_results):
 
 @pytest.fixture(scope="module")
 def frontier_again(smoke_dir, mnist_data_dir, frontier_results):
-    """A second frontier run (ratio 50) that reuses the first run's dense checkpoint."""
+    """A second frontier run (ratio 50, tf-admm in two stages) that reuses the first run's
+    dense checkpoint."""
     work_dir = smoke_dir / "frontier"
     return frontier.run(
         frontier.Settings.smoke(
@@ -54,6 +55,10 @@ def frontier_again(smoke_dir, mnist_data_dir, frontier_results):
             data_dir=mnist_data_dir,
             ratios=(50,),
             libraries=("tf_admm",),
+            epochs=4,
+            prune_epochs=2,
+            prune_stages=(0.5, 1.0),
+            stage_retrain_epochs=1,
             out=str(work_dir / "again.json"),
             plot="",
         )
@@ -84,6 +89,24 @@ def test_allocate_caps_full_layers_and_gives_the_rest_to_the_others():
     assert sum(kept.values()) == 5_050
     with pytest.raises(ValueError, match="ratio >= 1"):
         frontier.allocate(0.5, {"small": 100, "big": 10_000}, profile)
+
+
+def test_frontier_settings_count_stage_epochs_and_refuse_bad_budgets():
+    staged = frontier.Settings(
+        epochs=36, prune_epochs=20, prune_stages=(0.5, 1.0), stage_retrain_epochs=4
+    )
+    assert staged.pruning_epochs == 24 and staged.retrain_epochs == 12
+    spec = staged.tf_admm_spec({"fc1": 0.99})
+    assert (spec.admm_rounds, spec.retrain_rounds, spec.prune_stages) == (10, 4, (0.5, 1.0))
+    assert spec.scheduled_rounds() == 24
+    with pytest.raises(ValueError, match="multiple of the 2 prune_stages"):
+        frontier.Settings(epochs=36, prune_epochs=21, prune_stages=(0.5, 1.0))
+    with pytest.raises(ValueError, match="stage_retrain_epochs=20, epochs=36"):
+        frontier.Settings(
+            epochs=36, prune_epochs=20, prune_stages=(0.5, 1.0), stage_retrain_epochs=20
+        )
+    with pytest.raises(tf_admm.SpecError, match="prune_stages"):
+        frontier.Settings(prune_epochs=10, prune_stages=(0.6, 0.4))
 
 
 def test_wrapper_state_bytes_counts_only_what_the_library_adds():
@@ -166,7 +189,11 @@ def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(
         assert json.load(f)["runs"][0]["target_ratio"] == 50.0
     with open(work_dir / "frontier_mnist.json", encoding="utf-8") as f:
         assert len(json.load(f)["runs"]) == 4  # The first run's output is left alone.
-    assert np.isfinite(again["runs"][0]["achieved_ratio"])
+    staged = again["runs"][0]
+    assert staged["nonzeros"] == staged["requested_nonzeros"]
+    # ADMM (stage 1), retraining, ADMM (stage 2), then the final retraining.
+    assert [e["phase"] for e in staged["history"]] == [0, 1, 0, 1]
+    assert staged["history"][1]["lr"] == pytest.approx(1e-4)  # One epoch of decay: x0.1.
 
 
 def test_combined_smoke_runs_tf_admm_and_the_tfmot_pipeline_on_one_budget(

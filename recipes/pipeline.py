@@ -50,6 +50,7 @@ __all__ = [
     "define_image_flags",
     "export_tflite",
     "image_settings_from_flags",
+    "learning_rate_schedule",
     "loss",
     "main_for",
     "prepare_tfds",
@@ -232,6 +233,33 @@ def _check_epoch_unit(spec: tf_admm.Spec) -> None:
         raise app.UsageError("The recipe counts ADMM rounds in epochs: use update_unit 'epoch'")
 
 
+def learning_rate_schedule(
+    spec: tf_admm.Spec, learning_rate: float, retrain_learning_rate: float, retrain_epochs: int
+) -> Callable[[int, float], float]:
+    """The epoch -> learning rate schedule of :func:`compress` for a spec counted in epochs.
+
+    ``learning_rate`` through the scheduled rounds, except that the retraining between
+    progressive pruning stages decays from it like the final retraining does; then
+    ``retrain_epochs`` epochs from ``retrain_learning_rate`` down by :func:`step_decay`.
+    """
+    every = spec.update_every
+    scheduled_epochs = spec.scheduled_rounds() * every
+    final_schedule = step_decay(retrain_learning_rate, retrain_epochs, start=scheduled_epochs)
+    stage_retraining = [
+        ((start - spec.retrain_rounds) * every, start * every) for start in spec.stage_starts()[1:]
+    ]
+
+    def schedule(epoch, lr):
+        if epoch >= scheduled_epochs:
+            return final_schedule(epoch, lr)
+        for begin, end in stage_retraining:
+            if begin <= epoch < end:
+                return step_decay(learning_rate, end - begin, start=begin)(epoch, lr)
+        return learning_rate
+
+    return schedule
+
+
 def compress(
     dense: keras.Model,
     spec: tf_admm.Spec,
@@ -279,21 +307,7 @@ def compress(
     scheduled_epochs = spec.scheduled_rounds() * spec.update_every
     model = tf_admm.admm_wrap(dense, spec)
     model.compile(keras.optimizers.Adam(learning_rate), loss(), metrics())
-    final_schedule = step_decay(retrain_learning_rate, retrain_epochs, start=scheduled_epochs)
-    # Retraining between progressive pruning stages decays like the final retraining does.
-    every = spec.update_every
-    stage_retraining = [
-        ((start - spec.retrain_rounds) * every, start * every) for start in spec.stage_starts()[1:]
-    ]
-
-    def schedule(epoch, lr):
-        if epoch >= scheduled_epochs:
-            return final_schedule(epoch, lr)
-        for begin, end in stage_retraining:
-            if begin <= epoch < end:
-                return step_decay(learning_rate, end - begin, start=begin)(epoch, lr)
-        return learning_rate
-
+    schedule = learning_rate_schedule(spec, learning_rate, retrain_learning_rate, retrain_epochs)
     phase_times: dict[str, float] = {}
     logging.info(
         "%d scheduled rounds of %d epoch(s) (%d pruning stage(s) at %s of the final ratios, "

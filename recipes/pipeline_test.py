@@ -18,6 +18,24 @@ def test_step_decay_is_constant_then_three_tenths_then_a_tenth():
     assert [schedule(epoch, None) for epoch in range(2, 10)] == [1, 1, 1, 1, 0.3, 0.3, 0.1, 0.1]
 
 
+def test_learning_rate_schedule_decays_between_stages_and_in_the_final_phase():
+    spec = tf_admm.Spec(
+        rules=[tf_admm.Rule(name="fc1", sparsity=0.9)],
+        admm_rounds=3,
+        retrain_rounds=4,
+        prune_stages=(0.5, 1.0),
+    )
+    schedule = pipeline.learning_rate_schedule(
+        spec, learning_rate=1.0, retrain_learning_rate=2.0, retrain_epochs=4
+    )
+    rates = [schedule(epoch, None) for epoch in range(14)]
+    # ADMM 0-2, stage retraining 3-6 (decays from 1.0), ADMM 7-9, final phase 10-13 (from 2.0).
+    assert rates == [1, 1, 1, 1, 1, 0.3, 0.1, 1, 1, 1, 2, 2, 0.6, 0.2]
+    one_shot = dataclasses.replace(spec, prune_stages=(1.0,))
+    schedule = pipeline.learning_rate_schedule(one_shot, 1.0, 2.0, retrain_epochs=2)
+    assert [schedule(epoch, None) for epoch in range(5)] == [1, 1, 1, 2, 0.2]
+
+
 def test_synthetic_images_are_seeded_and_share_class_colours_across_salts():
     images, labels = pipeline.synthetic_images(400, 8, 4, seed=3)
     again, again_labels = pipeline.synthetic_images(400, 8, 4, seed=3)
