@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -525,6 +525,16 @@ def _as_encoding(value: Any, where: str) -> Encoding | None:
         raise ExportError(f"Expected {where} in {names}; received: {where}={value!r}") from None
 
 
+def _check_each_encoding(encoding: Any, check: Callable[[Any, str], Any] = _as_encoding) -> None:
+    """Calls ``check(value, where)`` on the ``encoding`` argument, or on each value of a mapping
+    of them; ``where`` names the value as error messages do (``encoding['conv1']``)."""
+    if isinstance(encoding, Mapping):
+        for name, value in encoding.items():
+            check(value, f"encoding[{name!r}]")
+    else:
+        check(encoding, "encoding")
+
+
 def _requested_encodings(
     encoding: Any, weights: Sequence[WeightTensor], model: keras.Model
 ) -> dict[tuple[int, int], Encoding | None]:
@@ -794,6 +804,42 @@ def _raise_verification(what: str, checks: Sequence[verify.RuntimeCheck]) -> Non
     )
 
 
+def _weight_checks(
+    runtime: verify.Runtime,
+    decoded_here: Sequence[verify.OutputCheck],
+    problems: Sequence[str],
+    read_by_interpreter: Iterable[verify.OutputCheck],
+    references: tuple[str, str],
+) -> list[verify.RuntimeCheck]:
+    """The two checks of a file's weights: as decoded here, and as ``runtime`` reads them.
+
+    Args:
+      runtime: the interpreter the weights are read from.
+      decoded_here: one check per weight that decoding the file here gave.
+      problems: what stopped decoding the others, joined into the first check's error.
+      read_by_interpreter: the checks of the weights read from the interpreter, made lazily
+        (a generator): whatever it raises is the second check's error, with the checks made
+        before it.
+      references: what each check compares with, decoded here and read by the interpreter.
+    """
+    read = []
+    error = None
+    try:
+        for check in read_by_interpreter:
+            read.append(check)
+    except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
+        error = verify._error_message(problem)
+    return [
+        verify.RuntimeCheck(
+            runtime,
+            tuple(decoded_here),
+            error="; ".join(problems) or None,
+            reference=references[0],
+        ),
+        verify.RuntimeCheck(runtime, tuple(read), error=error, reference=references[1]),
+    ]
+
+
 def _first_choice_reason(forced: bool, count: int) -> str:
     if forced:
         return "requested"
@@ -868,6 +914,22 @@ def _select(
     return plan, reasons, data, checks
 
 
+def _select_or_keep(
+    builder: Any,
+    options: Mapping[tuple[int, int], list[_Candidate]],
+    requested: Mapping[tuple[int, int], Encoding | None],
+    rejected: dict[tuple[int, int], list[tuple[str, str]]],
+    baseline: bytes,
+    baseline_checks: tuple[verify.RuntimeCheck, ...],
+) -> tuple[dict[tuple[int, int], _Candidate], dict[tuple[int, int], str], bytes, tuple]:
+    """The plan, reasons, file and checks of :func:`_select`, the encodings ``requested`` names
+    forced; the converter's file ``baseline`` and its checks when no weight has options."""
+    if not options:
+        return {}, {}, baseline, baseline_checks
+    forced = {key: requested[key] is not None for key in options}
+    return _select(builder, options, forced, rejected)
+
+
 def _write(path: str, data: bytes) -> None:
     try:
         with open(path, "wb") as handle:
@@ -916,6 +978,57 @@ def _choices(
             )
         )
     return file_bytes, tuple(choices)
+
+
+def _batch_size(inputs: Sequence[np.ndarray]) -> int:
+    """Examples in the verification batch; 0 for a model with no (or scalar) inputs."""
+    return int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0
+
+
+def _write_report(
+    path: str,
+    data: bytes,
+    checks: tuple[verify.RuntimeCheck, ...],
+    *,
+    target: Target,
+    float_file: bytes,
+    inputs: Sequence[np.ndarray],
+    builder: Any,
+    plan: Mapping[tuple[int, int], _Candidate],
+    stored_values: Mapping[tuple[int, int], np.ndarray],
+    reasons: Mapping[tuple[int, int], str],
+    rejected: Mapping[tuple[int, int], list[tuple[str, str]]],
+    **fields: Any,
+) -> ExportReport:
+    """Writes the LiteRT file ``data`` to ``path`` and returns its report.
+
+    Args:
+      path: where the file goes.
+      data: the file, verified by ``checks``.
+      checks: the verification of ``data``.
+      target: the target the file was made for.
+      float_file: the converter's float32 file, the size to compare with.
+      inputs: the verification inputs.
+      builder: what wrote ``data``; its ``weights`` by ``(subgraph, tensor)``.
+      plan, stored_values, reasons, rejected: each weight's candidate, the values it stores,
+        why it was chosen and what was rejected (as for :func:`_choices`).
+      **fields: the :class:`ExportReport` fields of a full-integer file.
+    """
+    _write(path, data)
+    file_bytes, choices = _choices(data, builder.weights, plan, stored_values, reasons, rejected)
+    return ExportReport(
+        path=path,
+        target=target.value,
+        interpreter=verify.INTERPRETER,
+        file=file_bytes,
+        float_file_bytes=len(float_file),
+        gzip_bytes=gzip_size(data),
+        float_gzip_bytes=gzip_size(float_file),
+        weights=choices,
+        checks=checks,
+        batch_size=_batch_size(inputs),
+        **fields,
+    )
 
 
 def export(
@@ -1044,11 +1157,7 @@ def export(
     if tolerance is None:
         tolerance = 1e-4
     # Encoding names are checked before the (slow) conversion; keys need the converted file.
-    if isinstance(encoding, Mapping):
-        for name, value in encoding.items():
-            _as_encoding(value, f"encoding[{name!r}]")
-    else:
-        _as_encoding(encoding, "encoding")
+    _check_each_encoding(encoding)
 
     inputs = _prepare_inputs(model, representative_data, batch_size, seed)
     expected = _keras_outputs(model, inputs)
@@ -1079,25 +1188,21 @@ def export(
         )
         rejected[key] = list(skipped)
 
-    forced_keys = {key: requested[key] is not None for key in options}
-    if options:
-        plan, reasons, data, checks = _select(builder, options, forced_keys, rejected)
-    else:
-        plan, reasons, data, checks = {}, {}, float_file, baseline_checks
-
-    _write(path, data)
-    file_bytes, choices = _choices(data, builder.weights, plan, values_by_key, reasons, rejected)
-    return ExportReport(
-        path=path,
-        target=target.value,
-        interpreter=verify.INTERPRETER,
-        file=file_bytes,
-        float_file_bytes=len(float_file),
-        gzip_bytes=gzip_size(data),
-        float_gzip_bytes=gzip_size(float_file),
-        weights=choices,
-        checks=checks,
-        batch_size=int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0,
+    plan, reasons, data, checks = _select_or_keep(
+        builder, options, requested, rejected, float_file, baseline_checks
+    )
+    return _write_report(
+        path,
+        data,
+        checks,
+        target=target,
+        float_file=float_file,
+        inputs=inputs,
+        builder=builder,
+        plan=plan,
+        stored_values=values_by_key,
+        reasons=reasons,
+        rejected=rejected,
     )
 
 

@@ -52,7 +52,7 @@ from tf_admm.compat import keras, tf
 from tflite_export import encodings, exporter, flatbuffer, verify
 from tflite_export.encodings import Encoding
 from tflite_export.exporter import _Candidate
-from tflite_export.report import ExportReport, IoQuantization, gzip_size
+from tflite_export.report import ExportReport, IoQuantization
 from tflite_export.weights import (
     SUPPORTED_LAYERS,
     WeightTensor,
@@ -125,7 +125,7 @@ def convert_int8(
     try:
         return converter.convert()
     except Exception as error:  # noqa: BLE001 - the converter raises many types
-        message = " ".join(str(error).split())[:500]
+        message = verify._error_message(error)
         raise exporter.ExportError(
             f"Expected a model the converter quantizes fully to int8 (TFLITE_BUILTINS_INT8); "
             f"received: {type(error).__name__}: {message}"
@@ -279,8 +279,7 @@ class OutputChecker:
                     output_names=self.output_names,
                 )
             except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-                message = " ".join(str(error).split())[:500]
-                checks.append(verify.RuntimeCheck(runtime, error=message))
+                checks.append(verify.RuntimeCheck(runtime, error=verify._error_message(error)))
                 continue
             real = [dequantize(o, q) for o, q in zip(outputs, self.io_outputs)]
             checks.append(
@@ -666,17 +665,8 @@ class _Builder:
                         )
             except (ValueError, TypeError, AttributeError, IndexError) as error:
                 problems.append(f"{name}: {error}")
-        checks = [
-            verify.RuntimeCheck(
-                verify.Runtime.BUILTIN,
-                tuple(from_file),
-                error="; ".join(problems) or None,
-                reference="intended int8 weights (file decoded here)",
-            )
-        ]
-        read = []
-        error = None
-        try:
+
+        def read_by_interpreter():
             held = verify.litert_tensors(
                 data,
                 self.checker.inputs,
@@ -686,18 +676,18 @@ class _Builder:
             for key, candidate in sorted(plan.items()):
                 codes, scales = held[key[1]]
                 distance = _code_distance(codes, scales, candidate)
-                read.append(verify.OutputCheck(f"{self.weights[key].label} weights", distance, 0))
-        except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
-            error = " ".join(str(problem).split())[:500]
-        checks.append(
-            verify.RuntimeCheck(
-                verify.Runtime.BUILTIN,
-                tuple(read),
-                error=error,
-                reference="intended int8 weights (read from the interpreter)",
-            )
+                yield verify.OutputCheck(f"{self.weights[key].label} weights", distance, 0)
+
+        return exporter._weight_checks(
+            verify.Runtime.BUILTIN,
+            from_file,
+            problems,
+            read_by_interpreter(),
+            references=(
+                "intended int8 weights (file decoded here)",
+                "intended int8 weights (read from the interpreter)",
+            ),
         )
-        return checks
 
 
 def _bias_distance(model, key: tuple[int, int], consumer, real: np.ndarray) -> float:
@@ -745,11 +735,7 @@ def _check_encodings(encoding: Any) -> None:
                 f"{where}={value!r} (activations='float32' keeps float32 compute)"
             )
 
-    if isinstance(encoding, Mapping):
-        for name, value in encoding.items():
-            check(value, f"encoding[{name!r}]")
-    else:
-        check(encoding, "encoding")
+    exporter._check_each_encoding(encoding, check)
 
 
 def export_integer(
@@ -808,28 +794,24 @@ def export_integer(
             "(calibrate on real samples of the input distribution, or pass a looser "
             "tolerance, e.g. tflite_export.verify.Int8Tolerance(output_steps=8))"
         )
-    forced_keys = {key: requested[key] is not None for key in options}
-    if options:
-        plan, reasons, data, checks = exporter._select(builder, options, forced_keys, rejected)
-    else:
-        plan, reasons, data, checks = {}, {}, int8_file, baseline_checks
-
-    exporter._write(path, data)
-    stored = {key: candidate.codes for key, candidate in plan.items()}
-    file_bytes, choices = exporter._choices(data, builder.weights, plan, stored, reasons, rejected)
-    io = tuple(q for q in (*checker.io_inputs, *checker.io_outputs) if q is not None)
-    return ExportReport(
-        path=path,
-        target=exporter.Target.LITERT.value,
-        interpreter=verify.INTERPRETER,
-        file=file_bytes,
-        float_file_bytes=len(float_file),
-        gzip_bytes=gzip_size(data),
-        float_gzip_bytes=gzip_size(float_file),
-        weights=choices,
-        checks=checks,
-        batch_size=int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0,
+    plan, reasons, data, checks = exporter._select_or_keep(
+        builder, options, requested, rejected, int8_file, baseline_checks
+    )
+    return exporter._write_report(
+        path,
+        data,
+        checks,
+        target=exporter.Target.LITERT,
+        float_file=float_file,
+        inputs=inputs,
+        builder=builder,
+        plan=plan,
+        stored_values={key: candidate.codes for key, candidate in plan.items()},
+        reasons=reasons,
+        rejected=rejected,
         uncompressed_file_bytes=len(int8_file),
-        io_quantization=io,
+        io_quantization=tuple(
+            q for q in (*checker.io_inputs, *checker.io_outputs) if q is not None
+        ),
         activations="int8",
     )

@@ -351,7 +351,7 @@ class _Verifier:
         try:
             outputs = self._run(data, runtime)
         except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-            message = " ".join(str(error).split())[:500]
+            message = verify._error_message(error)
             return None, verify.RuntimeCheck(runtime, error=message, reference=reference)
         check = verify.compare_outputs(
             runtime,
@@ -369,7 +369,6 @@ class _Verifier:
         found = read_luts(data)
         problems = []
         decoded_by_us = []
-        decoded_by_tflm = []
         wanted = {}
         for key in keys:
             name = f"{labels.get(key, key)} weights"
@@ -382,16 +381,8 @@ class _Verifier:
                 verify.OutputCheck(name, _max_diff(entry.values, self.weights[key]), 0.0)
             )
             wanted.setdefault(key[0], {})[entry.decoded] = (name, key)
-        checks = [
-            verify.RuntimeCheck(
-                verify.Runtime.TFLM,
-                tuple(decoded_by_us),
-                error="; ".join(problems) or None,
-                reference="uncompressed weights (file format decoded here)",
-            )
-        ]
-        error = None
-        try:
+
+        def decoded_by_tflm():
             for subgraph, tensors in wanted.items():
                 values = verify.tflm_tensors(
                     data,
@@ -401,20 +392,20 @@ class _Verifier:
                     input_names=self.input_names,
                 )
                 for tensor, (name, key) in sorted(tensors.items()):
-                    decoded_by_tflm.append(
-                        verify.OutputCheck(name, _max_diff(values[tensor], self.weights[key]), 0.0)
+                    yield verify.OutputCheck(
+                        name, _max_diff(values[tensor], self.weights[key]), 0.0
                     )
-        except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
-            error = " ".join(str(problem).split())[:500]
-        checks.append(
-            verify.RuntimeCheck(
-                verify.Runtime.TFLM,
-                tuple(decoded_by_tflm),
-                error=error,
-                reference="uncompressed weights (decoded by TFLite Micro)",
-            )
+
+        return exporter._weight_checks(
+            verify.Runtime.TFLM,
+            decoded_by_us,
+            problems,
+            decoded_by_tflm(),
+            references=(
+                "uncompressed weights (file format decoded here)",
+                "uncompressed weights (decoded by TFLite Micro)",
+            ),
         )
-        return checks
 
     def check(self, data: bytes, keys, labels) -> tuple[verify.RuntimeCheck, ...]:
         """Checks of a compressed file: weights, then TFLite Micro outputs vs three references."""
@@ -709,11 +700,7 @@ def export_tflm(
                 f"received: {where}={value!r}"
             )
 
-    if isinstance(encoding, Mapping):
-        for name, value in encoding.items():
-            check_name(value, f"encoding[{name!r}]")
-    else:
-        check_name(encoding, "encoding")
+    exporter._check_each_encoding(encoding, check_name)
     if tolerance is None:
         tolerance = DEFAULT_INT8_TOLERANCE if integer else DEFAULT_FLOAT_TOLERANCE
 
@@ -787,13 +774,7 @@ def export_tflm(
         data = uncompressed
         checks = verifier.check(data, [], {})
 
-    try:
-        with open(path, "wb") as handle:
-            handle.write(data)
-    except OSError as error:
-        raise exporter.ExportError(
-            f"Expected a writable path; received: path={path!r} ({error})"
-        ) from None
+    exporter._write(path, data)
 
     return _report(
         path=path,
@@ -808,7 +789,7 @@ def export_tflm(
         reasons=reasons,
         rejected=rejected,
         checks=checks,
-        batch_size=int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0,
+        batch_size=exporter._batch_size(inputs),
     )
 
 
