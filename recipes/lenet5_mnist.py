@@ -1,7 +1,8 @@
 """Compress LeNet-5 on MNIST with ADMM pruning: pretrain, ADMM, hard prune, masked retrain.
 
 Usage:
-  python -m recipes.lenet5_mnist                       # the 71x config of Ye et al. 2018
+  python -m recipes.lenet5_mnist                       # Ye et al. 2018 71x ratios, two stages
+  python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_71x_oneshot.json
   python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_167x.json
 
 Prints a per-layer table (weights, nonzeros, sparsity, compression), the storage report,
