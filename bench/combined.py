@@ -53,6 +53,7 @@ import tf_admm
 import tflite_export
 from bench import common, frontier, plots
 from bench.common import tfmot
+from recipes import pipeline
 from tf_admm.compat import keras, tf
 from tf_admm.projections import keep_count
 from tflite_export import flatbuffer, verify
@@ -581,7 +582,7 @@ def _result(
 
 
 def _learning_rate_callback(settings: Settings, plan: Budget) -> keras.callbacks.Callback:
-    final = frontier._step_decay(settings.retrain_learning_rate, plan.final, start=plan.scheduled)
+    final = pipeline.step_decay(settings.retrain_learning_rate, plan.final, start=plan.scheduled)
 
     def schedule(epoch, lr):
         return settings.learning_rate if epoch < plan.scheduled else final(epoch, lr)
@@ -597,11 +598,15 @@ def _run_tf_admm(settings, point, plans, plan: Budget, train_ds, test_ds) -> dic
         tf_admm.admm_wrap(frontier._dense(dense_settings), point["spec"]), settings.learning_rate
     )
     history = common.EpochLog()
+    # As the recipes: the retraining between progressive pruning stages decays too.
+    schedule = pipeline.learning_rate_schedule(
+        point["spec"], settings.learning_rate, settings.retrain_learning_rate, plan.final
+    )
     model.fit(
         train_ds,
         epochs=plan.epochs,
         verbose=settings.verbose,
-        callbacks=tf_admm.callbacks() + [_learning_rate_callback(settings, plan), history],
+        callbacks=tf_admm.callbacks() + [keras.callbacks.LearningRateScheduler(schedule), history],
     )
     if model.phase is not model.final_phase:
         raise RuntimeError(
@@ -881,18 +886,14 @@ def run(settings: Settings) -> dict[str, Any]:
         "runs": runs,
     }
     results["end"] = common.snapshot()
-    print()
-    print(format_results(results))
-    print(f"load average at end (1/5/15 min): {results['end']['load_average']}")
-    plot_path = settings.output_path(settings.plot, "png")
-    if plot_path and any("storage" in r for r in runs):
-        results["plot"] = plots.combined(results, plot_path)
-        print(f"plot: {plot_path}")
-    out = settings.output_path(settings.out, "json")
-    if out:
-        common.write_json(out, results)
-        print(f"results: {out}")
-    return results
+    has_storage = any("storage" in r for r in runs)
+    return common.finish(
+        results,
+        format_results(results),
+        out=settings.output_path(settings.out, "json"),
+        plot_path=settings.output_path(settings.plot, "png") if has_storage else None,
+        draw=plots.combined,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -905,11 +906,11 @@ def run(settings: Settings) -> dict[str, Any]:
 def _define_flags() -> dict[str, flags.FlagHolder]:
     defaults = Settings()
     return {
+        **common.define_run_flags(defaults, LIBRARIES),
         "smoke": flags.DEFINE_bool("smoke", False, "Tiny run (about a minute) to check it works."),
         "dataset": flags.DEFINE_enum(
             "dataset", defaults.dataset, sorted(frontier.DATASETS), "Dataset."
         ),
-        "data_dir": flags.DEFINE_string("data_dir", None, "TFDS data directory."),
         "work_dir": flags.DEFINE_string(
             "work_dir", defaults.work_dir, "JSON, PNG and .tflite files."
         ),
@@ -920,7 +921,6 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
         "ratios": flags.DEFINE_list(
             "ratios", [], "Extra points: the config scaled to these pruning ratios."
         ),
-        "libraries": flags.DEFINE_list("libraries", list(LIBRARIES), "Libraries to compare."),
         "final_epochs": flags.DEFINE_integer(
             "final_epochs",
             defaults.final_epochs,
@@ -930,12 +930,6 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
         "pcqat_epochs": flags.DEFINE_integer(
             "pcqat_epochs", defaults.pcqat_epochs, "tfmot's PCQAT epochs.", lower_bound=0
         ),
-        "pretrain_epochs": flags.DEFINE_integer(
-            "pretrain_epochs", defaults.pretrain_epochs, "Dense pretraining epochs.", lower_bound=0
-        ),
-        "batch_size": flags.DEFINE_integer(
-            "batch_size", defaults.batch_size, "Batch size.", lower_bound=1
-        ),
         "learning_rate": flags.DEFINE_float(
             "learning_rate", defaults.learning_rate, "Adam learning rate (scheduled rounds)."
         ),
@@ -943,13 +937,6 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
             "retrain_learning_rate",
             defaults.retrain_learning_rate,
             "Adam learning rate at the start of the final epochs.",
-        ),
-        "seed": flags.DEFINE_integer("seed", defaults.seed, "Seed."),
-        "train_batches": flags.DEFINE_integer(
-            "train_batches", None, "Training batches per epoch.", lower_bound=1
-        ),
-        "test_batches": flags.DEFINE_integer(
-            "test_batches", None, "Test batches evaluated.", lower_bound=1
         ),
         "centroid_init": flags.DEFINE_enum(
             "centroid_init",
@@ -963,9 +950,6 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
             "Give tfmot 2**bits + 1 clusters (one is its zero centroid).",
         ),
         "export": flags.DEFINE_bool("export", True, "Write and measure the .tflite files."),
-        "out": flags.DEFINE_string("out", None, "JSON path ('' for none)."),
-        "plot": flags.DEFINE_string("plot", None, "PNG path ('' for none)."),
-        "verbose": flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Keras fit verbosity."),
     }
 
 
@@ -996,4 +980,5 @@ def main(argv):
 
 if __name__ == "__main__":
     _FLAGS.update(_define_flags())
+    flags.adopt_module_key_flags(common)  # --helpshort lists the shared flags too.
     app.run(main)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import flags
 
 import tf_admm
 from tf_admm.compat import keras, tf
@@ -80,6 +81,32 @@ def settings_from_flags(holders, settings_class, module: str, convert=None):
     }
     values["command"] = command_line(module)
     return settings_class.smoke(**values) if smoke else settings_class(**values)
+
+
+def define_run_flags(defaults: Any, libraries: Sequence[str]) -> dict[str, Any]:
+    """The absl flags that the accuracy benchmarks share, with defaults from the ``defaults``
+    settings: data, libraries, pretraining, batch size, seed, smoke-size cuts, outputs and
+    verbosity. Returns ``{name: FlagHolder}`` for :func:`settings_from_flags`."""
+    return {
+        "data_dir": flags.DEFINE_string("data_dir", None, "TFDS data directory."),
+        "libraries": flags.DEFINE_list("libraries", list(libraries), "Libraries to compare."),
+        "pretrain_epochs": flags.DEFINE_integer(
+            "pretrain_epochs", defaults.pretrain_epochs, "Dense pretraining epochs.", lower_bound=0
+        ),
+        "batch_size": flags.DEFINE_integer(
+            "batch_size", defaults.batch_size, "Batch size.", lower_bound=1
+        ),
+        "seed": flags.DEFINE_integer("seed", defaults.seed, "Seed."),
+        "train_batches": flags.DEFINE_integer(
+            "train_batches", None, "Training batches per epoch.", lower_bound=1
+        ),
+        "test_batches": flags.DEFINE_integer(
+            "test_batches", None, "Test batches evaluated.", lower_bound=1
+        ),
+        "out": flags.DEFINE_string("out", None, "JSON path ('' for none)."),
+        "plot": flags.DEFINE_string("plot", None, "PNG path ('' for none)."),
+        "verbose": flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Keras fit verbosity."),
+    }
 
 
 def cpu_model() -> str:
@@ -165,6 +192,29 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     ]
     rendered.insert(1, "-" * len(rendered[0]))
     return "\n".join(rendered)
+
+
+def finish(
+    results: dict[str, Any],
+    text: str,
+    *,
+    out: str | None,
+    plot_path: str | None = None,
+    draw: Callable[[Mapping[str, Any], str], str] | None = None,
+) -> dict[str, Any]:
+    """The end of a benchmark run: prints ``text`` (its table) and the load average at
+    ``results["end"]``, draws ``draw(results, plot_path)`` into ``results["plot"]`` when both
+    are given, writes ``results`` as JSON to ``out`` when given, and returns ``results``."""
+    print()
+    print(text)
+    print(f"load average at end (1/5/15 min): {results['end']['load_average']}")
+    if plot_path and draw is not None:
+        results["plot"] = draw(results, plot_path)
+        print(f"plot: {plot_path}")
+    if out:
+        write_json(out, results)
+        print(f"results: {out}")
+    return results
 
 
 def _jsonable(value: Any) -> Any:

@@ -492,18 +492,13 @@ def run(settings: Settings) -> dict[str, Any]:
         "runs": runs,
     }
     results["end"] = common.snapshot()
-    print()
-    print(format_results(results))
-    print(f"load average at end (1/5/15 min): {results['end']['load_average']}")
-    plot_path = settings.output_path(settings.plot, "png")
-    if plot_path:
-        results["plot"] = plot(results, plot_path)
-        print(f"plot: {plot_path}")
-    out = settings.output_path(settings.out, "json")
-    if out:
-        common.write_json(out, results)
-        print(f"results: {out}")
-    return results
+    return common.finish(
+        results,
+        format_results(results),
+        out=settings.output_path(settings.out, "json"),
+        plot_path=settings.output_path(settings.plot, "png"),
+        draw=plot,
+    )
 
 
 # Flags are defined only when this module is the program, so that tests can import several
@@ -511,16 +506,15 @@ def run(settings: Settings) -> dict[str, Any]:
 def _define_flags() -> dict[str, flags.FlagHolder]:
     defaults = Settings()
     return {
+        **common.define_run_flags(defaults, LIBRARIES),
         "smoke": flags.DEFINE_bool("smoke", False, "Tiny run (under a minute) to check it works."),
         "dataset": flags.DEFINE_enum("dataset", defaults.dataset, sorted(DATASETS), "Dataset."),
-        "data_dir": flags.DEFINE_string("data_dir", None, "TFDS data directory."),
         "work_dir": flags.DEFINE_string(
             "work_dir", defaults.work_dir, "Dense checkpoint cache and default output directory."
         ),
         "ratios": flags.DEFINE_list(
             "ratios", [f"{r:g}" for r in defaults.ratios], "Target compression ratios."
         ),
-        "libraries": flags.DEFINE_list("libraries", list(LIBRARIES), "Libraries to compare."),
         "epochs": flags.DEFINE_integer(
             "epochs", defaults.epochs, "Compression epochs per point.", lower_bound=1
         ),
@@ -541,28 +535,12 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
             "tf-admm's retraining epochs between stages (tfmot's ramp covers them too).",
             lower_bound=0,
         ),
-        "pretrain_epochs": flags.DEFINE_integer(
-            "pretrain_epochs", defaults.pretrain_epochs, "Dense pretraining epochs.", lower_bound=0
-        ),
-        "batch_size": flags.DEFINE_integer(
-            "batch_size", defaults.batch_size, "Batch size.", lower_bound=1
-        ),
         "learning_rate": flags.DEFINE_float(
             "learning_rate", defaults.learning_rate, "Adam learning rate while pruning."
         ),
         "retrain_learning_rate": flags.DEFINE_float(
             "retrain_learning_rate", defaults.retrain_learning_rate, "Retraining learning rate."
         ),
-        "seed": flags.DEFINE_integer("seed", defaults.seed, "Seed."),
-        "train_batches": flags.DEFINE_integer(
-            "train_batches", None, "Training batches per epoch.", lower_bound=1
-        ),
-        "test_batches": flags.DEFINE_integer(
-            "test_batches", None, "Test batches evaluated.", lower_bound=1
-        ),
-        "out": flags.DEFINE_string("out", None, "JSON path ('' for none)."),
-        "plot": flags.DEFINE_string("plot", None, "PNG path ('' for none)."),
-        "verbose": flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Keras fit verbosity."),
     }
 
 
@@ -591,4 +569,5 @@ def main(argv):
 
 if __name__ == "__main__":
     _FLAGS.update(_define_flags())
+    flags.adopt_module_key_flags(common)  # --helpshort lists the shared flags too.
     app.run(main)

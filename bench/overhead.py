@@ -37,7 +37,7 @@ import numpy as np
 from absl import app, flags, logging
 
 import tf_admm
-from bench import common
+from bench import common, tables
 from bench.common import tfmot
 from recipes import models
 from tf_admm.compat import keras, tf
@@ -260,31 +260,7 @@ def _diagnosis(variants: dict[str, Any]) -> str | None:
 
 
 def format_results(results: dict[str, Any]) -> str:
-    rows = []
-    for model_name, model in results["models"].items():
-        for name, v in model["variants"].items():
-            paired = v["ratio_per_repeat"]
-            rows.append(
-                (
-                    model_name,
-                    name,
-                    f"{v['median_ms']:.2f}",
-                    f"{v['mean_ms']:.2f}",
-                    f"{v['ratio']:.3f}x",
-                    f"{min(paired):.2f}-{max(paired):.2f}",
-                    f"{v['extra_state_bytes'] / 1024:,.1f}",
-                )
-            )
-    header = (
-        "model",
-        "variant",
-        "median ms/step",
-        "mean ms/step",
-        "vs plain",
-        "per repeat",
-        "extra state KiB",
-    )
-    lines = [common.format_table(header, rows), ""]
+    lines = [common.format_table(tables.OVERHEAD_HEADER, tables.overhead_rows(results)), ""]
     for model_name, model in results["models"].items():
         admm = model["variants"].get("admm", {})
         if "zu_update_ms" in admm:
@@ -321,13 +297,7 @@ def run(settings: Settings) -> dict[str, Any]:
         keras.backend.clear_session()
     results["end"] = common.snapshot()
     results["target_ratio"] = TARGET_RATIO
-    print()
-    print(format_results(results))
-    print(f"load average at end (1/5/15 min): {results['end']['load_average']}")
-    if settings.out:
-        common.write_json(settings.out, results)
-        print(f"results: {settings.out}")
-    return results
+    return common.finish(results, format_results(results), out=settings.out)
 
 
 # Flags are defined only when this module is the program, so that tests can import several

@@ -38,7 +38,7 @@ from typing import Any
 
 from absl import app, flags
 
-from bench import plots
+from bench import plots, tables
 
 __all__ = [
     "DEFAULT_COMBINED",
@@ -882,21 +882,6 @@ def _combined_section(settings: Settings, doc: Mapping[str, Any], outputs: list[
 
 
 def _overhead_section(doc: Mapping[str, Any]) -> list[str]:
-    rows = []
-    for model, entry in doc["models"].items():
-        for name, v in entry["variants"].items():
-            paired = v["ratio_per_repeat"]
-            rows.append(
-                (
-                    model,
-                    name,
-                    f"{v['median_ms']:.2f}",
-                    f"{v['mean_ms']:.2f}",
-                    f"{v['ratio']:.3f}x",
-                    f"{min(paired):.2f}-{max(paired):.2f}",
-                    f"{v['extra_state_bytes'] / 1024:,.1f}",
-                )
-            )
     s = doc["settings"]
     return [
         "## Training-step overhead",
@@ -906,18 +891,7 @@ def _overhead_section(doc: Mapping[str, Any]) -> list[str]:
         f"Batch {s['batch_size']}, {s['repeats']} interleaved repeats of {s['steps']} timed "
         f"steps per variant, sparsity {s['sparsity']}.",
         "",
-        _table(
-            (
-                "model",
-                "variant",
-                "median ms/step",
-                "mean ms/step",
-                "vs plain",
-                "per repeat",
-                "extra state KiB",
-            ),
-            rows,
-        ),
+        _table(tables.OVERHEAD_HEADER, tables.overhead_rows(doc)),
         "",
     ]
 
