@@ -132,6 +132,32 @@ def test_kmeans_centroids_train_assignments_and_zeros_stay():
     assert len(np.unique(value[value != 0])) <= 4
 
 
+def test_centroids_that_trained_out_of_order_still_lock_and_project():
+    # Shared-value training moves k-means centroids freely; two of them can pass each other.
+    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)])
+    model = tf_admm.admm_wrap(small_convnet(), spec)
+    wrapper = model.get_layer("admm_fc1")
+    wrapper.hard_project()
+    wrapper.quant_begin()
+    wrapper.quant_lock(0.5, first=True)
+    slot = wrapper.slots[0]
+    swapped = slot.levels.numpy()[[0, 2, 1, 3]]  # No longer ascending.
+    slot.levels.assign(swapped)
+    weight = slot.masked().numpy()
+    nearest = slot.nearest(weight, tf.convert_to_tensor(slot.levels)).numpy()
+    kept = slot.mask.numpy() > 0
+    # The index points at the level (in the variable's order) closest to each kept weight.
+    chosen = swapped[nearest]
+    distance = np.abs(weight[..., None] - swapped).min(axis=-1)
+    np.testing.assert_allclose(np.abs(weight - chosen)[kept], distance[kept], rtol=1e-6)
+    projected = slot.project(tf.constant(weight), tf.convert_to_tensor(slot.levels)).numpy()
+    np.testing.assert_allclose(projected[kept], chosen[kept], rtol=1e-6)
+    wrapper.quant_lock(1.0, first=False)  # Raised "levels sorted ascending" before.
+    value = slot.effective().numpy()
+    assert np.all(np.isin(value[kept], swapped))
+    assert set(wrapper.quantization_state()) == {"fc1_locked", "fc1_quant_error"}
+
+
 def test_quantize_only_spec_starts_in_quantization_admm():
     spec = _spec([tf_admm.Rule(layer_type="Dense", bits=3)])
     model = tf_admm.admm_wrap(small_convnet(), spec)

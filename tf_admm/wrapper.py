@@ -147,12 +147,22 @@ class _Slot:
         )
         return tf.convert_to_tensor(fit.levels, tf.float32)
 
+    # Trained k-means centroids can pass each other, so ``levels`` (the variable's order, which
+    # assignments index) need not be sorted; the projections want them sorted.
+
     def project(self, values: tf.Tensor, levels: tf.Tensor) -> tf.Tensor:
+        levels = tf.sort(levels, axis=-1)
         return projections.project_to_levels(values, levels, mask=self.mask, axis=-1)
 
     def nearest(self, values: tf.Tensor, levels: tf.Tensor) -> tf.Tensor:
-        index = projections.nearest_level_index(values, levels, mask=self.mask, axis=-1)
-        return tf.maximum(index, 0)  # Pruned positions (-1) point at level 0, masked anyway.
+        """Index into ``levels`` (as stored, sorted or not) of each weight's nearest level."""
+        levels = tf.convert_to_tensor(levels)
+        # Per-channel grids (rank 2) are fitted, never trained: they stay sorted.
+        order = tf.argsort(levels, stable=True) if levels.shape.rank == 1 else None
+        ascending = levels if order is None else tf.gather(levels, order)
+        index = projections.nearest_level_index(values, ascending, mask=self.mask, axis=-1)
+        index = tf.maximum(index, 0)  # Pruned positions (-1) point at level 0, masked anyway.
+        return index if order is None else tf.gather(order, index)
 
 
 @keras.utils.register_keras_serializable(package="tf_admm")
