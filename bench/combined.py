@@ -107,8 +107,8 @@ class Settings:
       seed: weights, data order.
       train_batches: use only this many training batches per epoch (smoke runs).
       test_batches: evaluate on only this many test batches (smoke runs).
-      admm_rounds, retrain_rounds, quant_admm_rounds, quant_fractions: override the config's
-        (smoke runs shorten them).
+      admm_rounds, retrain_rounds, prune_stages, quant_admm_rounds, quant_fractions: override
+        the config's (smoke runs shorten them).
       centroid_init: tfmot's centroid initialisation to try first, among
         :data:`CENTROID_INITS`.
       zero_cluster_extra: give tfmot ``2**bits + 1`` clusters (zero plus ``2**bits`` values)
@@ -138,6 +138,7 @@ class Settings:
     test_batches: int | None = None
     admm_rounds: int | None = None
     retrain_rounds: int | None = None
+    prune_stages: tuple[float, ...] | None = None
     quant_admm_rounds: int | None = None
     quant_fractions: tuple[float, ...] | None = None
     centroid_init: str = "kmeans_plus_plus"
@@ -181,6 +182,7 @@ class Settings:
             test_batches=4,
             admm_rounds=1,
             retrain_rounds=0,
+            prune_stages=(1.0,),
             quant_admm_rounds=1,
             quant_fractions=(1.0,),
         )
@@ -192,7 +194,13 @@ class Settings:
         spec = tf_admm.Spec.from_file(self.config)
         overrides = {
             field: getattr(self, field)
-            for field in ("admm_rounds", "retrain_rounds", "quant_admm_rounds", "quant_fractions")
+            for field in (
+                "admm_rounds",
+                "retrain_rounds",
+                "prune_stages",
+                "quant_admm_rounds",
+                "quant_fractions",
+            )
             if getattr(self, field) is not None
         }
         spec = dataclasses.replace(spec, **overrides)
@@ -238,8 +246,10 @@ class Budget:
       epochs: the budget.
       scheduled: tf-admm's scheduled rounds (pruning ADMM to the last locking round), in epochs.
       final: tf-admm's epochs after them (all weights on their levels).
-      prune_ramp: tfmot's sparsity ramp (the config's ADMM rounds).
-      prune_finetune: tfmot's fine-tuning at full sparsity (the config's retraining rounds).
+      prune_ramp: tfmot's sparsity ramp (the config's pruning stages: their ADMM rounds and
+        the retraining rounds between them).
+      prune_finetune: tfmot's fine-tuning at full sparsity (the config's retraining rounds after
+        the last stage).
       cluster: tfmot's clustering epochs.
       pcqat: tfmot's PCQAT epochs.
     """
@@ -265,7 +275,8 @@ def budget(spec: tf_admm.Spec, final_epochs: int, pcqat_epochs: int) -> Budget:
     every = spec.update_every
     scheduled = spec.scheduled_rounds() * every
     epochs = scheduled + final_epochs
-    ramp = spec.admm_rounds * every
+    # tfmot's ramp spans all of tf-admm's pruning stages (ADMM and the retraining between).
+    ramp = (spec.stage_starts()[-1] + spec.admm_rounds) * every
     finetune = spec.retrain_rounds * every
     cluster = epochs - ramp - finetune - pcqat_epochs
     if cluster < 1:

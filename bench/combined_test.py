@@ -1,5 +1,7 @@
 """bench.combined's planning and accounting, without training (the smoke run is in smoke_test)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,11 +15,16 @@ from tflite_export.weights import SUPPORTED_LAYERS
 def test_budget_gives_both_libraries_the_same_epochs_with_pruning_ending_together():
     spec = combined.Settings().spec()  # recipes/configs/lenet5_admm_quant.json
     plan = combined.budget(spec, final_epochs=12, pcqat_epochs=4)
-    # 12 pruning ADMM + 4 retraining + 3 quantization ADMM + 3 more locking rounds.
-    assert plan.scheduled == 22 and plan.epochs == 34
-    assert (plan.prune_ramp, plan.prune_finetune) == (spec.admm_rounds, spec.retrain_rounds)
+    # Five pruning stages of 6 ADMM + 2 retraining rounds, 3 quantization ADMM + 3 more
+    # locking rounds.
+    assert plan.scheduled == 5 * 8 + 3 + 3 and plan.epochs == 46 + 12
+    # tfmot ramps through tf-admm's stages (4 * 8 + 6) and fine-tunes as long as tf-admm
+    # retrains after the last one.
+    assert (plan.prune_ramp, plan.prune_finetune) == (38, spec.retrain_rounds)
     assert plan.prune_ramp + plan.prune_finetune + plan.cluster + plan.pcqat == plan.epochs
     assert plan.cluster == 14
+    one_stage = dataclasses.replace(spec, prune_stages=(1.0,))
+    assert combined.budget(one_stage, 12, 4).prune_ramp == spec.admm_rounds
 
 
 def test_budget_without_a_clustering_epoch_is_refused():

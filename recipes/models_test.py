@@ -196,3 +196,33 @@ def test_alexnet_quant_config_has_deep_compressions_bits():
     assert bits == {f"conv{i}": 8 for i in range(1, 6)} | {f"fc{i}": 5 for i in range(1, 4)}
     pruning = tf_admm.Spec.from_file(os.path.join(CONFIG_DIR, "alexnet_admm.json"))
     assert [r.sparsity for r in spec.rules] == [r.sparsity for r in pruning.rules]
+
+
+# Kept weights of each LeNet-5 config (conv1, conv2, fc1, fc2) and bits where it quantizes.
+LENET5_CONFIGS = {
+    "lenet5_admm_71x.json": ((100, 2_000, 3_600, 350), None),  # Ye et al. 2018, 71.2x.
+    "lenet5_admm_71x_oneshot.json": ((100, 2_000, 3_600, 350), None),
+    "lenet5_admm_167x.json": ((45, 850, 1_520, 150), None),
+    "lenet5_admm_quant.json": ((200, 1_400, 2_250, 250), (3, 3, 2, 3)),  # 105x, our default.
+    "lenet5_admm_quant_167x.json": ((200, 1_100, 1_120, 150), (3, 3, 2, 3)),  # The paper's bits.
+}
+
+
+@pytest.mark.parametrize("path", _configs("lenet5"))
+def test_lenet5_configs_cover_every_layer_with_their_documented_budgets(path):
+    keras.utils.set_random_seed(0)
+    model = models.lenet5()
+    spec = tf_admm.Spec.from_file(path)
+    matched, unmatched = _rule_matches(spec, model)
+    assert all(len(names) == 1 for names in matched.values()), matched
+    assert unmatched == []
+    kept, bits = LENET5_CONFIGS[os.path.basename(path)]
+    sizes = [int(np.prod(model.get_layer(r.name).kernel.shape)) for r in spec.rules]
+    counts = [
+        tf_admm.projections.keep_count(n, r.target_sparsity) for n, r in zip(sizes, spec.rules)
+    ]
+    assert tuple(counts) == kept
+    assert _pruning_ratio(spec, model) == pytest.approx(430_500 / sum(kept))
+    assert tuple(r.bits for r in spec.rules) == (bits or (None,) * 4)
+    # Configs with stages keep the final counts: the last stage is 1.0.
+    assert spec.prune_stages[-1] == 1.0

@@ -74,7 +74,7 @@ def test_flags_build_settings_and_bad_config_is_a_usage_error(tmp_path):
 
 
 def test_recipe_prunes_and_quantizes_with_paper_bits(tmp_path, mnist_data_dir):
-    config = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_quant.json")
+    config = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_quant_167x.json")
     spec = dataclasses.replace(
         tf_admm.Spec.from_file(config),
         admm_rounds=1,
