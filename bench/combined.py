@@ -9,13 +9,15 @@ Both libraries start from the dense LeNet-5 that ``bench.frontier`` pretrains an
 same file when ``--dense_dir`` is frontier's ``--work_dir``), and get the same per-layer
 targets, the same number of epochs and the same learning-rate schedule:
 
-* tf-admm trains the config (``recipes/configs/lenet5_admm_quant.json``: pruning ADMM, masked
-  retraining, quantization ADMM, iterative locking onto the levels) and then
+* tf-admm trains the config (``recipes/configs/lenet5_admm_quant.json``: pruning ADMM and
+  masked retraining in progressive stages, quantization ADMM, iterative locking onto the
+  levels) and then
   ``--final_epochs`` epochs with every weight on its levels: ``E = scheduled rounds +
   final_epochs`` epochs in all.
 * tfmot gets the same ``E`` epochs: ``prune_low_magnitude`` with a ``PolynomialDecay`` ramp over
-  the config's ADMM rounds, fine-tuning over its retraining rounds (so pruning ends where
-  tf-admm's does), then ``strip_pruning`` and
+  the config's pruning stages (their ADMM rounds and the retraining rounds between them),
+  fine-tuning over the retraining rounds after the last stage (so pruning ends where tf-admm's
+  does), then ``strip_pruning`` and
   ``cluster_weights(preserve_sparsity=True)`` with each layer's number of levels for the rest
   of the epochs but the last ``--pcqat_epochs``, then ``strip_clustering``, then
   prune- and cluster-preserving QAT (``quantize_apply`` with
