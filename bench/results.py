@@ -199,13 +199,32 @@ def _dataset(doc: Mapping[str, Any]) -> str | None:
     return (doc.get("settings") or {}).get("dataset")
 
 
-def _key(doc: Mapping[str, Any]) -> tuple[str, str | None]:
-    return doc.get("benchmark", "?"), _dataset(doc)
+def _stages(doc: Mapping[str, Any]) -> tuple[float, ...]:
+    """tf-admm's pruning stages in a frontier run (one stage in runs older than the option)."""
+    return tuple((doc.get("settings") or {}).get("prune_stages") or (1.0,))
 
 
-def _title(key: tuple[str, str | None]) -> str:
-    benchmark, dataset = key
-    return benchmark if dataset is None else f"{benchmark} ({dataset})"
+def _budget(doc: Mapping[str, Any]) -> str | None:
+    """What sets a frontier run apart from another of the same dataset: its epoch budget and
+    tf-admm's stages (None for the other benchmarks). Runs with the same budget are repeats."""
+    if doc.get("benchmark") != "frontier":
+        return None
+    s = doc.get("settings") or {}
+    stages = _stages(doc)
+    budget = f"{s.get('epochs')} epochs"
+    if len(stages) > 1:
+        budget += f", tf-admm in {len(stages)} stages"
+    return budget
+
+
+def _key(doc: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    return doc.get("benchmark", "?"), _dataset(doc), _budget(doc)
+
+
+def _title(key: tuple[str, str | None, str | None]) -> str:
+    benchmark, *details = key
+    details = [d for d in details if d is not None]
+    return f"{benchmark} ({', '.join(details)})" if details else benchmark
 
 
 def _load(path: str) -> dict[str, Any] | None:
@@ -325,8 +344,8 @@ def shortfalls(docs: Sequence[Mapping[str, Any]], tolerance_points: float) -> li
     """
     found: list[str] = []
     for doc in docs:
-        benchmark, dataset = _key(doc)
-        where = f"{benchmark} ({dataset})" if dataset else benchmark
+        benchmark = _key(doc)[0]
+        where = _title(_key(doc))
         if benchmark == "frontier":
             found += _frontier_shortfalls(doc, where, tolerance_points)
         elif benchmark == "combined":
@@ -729,17 +748,34 @@ def _frontier_section(settings: Settings, doc: Mapping[str, Any], outputs: list[
         )
         for r in doc["runs"]
     ]
-    png = plots.frontier(doc, os.path.join(settings.plot_directory, f"frontier_{dataset}.png"))
-    outputs.append(png)
     s = doc["settings"]
+    stages = _stages(doc)
+    name = f"frontier_{dataset}"
+    if len(stages) > 1:
+        name += f"_{len(stages)}stages_e{s['epochs']}"
+    png = plots.frontier(doc, os.path.join(settings.plot_directory, f"{name}.png"))
+    outputs.append(png)
     best = best_ratio_within(doc["runs"], doc["dense"]["accuracy"], settings.tolerance_points)
+    if len(stages) > 1:
+        between = s["stage_retrain_epochs"]
+        ramp = s["prune_epochs"] + (len(stages) - 1) * between
+        pruning = (
+            f"tf-admm prunes in {len(stages)} stages at {' / '.join(f'{f:g}' for f in stages)} "
+            f"of the final ratios, {s['prune_epochs'] // len(stages)} ADMM epochs each with "
+            f"{between} epochs of masked retraining between stages; tfmot's sparsity ramp "
+            f"spans the same {ramp} epochs"
+        )
+        title = f"{dataset}, tf-admm in {len(stages)} stages, {s['epochs']} epochs"
+    else:
+        pruning = f"{s['prune_epochs']} of ADMM rounds / sparsity ramp"
+        title = dataset
     return [
-        f"## Accuracy against pruning ratio: LeNet-5 on {dataset}",
+        f"## Accuracy against pruning ratio: LeNet-5 on {title}",
         "",
         _provenance(doc),
         "",
         f"Dense LeNet-5: {_percent(doc['dense']['accuracy'])}%. Each point: {s['epochs']} epochs "
-        f"({s['prune_epochs']} of ADMM rounds / sparsity ramp) from the same dense checkpoint, "
+        f"({pruning}) from the same dense checkpoint, "
         f"per-layer allocation of the 71x profile ({' / '.join(doc['layers'])}).",
         "",
         _table(header, rows),

@@ -275,6 +275,37 @@ def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
         assert f"]({name})" in markdown
 
 
+def test_a_staged_frontier_gets_its_own_section_and_is_not_taken_for_noise(tmp_path):
+    one_shot = _write(tmp_path, "one_shot.json", _frontier())
+    staged_doc = _frontier(shift=0.002)
+    staged_doc["settings"].update(
+        epochs=36, prune_epochs=20, prune_stages=[0.3333, 1.0], stage_retrain_epochs=4
+    )
+    staged = _write(tmp_path, "staged.json", staged_doc)
+    out = tmp_path / "RESULTS.md"
+    report = results.run(
+        results.Settings(
+            frontier=(one_shot, staged), combined=(), overhead=(), out=str(out), command="x"
+        )
+    )
+    markdown = report["markdown"]
+    assert "## Accuracy against pruning ratio: LeNet-5 on mnist\n" in markdown
+    assert (
+        "## Accuracy against pruning ratio: LeNet-5 on mnist, tf-admm in 2 stages, 36 epochs"
+        in (markdown)
+    )
+    assert (
+        "tf-admm prunes in 2 stages at 0.3333 / 1 of the final ratios, 10 ADMM epochs each with "
+        "4 epochs of masked retraining between stages; tfmot's sparsity ramp spans the same 24 "
+        "epochs" in markdown
+    )
+    assert "frontier (mnist, 36 epochs, tf-admm in 2 stages), 250x: tfmot" in markdown
+    assert "frontier (mnist, 18 epochs), 250x: tfmot" in markdown
+    assert "Pass a second run of the same benchmark" in markdown  # No pair to compare.
+    names = {os.path.basename(p) for p in report["plots"]}
+    assert names == {"frontier_mnist.png", "frontier_mnist_2stages_e36.png"}
+
+
 def test_report_with_nothing_to_read_names_every_missing_output(tmp_path):
     out = tmp_path / "RESULTS.md"
     report = results.run(
