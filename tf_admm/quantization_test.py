@@ -74,6 +74,24 @@ def test_prune_then_uniform_quantize_puts_every_kept_weight_on_its_levels():
     assert np.any(model.get_layer("admm_fc1").layer.bias.numpy() != bias_before)
 
 
+def test_progressive_pruning_stages_then_quantization_end_on_levels_with_final_counts():
+    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.8, bits=2)], prune_stages=(0.25, 0.5, 1.0))
+    model = compile_for_classification(tf_admm.admm_wrap(small_convnet(), spec))
+    slot = _kernel_slot(model, "fc1")
+    # Rounds of 2 steps, 2 rounds per epoch: three stages of 2 ADMM + 1 retraining rounds, then
+    # 2 quantization ADMM rounds and 1 more locking round: 12 scheduled rounds.
+    assert spec.scheduled_rounds() == 12
+    _fit(model, epochs=3)  # 6 rounds: the third stage begins from the second's zeros.
+    assert model.phase is Phase.ADMM
+    assert np.count_nonzero(slot.effective().numpy()) == slot.keep_at(0.5) > slot.keep
+    _fit(model, epochs=3)
+    assert model.phase is Phase.QUANT_RETRAIN
+    value = slot.effective().numpy()
+    assert np.count_nonzero(value) == slot.keep
+    nonzero = value[value != 0]
+    assert len(np.unique(nonzero)) <= 4 and set(np.unique(nonzero)) <= set(slot.levels.numpy())
+
+
 def test_iterative_locking_locks_the_fraction_and_keeps_locked_weights_on_levels():
     spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, bits=2)], quant_fractions=(0.5, 0.9, 1.0))
     model = compile_for_classification(tf_admm.admm_wrap(small_convnet(), spec))
