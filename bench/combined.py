@@ -595,12 +595,11 @@ def _result(
 
 
 def _learning_rate_callback(settings: Settings, plan: Budget) -> keras.callbacks.Callback:
-    final = pipeline.step_decay(settings.retrain_learning_rate, plan.final, start=plan.scheduled)
-
-    def schedule(epoch, lr):
-        return settings.learning_rate if epoch < plan.scheduled else final(epoch, lr)
-
-    return keras.callbacks.LearningRateScheduler(schedule)
+    return keras.callbacks.LearningRateScheduler(
+        pipeline.constant_then_decay(
+            settings.learning_rate, settings.retrain_learning_rate, plan.scheduled, plan.final
+        )
+    )
 
 
 def _run_tf_admm(settings, point, plans, plan: Budget, train_ds, test_ds) -> dict[str, Any]:

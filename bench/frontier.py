@@ -335,14 +335,14 @@ def _pretrain(settings: Settings) -> dict[str, Any]:
 
 
 def _learning_rate_callback(settings: Settings) -> keras.callbacks.Callback:
-    retrain = pipeline.step_decay(
-        settings.retrain_learning_rate, settings.retrain_epochs, start=settings.pruning_epochs
+    return keras.callbacks.LearningRateScheduler(
+        pipeline.constant_then_decay(
+            settings.learning_rate,
+            settings.retrain_learning_rate,
+            settings.pruning_epochs,
+            settings.retrain_epochs,
+        )
     )
-
-    def schedule(epoch, lr):
-        return settings.learning_rate if epoch < settings.pruning_epochs else retrain(epoch, lr)
-
-    return keras.callbacks.LearningRateScheduler(schedule)
 
 
 def _ramp_frequency(steps: int, at_most: int = 100) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "backup_dir",
     "compress",
     "configured_bits",
+    "constant_then_decay",
     "default_image_settings",
     "define_image_flags",
     "export_tflite",
@@ -233,6 +234,19 @@ def _check_epoch_unit(spec: tf_admm.Spec) -> None:
         raise app.UsageError("The recipe counts ADMM rounds in epochs: use update_unit 'epoch'")
 
 
+def constant_then_decay(
+    learning_rate: float, retrain_learning_rate: float, start: int, epochs: int
+) -> Callable[[int, float], float]:
+    """``learning_rate`` before epoch ``start``, then ``epochs`` epochs from
+    ``retrain_learning_rate`` down by :func:`step_decay`."""
+    final = step_decay(retrain_learning_rate, epochs, start=start)
+
+    def schedule(epoch, lr):
+        return learning_rate if epoch < start else final(epoch, lr)
+
+    return schedule
+
+
 def learning_rate_schedule(
     spec: tf_admm.Spec, learning_rate: float, retrain_learning_rate: float, retrain_epochs: int
 ) -> Callable[[int, float], float]:
@@ -244,18 +258,18 @@ def learning_rate_schedule(
     """
     every = spec.update_every
     scheduled_epochs = spec.scheduled_rounds() * every
-    final_schedule = step_decay(retrain_learning_rate, retrain_epochs, start=scheduled_epochs)
+    outer = constant_then_decay(
+        learning_rate, retrain_learning_rate, scheduled_epochs, retrain_epochs
+    )
     stage_retraining = [
         ((start - spec.retrain_rounds) * every, start * every) for start in spec.stage_starts()[1:]
     ]
 
     def schedule(epoch, lr):
-        if epoch >= scheduled_epochs:
-            return final_schedule(epoch, lr)
         for begin, end in stage_retraining:
             if begin <= epoch < end:
                 return step_decay(learning_rate, end - begin, start=begin)(epoch, lr)
-        return learning_rate
+        return outer(epoch, lr)
 
     return schedule
 

@@ -116,15 +116,19 @@ def test_iterative_locking_locks_the_fraction_and_keeps_locked_weights_on_levels
     assert np.any(slot.effective().numpy()[~locked & (slot.mask.numpy() > 0)] != unlocked_before)
 
 
-@pytest.mark.parametrize("mode", ["sum", "mean"])
-def test_centroid_gradient_is_sum_or_mean_of_member_gradients(mode):
-    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)], centroid_update=mode)
-    model = tf_admm.admm_wrap(small_convnet(), spec)
-    wrapper = model.get_layer("admm_fc1")
+def _kmeans_fc1_locked(fraction, **overrides):
+    """The small convnet's fc1 as 4 k-means clusters (half pruned), ``fraction`` of it locked."""
+    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)], **overrides)
+    wrapper = tf_admm.admm_wrap(small_convnet(), spec).get_layer("admm_fc1")
     wrapper.hard_project()
     wrapper.quant_begin()
-    wrapper.quant_lock(1.0, first=True)
-    slot = wrapper.slots[0]
+    wrapper.quant_lock(fraction, first=True)
+    return wrapper, wrapper.slots[0]
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_centroid_gradient_is_sum_or_mean_of_member_gradients(mode):
+    _, slot = _kmeans_fc1_locked(1.0, centroid_update=mode)
     assert slot.levels.trainable
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(slot.effective())
@@ -152,13 +156,7 @@ def test_kmeans_centroids_train_assignments_and_zeros_stay():
 
 def test_centroids_that_trained_out_of_order_still_lock_and_project():
     # Shared-value training moves k-means centroids freely; two of them can pass each other.
-    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)])
-    model = tf_admm.admm_wrap(small_convnet(), spec)
-    wrapper = model.get_layer("admm_fc1")
-    wrapper.hard_project()
-    wrapper.quant_begin()
-    wrapper.quant_lock(0.5, first=True)
-    slot = wrapper.slots[0]
+    wrapper, slot = _kmeans_fc1_locked(0.5)
     swapped = slot.levels.numpy()[[0, 2, 1, 3]]  # No longer ascending.
     slot.levels.assign(swapped)
     weight = slot.masked().numpy()
