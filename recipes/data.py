@@ -657,7 +657,7 @@ def epoch_keyed_batches(
 
     Args:
       images: all training images (uint8), first axis the examples.
-      labels: their labels.
+      labels: their labels, or any per-example targets (rows are gathered like the images).
       batch_size: examples per batch (the last batch may be smaller).
       seed: the run's seed.
       epoch: returns the 0-based epoch number as a tensor.

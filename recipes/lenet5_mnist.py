@@ -4,6 +4,7 @@ Usage:
   python -m recipes.lenet5_mnist                       # Ye et al. 2018 71x ratios, two stages
   python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_71x_oneshot.json
   python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_167x.json
+  python -m recipes.lenet5_mnist --distill_weight=0.5    # also learn the dense model's outputs
 
 Prints a per-layer table (weights, nonzeros, sparsity, compression), the storage report,
 test accuracy of the dense and the pruned model and how long each phase took; writes the
@@ -29,7 +30,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 import tf_admm
-from recipes import data, models, pipeline
+from recipes import data, distillation, models, pipeline
 from tf_admm.compat import keras, tf
 
 # Training images that calibrate the activation ranges of the full-integer export.
@@ -86,6 +87,17 @@ _TFLITE_INT8 = flags.DEFINE_bool(
     "Also export a full-integer .tflite (int8 activations, float inputs and outputs), calibrated "
     f"on the first {CALIBRATION_EXAMPLES} training images, and test it in LiteRT.",
 )
+_DISTILL_WEIGHT = flags.DEFINE_float(
+    "distill_weight",
+    0.0,
+    "Share of the dense model's soft targets in the loss while compressing (knowledge "
+    "distillation; 0: labels only).",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
+_DISTILL_TEMPERATURE = flags.DEFINE_float(
+    "distill_temperature", 4.0, "Temperature of the distillation soft targets.", lower_bound=0.01
+)
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity.")
 _DETERMINISTIC = flags.DEFINE_bool(
     "deterministic",
@@ -113,6 +125,11 @@ class Settings:
     train_batches: int | None = None
     verbose: int = 1
     deterministic: bool = False
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
+
+    def __post_init__(self):
+        distillation.check_settings(self.distill_weight, self.distill_temperature)
 
 
 # The pieces every recipe shares live in recipes.pipeline; these names stay for the tests.
@@ -218,16 +235,30 @@ def run(settings: Settings) -> dict[str, Any]:
     for field in ("model_dir", "data_dir", "verbose", "export", "tflite_int8"):
         del shaping[field]
     backup_dir = _backup_dir(settings, "admm", shaping, spec.to_dict())
+    compress_arrays, objective, metrics = train_arrays, pipeline.loss, pipeline.accuracy_metrics
+    if settings.distill_weight > 0:
+        images, labels = train_arrays
+        compress_arrays = (images, distillation.targets(dense, images, labels))
+        weight, temperature = settings.distill_weight, settings.distill_temperature
+
+        def objective():
+            return distillation.DistillationLoss(weight, temperature)
+
+        def metrics():
+            return [distillation.LabelAccuracy()]
+
     model, phase_times = pipeline.compress(
         dense,
         spec,
-        lambda optimizer: _train_data(settings, train_arrays, optimizer, salt=1),
+        lambda optimizer: _train_data(settings, compress_arrays, optimizer, salt=1),
         learning_rate=settings.admm_learning_rate or settings.learning_rate,
         retrain_learning_rate=settings.retrain_learning_rate,
         retrain_epochs=settings.retrain_epochs,
         log_dir=os.path.join(settings.model_dir, "logs"),
         backup=backup_dir,
         resumed=resumed,
+        metrics=metrics,
+        objective=objective,
         verbose=settings.verbose,
     )
     timings.update(phase_times)
@@ -246,6 +277,10 @@ def run(settings: Settings) -> dict[str, Any]:
         **summary,
         "seconds": timings,
         "spec": spec.to_dict(),
+        "distillation": {
+            "weight": settings.distill_weight,
+            "temperature": settings.distill_temperature,
+        },
         "model": path,
         "resumed_after_epochs": resumed,
     }
@@ -304,6 +339,8 @@ def settings_from_flags() -> Settings:
         train_batches=_TRAIN_BATCHES.value,
         verbose=int(_VERBOSE.value),
         deterministic=_DETERMINISTIC.value,
+        distill_weight=_DISTILL_WEIGHT.value,
+        distill_temperature=_DISTILL_TEMPERATURE.value,
     )
 
 

@@ -286,6 +286,7 @@ def compress(
     backup: str,
     resumed: dict[str, int],
     metrics: Callable[[], list[Any]] = accuracy_metrics,
+    objective: Callable[[], keras.losses.Loss] = loss,
     steps_per_epoch: int | None = None,
     verbose: int = 1,
 ) -> tuple[tf_admm.AdmmModel, dict[str, float]]:
@@ -307,6 +308,8 @@ def compress(
       backup: BackupAndRestore directory of this run.
       resumed: gets ``{"ADMM": epochs}`` when the run resumed.
       metrics: returns the metrics to compile with.
+      objective: returns the loss to compile with (e.g. a
+        :class:`recipes.distillation.DistillationLoss`, whose targets ``train_data`` yields).
       steps_per_epoch: steps of an epoch on a repeated dataset; None: one pass.
       verbose: Keras fit verbosity.
 
@@ -320,7 +323,7 @@ def compress(
     _check_epoch_unit(spec)
     scheduled_epochs = spec.scheduled_rounds() * spec.update_every
     model = tf_admm.admm_wrap(dense, spec)
-    model.compile(keras.optimizers.Adam(learning_rate), loss(), metrics())
+    model.compile(keras.optimizers.Adam(learning_rate), objective(), metrics())
     schedule = learning_rate_schedule(spec, learning_rate, retrain_learning_rate, retrain_epochs)
     phase_times: dict[str, float] = {}
     logging.info(

@@ -103,3 +103,23 @@ def test_recipe_prunes_and_quantizes_with_paper_bits(tmp_path, mnist_data_dir):
     assert int8["file_bytes"] == os.path.getsize(int8["path"]) < lite["float_file_bytes"] / 5
     assert abs(int8["accuracy"] - results["pruned_accuracy"]) <= 0.01
     assert "export_int8" in results["seconds"]
+
+
+def test_recipe_distills_from_its_dense_model(tmp_path, mnist_data_dir):
+    results = lenet5_mnist.run(
+        _settings(
+            tmp_path,
+            mnist_data_dir,
+            train_batches=4,
+            export=False,
+            distill_weight=0.5,
+            distill_temperature=2.0,
+        )
+    )
+    assert results["distillation"] == {"weight": 0.5, "temperature": 2.0}
+    budgets = {"conv1": 100, "conv2": 2000, "fc1": 3600, "fc2": 350}
+    assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == budgets
+    # The stripped model is plain: it loads without the distillation loss.
+    assert keras.models.load_model(results["model"]).loss is not None
+    with pytest.raises(ValueError, match="distillation weight"):
+        _settings(tmp_path, mnist_data_dir, distill_weight=2.0)

@@ -1,0 +1,93 @@
+"""Knowledge distillation from the dense model while it is compressed (Hinton et al. 2015).
+
+The compressed network learns from the labels and from the dense network it started as: the
+loss is ``(1 - weight) * CE(label, student) + weight * T^2 * KL(teacher_T || student_T)``,
+where ``x_T`` is ``softmax(logits / T)``. The ``T^2`` keeps the soft term's gradients on the
+scale of the hard term's whatever the temperature.
+
+The teacher's logits are computed once, before compression, for every training example, and
+travel through the input pipeline with the labels: a target row is
+``[label, teacher logit 0, ..., teacher logit C-1]``. The training loop, the ADMM train step
+and the data order are untouched; only the loss and the accuracy metric read the rows.
+"""
+
+from __future__ import annotations
+
+from tf_admm.compat import keras, tf
+
+__all__ = ["DistillationLoss", "LabelAccuracy", "check_settings", "targets"]
+
+
+def check_settings(weight: float, temperature: float) -> None:
+    """Raises ValueError unless 0 <= weight <= 1 and temperature > 0."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distillation weight: expected a number in [0, 1], got {weight!r}")
+    if not temperature > 0.0:
+        raise ValueError(f"distillation temperature: expected a number > 0, got {temperature!r}")
+
+
+def targets(
+    teacher: keras.Model, images: tf.Tensor, labels: tf.Tensor, batch_size: int = 1024
+) -> tf.Tensor:
+    """Rows ``[label, teacher logits...]`` (float32) for uint8 ``images`` scaled by 1/255.
+
+    Args:
+      teacher: a model that maps images in [0, 1] to logits.
+      images: all training images (uint8), first axis the examples.
+      labels: their integer labels.
+      batch_size: examples per forward pass.
+
+    Returns:
+      A ``[examples, 1 + classes]`` float32 tensor.
+    """
+    logits = teacher.predict(
+        tf.data.Dataset.from_tensor_slices(images)
+        .batch(batch_size)
+        .map(lambda x: tf.cast(x, tf.float32) / 255.0),
+        verbose=0,
+    )
+    labels = tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)
+    return tf.concat([labels, tf.convert_to_tensor(logits, tf.float32)], axis=1)
+
+
+def _split(y_true: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.cast(y_true[:, 0], tf.int32), y_true[:, 1:]
+
+
+@keras.utils.register_keras_serializable(package="recipes")
+class DistillationLoss(keras.losses.Loss):
+    """Hard cross-entropy plus the teacher's tempered soft targets, on rows from :func:`targets`.
+
+    Args:
+      weight: share of the soft term, in [0, 1]; 0 is plain cross-entropy on the labels.
+      temperature: T > 0, softening both distributions in the soft term.
+    """
+
+    def __init__(self, weight: float = 0.5, temperature: float = 4.0, name="distillation", **kw):
+        check_settings(weight, temperature)
+        super().__init__(name=name, **kw)
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    def call(self, y_true, y_pred):
+        labels, teacher = _split(y_true)
+        hard = keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        t = self.temperature
+        teacher_log_p = tf.nn.log_softmax(teacher / t)
+        student_log_p = tf.nn.log_softmax(y_pred / t)
+        kl = tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+        return (1.0 - self.weight) * hard + self.weight * t * t * kl
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight, "temperature": self.temperature}
+
+
+@keras.utils.register_keras_serializable(package="recipes")
+class LabelAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Top-1 accuracy against the label column of rows from :func:`targets`."""
+
+    def __init__(self, name="accuracy", **kw):
+        super().__init__(name=name, **kw)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true[:, :1], y_pred, sample_weight)
