@@ -518,7 +518,19 @@ def noise(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]
             if value is not None and other is not None:
                 measures[measure] = (value, other, other - value)
         points.append((key, measures))
-    ignored = {"out", "plot", "work_dir", "dense_dir", "data_dir", "command", "verbose"}
+    # Where files go, and which points run: points are matched by key, so a run of a subset of
+    # the ratios (or libraries) is still a noise measure on the points both have.
+    ignored = {
+        "out",
+        "plot",
+        "work_dir",
+        "dense_dir",
+        "data_dir",
+        "command",
+        "verbose",
+        "ratios",
+        "libraries",
+    }
     settings_a, settings_b = first.get("settings") or {}, second.get("settings") or {}
     differing = {
         name: (settings_a.get(name), settings_b.get(name))

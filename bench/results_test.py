@@ -211,6 +211,13 @@ def test_noise_reports_per_point_differences_and_differing_settings():
         assert measures["accuracy"][2] == pytest.approx(0.001)
         assert measures["ratio"][2] == 0
     assert result["max_accuracy_points"] == pytest.approx(0.1)
+    # A rerun of some of the points only is still a noise measure on those points.
+    subset = _frontier(seed=1, shift=0.001)
+    subset["runs"] = [run for run in subset["runs"] if run["target_ratio"] == 50.0]
+    subset["settings"]["ratios"] = [50.0]
+    result = results.noise(first, subset)
+    assert result["settings"] == {"seed": (0, 1)}
+    assert [key for key, _ in result["points"]] == [("50x", "tf_admm"), ("50x", "tfmot")]
 
 
 def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
