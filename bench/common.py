@@ -285,20 +285,23 @@ class EpochLog(keras.callbacks.Callback):
     after its Z/U update.
 
     Attributes:
-      epochs: one dict per finished epoch: ``epoch`` (0-based), ``phase`` and the logs.
+      epochs: one dict per finished epoch: ``epoch`` (0-based), ``phase``, ``seconds`` (wall
+        time from epoch begin to end, the Z/U update included) and the logs.
     """
 
     def __init__(self):
         super().__init__()
         self.epochs: list[dict[str, float]] = []
         self._phase: int | None = None
+        self._start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         phase = getattr(self.model, "admm_phase", None)
         self._phase = None if phase is None else int(phase.numpy())
+        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        entry: dict[str, float] = {"epoch": epoch}
+        entry: dict[str, float] = {"epoch": epoch, "seconds": time.perf_counter() - self._start}
         if self._phase is not None:
             entry["phase"] = self._phase
         for key, value in (logs or {}).items():

@@ -176,6 +176,7 @@ def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(
     history = runs[0]["history"]
     assert [e["phase"] for e in history] == [0, 1]
     assert history[0]["admm_phase"] == 1 and history[0]["rho"] > 0
+    assert all(e["seconds"] > 0 for e in history)
     assert history[-1]["fc1_sparsity"] == pytest.approx(1 - runs[0]["nonzeros"]["fc1"] / 400_000)
     assert "history" not in runs[1]
     png = (work_dir / "frontier_mnist.png").read_bytes()
