@@ -11,7 +11,7 @@ Both libraries start from ONE dense LeNet-5 (pretrained once and cached in ``--w
 the same per-layer allocation and the same epoch budget and learning-rate schedule:
 
 * Per-layer allocation: the kept fractions of Ye et al.'s 71x LeNet-5 profile
-  (``recipes/configs/lenet5_admm_71x.json``) scaled by one factor so that the whole network
+  (``recipes/configs/lenet5_admm_71x_oneshot.json``) scaled by one factor so that the whole network
   keeps ``weights / ratio`` weights (a layer never keeps more than all of its weights). The
   kept counts are integers, and both libraries are handed the sparsities ``1 - kept / size``.
 * Epoch budget ``--epochs``: the first ``--prune_epochs`` are tf-admm's ADMM rounds (one round
@@ -63,7 +63,7 @@ PROFILE_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     "recipes",
     "configs",
-    "lenet5_admm_71x.json",
+    "lenet5_admm_71x_oneshot.json",
 )
 DATASETS = {"mnist": data.load_mnist, "fashion_mnist": data.load_fashion_mnist}
 LIBRARIES = ("tf_admm", "tfmot")

@@ -1,10 +1,10 @@
 """Compress LeNet-5 on MNIST with ADMM pruning: pretrain, ADMM, hard prune, masked retrain.
 
 Usage:
-  python -m recipes.lenet5_mnist                       # Ye et al. 2018 71x ratios, two stages
+  python -m recipes.lenet5_mnist                       # Ye et al. 2018 71x ratios, five stages
   python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_71x_oneshot.json
   python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_167x.json
-  python -m recipes.lenet5_mnist --distill_weight=0.5    # also learn the dense model's outputs
+  python -m recipes.lenet5_mnist --distill_weight=0      # labels only, no distillation
 
 Prints a per-layer table (weights, nonzeros, sparsity, compression), the storage report,
 test accuracy of the dense and the pruned model and how long each phase took; writes the
@@ -89,7 +89,7 @@ _TFLITE_INT8 = flags.DEFINE_bool(
 )
 _DISTILL_WEIGHT = flags.DEFINE_float(
     "distill_weight",
-    0.0,
+    0.5,
     "Share of the dense model's soft targets in the loss while compressing (knowledge "
     "distillation; 0: labels only).",
     lower_bound=0.0,
@@ -125,7 +125,7 @@ class Settings:
     train_batches: int | None = None
     verbose: int = 1
     deterministic: bool = False
-    distill_weight: float = 0.0
+    distill_weight: float = 0.5
     distill_temperature: float = 4.0
 
     def __post_init__(self):

@@ -201,6 +201,7 @@ def test_alexnet_quant_config_has_deep_compressions_bits():
 # Kept weights of each LeNet-5 config (conv1, conv2, fc1, fc2) and bits where it quantizes.
 LENET5_CONFIGS = {
     "lenet5_admm_71x.json": ((100, 2_000, 3_600, 350), None),  # Ye et al. 2018, 71.2x.
+    "lenet5_admm_71x_2stages.json": ((100, 2_000, 3_600, 350), None),
     "lenet5_admm_71x_oneshot.json": ((100, 2_000, 3_600, 350), None),
     "lenet5_admm_167x.json": ((45, 850, 1_520, 150), None),
     "lenet5_admm_quant.json": ((200, 1_400, 2_250, 250), (3, 3, 2, 3)),  # 105x, our default.
