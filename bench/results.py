@@ -587,10 +587,8 @@ def _recipe_section(settings: Settings, outputs: list[str]) -> list[str]:
     directory = settings.recipe_dir
     path = os.path.join(directory, "results.json")
     lines = ["## Recipe run", ""]
-    try:
-        with open(path, encoding="utf-8") as f:
-            results = json.load(f)
-    except FileNotFoundError:
+    results = _recipe_results(directory)
+    if results is None:
         return lines + [f"No `{path}`: run the recipe with `--model_dir={directory}` first.", ""]
     totals = (results.get("storage") or {}).get("totals") or {}
     lite = results.get("tflite") or {}
@@ -675,10 +673,37 @@ def _recipe_section(settings: Settings, outputs: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _recipe_results(directory: str) -> dict[str, Any] | None:
+    """The ``results.json`` of a recipe run, or None when there is none."""
+    try:
+        with open(os.path.join(directory, "results.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def _recipe_claims(recipe: Mapping[str, Any]) -> dict[str, str]:
+    """{published key: what a recipe run measured} (pruning alone, or the storage ratios)."""
+    rules = (recipe.get("spec") or {}).get("rules") or []
+    accuracy = (
+        f"{_percent(recipe['pruned_accuracy'])}%, its dense model "
+        f"{_percent(recipe['dense_accuracy'])}%"
+    )
+    if not any(rule.get("bits") or rule.get("clusters") for rule in rules):
+        return {"pruning": f"tf-admm recipe {_ratio(recipe['pruning_ratio'])} ({accuracy})"}
+    totals = (recipe.get("storage") or {}).get("totals") or {}
+    return {
+        key: f"tf-admm recipe {_ratio(totals[key], 0)} ({accuracy})"
+        for key in ("weight_data_ratio", "ratio_with_indices")
+        if key in totals
+    }
+
+
 def _published_section(
     frontiers: Sequence[Mapping[str, Any]],
     combined: Sequence[Mapping[str, Any]],
     tolerance_points: float,
+    recipe: Mapping[str, Any] | None = None,
 ) -> list[str]:
     mnist = next((d for d in frontiers if _dataset(d) == "mnist"), None)
     quant = next((d for d in combined if _dataset(d) == "mnist"), None)
@@ -728,6 +753,8 @@ def _published_section(
                         f"{_ratio(dense_gzip / smallest[1])} ({smallest[0]})"
                     )
             ours["gzip"] = "; ".join(parts)
+    for key, text in (_recipe_claims(recipe) if recipe else {}).items():
+        ours[key] = f"{ours[key]}; {text}" if key in ours else text
     rows = [
         (p["source"], p["claim"], p["value"], ours.get(p["key"], "no data yet")) for p in PUBLISHED
     ]
@@ -1064,7 +1091,8 @@ def run(settings: Settings) -> dict[str, Any]:
         "the number of cores before trusting times.",
         "",
     ]
-    lines += _published_section(frontiers, combined, settings.tolerance_points)
+    recipe = _recipe_results(settings.recipe_dir) if settings.recipe_dir else None
+    lines += _published_section(frontiers, combined, settings.tolerance_points, recipe)
     for doc in frontiers:
         lines += _frontier_section(settings, doc, outputs)
     for doc in combined:

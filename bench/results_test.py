@@ -378,6 +378,10 @@ def test_recipe_dir_gives_a_section_with_layer_bars_and_admm_history(tmp_path):
     )
     assert "## Recipe run" in report["markdown"]
     assert "| 99.10 | 99.00 | +0.10 | 167.5x | 1,900x | 600x |" in report["markdown"]
+    # The published-numbers table sets the recipe's storage ratios beside the paper's.
+    markdown = report["markdown"]
+    assert "| 1,910x | tf-admm recipe 1,900x (99.00%, its dense model 99.10%) |" in markdown
+    assert "| 623x | tf-admm recipe 600x (99.00%, its dense model 99.10%) |" in markdown
     names = {os.path.basename(p) for p in report["plots"]}
     assert names == {"recipe_layers.png", "recipe_admm.png"}
 
@@ -387,3 +391,15 @@ def test_phase_names_follow_tf_admm_phases():
 
     assert sorted(plots.PHASE_NAMES) == sorted(int(p) for p in tf_admm.Phase)
     assert set(plots.VARIANT_LABELS) == {"tf_admm", "tfmot_cluster", "tfmot_pcqat"}
+
+
+def test_a_pruning_recipe_run_is_set_beside_the_published_pruning_ratio():
+    recipe = {
+        "dense_accuracy": 0.9932,
+        "pruned_accuracy": 0.9931,
+        "pruning_ratio": 71.16,
+        "spec": {"rules": [{"name": "fc1", "sparsity": 0.991}]},
+    }
+    assert results._recipe_claims(recipe) == {
+        "pruning": "tf-admm recipe 71.2x (99.31%, its dense model 99.32%)"
+    }
