@@ -403,3 +403,22 @@ def test_a_pruning_recipe_run_is_set_beside_the_published_pruning_ratio():
     assert results._recipe_claims(recipe) == {
         "pruning": "tf-admm recipe 71.2x (99.31%, its dense model 99.32%)"
     }
+
+
+def test_frontier_histories_explain_the_shortfalls(tmp_path):
+    doc = _frontier()
+    history = [
+        {"epoch": 0, "phase": 0, "accuracy": 0.95},
+        {"epoch": 1, "phase": 0, "accuracy": 0.90},
+        {"epoch": 2, "phase": 1, "accuracy": 0.97},
+    ]
+    doc["runs"][4]["history"] = history  # tf-admm at 250x, where tfmot is ahead.
+    assert results.admm_training_accuracy(doc) == [(250.0, 0.90, 0.97)]
+    path = _write(tmp_path, "frontier_mnist.json", doc)
+    report = results.run(
+        results.Settings(
+            frontier=(path,), combined=(), overhead=(), out=str(tmp_path / "RESULTS.md")
+        )
+    )
+    assert "Why, from the recorded histories:" in report["markdown"]
+    assert "last epoch: 250.0x 90.00% -> 97.00%." in report["markdown"]
