@@ -559,12 +559,17 @@ def noise(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]
         "verbose",
         "ratios",
         "libraries",
+        "profile_config",  # A path; the allocation it gave is compared point by point.
     }
     settings_a, settings_b = first.get("settings") or {}, second.get("settings") or {}
     differing = {
         name: (settings_a.get(name), settings_b.get(name))
         for name in sorted(set(settings_a) | set(settings_b))
-        if name not in ignored and settings_a.get(name) != settings_b.get(name)
+        if name not in ignored
+        # A setting that one run did not record (an older output) is not known to differ.
+        and settings_a.get(name) is not None
+        and settings_b.get(name) is not None
+        and settings_a.get(name) != settings_b.get(name)
     }
     accuracy = [abs(m["accuracy"][2]) for _, m in points if "accuracy" in m]
     return {

@@ -215,6 +215,9 @@ def test_noise_reports_per_point_differences_and_differing_settings():
     subset = _frontier(seed=1, shift=0.001)
     subset["runs"] = [run for run in subset["runs"] if run["target_ratio"] == 50.0]
     subset["settings"]["ratios"] = [50.0]
+    # Settings an older output did not record, and the profile's path, are not differences.
+    subset["settings"]["prune_stages"] = [1.0]
+    subset["settings"]["profile_config"] = "/elsewhere/lenet5_admm_71x_oneshot.json"
     result = results.noise(first, subset)
     assert result["settings"] == {"seed": (0, 1)}
     assert [key for key, _ in result["points"]] == [("50x", "tf_admm"), ("50x", "tfmot")]
