@@ -617,11 +617,13 @@ def _with_phase_during(epochs: list[dict[str, float]], first_phase: int) -> list
     return result
 
 
-def _recipe_section(settings: Settings, outputs: list[str]) -> list[str]:
+def _recipe_section(
+    settings: Settings, results: Mapping[str, Any] | None, outputs: list[str]
+) -> list[str]:
+    """The recipe run's section, from its ``results`` (None: no results.json was found)."""
     directory = settings.recipe_dir
     path = os.path.join(directory, "results.json")
     lines = ["## Recipe run", ""]
-    results = _recipe_results(directory)
     if results is None:
         return lines + [f"No `{path}`: run the recipe with `--model_dir={directory}` first.", ""]
     totals = (results.get("storage") or {}).get("totals") or {}
@@ -1143,7 +1145,7 @@ def run(settings: Settings) -> dict[str, Any]:
     for doc in overheads:
         lines += _overhead_section(doc)
     if settings.recipe_dir:
-        lines += _recipe_section(settings, outputs)
+        lines += _recipe_section(settings, recipe, outputs)
     lines += _shortfall_section(firsts, settings.tolerance_points)
     lines += _noise_section(groups)
     if missing:
