@@ -5,6 +5,7 @@ Usage:
   python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_71x_oneshot.json
   python -m recipes.lenet5_mnist --config=recipes/configs/lenet5_admm_167x.json
   python -m recipes.lenet5_mnist --distill_weight=0      # labels only, no distillation
+  python -m recipes.lenet5_mnist_quant                   # pruning and quantization together
 
 Prints a per-layer table (weights, nonzeros, sparsity, compression), the storage report,
 test accuracy of the dense and the pruned model and how long each phase took; writes the
