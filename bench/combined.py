@@ -9,7 +9,7 @@ Both libraries start from the dense LeNet-5 that ``bench.frontier`` pretrains an
 same file when ``--dense_dir`` is frontier's ``--work_dir``), and get the same per-layer
 targets, the same number of epochs and the same learning-rate schedule:
 
-* tf-admm trains the config (``recipes/configs/lenet5_admm_quant.json``: pruning ADMM and
+* tf-admm trains the config (``recipes/configs/lenet5_admm_quant_105x.json``: pruning ADMM and
   masked retraining in progressive stages, quantization ADMM, iterative locking onto the
   levels) and then
   ``--final_epochs`` epochs with every weight on its levels: ``E = scheduled rounds +
@@ -78,7 +78,8 @@ __all__ = [
     "storage_from_tflite",
 ]
 
-CONFIG = os.path.join(os.path.dirname(frontier.PROFILE_CONFIG), "lenet5_admm_quant.json")
+# The combined recipe's default before 2026-11-29's reallocation, which the recorded runs used.
+CONFIG = os.path.join(os.path.dirname(frontier.PROFILE_CONFIG), "lenet5_admm_quant_105x.json")
 LIBRARIES = ("tf_admm", "tfmot")
 VARIANTS = ("tf_admm", "tfmot_cluster", "tfmot_pcqat")
 CENTROID_INITS = ("kmeans_plus_plus", "linear", "density_based")

@@ -13,7 +13,7 @@ from tflite_export.weights import SUPPORTED_LAYERS
 
 
 def test_budget_gives_both_libraries_the_same_epochs_with_pruning_ending_together():
-    spec = combined.Settings().spec()  # recipes/configs/lenet5_admm_quant.json
+    spec = combined.Settings().spec()  # recipes/configs/lenet5_admm_quant_105x.json
     plan = combined.budget(spec, final_epochs=12, pcqat_epochs=4)
     # Five pruning stages of 6 ADMM + 2 retraining rounds, 3 quantization ADMM + 3 more
     # locking rounds.

@@ -5,7 +5,7 @@ onto quantization levels, iterative quantization, retraining on the levels, expo
 combined config and its own model directory as defaults. Every flag of that recipe applies here.
 
 Usage:
-  python -m recipes.lenet5_mnist_quant          # the paper's bits (3/3/2/3) on 105x pruning
+  python -m recipes.lenet5_mnist_quant          # the paper's bits (3/3/2/3) on 106.3x pruning
   python -m recipes.lenet5_mnist_quant --config=recipes/configs/lenet5_admm_quant_167x.json
   python -m recipes.lenet5_mnist_quant --model_dir=runs/lenet5_mnist   # reuse its dense model
 
