@@ -228,3 +228,23 @@ def test_lenet5_configs_cover_every_layer_with_their_documented_budgets(path):
     assert tuple(r.bits for r in spec.rules) == (bits or (None,) * 4)
     # Configs with stages keep the final counts: the last stage is 1.0.
     assert spec.prune_stages[-1] == 1.0
+
+
+def test_combined_default_stores_its_weight_data_in_a_thousandth_of_dense_float():
+    """Weight data depends only on kept counts and bits: the default must stay past 1,000x.
+
+    (The ratio with indices depends on where the kept weights end up; the recipe reports it.)
+    """
+    kept, bits = LENET5_CONFIGS["lenet5_admm_quant.json"]
+    sizes = (500, 25_000, 400_000, 5_000)
+    layers = [
+        # Uniform levels: the codebook is one float32 scale.
+        tf_admm.storage.layer_storage(
+            name, positions=np.arange(k), num_weights=n, bits_per_value=b, codebook_bits=32
+        )
+        for name, k, n, b in zip(("conv1", "conv2", "fc1", "fc2"), kept, sizes, bits)
+    ]
+    report = tf_admm.storage.storage_report(layers)
+    # 200*3 + 1,100*3 + 2,500*2 + 250*3 value bits and 4 scales: 1,408.9x, as the recipe prints.
+    assert report.weight_data_ratio == pytest.approx(32 * 430_500 / (9_650 + 4 * 32))
+    assert round(report.weight_data_ratio, 1) == 1_408.9
