@@ -1,5 +1,7 @@
 """The combined recipe's entry point: its defaults and that explicit flags still win."""
 
+import os
+
 from absl import flags
 from absl.testing import flagsaver
 
@@ -26,7 +28,7 @@ def test_defaults_are_the_combined_config_and_its_own_directory():
 
 
 def test_explicit_flags_win_over_the_defaults():
-    config = lenet5_mnist_quant.DEFAULTS["config"].replace("quant", "quant_167x")
+    config = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_quant_167x.json")
     settings = _settings(["prog", f"--config={config}", "--model_dir=elsewhere"])
     assert settings.model_dir == "elsewhere"
     pruned = sum(rule.sparsity for rule in settings.spec.rules)
