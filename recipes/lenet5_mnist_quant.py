@@ -35,10 +35,6 @@ def use_defaults() -> None:
         flags.FLAGS.set_default(name, value)
 
 
-def main(argv):
-    lenet5_mnist.main(argv)
-
-
 if __name__ == "__main__":
     use_defaults()
-    app.run(main)
+    app.run(lenet5_mnist.main)

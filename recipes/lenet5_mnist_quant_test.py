@@ -32,7 +32,7 @@ def test_explicit_flags_win_over_the_defaults():
     settings = _settings(["prog", f"--config={config}", "--model_dir=elsewhere"])
     assert settings.model_dir == "elsewhere"
     pruned = sum(rule.sparsity for rule in settings.spec.rules)
-    assert pruned > sum(rule.sparsity for rule in _settings(["prog"]).spec.rules)  # 167x > 105x
+    assert pruned > sum(rule.sparsity for rule in _settings(["prog"]).spec.rules)  # 167.5x > 106.3x
 
 
 def test_flag_defaults_are_restored_for_the_other_recipe():
