@@ -190,7 +190,7 @@ CASES = [
         "sparsity_and_ratio",
         lambda env: _rule(name="fc1", sparsity=0.5, ratio=2),
         SpecError,
-        r"one of sparsity or ratio; received: sparsity=0.5, ratio=2",
+        r"one of sparsity, ratio or keep; received: sparsity=0.5, ratio=2",
     ),
     (
         "no_compression_target",
@@ -390,7 +390,7 @@ CASES = [
         "spec_empty",
         lambda env: Spec.from_dict({}),
         SpecError,
-        r"Spec: Expected at least one rule or a default rule; received none",
+        r"Spec: Expected at least one rule, a default rule or a target_ratio; received none",
     ),
     (
         "rules_a_mapping",

@@ -1,10 +1,11 @@
 """tf-admm: ADMM weight pruning and quantization for TensorFlow/Keras (tf_keras)."""
 
-from tf_admm import projections, report, storage
+from tf_admm import allocation, projections, report, storage
 from tf_admm.compat import keras, tf
 from tf_admm.registry import CompressibleLayer
 from tf_admm.saving import ModelFileError, load_model
-from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
+from tf_admm.sensitivity import sensitivity_allocation, sensitivity_curves
+from tf_admm.spec import Allocation, RhoSchedule, Rule, Spec, SpecError, Unit
 from tf_admm.strip import strip
 from tf_admm.training import (
     AdmmModel,
@@ -13,6 +14,7 @@ from tf_admm.training import (
     Phase,
     admm_wrap,
     callbacks,
+    shared_weights,
     wrappers,
 )
 from tf_admm.wrapper import AdmmWrapper, Target
@@ -20,6 +22,7 @@ from tf_admm.wrapper import AdmmWrapper, Target
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Allocation",
     "AdmmModel",
     "AdmmUpdate",
     "AdmmWrapper",
@@ -34,11 +37,15 @@ __all__ = [
     "Target",
     "Unit",
     "admm_wrap",
+    "allocation",
     "callbacks",
     "keras",
     "load_model",
     "projections",
     "report",
+    "sensitivity_allocation",
+    "sensitivity_curves",
+    "shared_weights",
     "storage",
     "strip",
     "tf",

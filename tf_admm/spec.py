@@ -27,7 +27,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CentroidUpdate", "Rule", "RhoSchedule", "Scheme", "Spec", "SpecError", "Unit"]
+from tf_admm.allocation import Allocation
+
+__all__ = [
+    "Allocation",
+    "CentroidUpdate",
+    "Rule",
+    "RhoSchedule",
+    "Scheme",
+    "Spec",
+    "SpecError",
+    "Unit",
+]
 
 
 class SpecError(ValueError):
@@ -151,6 +162,18 @@ def _check_fractions(field: str, fractions: Any) -> tuple[float, ...]:
     return fractions
 
 
+class _FrozenCounts(dict):
+    """A dict that refuses changes (the ``allocated`` counts of a frozen :class:`Spec`)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("Spec.allocated cannot change: use dataclasses.replace(spec, ...)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self):
+        return hash(tuple(self.items()))
+
+
 def _from_mapping(cls, where: str, config: Any):
     """Builds dataclass ``cls`` from a mapping, refusing unknown keys by name."""
     if not isinstance(config, Mapping):
@@ -221,8 +244,10 @@ class Rule:
     do not match, so ``"Conv2D"`` leaves ``DepthwiseConv2D`` alone). A rule with no matcher is
     only valid as :attr:`Spec.default`.
 
-    Give the pruning target either as ``sparsity`` (fraction of weights pruned, in [0, 1)) or
-    as ``ratio`` (compression ratio = total / kept weights, >= 1). Give quantization as ``bits``
+    Give the pruning target as ``sparsity`` (fraction of weights pruned, in [0, 1)), as
+    ``ratio`` (compression ratio = total / kept weights, >= 1) or as ``keep`` (exact number of
+    weights kept in each weight the rule compresses); or give none and let the spec's
+    ``target_ratio`` share one budget among such rules' layers. Give quantization as ``bits``
     (``uniform`` levels {±q, ±2q, ..., ±2**(bits-1) q} or ``power_of_two`` levels
     {±q, ±2q, ±4q, ...}, 2**bits nonzero levels) or as ``clusters`` (``kmeans``, free centroids).
     Pruned weights stay exactly zero and are never put on a level. A rule may prune, quantize
@@ -234,6 +259,7 @@ class Rule:
       layer_type: layer class name.
       sparsity: fraction of the targeted weights set to zero.
       ratio: pruning ratio, equivalent to ``sparsity = 1 - 1 / ratio``.
+      keep: number of weights kept, >= 1, in each weight the rule compresses.
       rho: this rule's initial rho, overriding ``Spec.rho.initial``.
       weights: attribute names of the weights to compress (e.g. ``("kernel",)``); by default
         the layer's registered compressible weights.
@@ -250,6 +276,7 @@ class Rule:
     layer_type: str | None = None
     sparsity: float | None = None
     ratio: float | None = None
+    keep: int | None = None
     rho: float | None = None
     weights: tuple[str, ...] | None = None
     bits: int | None = None
@@ -278,10 +305,11 @@ class Rule:
             except (re.error, OverflowError, RecursionError) as error:
                 expected = f"a valid regular expression ({error})"
                 raise _fail(where, expected, "pattern", self.pattern) from None
-        if self.sparsity is not None and self.ratio is not None:
+        given = [f for f in ("sparsity", "ratio", "keep") if getattr(self, f) is not None]
+        if len(given) > 1:
             raise SpecError(
-                f"{where}: Expected one of sparsity or ratio; received: "
-                f"sparsity={self.sparsity!r}, ratio={self.ratio!r}"
+                f"{where}: Expected one of sparsity, ratio or keep; received: "
+                + ", ".join(f"{f}={getattr(self, f)!r}" for f in given)
             )
         if self.sparsity is not None:
             if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
@@ -293,11 +321,10 @@ class Rule:
                 raise _fail(where, "ratio to be a number >= 1", "ratio", self.ratio)
             if not (_is_finite(self.ratio) and self.ratio >= 1):
                 raise _fail(where, "ratio >= 1", "ratio", self.ratio)
-        if self.sparsity is None and self.ratio is None and not self.quantizes:
-            raise SpecError(
-                f"{where}: Expected a compression target: sparsity (fraction pruned, in [0, 1)), "
-                "ratio (>= 1), bits (1..8) or clusters (>= 2); received none"
-            )
+        if self.keep is not None:
+            if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
+                raise _fail(where, "keep to be an integer >= 1", "keep", self.keep)
+            _check_count(where, "keep", self.keep)
         _check_positive_number(where, "rho", self.rho, allow_none=True)
         if self.weights is not None:
             if isinstance(self.weights, str) or not isinstance(self.weights, Sequence):
@@ -362,7 +389,14 @@ class Rule:
 
     @property
     def prunes(self) -> bool:
-        return self.sparsity is not None or self.ratio is not None
+        """Whether the rule gives a pruning target of its own."""
+        return self.sparsity is not None or self.ratio is not None or self.keep is not None
+
+    def sparsity_for(self, size: int) -> float:
+        """The fraction pruned of a weight of ``size`` entries (``keep`` is an exact count)."""
+        if self.keep is not None:
+            return 1.0 - min(self.keep, size) / size
+        return self.target_sparsity
 
     @property
     def num_levels(self) -> int | None:
@@ -373,7 +407,7 @@ class Rule:
 
     @property
     def target_sparsity(self) -> float:
-        """Fraction of weights pruned, whichever way the target was given (0 if none)."""
+        """Fraction of weights pruned given as sparsity or ratio (0 if neither)."""
         if self.sparsity is not None:
             return float(self.sparsity)
         if self.ratio is not None:
@@ -456,6 +490,14 @@ class Spec:
       centroid_update: ``"sum"`` or ``"mean"`` of the members' gradients moves each k-means
         centroid once all weights are locked; ``"none"`` keeps them fixed. Uniform and
         power-of-two levels always stay fixed.
+      target_ratio: one pruning ratio (total / kept weights) shared by every weight whose rule
+        gives no sparsity, ratio or keep of its own; with no rules and no default, by every
+        compressible layer. ``admm_wrap`` splits the budget among them by ``allocation``.
+      allocation: how ``target_ratio``'s budget is split: ``"lamp"`` (default),
+        ``"global_magnitude"``, ``"uniform"`` or ``"sensitivity"`` (measured on validation
+        data by :func:`tf_admm.sensitivity_allocation`); see :mod:`tf_admm.allocation`.
+      allocated: the split, ``{"layer/weight": kept}``; filled in by ``admm_wrap`` (and so
+        saved with the model) and used as given when present, so a saved spec reproduces it.
     """
 
     rules: tuple[Rule, ...] = ()
@@ -469,9 +511,13 @@ class Spec:
     quant_admm_rounds: int = 5
     quant_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
+    target_ratio: float | None = None
+    allocation: Allocation = Allocation.LAMP
+    allocated: Mapping[str, int] | None = None
 
     def __post_init__(self):
         _plain_fields(self)
+        self._check_allocation()
         if isinstance(self.rules, (Rule, str, bytes)) or not isinstance(self.rules, Sequence):
             raise _fail("Spec", "rules to be a list of Rule", "rules", self.rules)
         rules = tuple(Rule.from_config(r) if isinstance(r, Mapping) else r for r in self.rules)
@@ -495,7 +541,22 @@ class Spec:
             if default.has_matcher:
                 raise _fail("Spec", "a default rule without matcher", "default", default)
         if not rules and default is None:
-            raise SpecError("Spec: Expected at least one rule or a default rule; received none")
+            if self.target_ratio is None:
+                raise SpecError(
+                    "Spec: Expected at least one rule, a default rule or a target_ratio; "
+                    "received none"
+                )
+            # target_ratio alone: every compressible layer shares the budget.
+            object.__setattr__(self, "default", Rule())
+        if self.target_ratio is None:
+            for where, rule in self._located_rules():
+                if not (rule.prunes or rule.quantizes):
+                    raise SpecError(
+                        f"Spec {where}: Rule({rule.describe()}): Expected a compression target: "
+                        "sparsity (fraction pruned, in [0, 1)), ratio (>= 1), keep (>= 1), bits "
+                        "(1..8) or clusters (>= 2), or a Spec.target_ratio for the rule's "
+                        "layers to share; received none"
+                    )
         rho = self.rho
         if isinstance(rho, Mapping):
             rho = RhoSchedule.from_config(rho)
@@ -538,9 +599,57 @@ class Spec:
                 "Spec", f"update_unit in {[u.value for u in Unit]}", "update_unit", self.update_unit
             ) from None
 
+    def _check_allocation(self) -> None:
+        if self.target_ratio is not None:
+            value = self.target_ratio
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _fail("Spec", "target_ratio to be a number >= 1", "target_ratio", value)
+            if not (_is_finite(value) and value >= 1):
+                raise _fail("Spec", "target_ratio >= 1", "target_ratio", value)
+        try:
+            object.__setattr__(self, "allocation", Allocation(self.allocation))
+        except ValueError:
+            raise _fail(
+                "Spec",
+                f"allocation in {[a.value for a in Allocation]}",
+                "allocation",
+                self.allocation,
+            ) from None
+        if self.allocated is None:
+            return
+        if not isinstance(self.allocated, Mapping):
+            raise _fail(
+                "Spec",
+                "allocated to be a mapping 'layer/weight' -> kept",
+                "allocated",
+                self.allocated,
+            )
+        for key, kept in self.allocated.items():
+            if not isinstance(key, str) or key.count("/") != 1 or "" in key.split("/"):
+                raise _fail("Spec", "allocated keys of the form 'layer/weight'", "allocated", key)
+            if isinstance(kept, bool) or not isinstance(kept, int) or kept < 1:
+                raise _fail(
+                    "Spec", "allocated counts to be integers >= 1", f"allocated[{key!r}]", kept
+                )
+        if self.target_ratio is None:
+            raise SpecError(
+                "Spec: Expected allocated only together with target_ratio; received "
+                "allocated without target_ratio"
+            )
+        # A read-only copy, so that the frozen spec cannot change under its users.
+        object.__setattr__(self, "allocated", _FrozenCounts(self.allocated))
+
+    def _located_rules(self) -> list[tuple[str, Rule]]:
+        located = [(f"rules[{i}]", r) for i, r in enumerate(self.rules)]
+        return located + ([("default", self.default)] if self.default is not None else [])
+
+    def shares_budget(self, rule: Rule) -> bool:
+        """Whether ``rule``'s layers take their pruning target from ``target_ratio``."""
+        return self.target_ratio is not None and not rule.prunes
+
     @property
     def prunes(self) -> bool:
-        return any(r.prunes for r in self._all_rules())
+        return any(r.prunes or self.shares_budget(r) for r in self._all_rules())
 
     @property
     def quantizes(self) -> bool:
@@ -602,6 +711,11 @@ class Spec:
         }
         if self.default is not None:
             config["default"] = self.default.get_config()
+        if self.target_ratio is not None:
+            config["target_ratio"] = self.target_ratio
+            config["allocation"] = self.allocation.value
+        if self.allocated is not None:
+            config["allocated"] = dict(self.allocated)
         return config
 
     get_config = to_dict

@@ -21,6 +21,7 @@ that follows it can save the bad state.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import math
@@ -30,7 +31,8 @@ import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import cloning, registry
+from tf_admm import allocation, cloning, registry
+from tf_admm.allocation import Allocation
 from tf_admm.compat import keras, tf
 from tf_admm.spec import Spec, Unit
 from tf_admm.wrapper import AdmmWrapper, Target
@@ -42,6 +44,7 @@ __all__ = [
     "Phase",
     "admm_wrap",
     "callbacks",
+    "shared_weights",
     "wrappers",
 ]
 
@@ -61,9 +64,9 @@ def wrappers(model: keras.Model) -> list[AdmmWrapper]:
     return [layer for layer in cloning.leaf_layers(model) if isinstance(layer, AdmmWrapper)]
 
 
-def _plan(model: keras.Model, spec: Spec) -> dict[int, tuple[Target, ...]]:
-    """Resolves the spec against the model: {id(layer): targets}; validates every rule."""
-    plan: dict[int, tuple[Target, ...]] = {}
+def _choose(model: keras.Model, spec: Spec) -> dict[int, tuple[Any, Any, list[str], str]]:
+    """{id(layer): (layer, rule, weight names, where the rule is)}; validates every rule."""
+    chosen: dict[int, tuple[keras.layers.Layer, Any, list[str], str]] = {}
     used = [False] * len(spec.rules)
     layers = list(cloning.leaf_layers(model))
     for layer in layers:
@@ -92,20 +95,119 @@ def _plan(model: keras.Model, spec: Spec) -> dict[int, tuple[Target, ...]]:
                     f"{sorted(a for a, v in vars(layer).items() if isinstance(v, tf.Variable))}; "
                     f"received: weights={list(names)!r}"
                 )
+        chosen[id(layer)] = (layer, rule, list(names), where)
+    _check_rules_used(model, spec, layers, used)
+    if not chosen:
+        raise ValueError(f"Spec matches no compressible layer of model '{model.name}'")
+    return chosen
+
+
+def _plan(model: keras.Model, spec: Spec) -> tuple[dict[int, tuple[Target, ...]], Spec]:
+    """Resolves the spec against the model: ({id(layer): targets}, the spec with its
+    ``target_ratio`` budget split into ``allocated``); validates every rule."""
+    chosen = _choose(model, spec)
+    spec = _allocate(spec, chosen.values())
+    plan: dict[int, tuple[Target, ...]] = {}
+    for key, (layer, rule, names, where) in chosen.items():
         rho = rule.rho if rule.rho is not None else spec.rho.initial
-        plan[id(layer)] = tuple(
-            Target(
-                n,
-                rule.target_sparsity,
-                float(rho),
-                bits=rule.bits,
-                scheme=None if rule.scheme is None else rule.scheme.value,
-                clusters=rule.clusters,
-                per_channel=rule.per_channel,
-                centroid_update=spec.centroid_update.value,
+        targets = []
+        for name in names:
+            size = int(getattr(layer, name).shape.num_elements())
+            if spec.shares_budget(rule):
+                sparsity = 1.0 - spec.allocated[f"{layer.name}/{name}"] / size
+            else:
+                if rule.keep is not None and rule.keep > size:
+                    raise ValueError(
+                        f"Spec {where}, layer '{layer.name}', weight '{name}': "
+                        f"Expected keep <= the weight's {size} entries; received: keep={rule.keep}"
+                    )
+                sparsity = rule.sparsity_for(size)
+            targets.append(
+                Target(
+                    name,
+                    sparsity,
+                    float(rho),
+                    bits=rule.bits,
+                    scheme=None if rule.scheme is None else rule.scheme.value,
+                    clusters=rule.clusters,
+                    per_channel=rule.per_channel,
+                    centroid_update=spec.centroid_update.value,
+                )
             )
-            for n in names
+        plan[key] = tuple(targets)
+    return plan, spec
+
+
+def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
+    """The weights of ``model`` that share ``spec.target_ratio``, as ``{"layer/weight": var}``.
+
+    Raises:
+      ValueError: as :func:`admm_wrap` does, when the spec does not fit the model.
+    """
+    if not isinstance(spec, Spec):
+        spec = Spec.from_dict(spec)
+    cloning.check_built(model)
+    return _shared(spec, _choose(model, spec).values())
+
+
+def _shared(spec: Spec, chosen) -> dict[str, tf.Variable]:
+    return {
+        f"{layer.name}/{name}": getattr(layer, name)
+        for layer, rule, names, _ in chosen
+        if spec.shares_budget(rule)
+        for name in names
+    }
+
+
+def _allocate(spec: Spec, chosen) -> Spec:
+    """``spec`` with ``allocated`` filled in for the weights that share ``target_ratio``."""
+    if spec.target_ratio is None:
+        return spec
+    shared = _shared(spec, chosen)
+    if not shared:
+        raise ValueError(
+            f"Spec target_ratio={spec.target_ratio!r}: Expected layers to share it (rules "
+            "without sparsity, ratio or keep of their own); received none: every rule that "
+            "matches gives its own pruning target"
         )
+    if spec.allocated is not None:
+        given = dict(spec.allocated)
+        if set(given) != set(shared):
+            raise ValueError(
+                f"Spec allocated: Expected counts for exactly the weights sharing target_ratio "
+                f"{sorted(shared)}; received counts for {sorted(given)}"
+            )
+        for key, kept in given.items():
+            size = int(shared[key].shape.num_elements())
+            if kept > size:
+                raise ValueError(
+                    f"Spec allocated[{key!r}]: Expected at most the weight's {size} entries; "
+                    f"received: {kept}"
+                )
+        return spec
+    if spec.allocation is Allocation.SENSITIVITY:
+        raise ValueError(
+            "Spec allocation='sensitivity': Expected allocated counts, which need validation "
+            "data: use tf_admm.sensitivity_allocation(model, spec, evaluate) and wrap with the "
+            "spec it returns"
+        )
+    total = sum(int(v.shape.num_elements()) for v in shared.values())
+    keep = allocation.keep_for_ratio(total, spec.target_ratio, layers=len(shared))
+    counts = allocation.allocate(
+        {key: v.numpy() for key, v in shared.items()}, keep, spec.allocation.value
+    )
+    logging.info(
+        "Allocation (%s) of %d kept weights of %d (%.1fx): %s",
+        spec.allocation.value,
+        keep,
+        total,
+        total / keep,
+        ", ".join(f"{k} {c}" for k, c in counts.items()),
+    )
+    return dataclasses.replace(spec, allocated=counts)
+
+
+def _check_rules_used(model, spec: Spec, layers, used: list[bool]) -> None:
     for index, rule in enumerate(spec.rules):
         if not used[index]:
             shadowed = [la for la in layers if rule.matches(la.name, type(la).__name__)]
@@ -122,9 +224,6 @@ def _plan(model: keras.Model, spec: Spec) -> dict[int, tuple[Target, ...]]:
                 f"Spec rules[{index}] ({rule.describe()}) matches no layer of model "
                 f"'{model.name}'; its layers are: {', '.join(candidates)}"
             )
-    if not plan:
-        raise ValueError(f"Spec matches no compressible layer of model '{model.name}'")
-    return plan
 
 
 def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
@@ -150,7 +249,7 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
-    plan = _plan(model, spec)
+    plan, spec = _plan(model, spec)
 
     def wrap(layer):
         copy = cloning.copy_layer(layer)
