@@ -167,7 +167,7 @@ def _pruning_ratio(spec, model):
         _, rule = spec.rule_for(layer.name, type(layer).__name__)
         size = int(np.prod(layer.kernel.shape))
         weights += size
-        kept += tf_admm.projections.keep_count(size, rule.target_sparsity)
+        kept += tf_admm.projections.keep_count(size, rule.sparsity_for(size))
     return weights / kept
 
 
@@ -203,14 +203,36 @@ LENET5_CONFIGS = {
     "lenet5_admm_71x.json": ((100, 2_000, 3_600, 350), None),  # Ye et al. 2018, 71.2x.
     "lenet5_admm_71x_2stages.json": ((100, 2_000, 3_600, 350), None),
     "lenet5_admm_71x_oneshot.json": ((100, 2_000, 3_600, 350), None),
-    "lenet5_admm_167x.json": ((45, 850, 1_520, 150), None),
+    # 167x in the proportion 0.30 : 0.06 : 0.0025 : 0.06 kept (issue 13's reference run).
+    "lenet5_admm_167x.json": ((131, 1_311, 874, 262), None),
+    "lenet5_admm_167x_oneshot.json": ((45, 850, 1_520, 150), None),
     "lenet5_admm_quant.json": ((200, 1_100, 2_500, 250), (3, 3, 2, 3)),  # 106.3x, our default.
     "lenet5_admm_quant_105x.json": ((200, 1_400, 2_250, 250), (3, 3, 2, 3)),  # bench.combined.
     "lenet5_admm_quant_167x.json": ((200, 1_100, 1_120, 150), (3, 3, 2, 3)),  # The paper's bits.
 }
 
 
-@pytest.mark.parametrize("path", _configs("lenet5"))
+# Configs that give one target_ratio and let admm_wrap split it: the ratio.
+LENET5_SHARED_CONFIGS = {"lenet5_admm_167x_lamp.json": 167}
+
+
+def _per_layer_configs():
+    return [p for p in _configs("lenet5") if os.path.basename(p) not in LENET5_SHARED_CONFIGS]
+
+
+@pytest.mark.parametrize("name", sorted(LENET5_SHARED_CONFIGS))
+def test_lenet5_shared_configs_keep_their_ratio_over_every_layer(name):
+    keras.utils.set_random_seed(0)
+    model = models.lenet5()
+    spec = tf_admm.Spec.from_file(os.path.join(CONFIG_DIR, name))
+    assert spec.target_ratio == LENET5_SHARED_CONFIGS[name] and not spec.rules
+    allocated = tf_admm.admm_wrap(model, spec).spec.allocated
+    assert list(allocated) == [f"{n}/kernel" for n in ("conv1", "conv2", "fc1", "fc2")]
+    assert sum(allocated.values()) == round(430_500 / spec.target_ratio)
+    assert spec.prune_stages[-1] == 1.0
+
+
+@pytest.mark.parametrize("path", _per_layer_configs())
 def test_lenet5_configs_cover_every_layer_with_their_documented_budgets(path):
     keras.utils.set_random_seed(0)
     model = models.lenet5()
@@ -221,7 +243,7 @@ def test_lenet5_configs_cover_every_layer_with_their_documented_budgets(path):
     kept, bits = LENET5_CONFIGS[os.path.basename(path)]
     sizes = [int(np.prod(model.get_layer(r.name).kernel.shape)) for r in spec.rules]
     counts = [
-        tf_admm.projections.keep_count(n, r.target_sparsity) for n, r in zip(sizes, spec.rules)
+        tf_admm.projections.keep_count(n, r.sparsity_for(n)) for n, r in zip(sizes, spec.rules)
     ]
     assert tuple(counts) == kept
     assert _pruning_ratio(spec, model) == pytest.approx(430_500 / sum(kept))

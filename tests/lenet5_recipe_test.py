@@ -123,3 +123,24 @@ def test_recipe_distills_from_its_dense_model(tmp_path, mnist_data_dir):
     assert keras.models.load_model(results["model"]).loss is not None
     with pytest.raises(ValueError, match="distillation weight"):
         _settings(tmp_path, mnist_data_dir, distill_weight=2.0)
+
+
+def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(tmp_path, mnist_data_dir):
+    config = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_167x_lamp.json")
+    spec = dataclasses.replace(tf_admm.Spec.from_file(config), admm_rounds=1, retrain_rounds=0)
+    settings = _settings(
+        tmp_path, mnist_data_dir, spec=spec, validation_examples=1_000, export=False
+    )
+    results = lenet5_mnist.run(settings)
+    # 430,500 / 167 = 2,577.8: 2,578 kept, split by LAMP on the dense weights.
+    allocated = results["spec"]["allocated"]
+    assert sum(allocated.values()) == 2_578
+    nonzeros = {r["layer"]: r["nonzeros"] for r in results["layers"]}
+    assert nonzeros == {key.split("/")[0]: kept for key, kept in allocated.items()}
+    validation = results["validation"]
+    assert validation["examples"] == 1_000
+    assert 0 < validation["pruned_accuracy"] <= 1 and 0 < validation["dense_accuracy"] <= 1
+    # The held-out images change the dense checkpoint's name, so it is not mixed up.
+    assert [f for f in os.listdir(tmp_path) if f.startswith("dense_")] == [
+        "dense_e1_s0_v1000_b6.weights.h5"
+    ]
