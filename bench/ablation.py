@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 
 import tf_admm
+from bench import common
 from recipes import data, models
 from tf_admm.compat import keras, tf
 
@@ -86,10 +87,6 @@ def _batches(arrays, settings: Settings, seed: int) -> tf.data.Dataset:
     return ds.batch(settings.batch_size).prefetch(4)
 
 
-def _loss():
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
 def accuracy(model: keras.Model, arrays) -> float:
     logits = model.predict(arrays[0], batch_size=1000, verbose=0)
     return float(np.mean(np.argmax(logits, -1) == arrays[1]))
@@ -107,7 +104,7 @@ def dense_model(settings: Settings, train, model_fn=models.lenet5) -> keras.Mode
     if os.path.exists(path):
         model.load_weights(path)
         return model
-    model.compile(keras.optimizers.Adam(1e-3), _loss(), ["accuracy"])
+    model.compile(keras.optimizers.Adam(1e-3), common.classification_loss(), ["accuracy"])
     epochs = settings.pretrain_epochs
     model.fit(
         _batches(train, settings, settings.seed),
@@ -170,7 +167,7 @@ def api_spec(settings: Settings, dense, steps_per_epoch: int, validation) -> tf_
     ratio = settings.target_ratio or sum(SIZES.values()) / sum(kept.values())
     if settings.allocation != "sensitivity":
         return tf_admm.Spec(target_ratio=ratio, allocation=settings.allocation, **common)
-    loss = _loss()
+    loss = common.classification_loss()
     return tf_admm.sensitivity_allocation(
         dense,
         tf_admm.Spec(target_ratio=ratio, **common),
@@ -182,7 +179,7 @@ def run_api(settings: Settings, dense, train, validation):
     steps = math.ceil(len(train[0]) / settings.batch_size)
     spec = api_spec(settings, dense, steps, validation)
     model = tf_admm.admm_wrap(dense, spec)
-    model.compile(keras.optimizers.Adam(1e-3), _loss(), ["accuracy"])
+    model.compile(keras.optimizers.Adam(1e-3), common.classification_loss(), ["accuracy"])
     admm_steps = spec.admm_rounds * spec.update_every
     callbacks = tf_admm.callbacks() + [
         _StepLearningRate(admm_steps, settings.retrain_epochs * steps)
@@ -210,7 +207,7 @@ def run_plain(settings: Settings, dense, train):
     rho = tf.Variable(settings.rho0)
     rate = tf.Variable(1e-3)
     optimizer = keras.optimizers.Adam(rate)
-    loss = _loss()
+    loss = common.classification_loss()
 
     @tf.function
     def admm_step(x, y):

@@ -8,6 +8,7 @@ the budget. Measure on a validation split, never on the test set.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -15,7 +16,7 @@ from absl import logging
 
 from tf_admm import allocation, cloning, projections, training
 from tf_admm.compat import keras
-from tf_admm.spec import Spec
+from tf_admm.spec import Allocation, Spec
 
 __all__ = ["sensitivity_allocation", "sensitivity_curves"]
 
@@ -95,4 +96,4 @@ def sensitivity_allocation(
     keep = allocation.keep_for_ratio(sum(sizes.values()), spec.target_ratio, layers=len(sizes))
     counts = allocation.allocate_by_sensitivity(sizes, curves, keep)
     logging.info("Sensitivity allocation of %d kept weights: %s", keep, counts)
-    return Spec.from_dict({**spec.to_dict(), "allocation": "sensitivity", "allocated": counts})
+    return dataclasses.replace(spec, allocation=Allocation.SENSITIVITY, allocated=counts)

@@ -132,6 +132,23 @@ def _check_positive_number(where: str, field: str, value: Any, *, allow_none: bo
         raise _fail(where, f"{field} > 0", field, value)
 
 
+def _check_ratio(where: str, field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(where, f"{field} to be a number >= 1", field, value)
+    if not (_is_finite(value) and value >= 1):
+        raise _fail(where, f"{field} >= 1", field, value)
+
+
+def _set_enum(instance: Any, field: str, enum_class: type[enum.Enum]) -> None:
+    """Replaces field ``field`` of frozen ``instance`` by its ``enum_class`` member."""
+    value = getattr(instance, field)
+    try:
+        object.__setattr__(instance, field, enum_class(value))
+    except ValueError:
+        allowed = [member.value for member in enum_class]
+        raise _fail(type(instance).__name__, f"{field} in {allowed}", field, value) from None
+
+
 def _check_count(where: str, field: str, value: Any) -> None:
     if value > _MAX_COUNT:
         raise _fail(where, f"{field} <= 2**63 - 1", field, value)
@@ -317,10 +334,7 @@ class Rule:
             if not 0 <= self.sparsity < 1:
                 raise _fail(where, "sparsity in [0, 1)", "sparsity", self.sparsity)
         if self.ratio is not None:
-            if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
-                raise _fail(where, "ratio to be a number >= 1", "ratio", self.ratio)
-            if not (_is_finite(self.ratio) and self.ratio >= 1):
-                raise _fail(where, "ratio >= 1", "ratio", self.ratio)
+            _check_ratio(where, "ratio", self.ratio)
         if self.keep is not None:
             if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
                 raise _fail(where, "keep to be an integer >= 1", "keep", self.keep)
@@ -583,38 +597,13 @@ class Spec:
         _check_positive_int("Spec", "quant_admm_rounds", self.quant_admm_rounds)
         for field in ("prune_stages", "quant_fractions"):
             object.__setattr__(self, field, _check_fractions(field, getattr(self, field)))
-        try:
-            object.__setattr__(self, "centroid_update", CentroidUpdate(self.centroid_update))
-        except ValueError:
-            raise _fail(
-                "Spec",
-                f"centroid_update in {[c.value for c in CentroidUpdate]}",
-                "centroid_update",
-                self.centroid_update,
-            ) from None
-        try:
-            object.__setattr__(self, "update_unit", Unit(self.update_unit))
-        except ValueError:
-            raise _fail(
-                "Spec", f"update_unit in {[u.value for u in Unit]}", "update_unit", self.update_unit
-            ) from None
+        _set_enum(self, "centroid_update", CentroidUpdate)
+        _set_enum(self, "update_unit", Unit)
 
     def _check_allocation(self) -> None:
         if self.target_ratio is not None:
-            value = self.target_ratio
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise _fail("Spec", "target_ratio to be a number >= 1", "target_ratio", value)
-            if not (_is_finite(value) and value >= 1):
-                raise _fail("Spec", "target_ratio >= 1", "target_ratio", value)
-        try:
-            object.__setattr__(self, "allocation", Allocation(self.allocation))
-        except ValueError:
-            raise _fail(
-                "Spec",
-                f"allocation in {[a.value for a in Allocation]}",
-                "allocation",
-                self.allocation,
-            ) from None
+            _check_ratio("Spec", "target_ratio", self.target_ratio)
+        _set_enum(self, "allocation", Allocation)
         if self.allocated is None:
             return
         if not isinstance(self.allocated, Mapping):
