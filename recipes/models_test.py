@@ -213,7 +213,7 @@ LENET5_CONFIGS = {
 
 
 # Configs that give one target_ratio and let admm_wrap split it: the ratio.
-LENET5_SHARED_CONFIGS = {"lenet5_admm_167x_lamp.json": 167}
+LENET5_SHARED_CONFIGS = {"lenet5_admm_167x_lamp.json": 167, "lenet5_admm_167x_lamp_steps.json": 167}
 
 
 def _per_layer_configs():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -42,6 +43,7 @@ __all__ = [
     "ImageTask",
     "PhaseTimer",
     "ResumeLog",
+    "StepLearningRate",
     "accuracy_metrics",
     "backup_dir",
     "compress",
@@ -229,9 +231,21 @@ def pretrain(
     return model.evaluate(test_ds, verbose=0, return_dict=True)
 
 
-def _check_epoch_unit(spec: tf_admm.Spec) -> None:
-    if spec.update_unit is not tf_admm.Unit.EPOCH:
-        raise app.UsageError("The recipe counts ADMM rounds in epochs: use update_unit 'epoch'")
+class StepLearningRate(keras.callbacks.Callback):
+    """Sets the learning rate before every batch to ``schedule(step, lr)``.
+
+    ``step`` is the optimizer's step count, so a run resumed from a backup continues where it
+    stopped; the schedules of this module take it in place of an epoch.
+    """
+
+    def __init__(self, schedule: Callable[[int, float], float]):
+        super().__init__()
+        self._schedule = schedule
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        step = int(optimizer.iterations.numpy())
+        optimizer.learning_rate.assign(self._schedule(step, float(optimizer.learning_rate)))
 
 
 def constant_then_decay(
@@ -250,11 +264,13 @@ def constant_then_decay(
 def learning_rate_schedule(
     spec: tf_admm.Spec, learning_rate: float, retrain_learning_rate: float, retrain_epochs: int
 ) -> Callable[[int, float], float]:
-    """The epoch -> learning rate schedule of :func:`compress` for a spec counted in epochs.
+    """The learning rate schedule of :func:`compress`, counted in the spec's ``update_unit``.
 
     ``learning_rate`` through the scheduled rounds, except that the retraining between
     progressive pruning stages decays from it like the final retraining does; then
-    ``retrain_epochs`` epochs from ``retrain_learning_rate`` down by :func:`step_decay`.
+    ``retrain_epochs`` epochs (steps, for a spec counted in steps) from
+    ``retrain_learning_rate`` down by :func:`step_decay`. The schedule takes an epoch, or an
+    optimizer step for a spec counted in steps.
     """
     every = spec.update_every
     scheduled_epochs = spec.scheduled_rounds() * every
@@ -290,16 +306,22 @@ def compress(
     steps_per_epoch: int | None = None,
     verbose: int = 1,
 ) -> tuple[tf_admm.AdmmModel, dict[str, float]]:
-    """Runs every phase of ``spec`` on a copy of ``dense``, with rounds of whole epochs.
+    """Runs every phase of ``spec`` on a copy of ``dense``.
 
     Adam at ``learning_rate`` through the scheduled rounds (pruning ADMM, retraining,
     quantization ADMM, locking), then ``retrain_epochs`` epochs of the final phase from
     ``retrain_learning_rate`` down by :func:`step_decay`. The ADMM state is backed up in
-    ``backup`` after every epoch's Z/U update (the caller removes it when all is done).
+    ``backup`` after every epoch (the caller removes it when all is done).
+
+    A spec counted in epochs sets the learning rate per epoch. A spec counted in steps (Z/U
+    updates every ``update_every`` steps) sets it per step: the scheduled rounds take
+    ``ceil(rounds * update_every / steps_per_epoch)`` epochs, and the final phase starts in
+    the middle of the last of them, so it gets the rest of that epoch on top of its
+    ``retrain_epochs``.
 
     Args:
       dense: the trained dense model.
-      spec: the compression spec; its ``update_unit`` must be ``"epoch"``.
+      spec: the compression spec.
       train_data: builds the training batches for the ADMM model's optimizer.
       learning_rate: Adam's learning rate during the scheduled rounds.
       retrain_learning_rate: Adam's learning rate at the start of the final phase.
@@ -316,22 +338,31 @@ def compress(
     Returns:
       The trained :class:`tf_admm.AdmmModel` and the seconds spent per phase (``admm``,
       ``retrain``, ``quant_admm``, ``quant_lock``, ``quant_retrain``, those that ran).
-
-    Raises:
-      app.UsageError: if the spec counts rounds in steps.
     """
-    _check_epoch_unit(spec)
-    scheduled_epochs = spec.scheduled_rounds() * spec.update_every
     model = tf_admm.admm_wrap(dense, spec)
     model.compile(keras.optimizers.Adam(learning_rate), objective(), metrics())
-    schedule = learning_rate_schedule(spec, learning_rate, retrain_learning_rate, retrain_epochs)
+    train_ds = train_data(model.optimizer)
+    scheduled = spec.scheduled_rounds() * spec.update_every
+    if spec.update_unit is tf_admm.Unit.STEP:
+        steps = steps_per_epoch or len(train_ds)
+        scheduled_epochs = math.ceil(scheduled / steps)
+        final_steps = (scheduled_epochs + retrain_epochs) * steps - scheduled
+        rates = StepLearningRate(
+            learning_rate_schedule(spec, learning_rate, retrain_learning_rate, final_steps)
+        )
+    else:
+        scheduled_epochs = scheduled
+        rates = keras.callbacks.LearningRateScheduler(
+            learning_rate_schedule(spec, learning_rate, retrain_learning_rate, retrain_epochs)
+        )
     phase_times: dict[str, float] = {}
     logging.info(
-        "%d scheduled rounds of %d epoch(s) (%d pruning stage(s) at %s of the final ratios, "
+        "%d scheduled rounds of %d %s(s) (%d pruning stage(s) at %s of the final ratios, "
         "each: ADMM %d, then retraining %d; quantization ADMM %d, locking %d), then %d epochs "
         "in the final phase",
         spec.scheduled_rounds(),
         spec.update_every,
+        spec.update_unit.value,
         len(spec.prune_stages) if spec.prunes else 0,
         list(spec.prune_stages),
         spec.admm_rounds if spec.prunes else 0,
@@ -342,7 +373,6 @@ def compress(
     )
     # tf_admm.callbacks puts the backup after the ADMM update and its NaN/Inf check: a backup
     # holds an epoch's Z/U update with the epoch, and never a non-finite state.
-    train_ds = train_data(model.optimizer)
     model.fit(
         train_ds,
         epochs=scheduled_epochs + retrain_epochs,
@@ -351,7 +381,7 @@ def compress(
         callbacks=tf_admm.callbacks(log_dir=log_dir, backup_dir=backup, delete_backup=False)
         + [
             ResumeLog("ADMM", steps_per_epoch or len(train_ds), resumed),
-            keras.callbacks.LearningRateScheduler(schedule),
+            rates,
             PhaseTimer(model, phase_times),
         ],
     )
@@ -761,9 +791,7 @@ def run_image_recipe(task: ImageTask, settings: ImageSettings) -> dict[str, Any]
 
     Raises:
       DatasetUnavailableError: without ``synthetic_data``, when the dataset is not there.
-      app.UsageError: for a spec that counts rounds in steps.
     """
-    _check_epoch_unit(settings.spec)  # Before hours of pretraining, not after.
     os.makedirs(settings.model_dir, exist_ok=True)
     if settings.deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -103,26 +103,57 @@ def test_bad_config_flag_is_a_usage_error(tmp_path):
         pipeline.image_settings_from_flags(_parse([f"--config={bad}"]))
 
 
-def test_spec_counting_steps_is_refused_before_training(tmp_path):
-    spec = dataclasses.replace(
-        tf_admm.Spec.from_file(vgg16_cifar10.DEFAULTS["config"]), update_unit="step"
+def test_spec_counting_steps_sets_the_learning_rate_per_step_and_retrains_after_its_rounds(
+    tmp_path, monkeypatch
+):
+    keras = tf_admm.compat.keras
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc")])
+    spec = tf_admm.Spec(
+        rules=[tf_admm.Rule(name="fc", keep=5)],
+        update_every=3,
+        update_unit="step",
+        admm_rounds=2,
+        retrain_rounds=0,
     )
-    settings = vgg16_cifar10.settings(spec=spec, model_dir=str(tmp_path / "run"))
-    with pytest.raises(app.UsageError, match="epochs"):
-        vgg16_cifar10.run(settings)
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(app.UsageError, match="epochs"):
-        pipeline.compress(
-            None,
-            spec,
-            None,
-            learning_rate=1e-3,
-            retrain_learning_rate=1e-3,
-            retrain_epochs=1,
-            log_dir="logs",
-            backup="backup",
-            resumed={},
-        )
+    images = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+    labels = np.arange(16) % 4
+    seen = []  # (step, learning rate, phase) before every batch.
+
+    class Recording(pipeline.StepLearningRate):
+        def on_train_batch_begin(self, batch, logs=None):
+            super().on_train_batch_begin(batch, logs)
+            optimizer = self.model.optimizer
+            seen.append(
+                (
+                    int(optimizer.iterations.numpy()),
+                    round(float(optimizer.learning_rate), 6),
+                    self.model.phase.name,
+                )
+            )
+
+    monkeypatch.setattr(pipeline, "StepLearningRate", Recording)
+    model, _ = pipeline.compress(
+        dense,
+        spec,
+        lambda optimizer: tf.data.Dataset.from_tensor_slices((images, labels)).batch(4),
+        learning_rate=1.0,
+        retrain_learning_rate=2.0,
+        retrain_epochs=1,
+        log_dir=str(tmp_path / "logs"),
+        backup=str(tmp_path / "backup"),
+        resumed={},
+        metrics=lambda: [],
+        objective=lambda: tf_admm.compat.keras.losses.SparseCategoricalCrossentropy(True),
+        verbose=0,
+    )
+    # 4 steps per epoch: 2 rounds of 3 steps end in the second epoch, so fit runs 2 + 1 epochs
+    # and the final phase gets the last 2 steps of the second epoch and the third epoch: 6
+    # steps from 2.0 by step_decay (3 at 2.0, 1 at 0.6, 2 at 0.2).
+    assert [step for step, _, _ in seen] == list(range(12))
+    assert [rate for _, rate, _ in seen] == [1.0] * 6 + [2.0] * 3 + [0.6] + [0.2] * 2
+    assert [phase for _, _, phase in seen] == ["ADMM"] * 6 + ["RETRAIN"] * 6
+    assert np.count_nonzero(tf_admm.strip(model).get_layer("fc").kernel.numpy()) == 5
 
 
 @pytest.mark.parametrize(

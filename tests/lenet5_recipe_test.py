@@ -125,9 +125,18 @@ def test_recipe_distills_from_its_dense_model(tmp_path, mnist_data_dir):
         _settings(tmp_path, mnist_data_dir, distill_weight=2.0)
 
 
-def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(tmp_path, mnist_data_dir):
-    config = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_167x_lamp.json")
-    spec = dataclasses.replace(tf_admm.Spec.from_file(config), admm_rounds=1, retrain_rounds=0)
+@pytest.mark.parametrize(
+    "name, every", [("lenet5_admm_167x_lamp.json", 1), ("lenet5_admm_167x_lamp_steps.json", 2)]
+)
+def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
+    tmp_path, mnist_data_dir, name, every
+):
+    # Rounds of 1 epoch, or of 2 of the 6 steps of an epoch (Z/U mid-epoch, as the steps
+    # config does every 100 steps).
+    config = os.path.join(lenet5_mnist.CONFIG_DIR, name)
+    spec = dataclasses.replace(
+        tf_admm.Spec.from_file(config), admm_rounds=1, retrain_rounds=0, update_every=every
+    )
     settings = _settings(
         tmp_path, mnist_data_dir, spec=spec, validation_examples=1_000, export=False
     )
