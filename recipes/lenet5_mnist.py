@@ -141,6 +141,20 @@ class Settings:
 
     def __post_init__(self):
         distillation.check_settings(self.distill_weight, self.distill_temperature)
+        if _measures_sensitivity(self.spec) and not self.validation_examples:
+            raise ValueError(
+                "Spec: allocation 'sensitivity' measures each layer on the validation split: "
+                "Expected validation_examples > 0 (--validation_examples); received 0"
+            )
+
+
+def _measures_sensitivity(spec: tf_admm.Spec) -> bool:
+    """Whether the recipe must measure ``spec``'s split (sensitivity, not yet allocated)."""
+    return (
+        spec is not None  # The settings that key a backup leave the spec out.
+        and spec.allocation is tf_admm.Allocation.SENSITIVITY
+        and spec.allocated is None
+    )
 
 
 # The pieces every recipe shares live in recipes.pipeline; these names stay for the tests.
@@ -185,6 +199,18 @@ def _validation_ds(settings: Settings) -> tf.data.Dataset | None:
     images, labels = _load_split(settings, f"train[{start}:]")
     images = tf.cast(images, tf.float32) / 255.0
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(settings.batch_size)
+
+
+def _validation_loss(model: keras.Model, validation_ds: tf.data.Dataset) -> float:
+    """Mean cross-entropy of ``model``'s logits on the validation batches."""
+    total, count = 0.0, 0
+    for images, labels in validation_ds:
+        losses = keras.losses.sparse_categorical_crossentropy(
+            labels, model(images, training=False), from_logits=True
+        )
+        total += float(tf.reduce_sum(losses))
+        count += int(labels.shape[0])
+    return total / count
 
 
 def _train_data(settings: Settings, arrays, optimizer, salt: int) -> tf.data.Dataset:
@@ -261,6 +287,12 @@ def run(settings: Settings) -> dict[str, Any]:
     logging.info("Dense test accuracy: %.4f", dense_accuracy)
 
     spec = settings.spec
+    if _measures_sensitivity(spec):
+        start = time.perf_counter()
+        spec = tf_admm.sensitivity_allocation(
+            dense, spec, lambda model: _validation_loss(model, validation_ds)
+        )
+        timings["sensitivity"] = time.perf_counter() - start
     # Everything that shapes the training, not where files go or how much is printed.
     shaping = dataclasses.asdict(dataclasses.replace(settings, spec=None))
     for field in ("model_dir", "data_dir", "verbose", "export", "tflite_int8"):

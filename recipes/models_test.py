@@ -213,7 +213,11 @@ LENET5_CONFIGS = {
 
 
 # Configs that give one target_ratio and let admm_wrap split it: the ratio.
-LENET5_SHARED_CONFIGS = {"lenet5_admm_167x_lamp.json": 167, "lenet5_admm_167x_lamp_steps.json": 167}
+LENET5_SHARED_CONFIGS = {
+    "lenet5_admm_167x_lamp.json": 167,
+    "lenet5_admm_167x_lamp_steps.json": 167,
+    "lenet5_admm_167x_sensitivity.json": 167,
+}
 
 
 def _per_layer_configs():
@@ -226,6 +230,11 @@ def test_lenet5_shared_configs_keep_their_ratio_over_every_layer(name):
     model = models.lenet5()
     spec = tf_admm.Spec.from_file(os.path.join(CONFIG_DIR, name))
     assert spec.target_ratio == LENET5_SHARED_CONFIGS[name] and not spec.rules
+    if spec.allocation is tf_admm.Allocation.SENSITIVITY:  # Measured by the recipe.
+        images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+        spec = tf_admm.sensitivity_allocation(
+            model, spec, lambda m: float(np.mean(np.abs(m(images).numpy()))), points=4
+        )
     allocated = tf_admm.admm_wrap(model, spec).spec.allocated
     assert list(allocated) == [f"{n}/kernel" for n in ("conv1", "conv2", "fc1", "fc2")]
     assert sum(allocated.values()) == round(430_500 / spec.target_ratio)

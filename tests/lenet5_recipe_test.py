@@ -126,7 +126,12 @@ def test_recipe_distills_from_its_dense_model(tmp_path, mnist_data_dir):
 
 
 @pytest.mark.parametrize(
-    "name, every", [("lenet5_admm_167x_lamp.json", 1), ("lenet5_admm_167x_lamp_steps.json", 2)]
+    "name, every",
+    [
+        ("lenet5_admm_167x_lamp.json", 1),
+        ("lenet5_admm_167x_lamp_steps.json", 2),
+        ("lenet5_admm_167x_sensitivity.json", 1),  # Measured on the validation split.
+    ],
 )
 def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
     tmp_path, mnist_data_dir, name, every
@@ -141,7 +146,9 @@ def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
         tmp_path, mnist_data_dir, spec=spec, validation_examples=1_000, export=False
     )
     results = lenet5_mnist.run(settings)
-    # 430,500 / 167 = 2,577.8: 2,578 kept, split by LAMP on the dense weights.
+    # 430,500 / 167 = 2,577.8: 2,578 kept, split by LAMP on the dense weights (or by the
+    # sensitivities measured on the validation split).
+    assert results["spec"]["allocation"] == spec.allocation.value
     allocated = results["spec"]["allocated"]
     assert sum(allocated.values()) == 2_578
     nonzeros = {r["layer"]: r["nonzeros"] for r in results["layers"]}
@@ -153,3 +160,12 @@ def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
     assert [f for f in os.listdir(tmp_path) if f.startswith("dense_")] == [
         "dense_e1_s0_v1000_b6.weights.h5"
     ]
+
+
+def test_sensitivity_allocation_without_a_validation_split_is_refused_before_training(
+    tmp_path, mnist_data_dir
+):
+    config = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_167x_sensitivity.json")
+    with pytest.raises(ValueError, match="sensitivity.*validation_examples > 0"):
+        _settings(tmp_path, mnist_data_dir, spec=tf_admm.Spec.from_file(config))
+    assert os.listdir(tmp_path) == []
