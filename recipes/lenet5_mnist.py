@@ -352,6 +352,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "pruned_accuracy": float(pruned_accuracy),
         "accuracy_drop_points": 100 * (dense_accuracy - float(pruned_accuracy)),
         **summary,
+        "run": pipeline.provenance("recipes.lenet5_mnist", settings.seed),
         "seconds": timings,
         "spec": model.spec.to_dict(),  # With the allocation admm_wrap chose.
         "distillation": {

@@ -18,11 +18,15 @@ the whole pipeline runs in seconds on tiny models with no dataset at hand.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,6 +61,7 @@ __all__ = [
     "loss",
     "main_for",
     "prepare_tfds",
+    "provenance",
     "pretrain",
     "print_report",
     "run_image_recipe",
@@ -113,6 +118,34 @@ def save_weights_atomically(model: keras.Model, path: str) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def provenance(module: str, seed: int) -> dict[str, Any]:
+    """What a results file needs to be quoted: the command, the commit, the seed and when.
+
+    ``commit`` is the checkout's ``git`` HEAD (``+`` when files differ from it), or None
+    outside a git checkout.
+    """
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+"
+    return {
+        "command": " ".join(["python", "-m", module, *map(shlex.quote, sys.argv[1:])]),
+        "commit": commit,
+        "seed": seed,
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_json_atomically(path: str, value: Any) -> None:
@@ -895,6 +928,7 @@ def run_image_recipe(task: ImageTask, settings: ImageSettings) -> dict[str, Any]
     results.update(summary)
     results.update(
         {
+            "run": provenance(f"recipes.{task.name}", settings.seed),
             "seconds": timings,
             "spec": settings.spec.to_dict(),
             "model": path,

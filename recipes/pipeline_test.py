@@ -180,3 +180,13 @@ def test_tfds_pipelines_give_standardized_batches_of_the_model_input(monkeypatch
         low = (0 - max(recipe.TASK.mean)) / min(recipe.TASK.std)
         high = (1 - min(recipe.TASK.mean)) / min(recipe.TASK.std)
         assert low - 1e-4 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= high + 1e-4
+
+
+def test_provenance_names_the_command_commit_seed_and_time(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["lenet5_mnist.py", "--seed=2", "--config=a b.json"])
+    run = pipeline.provenance("recipes.lenet5_mnist", seed=2)
+    assert run["command"] == "python -m recipes.lenet5_mnist --seed=2 '--config=a b.json'"
+    assert run["seed"] == 2
+    head = os.popen(f"git -C {os.path.dirname(pipeline.__file__)} rev-parse HEAD").read().strip()
+    assert run["commit"] is None or run["commit"].rstrip("+") == head
+    assert run["finished_utc"].endswith("+00:00")

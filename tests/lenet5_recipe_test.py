@@ -149,6 +149,7 @@ def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
     # 430,500 / 167 = 2,577.8: 2,578 kept, split by LAMP on the dense weights (or by the
     # sensitivities measured on the validation split).
     assert results["spec"]["allocation"] == spec.allocation.value
+    assert results["run"]["seed"] == 0
     allocated = results["spec"]["allocated"]
     assert sum(allocated.values()) == 2_578
     nonzeros = {r["layer"]: r["nonzeros"] for r in results["layers"]}

@@ -1,0 +1,138 @@
+"""One table from many recipe runs: each config's accuracy against its own dense model, per seed.
+
+A recipe run (``python -m recipes.lenet5_mnist --model_dir=D ...``) writes ``D/results.json``
+with its dense and compressed test accuracy, the validation split's (with
+``--validation_examples``), the spec it ran and how it was started (``run``: command, commit,
+seed, time). This module groups such files by config, prints one row per run and, per config,
+the mean and the sample standard deviation of the gaps to dense over the seeds.
+
+Usage:
+  python -m bench.seeds --runs='runs/lenet5_*/results.json'
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from absl import app, flags
+
+__all__ = ["Run", "format_table", "load", "main"]
+
+
+class Run:
+    """The figures of one ``results.json`` that the table shows (accuracies in percent)."""
+
+    def __init__(self, path: str, results: Mapping[str, Any]):
+        self.path = path
+        run = results.get("run") or {}
+        self.config = _config(run.get("command", ""), path)
+        self.seed = run.get("seed")
+        self.commit = run.get("commit")
+        self.date = run.get("finished_utc", "")[:10]
+        self.ratio = float(results["pruning_ratio"])
+        self.test = (100 * results["dense_accuracy"], 100 * results["pruned_accuracy"])
+        validation = results.get("validation")
+        self.validation = (
+            (100 * validation["dense_accuracy"], 100 * validation["pruned_accuracy"])
+            if validation
+            else None
+        )
+
+    @property
+    def test_gap(self) -> float:
+        return self.test[1] - self.test[0]
+
+    @property
+    def validation_gap(self) -> float | None:
+        return None if self.validation is None else self.validation[1] - self.validation[0]
+
+
+def _config(command: str, path: str) -> str:
+    """The ``--config`` file's name in ``command`` (the recipe's default without one)."""
+    match = re.search(r"--config[= ](\S+)", command)
+    if match:
+        return os.path.basename(match.group(1).strip("'\""))
+    return "default config" if command else f"unknown ({os.path.dirname(path)})"
+
+
+def load(patterns: Iterable[str]) -> list[Run]:
+    """The runs whose ``results.json`` match any of ``patterns`` (globs), sorted by config
+    and seed.
+
+    Raises:
+      ValueError: if no file matches.
+    """
+    paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
+    if not paths:
+        raise ValueError(f"--runs: Expected results.json files; none match {list(patterns)}")
+    runs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            runs.append(Run(path, json.load(f)))
+    return sorted(runs, key=lambda r: (r.config, -1 if r.seed is None else r.seed))
+
+
+def _points(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}"
+
+
+def _spread(values: Sequence[float]) -> str:
+    """Mean, and ± the sample standard deviation for two or more values."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:+.2f}"
+    return f"{mean:+.2f} ± {statistics.stdev(values):.2f}"
+
+
+def format_table(runs: Sequence[Run]) -> str:
+    """Markdown: a row per run, then per config the mean gap (± sd over its seeds)."""
+    lines = [
+        "| config | seed | ratio | validation dense → compressed | gap | "
+        "test dense → compressed | gap | commit | date |",
+        "|:---|---:|---:|---:|---:|---:|---:|:---|:---|",
+    ]
+    for run in runs:
+        validation = "" if run.validation is None else "{:.2f} → {:.2f}".format(*run.validation)
+        lines.append(
+            f"| {run.config} | {'' if run.seed is None else run.seed} | {run.ratio:.1f}x | "
+            f"{validation} | {_points(run.validation_gap)} | "
+            "{:.2f} → {:.2f}".format(*run.test)
+            + f" | {_points(run.test_gap)} | {(run.commit or '')[:8]} | {run.date} |"
+        )
+    lines += [
+        "",
+        "| config | runs | mean validation gap | mean test gap |",
+        "|:---|---:|---:|---:|",
+    ]
+    configs = dict.fromkeys(run.config for run in runs)
+    for config in configs:
+        group = [run for run in runs if run.config == config]
+        validation = [r.validation_gap for r in group if r.validation_gap is not None]
+        lines.append(
+            f"| {config} | {len(group)} | {_spread(validation) if validation else ''} | "
+            f"{_spread([r.test_gap for r in group])} |"
+        )
+    return "\n".join(lines)
+
+
+_RUNS = flags.DEFINE_list("runs", None, "Globs of recipe results.json files.", required=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        runs = load(_RUNS.value)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    print(format_table(runs))
+
+
+if __name__ == "__main__":
+    app.run(main)
