@@ -236,9 +236,9 @@ def offline_cache(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mnist_data_dir(tmp_path_factory, offline_cache) -> str:
+def mnist_data_dir(tmp_path_factory, offline_cache, prepare_mnist_or_skip) -> str:
     data_dir = os.fspath(tmp_path_factory.mktemp("tfds"))
-    assert data.prepare_mnist(data_dir, download_dir=offline_cache) == data_dir
+    assert prepare_mnist_or_skip(data_dir, download_dir=offline_cache) == data_dir
     return data_dir
 
 

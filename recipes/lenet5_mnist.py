@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 import tf_admm
-from recipes import data, distillation, models, pipeline
+from recipes import data, distillation, models, pipeline, quiet_logs
 from tf_admm.compat import keras, tf
 
 # Training images that calibrate the activation ranges of the full-integer export.
@@ -428,6 +428,7 @@ def settings_from_flags() -> Settings:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_logs.install()
     run(settings_from_flags())
 
 

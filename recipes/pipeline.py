@@ -36,7 +36,7 @@ import numpy as np
 from absl import app, flags, logging
 
 import tf_admm
-from recipes import data
+from recipes import data, quiet_logs
 from tf_admm import report
 from tf_admm.compat import keras, tf
 
@@ -1165,6 +1165,7 @@ def main_for(task: ImageTask, values: ImageFlags) -> Callable[[Sequence[str]], N
     def main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        quiet_logs.install()
         settings = image_settings_from_flags(values)
         try:
             run_image_recipe(task, settings)
