@@ -217,6 +217,7 @@ LENET5_SHARED_CONFIGS = {
     "lenet5_admm_167x_lamp.json": 167,
     "lenet5_admm_167x_lamp_steps.json": 167,
     "lenet5_admm_167x_sensitivity.json": 167,
+    "lenet5_admm_300x_lamp.json": 300,
 }
 
 
