@@ -454,9 +454,11 @@ class AdmmModel(keras.Model):
         stage = self.spec.stage_at(done)
         if phase is Phase.ADMM:
             index = done - starts[stage]
-            scale = schedule(index + 1) / schedule(index)
+            # Each weight follows the schedule from its own initial rho, capped at its maximum.
             for wrapper in self._wrappers:
-                wrapper.admm_update(scale, stages[stage])
+                wrapper.admm_update(
+                    stages[stage], rho=lambda initial: schedule(index + 1, initial=initial)
+                )
             if round_ >= starts[stage] + self.spec.admm_rounds:
                 for wrapper in self._wrappers:
                     wrapper.hard_project(stages[stage])
@@ -475,9 +477,8 @@ class AdmmModel(keras.Model):
             event["next"] = "quantization ADMM"
         elif phase is Phase.QUANT_ADMM:
             index = round_ - bounds["quant_start"]
-            scale = schedule(index) / schedule(index - 1)
             for wrapper in self._wrappers:
-                wrapper.quant_update(scale)
+                wrapper.quant_update(rho=lambda initial: schedule(index, initial=initial))
             if round_ >= bounds["quant_admm"]:
                 phase = Phase.QUANT_LOCK
                 self.admm_phase.assign(int(phase))

@@ -21,6 +21,7 @@ into a plain layer.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -306,7 +307,13 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
-    def _step(self, slot: _Slot, auxiliary: tf.Tensor, weight: tf.Tensor, rho_scale: float):
+    def _step(
+        self,
+        slot: _Slot,
+        auxiliary: tf.Tensor,
+        weight: tf.Tensor,
+        rho: Callable[[float], float] | None,
+    ):
         """U <- (U + W - Z) * rho_old / rho_new and the bookkeeping around a Z-step.
 
         Rescaling the scaled dual U = lambda / rho keeps the multiplier lambda unchanged when
@@ -315,21 +322,30 @@ class AdmmWrapper(keras.layers.Wrapper):
         dual = slot.dual + weight - auxiliary
         slot.dual_residual.assign(slot.rho * tf.norm(auxiliary - slot.auxiliary))
         slot.auxiliary.assign(auxiliary)
-        slot.dual.assign(dual / rho_scale)
-        slot.rho.assign(slot.rho * rho_scale)
+        old = float(slot.rho.numpy())
+        new = old if rho is None else float(rho(slot.target.rho))
+        slot.dual.assign(dual * (old / new))
+        slot.rho.assign(new)
 
-    def admm_update(self, rho_scale: float, fraction: float = 1.0) -> None:
-        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho <- rho * rho_scale.
+    def admm_update(
+        self, fraction: float = 1.0, rho: Callable[[float], float] | None = None
+    ) -> None:
+        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho to its next value.
 
         ``k`` is the count kept by the pruning stage at ``fraction`` of the final ratio; the
         weights pruned by earlier stages are zero in W and Z, and U is zero there too.
+
+        Args:
+          fraction: the pruning stage's fraction of the final compression ratio.
+          rho: maps a weight's initial rho (its target's) to its rho for the next round, e.g.
+            ``lambda initial: schedule(round_ + 1, initial=initial)``; None keeps rho.
         """
         for slot in self._select("prunes"):
             # W with earlier stages' zeros: where the mask is 0, W - Z and so U stay 0.
             weight = slot.masked()
             shifted = (weight + slot.dual) * slot.mask
             auxiliary = projections.project_top_k(shifted, slot.keep_at(fraction))
-            self._step(slot, auxiliary, weight, rho_scale)
+            self._step(slot, auxiliary, weight, rho)
 
     def hard_project(self, fraction: float = 1.0) -> None:
         """Keeps the stage's largest weights for good: mask, W and Z agree; U <- 0."""
@@ -366,14 +382,18 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
-    def quant_update(self, rho_scale: float) -> None:
-        """One quantization Z/U update: levels refitted to W + U, Z <- P_levels(W + U)."""
+    def quant_update(self, rho: Callable[[float], float] | None = None) -> None:
+        """One quantization Z/U update: levels refitted to W + U, Z <- P_levels(W + U).
+
+        Args:
+          rho: as in :meth:`admm_update`.
+        """
         for slot in self._select("quantizes"):
             weight = slot.masked()
             shifted = weight + slot.dual * slot.mask
             levels = slot.fit_levels(shifted)
             slot.levels.assign(levels)
-            self._step(slot, slot.project(shifted, levels), weight, rho_scale)
+            self._step(slot, slot.project(shifted, levels), weight, rho)
 
     def quant_lock(self, fraction: float, first: bool) -> None:
         """Locks ``fraction`` of the kept weights (cumulative) onto their nearest levels.
