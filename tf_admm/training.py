@@ -343,7 +343,8 @@ class AdmmModel(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
-            task_loss = self.compute_loss(x, y, y_pred, sample_weight)
+            # Under mixed precision a float16 output gives a float16 loss; the penalty is float32.
+            task_loss = tf.cast(self.compute_loss(x, y, y_pred, sample_weight), tf.float32)
             penalty = self.admm_penalty()
             # compute_loss already divides by the number of replicas (gradients are summed).
             loss = task_loss + penalty / replicas
