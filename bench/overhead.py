@@ -194,7 +194,7 @@ def _admm_update_ms(model: tf_admm.AdmmModel, repeats: int = 5) -> float:
     for _ in range(repeats + 1):
         start = time.perf_counter()
         for wrapper in model.admm_wrappers:
-            wrapper.admm_update(1.0)
+            wrapper.admm_update()
         times.append(time.perf_counter() - start)
     return 1e3 * common.median(times[1:])
 

@@ -521,14 +521,14 @@ CASES = [
         "kmeans_clusters_exceed_kept_weights",
         lambda env: _wrap({"name": "fc2", "sparsity": 0.9, "clusters": 8}),
         ValueError,
-        r"Layer 'fc2', weight 'kernel': Expected at most as many levels as kept weights "
-        r"\(7\); received: clusters=8",
+        r"Spec rules\[0\] \(name='fc2'\), layer 'fc2', weight 'kernel': Expected at most as "
+        r"many quantization levels as kept weights \(7\); received: clusters=8 \(8 levels\)",
     ),
     (
         "levels_exceed_kept_weights",
         lambda env: _wrap({"name": "fc2", "sparsity": 0.9, "bits": 8}),
         ValueError,
-        r"Layer 'fc2', weight 'kernel': .*\(7\); received: levels=256",
+        r"layer 'fc2', weight 'kernel': .*\(7\); received: bits=8 \(256 levels\)",
     ),
     # Models that cannot be wrapped.
     (

@@ -212,6 +212,12 @@ def _spec_configs(draw) -> dict[str, Any]:
         "centroid_update": st.sampled_from(["none", "sum", "mean"]),
     }
     config.update(draw(st.fixed_dictionaries({}, optional=optional)))
+    maximum = config.get("rho", {}).get("maximum") if isinstance(config.get("rho"), dict) else None
+    if maximum is not None:
+        # A rule's own rho above the schedule's cap is refused (tested in spec_test).
+        for rule in config["rules"] + ([config["default"]] if "default" in config else []):
+            if "rho" in rule:
+                rule["rho"] = min(rule["rho"], maximum)
     return config
 
 

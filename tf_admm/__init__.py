@@ -1,7 +1,8 @@
 """tf-admm: ADMM weight pruning and quantization for TensorFlow/Keras (tf_keras)."""
 
-from tf_admm import allocation, projections, report, storage
+from tf_admm import allocation, planning, projections, report, storage
 from tf_admm.compat import keras, tf
+from tf_admm.planning import LayerPlan, Plan, WeightPlan
 from tf_admm.registry import CompressibleLayer
 from tf_admm.saving import ModelFileError, load_model
 from tf_admm.sensitivity import sensitivity_allocation, sensitivity_curves
@@ -14,6 +15,7 @@ from tf_admm.training import (
     Phase,
     admm_wrap,
     callbacks,
+    plan,
     shared_weights,
     wrappers,
 )
@@ -23,6 +25,9 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Allocation",
+    "LayerPlan",
+    "Plan",
+    "WeightPlan",
     "AdmmModel",
     "AdmmUpdate",
     "AdmmWrapper",
@@ -41,6 +46,8 @@ __all__ = [
     "callbacks",
     "keras",
     "load_model",
+    "plan",
+    "planning",
     "projections",
     "report",
     "sensitivity_allocation",

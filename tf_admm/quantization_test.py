@@ -229,7 +229,9 @@ def test_bad_quantization_rules_name_the_field(rule, message):
 def test_more_clusters_than_kept_weights_is_refused_at_wrap():
     spec = _spec([tf_admm.Rule(name="fc2", sparsity=0.9, clusters=16)])
     with pytest.raises(
-        ValueError, match=r"Layer 'fc2', weight 'kernel': .*\(7\); received: clusters=16"
+        ValueError,
+        match=r"rules\[0\] \(name='fc2'\), layer 'fc2', weight 'kernel': .*\(7\); "
+        r"received: clusters=16",
     ):
         tf_admm.admm_wrap(small_convnet(), spec)
 

@@ -277,7 +277,9 @@ class Rule:
       sparsity: fraction of the targeted weights set to zero.
       ratio: pruning ratio, equivalent to ``sparsity = 1 - 1 / ratio``.
       keep: number of weights kept, >= 1, in each weight the rule compresses.
-      rho: this rule's initial rho, overriding ``Spec.rho.initial``.
+      rho: this rule's initial rho, overriding ``Spec.rho.initial``: its layers' rho in round
+        ``r`` is ``Spec.rho(r, initial=rho)``, i.e. it grows by the spec's multiplier and is
+        capped at ``Spec.rho.maximum`` (a rho above that maximum is an error).
       weights: attribute names of the weights to compress (e.g. ``("kernel",)``); by default
         the layer's registered compressible weights.
       bits: bits per kept weight, 1..8 (for ``kmeans`` it sets ``clusters = 2**bits``).
@@ -490,7 +492,8 @@ class Spec:
         match at least one layer.
       default: rule for every compressible layer that no rule matches (no matcher allowed);
         None leaves such layers alone.
-      rho: the rho schedule over ADMM rounds.
+      rho: the rho schedule over ADMM rounds; a rule's own ``rho`` replaces its ``initial``
+        for that rule's layers, the multiplier and maximum apply to every layer.
       update_every: length of an ADMM round, in ``update_unit``.
       update_unit: ``"step"`` or ``"epoch"``.
       admm_rounds: number of Z/U updates before the hard projection.
@@ -580,6 +583,7 @@ class Spec:
         if not isinstance(rho, RhoSchedule):
             raise _fail("Spec", "rho to be a number > 0, a RhoSchedule or a mapping", "rho", rho)
         object.__setattr__(self, "rho", rho)
+        self._check_rule_rho()
         _check_positive_int("Spec", "update_every", self.update_every)
         _check_positive_int("Spec", "admm_rounds", self.admm_rounds)
         if (
@@ -599,6 +603,22 @@ class Spec:
             object.__setattr__(self, field, _check_fractions(field, getattr(self, field)))
         _set_enum(self, "centroid_update", CentroidUpdate)
         _set_enum(self, "update_unit", Unit)
+
+    def _check_rule_rho(self) -> None:
+        """A rule's own rho starts the schedule for its layers, so it must respect the cap.
+
+        A rule's rho above ``rho.maximum`` is refused rather than silently lowered, as
+        ``RhoSchedule(initial=...)`` refuses an initial value above its maximum.
+        """
+        if self.rho.maximum is None:
+            return
+        for where, rule in self._located_rules():
+            if rule.rho is not None and rule.rho > self.rho.maximum:
+                raise SpecError(
+                    f"Spec {where} ({rule.describe()}): Expected rho <= rho.maximum "
+                    f"({self.rho.maximum!r}), the cap of every layer's rho; received: "
+                    f"rho={_show(rule.rho)}"
+                )
 
     def _check_allocation(self) -> None:
         if self.target_ratio is not None:

@@ -98,6 +98,18 @@ def test_numbers_are_accepted_for_rho_and_unit_strings():
         (lambda: RhoSchedule(initial=0.0), "initial > 0"),
         (lambda: RhoSchedule(multiplier=0.5), "multiplier >= 1"),
         (lambda: RhoSchedule(initial=1.0, maximum=0.5), "maximum >= initial"),
+        (
+            lambda: Spec(
+                rules=[Rule(name="fc", sparsity=0.5, rho=1.0)],
+                rho=RhoSchedule(initial=1e-3, multiplier=2.0, maximum=4e-3),
+            ),
+            r"Spec rules\[0\] \(name='fc'\): Expected rho <= rho.maximum \(0.004\), .*; "
+            r"received: rho=1.0",
+        ),
+        (
+            lambda: Spec(default=Rule(sparsity=0.5, rho=0.5), rho=RhoSchedule(maximum=0.1)),
+            r"Spec default \(default\): Expected rho <= rho.maximum \(0.1\)",
+        ),
         (lambda: Spec(rules=()), "at least one rule"),
         (lambda: Spec(rules=[Rule(sparsity=0.5)]), "rules\\[0\\] to have one of name"),
         (lambda: Spec(default=Rule(name="a", sparsity=0.5)), "default rule without matcher"),

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import allocation, cloning, registry
+from tf_admm import allocation, cloning, planning, projections, registry
 from tf_admm.allocation import Allocation
 from tf_admm.compat import keras, tf
 from tf_admm.spec import Spec, Unit
@@ -44,6 +44,7 @@ __all__ = [
     "Phase",
     "admm_wrap",
     "callbacks",
+    "plan",
     "shared_weights",
     "wrappers",
 ]
@@ -64,9 +65,13 @@ def wrappers(model: keras.Model) -> list[AdmmWrapper]:
     return [layer for layer in cloning.leaf_layers(model) if isinstance(layer, AdmmWrapper)]
 
 
-def _choose(model: keras.Model, spec: Spec) -> dict[int, tuple[Any, Any, list[str], str]]:
-    """{id(layer): (layer, rule, weight names, where the rule is)}; validates every rule."""
+def _choose(
+    model: keras.Model, spec: Spec
+) -> tuple[dict[int, tuple[Any, Any, list[str], str]], dict[int, str]]:
+    """({id(layer): (layer, rule, weight names, where the rule is)}, {id(layer): why not} for
+    the layers no rule takes); validates every rule."""
     chosen: dict[int, tuple[keras.layers.Layer, Any, list[str], str]] = {}
+    left_out: dict[int, str] = {}
     used = [False] * len(spec.rules)
     layers = list(cloning.leaf_layers(model))
     for layer in layers:
@@ -77,11 +82,14 @@ def _choose(model: keras.Model, spec: Spec) -> dict[int, tuple[Any, Any, list[st
             )
         index, rule = spec.rule_for(layer.name, type(layer).__name__)
         if rule is None:
+            left_out[id(layer)] = planning.NO_RULE
             continue
         if index is not None:
             used[index] = True
         elif not registry.supports(layer):
-            continue  # The default rule applies only to layers that have compressible weights.
+            # The default rule applies only to layers that have compressible weights.
+            left_out[id(layer)] = planning.unregistered(type(layer).__name__)
+            continue
         where = f"rules[{index}] ({rule.describe()})" if index is not None else "default rule"
         try:
             names = rule.weights or registry.compressible_weights(layer)
@@ -99,15 +107,18 @@ def _choose(model: keras.Model, spec: Spec) -> dict[int, tuple[Any, Any, list[st
     _check_rules_used(model, spec, layers, used)
     if not chosen:
         raise ValueError(f"Spec matches no compressible layer of model '{model.name}'")
-    return chosen
+    return chosen, left_out
 
 
-def _plan(model: keras.Model, spec: Spec) -> tuple[dict[int, tuple[Target, ...]], Spec]:
+def _plan(
+    model: keras.Model, spec: Spec
+) -> tuple[dict[int, tuple[Target, ...]], Spec, planning.Plan]:
     """Resolves the spec against the model: ({id(layer): targets}, the spec with its
-    ``target_ratio`` budget split into ``allocated``); validates every rule."""
-    chosen = _choose(model, spec)
+    ``target_ratio`` budget split into ``allocated``, the readable plan); validates every
+    rule."""
+    chosen, left_out = _choose(model, spec)
     spec = _allocate(spec, chosen.values())
-    plan: dict[int, tuple[Target, ...]] = {}
+    resolved: dict[int, tuple[Target, ...]] = {}
     for key, (layer, rule, names, where) in chosen.items():
         rho = rule.rho if rule.rho is not None else spec.rho.initial
         targets = []
@@ -122,6 +133,14 @@ def _plan(model: keras.Model, spec: Spec) -> tuple[dict[int, tuple[Target, ...]]
                         f"Expected keep <= the weight's {size} entries; received: keep={rule.keep}"
                     )
                 sparsity = rule.sparsity_for(size)
+            kept = projections.keep_count(size, sparsity)
+            if rule.quantizes and rule.num_levels > kept:
+                given = f"clusters={rule.clusters}" if rule.clusters else f"bits={rule.bits}"
+                raise ValueError(
+                    f"Spec {where}, layer '{layer.name}', weight '{name}': Expected at most as "
+                    f"many quantization levels as kept weights ({kept}); received: {given} "
+                    f"({rule.num_levels} levels)"
+                )
             targets.append(
                 Target(
                     name,
@@ -134,8 +153,92 @@ def _plan(model: keras.Model, spec: Spec) -> tuple[dict[int, tuple[Target, ...]]
                     centroid_update=spec.centroid_update.value,
                 )
             )
-        plan[key] = tuple(targets)
-    return plan, spec
+        resolved[key] = tuple(targets)
+    return resolved, spec, _readable(model, chosen, resolved, left_out)
+
+
+def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> planning.Plan:
+    rows = []
+    for layer in cloning.leaf_layers(model):
+        if not layer.weights:
+            continue
+        size = sum(int(w.shape.num_elements()) for w in layer.weights)
+        kind = type(layer).__name__
+        if id(layer) in left_out:
+            untouched = tuple(
+                f"{_variable_path(layer, w)} {'x'.join(str(d) for d in w.shape)}"
+                for w in layer.trainable_weights
+                if w.shape.rank >= 2
+            )
+            row = planning.LayerPlan(layer.name, kind, size, reason=left_out[id(layer)])
+            rows.append(dataclasses.replace(row, untouched=untouched))
+            continue
+        _, _, _, where = chosen[id(layer)]
+        weights = tuple(
+            planning.WeightPlan(
+                weight=t.weight,
+                shape=tuple(int(d) for d in getattr(layer, t.weight).shape),
+                kept=projections.keep_count(
+                    int(getattr(layer, t.weight).shape.num_elements()), t.sparsity
+                ),
+                sparsity=t.sparsity,
+                rho=t.rho,
+                bits=t.bits,
+                scheme=t.scheme,
+                clusters=t.clusters,
+                per_channel=t.per_channel,
+            )
+            for t in targets[id(layer)]
+        )
+        reason = None if any(w.compresses for w in weights) else planning.KEEPS_ALL
+        rows.append(planning.LayerPlan(layer.name, kind, size, where, weights, reason))
+    return planning.Plan(model.name, tuple(rows))
+
+
+def _variable_path(layer: keras.layers.Layer, variable: tf.Variable) -> str:
+    """Name of ``variable`` in ``layer``: ``lstm/lstm_cell/kernel:0`` -> ``lstm_cell/kernel``."""
+    name = variable.name.split(":")[0]
+    prefix = f"{layer.name}/"
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
+    """What ``admm_wrap(model, spec)`` would compress, per layer with weights, and why not.
+
+    Nothing is wrapped or trained; a ``target_ratio`` budget is allocated as ``admm_wrap``
+    would allocate it.
+
+    Example:
+      >>> print(tf_admm.plan(model, tf_admm.Spec(default=tf_admm.Rule(sparsity=0.8))))
+
+    Args:
+      model: as for :func:`admm_wrap`.
+      spec: a :class:`~tf_admm.Spec` or its dict form.
+
+    Returns:
+      A :class:`~tf_admm.planning.Plan`; ``str(plan)`` is a table with one row per weight.
+
+    Raises:
+      ValueError: as :func:`admm_wrap` does, when the spec does not fit the model.
+    """
+    if not isinstance(spec, Spec):
+        spec = Spec.from_dict(spec)
+    cloning.check_built(model)
+    return _plan(model, spec)[2]
+
+
+def _log(readable: planning.Plan) -> None:
+    logging.info("%s", readable)
+    for row in readable.left_out:
+        if row.warn:
+            logging.warning(
+                "Layer '%s' (%s) holds trainable weights that tf_admm will not compress (%s): %s%s",
+                row.layer,
+                row.layer_type,
+                ", ".join(row.untouched),
+                row.reason,
+                f"; {planning.OPT_IN}" if row.reason != planning.NO_RULE else "",
+            )
 
 
 def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
@@ -147,7 +250,7 @@ def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
-    return _shared(spec, _choose(model, spec).values())
+    return _shared(spec, _choose(model, spec)[0].values())
 
 
 def _shared(spec: Spec, chosen) -> dict[str, tf.Variable]:
@@ -249,11 +352,12 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
-    plan, spec = _plan(model, spec)
+    targets, spec, readable = _plan(model, spec)
+    _log(readable)
 
     def wrap(layer):
         copy = cloning.copy_layer(layer)
-        return AdmmWrapper(copy, plan[id(layer)]) if id(layer) in plan else copy
+        return AdmmWrapper(copy, targets[id(layer)]) if id(layer) in targets else copy
 
     def fill(old, new):
         if isinstance(new, AdmmWrapper):
@@ -343,7 +447,8 @@ class AdmmModel(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
-            task_loss = self.compute_loss(x, y, y_pred, sample_weight)
+            # Under mixed precision a float16 output gives a float16 loss; the penalty is float32.
+            task_loss = tf.cast(self.compute_loss(x, y, y_pred, sample_weight), tf.float32)
             penalty = self.admm_penalty()
             # compute_loss already divides by the number of replicas (gradients are summed).
             loss = task_loss + penalty / replicas
@@ -454,9 +559,11 @@ class AdmmModel(keras.Model):
         stage = self.spec.stage_at(done)
         if phase is Phase.ADMM:
             index = done - starts[stage]
-            scale = schedule(index + 1) / schedule(index)
+            # Each weight follows the schedule from its own initial rho, capped at its maximum.
             for wrapper in self._wrappers:
-                wrapper.admm_update(scale, stages[stage])
+                wrapper.admm_update(
+                    stages[stage], rho=lambda initial: schedule(index + 1, initial=initial)
+                )
             if round_ >= starts[stage] + self.spec.admm_rounds:
                 for wrapper in self._wrappers:
                     wrapper.hard_project(stages[stage])
@@ -475,9 +582,8 @@ class AdmmModel(keras.Model):
             event["next"] = "quantization ADMM"
         elif phase is Phase.QUANT_ADMM:
             index = round_ - bounds["quant_start"]
-            scale = schedule(index) / schedule(index - 1)
             for wrapper in self._wrappers:
-                wrapper.quant_update(scale)
+                wrapper.quant_update(rho=lambda initial: schedule(index, initial=initial))
             if round_ >= bounds["quant_admm"]:
                 phase = Phase.QUANT_LOCK
                 self.admm_phase.assign(int(phase))

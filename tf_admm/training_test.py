@@ -116,6 +116,52 @@ def test_phase_machine_counts_epochs_and_grows_rho():
     assert int(model.admm_step.numpy()) == 8
 
 
+def test_rule_rho_follows_the_schedule_from_its_own_start_and_stops_at_the_cap():
+    # Default rho 1e-4 and fc1's own 1e-3 both double each round; both stop at 4e-3.
+    spec = tf_admm.Spec(
+        rules=[
+            tf_admm.Rule(name="fc1", sparsity=0.9, rho=1e-3),
+            tf_admm.Rule(name="fc2", sparsity=0.7),
+        ],
+        rho=tf_admm.RhoSchedule(initial=1e-4, multiplier=2.0, maximum=4e-3),
+        admm_rounds=8,
+        update_every=1,
+        update_unit="step",
+    )
+    model = tf_admm.admm_wrap(small_convnet(), spec)
+    fc1, fc2 = (w.slots[0] for w in model.admm_wrappers)
+    rho = [(float(fc1.rho.numpy()), float(fc2.rho.numpy()))]
+    for _ in range(7):
+        model.admm_step.assign_add(1)
+        model.advance(tf_admm.Unit.STEP)
+        rho.append((float(fc1.rho.numpy()), float(fc2.rho.numpy())))
+    fc1_expected = [1e-3, 2e-3, 4e-3, 4e-3, 4e-3, 4e-3, 4e-3, 4e-3]
+    fc2_expected = [1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 4e-3, 4e-3]
+    assert [r[0] for r in rho] == pytest.approx(fc1_expected, rel=1e-6)
+    assert [r[1] for r in rho] == pytest.approx(fc2_expected, rel=1e-6)
+    assert model.phase is tf_admm.Phase.ADMM
+
+
+def test_capped_rho_keeps_the_unscaled_multiplier():
+    # Rho goes 3e-3 -> 4e-3 (capped, not 6e-3): U must shrink by 3/4, so that rho * U holds.
+    spec = tf_admm.Spec(
+        rules=[tf_admm.Rule(name="fc1", sparsity=0.9, rho=3e-3)],
+        rho=tf_admm.RhoSchedule(initial=1e-3, multiplier=2.0, maximum=4e-3),
+        admm_rounds=4,
+        update_every=1,
+        update_unit="step",
+    )
+    model = tf_admm.admm_wrap(small_convnet(), spec)
+    slot = model.admm_wrappers[0].slots[0]
+    slot.dual.assign(np.random.default_rng(0).normal(size=slot.dual.shape).astype(np.float32))
+    w, u = slot.variable.numpy(), slot.dual.numpy()
+    z = tf_admm.projections.project_top_k(tf.constant(w + u), slot.keep).numpy()
+    model.admm_step.assign_add(1)
+    model.advance(tf_admm.Unit.STEP)
+    assert float(slot.rho.numpy()) == pytest.approx(4e-3, rel=1e-6)
+    np.testing.assert_allclose(slot.dual.numpy(), (u + w - z) * 0.75, rtol=1e-5, atol=1e-7)
+
+
 def _state(model):
     return {
         "weights": [w.numpy() for w in model.weights],

@@ -16,11 +16,16 @@ so pruned weights contribute nothing and get no gradient whatever the optimizer 
 slots, and locked weights sit exactly on their levels: their gradient flows to the shared level
 (k-means centroids train that way), never to ``W``. ``strip`` writes the effective weights back
 into a plain layer.
+
+Under a mixed-precision policy (``mixed_float16``) the wrapper takes the wrapped layer's policy:
+the ADMM state has the weight's float32 dtype and is never autocast, the effective weight is
+computed in float32 and cast to the layer's compute dtype only to run the layer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,9 +109,13 @@ class _Slot:
     def channels(self) -> int:
         return int(self.variable.shape[-1]) if self.target.per_channel else 1
 
+    def weight(self) -> tf.Tensor:
+        """W in the dtype of the ADMM state (float32 under a mixed-precision policy too)."""
+        return tf.cast(self.variable, self.mask.dtype)
+
     def masked(self) -> tf.Tensor:
         """W with pruned positions zeroed (the weight ADMM constrains)."""
-        return self.variable * self.mask
+        return self.weight() * self.mask
 
     def level_values(self) -> tf.Tensor:
         """levels[assignment], per channel where the levels are."""
@@ -125,7 +134,8 @@ class _Slot:
         return values
 
     def effective(self) -> tf.Tensor:
-        weight = self.variable
+        """The weight the layer computes with, in the dtype of the ADMM state."""
+        weight = self.weight()
         if self.locked is not None:
             weight = self.locked * self.level_values() + (1.0 - self.locked) * weight
         return weight * self.mask
@@ -182,6 +192,10 @@ class AdmmWrapper(keras.layers.Wrapper):
                 f"of type {type(layer).__name__}"
             )
         kwargs.setdefault("name", f"admm_{layer.name}")
+        # The wrapper runs the layer's call in its own __call__, so it takes the layer's dtype
+        # policy: inputs and weights are cast to the layer's compute dtype (float16 under
+        # mixed_float16) as the layer's own __call__ would have done.
+        kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
         self.targets = tuple(_target(layer.name, t) for t in targets)
         if not self.targets:
@@ -214,17 +228,23 @@ class AdmmWrapper(keras.layers.Wrapper):
                     f"{'clusters' if target.clusters else 'levels'}={target.num_levels}"
                 )
             shape, name = variable.shape, target.weight
-            state = dict(initializer="zeros", trainable=False)
+            # The ADMM state has the weight's variable dtype (float32 under mixed precision) and
+            # is never autocast: the penalty, the projections and the effective weight are
+            # computed in it, and only the effective weight is cast to the compute dtype.
+            # (Inside __call__ an autocast variable's dtype is the cast one; true_dtype is its own.)
+            exact = dict(dtype=getattr(variable, "true_dtype", variable.dtype), autocast=False)
+            state = dict(initializer="zeros", trainable=False, **exact)
             slot.auxiliary = self.add_weight(name=f"{name}_auxiliary", shape=shape, **state)
             slot.dual = self.add_weight(name=f"{name}_dual", shape=shape, **state)
             slot.mask = self.add_weight(
-                name=f"{name}_mask", shape=shape, initializer="ones", trainable=False
+                name=f"{name}_mask", shape=shape, initializer="ones", trainable=False, **exact
             )
             slot.rho = self.add_weight(
                 name=f"{name}_rho",
                 shape=(),
                 initializer=keras.initializers.Constant(target.rho),
                 trainable=False,
+                **exact,
             )
             slot.dual_residual = self.add_weight(name=f"{name}_dual_residual", shape=(), **state)
             if target.quantizes:
@@ -239,9 +259,14 @@ class AdmmWrapper(keras.layers.Wrapper):
                     initializer="zeros",
                     trainable=target.scheme == Scheme.KMEANS.value
                     and target.centroid_update != CentroidUpdate.NONE.value,
+                    **exact,
                 )
                 slot.assignment = self.add_weight(
-                    name=f"{name}_assignment", shape=shape, dtype=tf.int32, **state
+                    name=f"{name}_assignment",
+                    shape=shape,
+                    initializer="zeros",
+                    trainable=False,
+                    dtype=tf.int32,
                 )
                 slot.locked = self.add_weight(name=f"{name}_locked", shape=shape, **state)
                 slot.level_counts = self.add_weight(
@@ -258,7 +283,8 @@ class AdmmWrapper(keras.layers.Wrapper):
         originals = {slot.target.weight: slot.variable for slot in self._slots}
         try:
             for slot in self._slots:
-                object.__setattr__(self.layer, slot.target.weight, slot.effective())
+                effective = tf.cast(slot.effective(), self.layer.compute_dtype)
+                object.__setattr__(self.layer, slot.target.weight, effective)
             return self.layer.call(inputs, **kwargs)
         finally:
             for name, variable in originals.items():
@@ -306,7 +332,13 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
-    def _step(self, slot: _Slot, auxiliary: tf.Tensor, weight: tf.Tensor, rho_scale: float):
+    def _step(
+        self,
+        slot: _Slot,
+        auxiliary: tf.Tensor,
+        weight: tf.Tensor,
+        rho: Callable[[float], float] | None,
+    ):
         """U <- (U + W - Z) * rho_old / rho_new and the bookkeeping around a Z-step.
 
         Rescaling the scaled dual U = lambda / rho keeps the multiplier lambda unchanged when
@@ -315,21 +347,30 @@ class AdmmWrapper(keras.layers.Wrapper):
         dual = slot.dual + weight - auxiliary
         slot.dual_residual.assign(slot.rho * tf.norm(auxiliary - slot.auxiliary))
         slot.auxiliary.assign(auxiliary)
-        slot.dual.assign(dual / rho_scale)
-        slot.rho.assign(slot.rho * rho_scale)
+        old = float(slot.rho.numpy())
+        new = old if rho is None else float(rho(slot.target.rho))
+        slot.dual.assign(dual * (old / new))
+        slot.rho.assign(new)
 
-    def admm_update(self, rho_scale: float, fraction: float = 1.0) -> None:
-        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho <- rho * rho_scale.
+    def admm_update(
+        self, fraction: float = 1.0, rho: Callable[[float], float] | None = None
+    ) -> None:
+        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho to its next value.
 
         ``k`` is the count kept by the pruning stage at ``fraction`` of the final ratio; the
         weights pruned by earlier stages are zero in W and Z, and U is zero there too.
+
+        Args:
+          fraction: the pruning stage's fraction of the final compression ratio.
+          rho: maps a weight's initial rho (its target's) to its rho for the next round, e.g.
+            ``lambda initial: schedule(round_ + 1, initial=initial)``; None keeps rho.
         """
         for slot in self._select("prunes"):
             # W with earlier stages' zeros: where the mask is 0, W - Z and so U stay 0.
             weight = slot.masked()
             shifted = (weight + slot.dual) * slot.mask
             auxiliary = projections.project_top_k(shifted, slot.keep_at(fraction))
-            self._step(slot, auxiliary, weight, rho_scale)
+            self._step(slot, auxiliary, weight, rho)
 
     def hard_project(self, fraction: float = 1.0) -> None:
         """Keeps the stage's largest weights for good: mask, W and Z agree; U <- 0."""
@@ -366,14 +407,18 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
-    def quant_update(self, rho_scale: float) -> None:
-        """One quantization Z/U update: levels refitted to W + U, Z <- P_levels(W + U)."""
+    def quant_update(self, rho: Callable[[float], float] | None = None) -> None:
+        """One quantization Z/U update: levels refitted to W + U, Z <- P_levels(W + U).
+
+        Args:
+          rho: as in :meth:`admm_update`.
+        """
         for slot in self._select("quantizes"):
             weight = slot.masked()
             shifted = weight + slot.dual * slot.mask
             levels = slot.fit_levels(shifted)
             slot.levels.assign(levels)
-            self._step(slot, slot.project(shifted, levels), weight, rho_scale)
+            self._step(slot, slot.project(shifted, levels), weight, rho)
 
     def quant_lock(self, fraction: float, first: bool) -> None:
         """Locks ``fraction`` of the kept weights (cumulative) onto their nearest levels.

@@ -94,7 +94,7 @@ def test_admm_update_follows_the_scaled_form():
     slot.dual.assign(rng.normal(size=slot.dual.shape).astype(np.float32))
     w, u = slot.variable.numpy(), slot.dual.numpy()
     z_expected = tf_admm.projections.project_top_k(tf.constant(w + u), slot.keep).numpy()
-    wrapped.admm_wrappers[0].admm_update(rho_scale=2.0)
+    wrapped.admm_wrappers[0].admm_update(rho=lambda initial: 2.0 * initial)
     np.testing.assert_allclose(slot.auxiliary.numpy(), z_expected, rtol=0, atol=0)
     # U <- (U + W - Z) * rho_old / rho_new keeps the unscaled multiplier rho * U unchanged.
     np.testing.assert_allclose(slot.dual.numpy(), (u + w - z_expected) / 2.0, atol=1e-7)

@@ -1,0 +1,198 @@
+"""What a spec will do to a model, layer by layer, before any training: the plan.
+
+:func:`tf_admm.plan` resolves a spec against a model and returns a :class:`Plan`: one
+:class:`LayerPlan` per layer that holds weights, saying which weights will be compressed and to
+what (kept count, sparsity, bits, initial rho), or why the layer is left alone. ``admm_wrap``
+logs the same plan at INFO and warns about every layer it leaves alone that holds trainable
+matrices or larger tensors (see :attr:`LayerPlan.warn`). This module only holds and prints the
+plan; resolving the spec against a Keras model is the Keras adapter's job.
+
+Example:
+  >>> print(tf_admm.plan(model, tf_admm.Spec(default=tf_admm.Rule(sparsity=0.8))))
+
+prints a summary line and one row per weight (the README shows one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+__all__ = ["LayerPlan", "Plan", "WeightPlan"]
+
+# Why a layer with weights is left alone (LayerPlan.reason).
+NO_RULE = "no rule matches it and the spec has no default rule"
+KEEPS_ALL = "its rule keeps every weight (sparsity 0) and sets no bits"
+
+
+def unregistered(layer_type: str) -> str:
+    return f"no compressible weights registered for {layer_type}"
+
+
+# How to opt a layer in, for the warning about a layer left alone.
+OPT_IN = (
+    "the default rule takes only registered layer types and layers implementing "
+    "get_admm_weights() (see tf_admm.CompressibleLayer)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightPlan:
+    """One weight that a rule targets.
+
+    Attributes:
+      weight: the layer's attribute name of the weight (e.g. ``"kernel"``).
+      shape: its shape.
+      kept: entries kept after the hard projection (all of them when ``sparsity`` is 0).
+      sparsity: fraction of entries pruned.
+      rho: initial rho.
+      bits: bits per kept weight, if quantized onto a uniform or power-of-two grid.
+      scheme: ``"uniform"``, ``"power_of_two"`` or ``"kmeans"`` if quantized.
+      clusters: k-means clusters, if any.
+      per_channel: one scale per output channel.
+    """
+
+    weight: str
+    shape: tuple[int, ...]
+    kept: int
+    sparsity: float
+    rho: float
+    bits: int | None = None
+    scheme: str | None = None
+    clusters: int | None = None
+    per_channel: bool = False
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def compresses(self) -> bool:
+        return self.sparsity > 0 or self.scheme is not None
+
+    def describe_quantization(self) -> str:
+        if self.scheme is None:
+            return "-"
+        if self.clusters is not None:
+            return f"{self.clusters} clusters"
+        channel = ", per channel" if self.per_channel else ""
+        return f"{self.bits} ({self.scheme}{channel})"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPlan:
+    """What happens to one layer that holds weights.
+
+    Attributes:
+      layer: the layer's name.
+      layer_type: its class name.
+      size: entries of all its weights (trainable or not).
+      rule: where the rule that takes it is (``"rules[0] (name='fc')"``, ``"default rule"``),
+        or None if none does.
+      weights: the weights its rule targets (empty if none).
+      reason: why it is not compressed; None if it is.
+      untouched: for a layer left alone, its trainable weights of rank 2 or more that nothing
+        compresses, as ``"name shape"`` (e.g. ``"lstm_cell/kernel 24x20"``).
+    """
+
+    layer: str
+    layer_type: str
+    size: int
+    rule: str | None = None
+    weights: tuple[WeightPlan, ...] = ()
+    reason: str | None = None
+    untouched: tuple[str, ...] = ()
+
+    @property
+    def compressed(self) -> bool:
+        return self.reason is None
+
+    @property
+    def warn(self) -> bool:
+        """Whether ``admm_wrap`` warns about this layer: it is left alone although it holds
+        trainable matrices or larger tensors. Vectors (biases, BatchNormalization's scales and
+        offsets) are not worth a warning; the plan still lists them."""
+        return bool(self.untouched)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Per layer with weights, what a spec will compress in a model; ``str()`` prints it.
+
+    Attributes:
+      model: the model's name.
+      layers: one entry per layer that holds weights, in layer order.
+    """
+
+    model: str
+    layers: tuple[LayerPlan, ...]
+
+    @property
+    def compressed(self) -> tuple[LayerPlan, ...]:
+        return tuple(layer for layer in self.layers if layer.compressed)
+
+    @property
+    def left_out(self) -> tuple[LayerPlan, ...]:
+        return tuple(layer for layer in self.layers if not layer.compressed)
+
+    def summary(self) -> str:
+        """One line: layers compressed, targeted weights kept, weights left as they are."""
+        targeted = [w for layer in self.compressed for w in layer.weights]
+        size = sum(w.size for w in targeted)
+        kept = sum(w.kept for w in targeted)
+        ratio = f" ({size / kept:.1f}x)" if kept else ""
+        untouched = sum(layer.size for layer in self.layers) - size
+        return (
+            f"Plan for model '{self.model}': {len(self.compressed)} of {len(self.layers)} layers "
+            f"with weights compressed; {kept:,} of {size:,} targeted weights kept{ratio}; "
+            f"{untouched:,} other weights stay as they are"
+        )
+
+    def __str__(self) -> str:
+        header = ("layer", "type", "weight", "shape", "kept", "sparsity", "bits", "rho", "rule")
+        lines = [header]
+        for layer in self.layers:
+            for weight in layer.weights:
+                lines.append(
+                    (
+                        layer.layer,
+                        layer.layer_type,
+                        weight.weight,
+                        "x".join(str(d) for d in weight.shape),
+                        f"{weight.kept:,}/{weight.size:,}",
+                        f"{100 * weight.sparsity:.2f}%",
+                        weight.describe_quantization(),
+                        f"{weight.rho:.3g}",
+                        layer.rule
+                        + ("" if layer.compressed else f"; not compressed: {layer.reason}"),
+                    )
+                )
+            if not layer.weights:
+                note = f"not compressed: {layer.reason}"
+                lines.append(
+                    (
+                        layer.layer,
+                        layer.layer_type,
+                        "-",
+                        "-",
+                        f"-/{layer.size:,}",
+                        "-",
+                        "-",
+                        "-",
+                        note,
+                    )
+                )
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+        numeric = {4, 5, 7}
+        rendered = [
+            "  ".join(
+                [
+                    cell.rjust(width) if column in numeric else cell.ljust(width)
+                    for column, (cell, width) in enumerate(zip(line, widths))
+                ]
+                + [line[-1]]
+            )
+            for line in lines
+        ]
+        rendered.insert(1, "-" * max(len(r) for r in rendered[:1]))
+        return "\n".join([self.summary(), *rendered])
