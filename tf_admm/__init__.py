@@ -2,7 +2,7 @@
 
 from tf_admm import allocation, planning, projections, report, storage
 from tf_admm.compat import keras, tf
-from tf_admm.planning import LayerPlan, Plan, WeightPlan
+from tf_admm.planning import LayerPlan, Plan, Target, WeightPlan
 from tf_admm.registry import CompressibleLayer
 from tf_admm.saving import ModelFileError, load_model
 from tf_admm.sensitivity import sensitivity_allocation, sensitivity_curves
@@ -19,7 +19,7 @@ from tf_admm.training import (
     shared_weights,
     wrappers,
 )
-from tf_admm.wrapper import AdmmWrapper, Target
+from tf_admm.wrapper import AdmmWrapper
 
 __version__ = "0.1.0.dev0"
 

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
-__all__ = ["LayerPlan", "Plan", "WeightPlan"]
+from tf_admm.spec import CentroidUpdate
+
+__all__ = ["LayerPlan", "Plan", "Target", "WeightPlan"]
 
 # Why a layer with weights is left alone (LayerPlan.reason).
 NO_RULE = "no rule matches it and the spec has no default rule"
@@ -37,30 +40,56 @@ OPT_IN = (
 
 
 @dataclasses.dataclass(frozen=True)
-class WeightPlan:
-    """One weight that a rule targets.
-
-    Attributes:
-      weight: the layer's attribute name of the weight (e.g. ``"kernel"``).
-      shape: its shape.
-      kept: entries kept after the hard projection (all of them when ``sparsity`` is 0).
-      sparsity: fraction of entries pruned.
-      rho: initial rho.
-      bits: bits per kept weight, if quantized onto a uniform or power-of-two grid.
-      scheme: ``"uniform"``, ``"power_of_two"`` or ``"kmeans"`` if quantized.
-      clusters: k-means clusters, if any.
-      per_channel: one scale per output channel.
-    """
+class Target:
+    """One compressed weight: attribute name, pruning and quantization targets, initial rho."""
 
     weight: str
-    shape: tuple[int, ...]
-    kept: int
     sparsity: float
     rho: float
     bits: int | None = None
     scheme: str | None = None
     clusters: int | None = None
     per_channel: bool = False
+    centroid_update: str = CentroidUpdate.SUM.value
+
+    @property
+    def prunes(self) -> bool:
+        return self.sparsity > 0
+
+    @property
+    def quantizes(self) -> bool:
+        return self.scheme is not None
+
+    @property
+    def num_levels(self) -> int:
+        return self.clusters if self.clusters is not None else 2**self.bits
+
+    def get_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe_quantization(self) -> str:
+        """``-``, ``"<n> clusters"`` or ``"<bits> (<scheme>[, per channel])"``."""
+        if self.scheme is None:
+            return "-"
+        if self.clusters is not None:
+            return f"{self.clusters} clusters"
+        channel = ", per channel" if self.per_channel else ""
+        return f"{self.bits} ({self.scheme}{channel})"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightPlan:
+    """One weight that a rule targets: its target, shape and the entries it keeps.
+
+    Attributes:
+      target: what the rule asks of the weight (sparsity, bits, rho, ...).
+      shape: its shape.
+      kept: entries kept after the hard projection (all of them when the sparsity is 0).
+    """
+
+    target: Target
+    shape: tuple[int, ...]
+    kept: int
 
     @property
     def size(self) -> int:
@@ -68,15 +97,7 @@ class WeightPlan:
 
     @property
     def compresses(self) -> bool:
-        return self.sparsity > 0 or self.scheme is not None
-
-    def describe_quantization(self) -> str:
-        if self.scheme is None:
-            return "-"
-        if self.clusters is not None:
-            return f"{self.clusters} clusters"
-        channel = ", per channel" if self.per_channel else ""
-        return f"{self.bits} ({self.scheme}{channel})"
+        return self.target.prunes or self.target.quantizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,12 +178,12 @@ class Plan:
                     (
                         layer.layer,
                         layer.layer_type,
-                        weight.weight,
+                        weight.target.weight,
                         "x".join(str(d) for d in weight.shape),
                         f"{weight.kept:,}/{weight.size:,}",
-                        f"{100 * weight.sparsity:.2f}%",
-                        weight.describe_quantization(),
-                        f"{weight.rho:.3g}",
+                        f"{100 * weight.target.sparsity:.2f}%",
+                        weight.target.describe_quantization(),
+                        f"{weight.target.rho:.3g}",
                         layer.rule
                         + ("" if layer.compressed else f"; not compressed: {layer.reason}"),
                     )

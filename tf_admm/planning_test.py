@@ -6,7 +6,7 @@ import pytest
 
 import tf_admm
 from tf_admm import keras
-from tf_admm.planning import KEEPS_ALL, NO_RULE, LayerPlan, WeightPlan
+from tf_admm.planning import KEEPS_ALL, NO_RULE, LayerPlan, Target, WeightPlan
 
 # Sizes: conv kernel 3*3*1*4 = 36 + bias 4; bn 4 each of gamma, beta, mean, variance;
 # lstm kernel 24*20 + recurrent kernel 5*20 + bias 20 = 600; fc kernel 5*3 = 15 + bias 3.
@@ -36,7 +36,7 @@ def test_plan_rows_under_a_default_rule_say_what_is_compressed_and_why_the_rest_
             "Conv2D",
             40,
             "default rule",
-            (WeightPlan("kernel", (3, 3, 1, 4), 7, 0.8, 1e-3),),
+            (WeightPlan(Target("kernel", 0.8, 1e-3), (3, 3, 1, 4), 7),),
         ),
         LayerPlan(
             "bn",
@@ -51,7 +51,9 @@ def test_plan_rows_under_a_default_rule_say_what_is_compressed_and_why_the_rest_
             reason="no compressible weights registered for LSTM",
             untouched=UNTOUCHED_LSTM,
         ),
-        LayerPlan("fc", "Dense", 18, "default rule", (WeightPlan("kernel", (5, 3), 3, 0.8, 1e-3),)),
+        LayerPlan(
+            "fc", "Dense", 18, "default rule", (WeightPlan(Target("kernel", 0.8, 1e-3), (5, 3), 3),)
+        ),
     )
     assert [row.warn for row in plan.layers] == [False, False, True, False]
     assert [row.layer for row in plan.left_out] == ["bn", "lstm"]
@@ -92,7 +94,9 @@ def test_admm_wrap_logs_the_plan_at_info_and_warns_once_about_the_lstm_only(capl
     wrapped = {
         w.layer.name: [(s.target.weight, s.keep) for s in w.slots] for w in admm.admm_wrappers
     }
-    planned = {row.layer: [(w.weight, w.kept) for w in row.weights] for row in plan.compressed}
+    planned = {
+        row.layer: [(w.target.weight, w.kept) for w in row.weights] for row in plan.compressed
+    }
     assert wrapped == planned == {"conv": [("kernel", 7)], "fc": [("kernel", 3)]}
 
 
@@ -107,7 +111,7 @@ def test_plan_names_layers_no_rule_matches_and_rules_that_keep_everything(caplog
         "Conv2D",
         40,
         "rules[0] (name='conv')",
-        (WeightPlan("kernel", (3, 3, 1, 4), 36, 0.0, 1e-3),),
+        (WeightPlan(Target("kernel", 0.0, 1e-3), (3, 3, 1, 4), 36),),
         reason=KEEPS_ALL,
     )
     assert rows["fc"] == LayerPlan(
@@ -115,7 +119,7 @@ def test_plan_names_layers_no_rule_matches_and_rules_that_keep_everything(caplog
         "Dense",
         18,
         "rules[1] (name='fc')",
-        (WeightPlan("kernel", (5, 3), 15, 0.0, 0.01, bits=3, scheme="uniform"),),
+        (WeightPlan(Target("kernel", 0.0, 0.01, bits=3, scheme="uniform"), (5, 3), 15),),
     )
     assert rows["bn"].reason == rows["lstm"].reason == NO_RULE
     assert [row.layer for row in plan.compressed] == ["fc"]

@@ -34,8 +34,9 @@ from tf_keras.src.engine import functional as _functional
 from tf_admm import allocation, cloning, planning, projections, registry
 from tf_admm.allocation import Allocation
 from tf_admm.compat import keras, tf
+from tf_admm.planning import Target
 from tf_admm.spec import Spec, Unit
-from tf_admm.wrapper import AdmmWrapper, Target
+from tf_admm.wrapper import AdmmWrapper
 
 __all__ = [
     "AdmmModel",
@@ -176,17 +177,11 @@ def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> 
         _, _, _, where = chosen[id(layer)]
         weights = tuple(
             planning.WeightPlan(
-                weight=t.weight,
+                target=t,
                 shape=tuple(int(d) for d in getattr(layer, t.weight).shape),
                 kept=projections.keep_count(
                     int(getattr(layer, t.weight).shape.num_elements()), t.sparsity
                 ),
-                sparsity=t.sparsity,
-                rho=t.rho,
-                bits=t.bits,
-                scheme=t.scheme,
-                clusters=t.clusters,
-                per_channel=t.per_channel,
             )
             for t in targets[id(layer)]
         )

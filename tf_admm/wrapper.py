@@ -32,38 +32,10 @@ import numpy as np
 
 from tf_admm import projections, registry
 from tf_admm.compat import keras, tf
+from tf_admm.planning import Target
 from tf_admm.spec import CentroidUpdate, Scheme
 
-__all__ = ["AdmmWrapper", "Target"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """One compressed weight: attribute name, pruning and quantization targets, initial rho."""
-
-    weight: str
-    sparsity: float
-    rho: float
-    bits: int | None = None
-    scheme: str | None = None
-    clusters: int | None = None
-    per_channel: bool = False
-    centroid_update: str = CentroidUpdate.SUM.value
-
-    @property
-    def prunes(self) -> bool:
-        return self.sparsity > 0
-
-    @property
-    def quantizes(self) -> bool:
-        return self.scheme is not None
-
-    @property
-    def num_levels(self) -> int:
-        return self.clusters if self.clusters is not None else 2**self.bits
-
-    def get_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+__all__ = ["AdmmWrapper"]
 
 
 def _target(layer_name: str, value: Any) -> Target:
