@@ -68,9 +68,10 @@ def load(patterns: Iterable[str]) -> list[Run]:
     Raises:
       ValueError: if no file matches.
     """
+    patterns = list(patterns)
     paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
     if not paths:
-        raise ValueError(f"--runs: Expected results.json files; none match {list(patterns)}")
+        raise ValueError(f"--runs: Expected results.json files; none match {patterns}")
     runs = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -121,14 +122,15 @@ def format_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-_RUNS = flags.DEFINE_list("runs", None, "Globs of recipe results.json files.", required=True)
+# Not required=True: other modules' tests parse the same global flags in one process.
+_RUNS = flags.DEFINE_list("runs", None, "Globs of recipe results.json files (required).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
-        runs = load(_RUNS.value)
+        runs = load(_RUNS.value or [])
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     print(format_table(runs))

@@ -51,3 +51,12 @@ def test_table_has_a_row_per_run_and_the_mean_and_spread_of_the_gaps_per_config(
 def test_no_matching_file_names_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--runs: .*none match"):
         seeds.load([str(tmp_path / "*.json")])
+
+
+def test_main_without_runs_is_a_usage_error_and_the_flag_leaves_other_parsers_alone():
+    from absl import app, flags
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["prog"])  # Parses: --runs is not required globally.
+    with pytest.raises(app.UsageError, match="--runs"):
+        seeds.main(["prog"])
