@@ -79,6 +79,12 @@ def copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
 
 
 def copy_weights(old: keras.layers.Layer, new: keras.layers.Layer) -> None:
+    """Copies ``old``'s weights into ``new`` in order (a ``weight_fn`` for :func:`rebuild`).
+
+    Args:
+      old: the source layer.
+      new: a built layer with the same weights in the same order and shapes.
+    """
     new.set_weights(old.get_weights())
 
 

@@ -54,17 +54,21 @@ class Target:
 
     @property
     def prunes(self) -> bool:
+        """Whether the weight is pruned (sparsity > 0)."""
         return self.sparsity > 0
 
     @property
     def quantizes(self) -> bool:
+        """Whether the weight is quantized (a scheme is set)."""
         return self.scheme is not None
 
     @property
     def num_levels(self) -> int:
+        """Nonzero values a kept weight may take: ``clusters``, else ``2**bits``."""
         return self.clusters if self.clusters is not None else 2**self.bits
 
     def get_config(self) -> dict[str, Any]:
+        """The fields as a flat dict; ``Target(**config)`` rebuilds it."""
         return dataclasses.asdict(self)
 
     def describe_quantization(self) -> str:
@@ -93,10 +97,12 @@ class WeightPlan:
 
     @property
     def size(self) -> int:
+        """Entries of the weight: the product of its shape."""
         return math.prod(self.shape)
 
     @property
     def compresses(self) -> bool:
+        """Whether the target prunes or quantizes the weight."""
         return self.target.prunes or self.target.quantizes
 
 
@@ -126,6 +132,7 @@ class LayerPlan:
 
     @property
     def compressed(self) -> bool:
+        """Whether the layer is compressed (it has no ``reason`` to be left alone)."""
         return self.reason is None
 
     @property
@@ -150,10 +157,12 @@ class Plan:
 
     @property
     def compressed(self) -> tuple[LayerPlan, ...]:
+        """The layers that are compressed, in layer order."""
         return tuple(layer for layer in self.layers if layer.compressed)
 
     @property
     def left_out(self) -> tuple[LayerPlan, ...]:
+        """The layers that hold weights but are left alone, in layer order."""
         return tuple(layer for layer in self.layers if not layer.compressed)
 
     def summary(self) -> str:

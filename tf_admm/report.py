@@ -34,13 +34,16 @@ class LayerCompression:
 
     @property
     def sparsity(self) -> float:
+        """Pruned entries over all entries: the fraction set to zero."""
         return 1.0 - self.nonzeros / self.weights
 
     @property
     def ratio(self) -> float:
+        """All entries over nonzero entries (``inf`` if every entry is zero)."""
         return self.weights / self.nonzeros if self.nonzeros else float("inf")
 
     def to_dict(self) -> dict:
+        """The fields plus ``sparsity`` and ``ratio``, for JSON."""
         return {**dataclasses.asdict(self), "sparsity": self.sparsity, "ratio": self.ratio}
 
 

@@ -245,10 +245,16 @@ class RhoSchedule:
         return value if self.maximum is None else min(value, self.maximum)
 
     def get_config(self) -> dict[str, Any]:
+        """The fields as a flat dict (``initial``, ``multiplier``, ``maximum``)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RhoSchedule:
+        """Builds a schedule from a :meth:`get_config` dict.
+
+        Raises:
+          SpecError: if ``config`` is not a mapping, has unknown fields or gives invalid values.
+        """
         return _from_mapping(cls, "RhoSchedule", config)
 
 
@@ -401,6 +407,7 @@ class Rule:
 
     @property
     def quantizes(self) -> bool:
+        """Whether the rule gives a quantization target (``bits`` or ``clusters``)."""
         return self.bits is not None or self.clusters is not None
 
     @property
@@ -434,9 +441,11 @@ class Rule:
 
     @property
     def has_matcher(self) -> bool:
+        """Whether the rule names its layers (``name``, ``pattern`` or ``layer_type``)."""
         return self.name is not None or self.pattern is not None or self.layer_type is not None
 
     def describe(self) -> str:
+        """The rule's matcher for messages, e.g. ``name='fc1'``; ``default`` if it has none."""
         for field in ("name", "pattern", "layer_type"):
             value = getattr(self, field, None)
             if value is not None:
@@ -444,6 +453,15 @@ class Rule:
         return "default"
 
     def matches(self, layer_name: str, layer_class: str) -> bool:
+        """Whether the rule takes a layer.
+
+        Args:
+          layer_name: the layer's name.
+          layer_class: the layer's class name (compared exactly; subclasses do not match).
+
+        Returns:
+          True if the rule's matcher fits the layer, or if the rule has no matcher.
+        """
         if self.name is not None:
             return layer_name == self.name
         if self.pattern is not None:
@@ -453,6 +471,7 @@ class Rule:
         return True
 
     def get_config(self) -> dict[str, Any]:
+        """The fields that are set, as a JSON-ready dict (``scheme`` as its string value)."""
         config = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         if "weights" in config:
             config["weights"] = list(config["weights"])
@@ -464,6 +483,11 @@ class Rule:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Rule:
+        """Builds a rule from a :meth:`get_config` dict.
+
+        Raises:
+          SpecError: if ``config`` is not a mapping, has unknown fields or gives invalid values.
+        """
         return _from_mapping(cls, "Rule", config)
 
 
@@ -658,10 +682,12 @@ class Spec:
 
     @property
     def prunes(self) -> bool:
+        """Whether any rule prunes, by its own target or a share of ``target_ratio``."""
         return any(r.prunes or self.shares_budget(r) for r in self._all_rules())
 
     @property
     def quantizes(self) -> bool:
+        """Whether any rule quantizes (gives ``bits`` or ``clusters``)."""
         return any(r.quantizes for r in self._all_rules())
 
     def _all_rules(self) -> tuple[Rule, ...]:
@@ -706,6 +732,11 @@ class Spec:
         return None, self.default
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict, which :meth:`from_dict` turns back into the spec.
+
+        ``get_config`` is the same method. Optional parts (``default``, ``target_ratio`` with
+        ``allocation``, ``allocated``) appear only when set.
+        """
         config: dict[str, Any] = {
             "rules": [r.get_config() for r in self.rules],
             "rho": self.rho.get_config(),
@@ -731,15 +762,26 @@ class Spec:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> Spec:
+        """Builds a spec from a :meth:`to_dict` dict (also ``from_config``).
+
+        Raises:
+          SpecError: if ``config`` is not a mapping, has unknown fields or gives invalid values.
+        """
         return _from_mapping(cls, "Spec", config)
 
     from_config = from_dict
 
     def to_json(self, **kwargs) -> str:
+        """:meth:`to_dict` as JSON text; ``kwargs`` go to ``json.dumps``."""
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Spec:
+        """Builds a spec from JSON text, as :meth:`to_json` writes it.
+
+        Raises:
+          SpecError: if ``text`` is not a str or bytes, is not valid JSON or holds an invalid spec.
+        """
         if not isinstance(text, (str, bytes, bytearray)):
             raise _fail("Spec", "JSON text (str or bytes)", "text", text)
         try:

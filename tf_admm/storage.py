@@ -275,18 +275,22 @@ class SparseEncodingCost:
 
     @property
     def num_entries(self) -> int:
+        """Stored entries: nonzeros plus fillers."""
         return self.num_nonzeros + self.num_fillers
 
     @property
     def value_bits(self) -> int:
+        """Bits of all stored value codes, fillers included."""
         return self.num_entries * self.bits_per_value
 
     @property
     def index_bits(self) -> int:
+        """Bits of all relative indices, fillers included."""
         return self.num_entries * self.index_bits_per_entry
 
     @property
     def total_bits(self) -> int:
+        """Value plus index bits (no codebook)."""
         return self.value_bits + self.index_bits
 
 
@@ -463,6 +467,7 @@ class LayerStorage:
 
     @property
     def baseline_bits(self) -> int:
+        """``32 * num_weights`` bits: every weight of the layer as a dense 32-bit float."""
         return BASELINE_BITS * self.num_weights
 
     @property
@@ -603,34 +608,42 @@ class StorageReport:
 
     @property
     def num_weights(self) -> int:
+        """Weights of all layers."""
         return self._sum("num_weights")
 
     @property
     def num_nonzeros(self) -> int:
+        """Nonzero weights of all layers."""
         return self._sum("num_nonzeros")
 
     @property
     def num_fillers(self) -> int:
+        """Filler entries of all layers (0 for dense layers)."""
         return self._sum("num_fillers")
 
     @property
     def value_bits(self) -> int:
+        """Bits of all stored value codes, fillers included, over all layers."""
         return self._sum("value_bits")
 
     @property
     def index_bits(self) -> int:
+        """Bits of all relative indices over all layers."""
         return self._sum("index_bits")
 
     @property
     def codebook_bits(self) -> int:
+        """Bits of all codebooks over all layers."""
         return self._sum("codebook_bits")
 
     @property
     def weight_data_bits(self) -> int:
+        """Bits of the real weights' values plus codebooks over all layers."""
         return self._sum("weight_data_bits")
 
     @property
     def total_bits(self) -> int:
+        """Bits of everything over all layers: values, fillers, indices, codebooks."""
         return self._sum("total_bits")
 
     @property

@@ -411,15 +411,20 @@ class AdmmModel(keras.Model):
 
     @property
     def admm_wrappers(self) -> list[AdmmWrapper]:
+        """The model's ADMM wrappers, in layer order (a new list each time)."""
         return list(self._wrappers)
 
     @property
     def phase(self) -> Phase:
+        """The :class:`Phase` the model is in, read from its ``admm_phase`` variable."""
         return Phase(int(self.admm_phase.numpy()))
 
     @property
     def metrics(self):
-        # Listed here so that Keras resets them every epoch.
+        """Keras' metrics plus the ADMM trackers (loss with penalty, penalty).
+
+        Listed here so that Keras resets them every epoch.
+        """
         return super().metrics + self._admm_trackers
 
     def admm_penalty(self) -> tf.Tensor:

@@ -176,6 +176,7 @@ class AdmmWrapper(keras.layers.Wrapper):
 
     @property
     def slots(self) -> list[_Slot]:
+        """The ADMM state of each compressed weight, one per target (empty until built)."""
         return self._slots
 
     def build(self, input_shape):

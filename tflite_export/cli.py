@@ -183,6 +183,15 @@ def run(
 
 
 def main(argv: Sequence[str]) -> None:
+    """Exports ``--model`` to ``--out`` as the flags say and prints the report.
+
+    Args:
+      argv: the command line left after flag parsing; only the program name is accepted.
+
+    Raises:
+      app.UsageError: on positional arguments, or without ``--model`` or ``--out``.
+      SystemExit: with the message, when the export fails.
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Expected no positional arguments; received: {list(argv[1:])}")
     if not _MODEL.value or not _OUT.value:
@@ -212,4 +221,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 def entry_point() -> None:
+    """Parses the flags and runs :func:`main` (``python -m tflite_export``)."""
     app.run(main)

@@ -141,10 +141,12 @@ class CodeType(str, enum.Enum):
 
     @property
     def bits(self) -> int:
+        """Bits per code: 4, 8 or 16."""
         return {"int4": 4, "int8": 8, "int16": 16}[self.value]
 
     @property
     def limits(self) -> tuple[int, int]:
+        """Smallest and largest code the type holds, e.g. ``(-128, 127)`` for INT8."""
         half = 2 ** (self.bits - 1)
         return -half, half - 1
 
@@ -186,6 +188,7 @@ class UniformFit:
 
     @property
     def exact(self) -> bool:
+        """Whether the codes decode to the values exactly (``max_error == 0.0``)."""
         return self.max_error == 0.0
 
     @property
@@ -421,6 +424,7 @@ class SparseLayout:
 
     @property
     def num_entries(self) -> int:
+        """Stored values, explicit zeros included."""
         return int(self.positions.size)
 
     @property

@@ -82,6 +82,7 @@ def numpy_dtype(tensor_type: int) -> np.dtype:
 
 
 def tensor_name(tensor) -> str:
+    """A schema tensor's name as a str (``''`` if it has none)."""
     name = tensor.name
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else (name or "")
 
@@ -321,6 +322,14 @@ class ModelEditor:
         return len(self.model.operatorCodes) - 1
 
     def add_buffer(self, raw: np.ndarray | bytes) -> int:
+        """Appends a buffer holding ``raw``'s bytes.
+
+        Args:
+          raw: an array (its bytes in C order) or bytes.
+
+        Returns:
+          The new buffer's index.
+        """
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(
             bytes(raw) if isinstance(raw, bytes) else raw.tobytes(), np.uint8
@@ -338,6 +347,20 @@ class ModelEditor:
         quantization=None,
         sparsity=None,
     ) -> int:
+        """Appends a tensor to a subgraph, with a new buffer for its data if given.
+
+        Args:
+          subgraph_index: the subgraph to add it to.
+          name: the tensor's name.
+          shape: its shape.
+          tensor_type: a schema ``TensorType`` value.
+          raw: its constant data (see :meth:`add_buffer`); None for a run-time tensor (buffer 0).
+          quantization: a schema ``QuantizationParametersT``, or None.
+          sparsity: a schema ``SparsityParametersT``, or None for a dense tensor.
+
+        Returns:
+          The new tensor's index in the subgraph.
+        """
         subgraph = self.model.subgraphs[subgraph_index]
         tensor = schema.TensorT()
         tensor.name = name
@@ -358,6 +381,16 @@ class ModelEditor:
     def add_operator(
         self, subgraph_index: int, code: int, version: int, inputs, outputs, options=None
     ) -> None:
+        """Adds an operator to run before the subgraph's existing ones, after those added before.
+
+        Args:
+          subgraph_index: the subgraph to add it to.
+          code: a schema ``BuiltinOperator`` value.
+          version: the operator version.
+          inputs: input tensor indices.
+          outputs: output tensor indices.
+          options: ``(builtin_options_type, options)``, or None.
+        """
         operator = schema.OperatorT()
         operator.opcodeIndex = self.opcode(code, version)
         operator.inputs = np.asarray(inputs, np.int32)

@@ -94,10 +94,12 @@ class LutFit:
 
     @property
     def stride(self) -> int:
+        """Entries per table, padding included."""
         return int(self.tables.shape[1])
 
     @property
     def num_tables(self) -> int:
+        """Value tables: one, or one per slice along ``axis``."""
         return int(self.tables.shape[0])
 
     @property

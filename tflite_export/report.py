@@ -85,9 +85,11 @@ class TensorBytes:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of values, indices and quantization parameters."""
         return self.value_bytes + self.index_bytes + self.quantization_bytes
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields plus ``total_bytes``, for JSON (``shape`` as a list)."""
         return {
             **dataclasses.asdict(self),
             "shape": list(self.shape),
@@ -105,10 +107,12 @@ class FileBytes:
 
     @property
     def tensor_bytes(self) -> int:
+        """Bytes of all tensors' values, indices and quantization parameters."""
         return sum(t.total_bytes for t in self.tensors)
 
     @property
     def overhead_bytes(self) -> int:
+        """Bytes in neither tensors nor metadata: the graph, flatbuffer tables, padding."""
         return self.file_bytes - self.tensor_bytes - self.metadata_bytes
 
 
@@ -281,6 +285,7 @@ class WeightChoice:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields for JSON: ``encoding`` as its value, ``rejected`` as dicts."""
         out = dataclasses.asdict(self)
         out["shape"] = list(self.shape)
         out["encoding"] = self.encoding.value
@@ -320,9 +325,11 @@ class LutBytes:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of indices, tables, header and quantization parameters."""
         return self.index_bytes + self.table_bytes + self.header_bytes + self.quantization_bytes
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields plus ``total_bytes``, for JSON."""
         return {**dataclasses.asdict(self), "total_bytes": self.total_bytes}
 
 
@@ -345,6 +352,7 @@ class IoQuantization:
     zero_point: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a flat dict, for JSON."""
         return dataclasses.asdict(self)
 
 
@@ -398,6 +406,7 @@ class ExportReport:
 
     @property
     def file_bytes(self) -> int:
+        """Size of the written file, in bytes."""
         return self.file.file_bytes
 
     @property
@@ -406,6 +415,7 @@ class ExportReport:
         return self.float_file_bytes / self.file_bytes
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict, with the file's byte split and every part's dict."""
         return {
             "path": self.path,
             "target": self.target,

@@ -138,12 +138,14 @@ class OutputCheck:
 
     @property
     def passed(self) -> bool:
+        """Whether ``max_abs_diff <= allowed`` and, if ``min_top1`` is set, ``top1 >= min_top1``."""
         within = bool(self.max_abs_diff <= self.allowed)
         if self.min_top1 is None:
             return within
         return within and self.top1 is not None and self.top1 >= self.min_top1
 
     def describe(self) -> str:
+        """One line: the difference, what was allowed and the top-1 agreement if checked."""
         text = f"{self.output}: max|diff|={self.max_abs_diff:.3g} (allowed {self.allowed:.3g})"
         if self.top1 is not None:
             text += f", top-1 agreement {100 * self.top1:.1f}%"
@@ -169,9 +171,11 @@ class RuntimeCheck:
 
     @property
     def passed(self) -> bool:
+        """Whether the file ran and every output passed."""
         return self.error is None and all(check.passed for check in self.outputs)
 
     def describe(self) -> str:
+        """One line: the runtime and reference, then each output's check or the error."""
         where = self.runtime.value
         if self.reference != "keras":
             where = f"{where} vs {self.reference}"
@@ -181,6 +185,7 @@ class RuntimeCheck:
         return f"{where}: {parts}"
 
     def to_dict(self) -> dict:
+        """The check as a JSON-ready dict, ``passed`` included for it and each output."""
         return {
             "runtime": self.runtime.value,
             "reference": self.reference,
