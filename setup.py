@@ -38,7 +38,9 @@ setuptools.setup(
             "matplotlib>=3.7",
             "tflite-micro==0.dev20261023182759",
             "pyyaml>=6",
+            "pdoc>=14",
         ],
+        "docs": ["pdoc>=14"],
         "bench": ["matplotlib>=3.7"],
     },
 )

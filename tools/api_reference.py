@@ -102,6 +102,9 @@ def build(out: str | Path, modules: Sequence[str] | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Run as a script, tools/ comes first on sys.path: document this checkout's packages,
+    # not whichever copy is installed.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="build/api", help="Directory for the HTML files.")
     args = parser.parse_args(argv)
