@@ -22,6 +22,10 @@ import logging
 import os
 from collections.abc import Iterable
 
+# Imported before any logger is looked up: absl installs its Logger class then, which records the
+# calling file. A plain "absl" logger created first would report absl's own file for every line.
+from absl import logging as absl_logging  # noqa: F401
+
 __all__ = ["QUIET_PACKAGES", "ThirdPartyInfoFilter", "install", "package_dirs"]
 
 # Packages whose INFO records a recipe's reader never needs.

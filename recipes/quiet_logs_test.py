@@ -19,7 +19,8 @@ class _Capture(logging.Handler):
 
 @pytest.fixture
 def loggers():
-    """The absl and TensorFlow loggers at INFO with a capturing handler, restored afterwards."""
+    """The absl and TensorFlow loggers at INFO with a capturing handler and no quiet filter,
+    restored afterwards."""
     capture = _Capture()
     names = ("absl", "tensorflow")
     saved = [
@@ -28,9 +29,12 @@ def loggers():
     ]
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.INFO)
-    for logger, _, _ in saved:
+    for logger, _, filters in saved:
         logger.setLevel(logging.INFO)
         logger.addHandler(capture)
+        # A recipe's main run earlier in this process may have installed the filter already.
+        for quiet in [f for f in filters if isinstance(f, quiet_logs.ThirdPartyInfoFilter)]:
+            logger.removeFilter(quiet)
     yield capture
     absl_logging.set_verbosity(verbosity)
     for logger, level, filters in saved:
@@ -130,3 +134,29 @@ def test_image_recipe_main_installs_the_filter_before_running(loggers, monkeypat
     )
     pipeline.main_for("task", values=None)(["vgg16_cifar10"])
     assert len(seen) == 1 and len(seen[0]) == 1
+
+
+def test_installed_first_in_a_fresh_process_it_still_drops_tensorflow_lines(tmp_path):
+    # As a recipe's main does: the filter goes in before TensorFlow is imported. Had it made a
+    # plain "absl" logger first, absl's records would name absl's own file and pass the filter.
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "from recipes import quiet_logs\n"
+        "quiet_logs.install()\n"
+        "from tf_admm.compat import tf\n"
+        "from absl import logging as absl_logging\n"
+        "absl_logging.set_verbosity(absl_logging.INFO)\n"
+        "logging.getLogger('absl').addHandler(logging.StreamHandler(sys.stdout))\n"
+        f"tf.train.Checkpoint(v=tf.Variable([1.0])).write({str(tmp_path / 'c')!r})\n"
+        "absl_logging.info('recipe line')\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(quiet_logs.__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "recipe line" in done.stdout
+    assert "Sharding callback duration" not in done.stdout + done.stderr
