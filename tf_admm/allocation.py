@@ -174,6 +174,10 @@ def allocate(
     )
 
 
+# Resolution of allocate_by_sensitivity's search: the budget is cut into at most this many units.
+BUDGET_UNITS = 4096
+
+
 def allocate_by_sensitivity(
     sizes: Mapping[str, int],
     curves: Mapping[str, Sequence[tuple[int, float]]],
@@ -184,10 +188,14 @@ def allocate_by_sensitivity(
 
     ``curves[layer]`` lists ``(kept, loss_increase)`` pairs measured by pruning that layer
     alone (the others dense) to ``kept`` weights. Between measured points the increase is
-    interpolated linearly in ``log(kept)``; below the fewest measured it stays at that point's
-    value. A Lagrange multiplier ``lam`` is searched so that each layer's choice minimising
-    ``increase + lam * kept`` over its measured counts meets the budget; the counts are then
-    moved to add up to exactly ``keep``.
+    interpolated linearly in ``log(kept)`` (and made non-increasing in ``kept``); below the
+    fewest measured it stays at that point's value. Each layer may keep one of 256 counts
+    spaced geometrically from ``floor`` to its size; the choice whose summed increase is
+    smallest within the budget is found by dynamic programming over the budget cut into at
+    most :data:`BUDGET_UNITS` equal units (exact when ``keep`` is at most that). Measured curves
+    are not convex (pruning a layer costs almost nothing down to some count, then a lot), so a
+    Lagrangian split can jump past the budget; this search cannot. The few weights the units
+    leave over go to the layers with room, largest first, so the counts add up to ``keep``.
 
     Args:
       sizes: layer name -> number of weights.
@@ -203,6 +211,7 @@ def allocate_by_sensitivity(
     if missing:
         raise ValueError(f"Expected a measured curve for every layer; missing: {missing}")
     names = list(sizes)
+    others = floor * (len(names) - 1)  # What the other layers keep at least.
     grids = {}
     for name in names:
         points = sorted((int(k), float(v)) for k, v in curves[name] if floor <= k <= sizes[name])
@@ -211,34 +220,44 @@ def allocate_by_sensitivity(
                 f"Layer '{name}': Expected measured points with kept in [{floor}, "
                 f"{sizes[name]}]; received: {list(curves[name])}"
             )
-        kept = np.unique(np.geomspace(floor, sizes[name], 256).round().astype(np.int64))
+        top = min(sizes[name], keep - others)
+        kept = np.unique(np.geomspace(floor, top, 256).round().astype(np.int64))
         xs = np.log([p[0] for p in points])
         ys = np.array([p[1] for p in points])
         # Monotone: keeping more weights never costs more than keeping fewer.
-        ys = np.minimum.accumulate(ys[::-1])[::-1] if len(ys) > 1 else ys
+        ys = np.minimum.accumulate(ys)
         grids[name] = (kept, np.interp(np.log(kept), xs, ys, left=ys[0], right=ys[-1]))
 
-    def choose(lam: float) -> dict[str, int]:
-        return {n: int(grids[n][0][np.argmin(grids[n][1] + lam * grids[n][0])]) for n in names}
-
-    low, high = 0.0, 1.0
-    while sum(choose(high).values()) > keep and high < 1e12:
-        high *= 4.0
-    for _ in range(100):
-        middle = 0.5 * (low + high)
-        if sum(choose(middle).values()) > keep:
-            low = middle
-        else:
-            high = middle
-    counts = choose(high)
-    # Settle the rounding on the layer whose loss moves least per weight.
+    units = min(keep, BUDGET_UNITS)
+    unit = keep / units
+    best = np.full(units + 1, np.inf)  # best[b]: smallest summed increase within b units.
+    best[0] = 0.0
+    choices = []
+    for name in names:
+        kept, increase = grids[name]
+        costs = np.ceil(kept / unit - 1e-9).astype(np.int64)
+        total = np.full(units + 1, np.inf)
+        choice = np.zeros(units + 1, dtype=np.int64)
+        for index, (cost, loss) in enumerate(zip(costs, increase)):
+            if cost > units:
+                continue
+            candidate = np.full(units + 1, np.inf)
+            candidate[cost:] = best[: units + 1 - cost] + loss
+            better = candidate < total
+            total[better] = candidate[better]
+            choice[better] = index
+        best = total
+        choices.append(choice)
+    budget = int(np.argmin(best))  # best is non-increasing in b; any minimiser fits.
+    counts = {}
+    for name, choice in zip(reversed(names), reversed(choices)):
+        index = int(choice[budget])
+        counts[name] = int(grids[name][0][index])
+        budget -= int(np.ceil(counts[name] / unit - 1e-9))
+    counts = {name: counts[name] for name in names}
     difference = keep - sum(counts.values())
-    order = sorted(names, key=lambda n: -sizes[n])
-    for name in order:
-        if difference == 0:
-            break
-        room = (sizes[name] - counts[name]) if difference > 0 else (floor - counts[name])
-        moved = min(difference, room) if difference > 0 else max(difference, room)
+    for name in sorted(names, key=lambda n: -sizes[n]):
+        moved = min(difference, sizes[name] - counts[name])
         counts[name] += moved
         difference -= moved
     return counts

@@ -103,3 +103,45 @@ def test_sensitivity_counts_add_up_exactly():
 def test_sensitivity_needs_a_curve_per_layer():
     with pytest.raises(ValueError, match=r"missing: \['b'\]"):
         allocation.allocate_by_sensitivity({"a": 10, "b": 10}, {"a": [(1, 0.0)]}, 5)
+
+
+# Validation-loss increases measured on the dense LeNet-5 of the recipe (seed 0, 2026-12-03) by
+# tf_admm.sensitivity_curves: flat, then steep, so not convex. A Lagrangian split of these kept
+# 1 / 1 / 2,575 / 1 at 167x (summed increase about 10); the search must not.
+LENET5_CURVES = {
+    "conv1": [(1, 4.75), (2, 4.56), (3, 4.44), (5, 5.52), (10, 5.55), (17, 3.01), (30, 3.59),
+              (52, 1.39), (92, 0.323), (162, 0.0365), (284, 0.00156), (500, 0.0)],
+    "conv2": [(1, 2.71), (3, 2.6), (6, 2.51), (16, 2.2), (40, 1.84), (100, 1.37), (251, 0.989),
+              (629, 0.557), (1579, 0.112), (3966, 0.00906), (9957, -0.000269), (25000, 0.0)],
+    "fc1": [(1, 2.27), (3, 2.27), (10, 2.26), (34, 2.26), (109, 2.19), (352, 2.09),
+            (1137, 1.75), (3672, 0.967), (11864, 0.216), (38327, 0.00443), (123817, -0.00415),
+            (400000, 0.0)],
+    "fc2": [(1, 2.26), (2, 2.26), (5, 2.23), (10, 2.18), (22, 2.15), (48, 1.83), (104, 1.46),
+            (226, 0.904), (490, 0.348), (1063, 0.0802), (2305, 0.00145), (5000, 0.0)],
+}  # fmt: skip
+LENET5_SIZES = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
+
+
+def _summed_increase(counts):
+    total = 0.0
+    for name, kept in counts.items():
+        xs, ys = zip(*LENET5_CURVES[name])
+        ys = np.minimum.accumulate(ys)
+        total += float(np.interp(np.log(kept), np.log(xs), ys))
+    return total
+
+
+def test_sensitivity_on_measured_non_convex_curves_beats_every_split_on_a_grid():
+    counts = allocation.allocate_by_sensitivity(LENET5_SIZES, LENET5_CURVES, keep=2_578)
+    assert sum(counts.values()) == 2_578
+    # Brute force over 24 geometric counts per conv/fc2 layer, fc1 taking the rest.
+    grid = lambda n: np.unique(np.geomspace(1, n, 24).round().astype(int))  # noqa: E731
+    best = min(
+        _summed_increase({"conv1": a, "conv2": b, "fc1": 2_578 - a - b - d, "fc2": d})
+        for a in grid(500)
+        for b in grid(2_000)
+        for d in grid(2_000)
+        if a + b + d < 2_578
+    )
+    assert _summed_increase(counts) <= best + 1e-9
+    assert min(counts.values()) > 100  # Every layer gets a real share, none is starved.
