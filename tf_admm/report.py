@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_admm import cloning, registry, storage
+from tf_admm import cloning, grid, registry, storage
 from tf_admm.compat import keras
 from tf_admm.wrapper import AdmmWrapper
 
@@ -107,19 +107,17 @@ def value_coding(values: np.ndarray) -> tuple[int, int]:
     """(bits per stored value, codebook bits) for a weight tensor, read off its values.
 
     Few distinct nonzero values (at most 256, and only where it saves bits) are codes into a
-    table: ``ceil(log2(count))`` bits each. If they are all integer multiples of the smallest
-    magnitude (uniform levels, also the power-of-two ones), the table is that one 32-bit step;
-    otherwise every shared value is stored as a 32-bit float. Anything else stays 32-bit
-    float with no table.
+    table: ``ceil(log2(count))`` bits each. If they lie on one uniform grid ``{c * q}`` (uniform
+    levels, also the power-of-two ones; :func:`tf_admm.grid.on_grid`, the exporter's test), the
+    table is that one 32-bit step; otherwise every shared value is stored as a 32-bit float.
+    Anything else stays 32-bit float with no table.
     """
     nonzero = values[values != 0]
     distinct = np.unique(nonzero)
     if distinct.size == 0 or distinct.size > 256:
         return storage.BASELINE_BITS, 0
     bits = storage.bits_for_levels(int(distinct.size))
-    step = float(np.min(np.abs(distinct)))
-    multiples = distinct / step
-    if np.allclose(multiples, np.round(multiples), rtol=0, atol=1e-4):
+    if grid.on_grid(distinct):
         codebook = storage.BASELINE_BITS
     else:
         codebook = storage.codebook_size_bits(int(distinct.size))

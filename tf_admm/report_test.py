@@ -31,7 +31,8 @@ def test_compression_table_counts_nonzeros_of_each_kernel():
     [
         (np.array([0.0, 0.5, -1.0, 1.5, 2.0, -2.0]), (3, 32)),  # Uniform: one 32-bit step.
         (np.array([0.0, 0.25, -0.5, 1.0, 2.0]), (2, 32)),  # Power-of-two are multiples too.
-        (np.array([0.1, 0.37, -0.9, 0.1]), (2, 96)),  # Free centroids: a 32-bit table.
+        (np.array([0.1234567, 0.3711, -0.9137, 0.1234567]), (2, 96)),  # Free: a float table.
+        (np.array([2.0, -3.0, 5.0, 0.0]) * np.float32(0.013), (2, 32)),  # {2q, -3q, 5q}: step q.
         (np.random.default_rng(0).normal(size=300), (32, 0)),  # Plain floats.
     ],
 )

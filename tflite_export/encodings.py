@@ -37,6 +37,8 @@ import itertools
 
 import numpy as np
 
+from tf_admm import grid
+
 __all__ = [
     "CodeType",
     "DimFormat",
@@ -57,9 +59,6 @@ __all__ = [
     "unpack_int4",
 ]
 
-# Largest divisor of the smallest magnitude tried as the level step: the smallest level in use
-# may be 2q or 3q when the layer never uses ±q.
-_MAX_STEP_DIVISOR = 16
 _MAX_PATTERNS_RANK = 6
 
 
@@ -244,48 +243,6 @@ def storage_type(codes: np.ndarray) -> tuple[CodeType, int] | None:
     return None
 
 
-def _fit_step(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """Best step for a 1-D float32 array: (codes, step as float32 scalar, max error)."""
-    nonzero = values[values != 0]
-    if nonzero.size == 0:
-        return np.zeros(values.shape, np.int32), np.float32(1.0), 0.0
-    if not np.all(np.isfinite(nonzero)):
-        return None
-    magnitudes = np.unique(np.abs(nonzero).astype(np.float64))
-    gaps = np.diff(magnitudes)
-    gaps = gaps[gaps > 1e-6 * magnitudes[-1]]
-    # The step divides the smallest magnitude and every gap between magnitudes: try both
-    # bases and their small divisors, the most likely first.
-    bases = [magnitudes[0]] + ([float(gaps.min())] if gaps.size else [])
-    steps = [base / divisor for divisor in range(1, _MAX_STEP_DIVISOR + 1) for base in bases]
-    wide = nonzero.astype(np.float64)
-    for step in steps:
-        ratio = wide / step
-        codes = np.rint(ratio)
-        if np.max(np.abs(codes)) > 2**15 or np.max(np.abs(ratio - codes)) > 1e-3:
-            continue
-        # Candidate steps in float32: the least-squares step and each value over its code
-        # (one of them is usually the q that the levels were built from).
-        least_squares = float(np.dot(codes, wide) / np.dot(codes, codes))
-        order = np.argsort(-np.abs(codes), kind="stable")
-        candidates = [least_squares, step] + [float(wide[i] / codes[i]) for i in order[:8]]
-        best = None
-        for candidate in candidates:
-            scale = np.float32(candidate)
-            if not np.isfinite(scale) or scale <= 0:
-                continue
-            decoded = (codes * np.float64(scale)).astype(np.float32)
-            error = float(np.max(np.abs(decoded.astype(np.float64) - wide)))
-            if best is None or error < best[1]:
-                best = (scale, error)
-            if error == 0.0:
-                break
-        full = np.zeros(values.shape, np.int32)
-        full[values != 0] = codes.astype(np.int32)
-        return full, best[0], best[1]
-    return None
-
-
 def fit_uniform_levels(
     values: np.ndarray, axis: int | None = None, *, rtol: float = 1e-6
 ) -> UniformFit | None:
@@ -307,7 +264,7 @@ def fit_uniform_levels(
     """
     values = np.asarray(values, np.float32)
     if axis is None:
-        fit = _fit_step(values.reshape(-1))
+        fit = grid.fit_step(values.reshape(-1))
         if fit is None:
             return None
         codes, scale, error = fit[0].reshape(values.shape), np.asarray(fit[1], np.float32), fit[2]
@@ -316,7 +273,7 @@ def fit_uniform_levels(
         moved = np.moveaxis(values, axis, 0)
         rows, scales, error = [], [], 0.0
         for row in moved.reshape(moved.shape[0], -1):
-            fit = _fit_step(row)
+            fit = grid.fit_step(row)
             if fit is None:
                 return None
             rows.append(fit[0])
