@@ -215,6 +215,7 @@ LENET5_CONFIGS = {
 # Configs that give one target_ratio and let admm_wrap split it: the ratio.
 LENET5_SHARED_CONFIGS = {
     "lenet5_admm_167x_lamp.json": 167,
+    "lenet5_admm_167x_lamp4.json": 167,
     "lenet5_admm_167x_lamp_steps.json": 167,
     "lenet5_admm_167x_sensitivity.json": 167,
     "lenet5_admm_300x_lamp.json": 300,

@@ -504,9 +504,9 @@ CASES = [
         "weights_attribute_not_a_variable",
         lambda env: _wrap({"name": "fc1", "sparsity": 0.5, "weights": ["units"]}),
         ValueError,
-        r"Spec rules\[0\] \(name='fc1'\), layer 'fc1' \(Dense\): Expected weights among "
-        r"the layer's variable attributes \['bias', 'kernel'\]; "
-        r"received: weights=\['units'\]",
+        r"Spec rules\[0\] \(name='fc1'\), field 'weights': Layer 'fc1' \(Dense\): Expected a "
+        r"weight among its variables \(attribute path: variable name\) \{'kernel': 'fc1/kernel', "
+        r"'bias': 'fc1/bias'\}; received: weight='units' \(no variable matches\)",
     ),
     (
         "weights_attribute_of_another_layer_type",
@@ -514,8 +514,9 @@ CASES = [
             {"layer_type": "DepthwiseConv2D", "sparsity": 0.5, "weights": ["kernel"]}
         ),
         ValueError,
-        r"layer 'depthwise' \(DepthwiseConv2D\): Expected weights among .*"
-        r"\['bias', 'depthwise_kernel'\]; received: weights=\['kernel'\]",
+        r"field 'weights': Layer 'depthwise' \(DepthwiseConv2D\): Expected a weight among .*"
+        r"'depthwise_kernel': 'depthwise/depthwise_kernel'.*; received: weight='kernel' "
+        r"\(no variable matches\)",
     ),
     (
         "kmeans_clusters_exceed_kept_weights",

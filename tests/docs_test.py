@@ -81,6 +81,20 @@ def test_readme_test_command_is_the_one_ci_runs():
     assert any(command in [" ".join(shlex.split(line)) for line in b.splitlines()] for b in bash)
 
 
+def test_readme_plan_printouts_are_what_plan_prints():
+    import tf_admm
+    from tf_admm import testing
+
+    spec = tf_admm.Spec(default=tf_admm.Rule(sparsity=0.9))
+    expected = [
+        str(tf_admm.plan(testing.text_classifier(), spec)),
+        str(tf_admm.plan(testing.transformer_encoder(blocks=1), spec)),
+    ]
+    blocks = [code for language, _, code in fenced_blocks(_read("README.md")) if language == "text"]
+    plans = [b for b in blocks if b.startswith("Plan for model")]
+    assert plans == ["\n".join(expected) + "\n"]
+
+
 @pytest.mark.parametrize("path", _DOCS)
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # files the blocks write land here

@@ -35,13 +35,14 @@ def unregistered(layer_type: str) -> str:
 # How to opt a layer in, for the warning about a layer left alone.
 OPT_IN = (
     "the default rule takes only registered layer types and layers implementing "
-    "get_admm_weights() (see tf_admm.CompressibleLayer)"
+    "get_admm_weights() (see tf_admm.CompressibleLayer); a rule naming the layer with "
+    "weights=[...] compresses any of its variables"
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One compressed weight: attribute name, pruning and quantization targets, initial rho."""
+    """One compressed weight: attribute path, pruning and quantization targets, initial rho."""
 
     weight: str
     sparsity: float

@@ -9,8 +9,24 @@ from tf_admm import keras
 from tf_admm.planning import KEEPS_ALL, NO_RULE, LayerPlan, Target, WeightPlan
 
 # Sizes: conv kernel 3*3*1*4 = 36 + bias 4; bn 4 each of gamma, beta, mean, variance;
-# lstm kernel 24*20 + recurrent kernel 5*20 + bias 20 = 600; fc kernel 5*3 = 15 + bias 3.
-UNTOUCHED_LSTM = ("lstm_cell/kernel 24x20", "lstm_cell/recurrent_kernel 5x20")
+# mixer w 24*5 + v 6*5 + b 5 = 155; fc kernel 5*3 = 15 + bias 3.
+UNTOUCHED_MIXER = ("w 24x5", "v 6x5")
+
+
+class Mixer(keras.layers.Layer):
+    """A custom layer with two trainable matrices that does not name compressible weights."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1], 5))
+        self.v = self.add_weight(name="v", shape=(input_shape[-2], 5))
+        self.b = self.add_weight(name="b", shape=(5,))
+
+    def call(self, x):
+        return (
+            keras.backend.mean(x @ self.w, axis=1)
+            + keras.backend.mean(keras.backend.permute_dimensions(x, (0, 2, 1)) @ self.v, axis=1)
+            + self.b
+        )
 
 
 def _model():
@@ -18,7 +34,7 @@ def _model():
     h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
     h = keras.layers.BatchNormalization(name="bn")(h)
     h = keras.layers.Reshape((6, 24), name="reshape")(h)
-    h = keras.layers.LSTM(5, name="lstm")(h)
+    h = Mixer(name="mixer")(h)
     outputs = keras.layers.Dense(3, name="fc")(h)
     return keras.Model(inputs, outputs, name="mixed")
 
@@ -45,47 +61,48 @@ def test_plan_rows_under_a_default_rule_say_what_is_compressed_and_why_the_rest_
             reason="no compressible weights registered for BatchNormalization",
         ),
         LayerPlan(
-            "lstm",
-            "LSTM",
-            600,
-            reason="no compressible weights registered for LSTM",
-            untouched=UNTOUCHED_LSTM,
+            "mixer",
+            "Mixer",
+            155,
+            reason="no compressible weights registered for Mixer",
+            untouched=UNTOUCHED_MIXER,
         ),
         LayerPlan(
             "fc", "Dense", 18, "default rule", (WeightPlan(Target("kernel", 0.8, 1e-3), (5, 3), 3),)
         ),
     )
     assert [row.warn for row in plan.layers] == [False, False, True, False]
-    assert [row.layer for row in plan.left_out] == ["bn", "lstm"]
+    assert [row.layer for row in plan.left_out] == ["bn", "mixer"]
     text = str(plan).splitlines()
-    # 10 of 36 + 15 kept; 40 + 16 + 600 + 18 = 674 weights in all, 623 of them not targeted.
+    # 10 of 36 + 15 kept; 40 + 16 + 155 + 18 = 229 weights in all, 178 of them not targeted.
     assert text[0] == (
         "Plan for model 'mixed': 2 of 4 layers with weights compressed; 10 of 51 targeted "
-        "weights kept (5.1x); 623 other weights stay as they are"
+        "weights kept (5.1x); 178 other weights stay as they are"
     )
     assert text[1].split() == "layer type weight shape kept sparsity bits rho rule".split()
     rows = {line.split()[0]: line.split() for line in text[3:]}
     assert rows["conv"] == "conv Conv2D kernel 3x3x1x4 7/36 80.00% - 0.001 default rule".split()
     assert rows["fc"] == "fc Dense kernel 5x3 3/15 80.00% - 0.001 default rule".split()
     assert (
-        rows["lstm"]
+        rows["mixer"]
         == (
-            "lstm LSTM - - -/600 - - - not compressed: no compressible weights registered for LSTM"
+            "mixer Mixer - - -/155 - - - not compressed: no compressible weights registered for "
+            "Mixer"
         ).split()
     )
     assert len(text) == 3 + 4
 
 
-def test_admm_wrap_logs_the_plan_at_info_and_warns_once_about_the_lstm_only(caplog):
+def test_admm_wrap_logs_the_plan_at_info_and_warns_once_about_the_mixer_only(caplog):
     model = _model()
     with caplog.at_level(logging.INFO, logger="absl"):
         admm = tf_admm.admm_wrap(model, _default_spec())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith(
-        "Layer 'lstm' (LSTM) holds trainable weights that tf_admm will not compress "
-        "(lstm_cell/kernel 24x20, lstm_cell/recurrent_kernel 5x20): no compressible weights "
-        "registered for LSTM; the default rule takes only registered layer types"
+        "Layer 'mixer' (Mixer) holds trainable weights that tf_admm will not compress "
+        "(w 24x5, v 6x5): no compressible weights registered for Mixer; the default rule "
+        "takes only registered layer types"
     )
     plan = tf_admm.plan(model, _default_spec())
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
@@ -121,16 +138,16 @@ def test_plan_names_layers_no_rule_matches_and_rules_that_keep_everything(caplog
         "rules[1] (name='fc')",
         (WeightPlan(Target("kernel", 0.0, 0.01, bits=3, scheme="uniform"), (5, 3), 15),),
     )
-    assert rows["bn"].reason == rows["lstm"].reason == NO_RULE
+    assert rows["bn"].reason == rows["mixer"].reason == NO_RULE
     assert [row.layer for row in plan.compressed] == ["fc"]
     assert "3 (uniform)" in str(plan).splitlines()[-1]
     with caplog.at_level(logging.WARNING, logger="absl"):
         tf_admm.admm_wrap(_model(), spec)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    # No opt-in hint: a rule would take the LSTM if it were registered.
+    # No opt-in hint: no rule matches the mixer at all.
     assert warnings == [
-        "Layer 'lstm' (LSTM) holds trainable weights that tf_admm will not compress "
-        f"({', '.join(UNTOUCHED_LSTM)}): {NO_RULE}"
+        "Layer 'mixer' (Mixer) holds trainable weights that tf_admm will not compress "
+        f"({', '.join(UNTOUCHED_MIXER)}): {NO_RULE}"
     ]
 
 

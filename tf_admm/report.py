@@ -54,7 +54,7 @@ def _compressible_arrays(model: keras.Model):
                 yield layer.layer.name, slot.target.weight, slot.effective().numpy()
         elif registry.supports(layer) and layer.built:
             for name in registry.compressible_weights(layer):
-                yield layer.name, name, getattr(layer, name).numpy()
+                yield layer.name, name, registry.variable(layer, name).numpy()
 
 
 def compression_table(model: keras.Model) -> list[LayerCompression]:

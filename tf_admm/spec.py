@@ -286,8 +286,9 @@ class Rule:
       rho: this rule's initial rho, overriding ``Spec.rho.initial``: its layers' rho in round
         ``r`` is ``Spec.rho(r, initial=rho)``, i.e. it grows by the spec's multiplier and is
         capped at ``Spec.rho.maximum`` (a rho above that maximum is an error).
-      weights: attribute names of the weights to compress (e.g. ``("kernel",)``); by default
-        the layer's registered compressible weights.
+      weights: the weights to compress, each an attribute path from the layer (``"kernel"``,
+        ``"cell.recurrent_kernel"``) or a variable name (``"lstm_cell/kernel"``); any variable
+        of any layer may be named. By default the layer's registered compressible weights.
       bits: bits per kept weight, 1..8 (for ``kmeans`` it sets ``clusters = 2**bits``).
       scheme: ``"uniform"`` (default with ``bits``), ``"power_of_two"`` or ``"kmeans"``
         (default with ``clusters``).

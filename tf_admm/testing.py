@@ -45,3 +45,72 @@ def compile_for_classification(model: keras.Model, learning_rate: float = 1e-2) 
         metrics=["accuracy"],
     )
     return model
+
+
+# Models beyond CNNs, small enough to train in seconds on synthetic data.
+
+
+def text_classifier(vocabulary: int = 200, length: int = 16, name: str = "text") -> keras.Model:
+    """Embedding -> LSTM -> Dense: a text classifier over token ids, 3 classes."""
+    inputs = keras.Input((length,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(vocabulary, 16, name="embedding")(inputs)
+    h = keras.layers.LSTM(32, name="lstm")(h)
+    outputs = keras.layers.Dense(3, name="head")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def keyword_spotter(frames: int = 20, features: int = 10, name: str = "kws") -> keras.Model:
+    """Conv1D -> GRU -> Dense over audio features, 3 keywords."""
+    inputs = keras.Input((frames, features), name="features")
+    h = keras.layers.Conv1D(24, 3, activation="relu", name="conv")(inputs)
+    h = keras.layers.GRU(32, name="gru")(h)
+    outputs = keras.layers.Dense(3, name="head")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def bilstm_classifier(frames: int = 12, features: int = 8, name: str = "bilstm") -> keras.Model:
+    """Bidirectional LSTM -> Dense over sequences, 3 classes."""
+    inputs = keras.Input((frames, features), name="sequence")
+    h = keras.layers.Bidirectional(keras.layers.LSTM(24), name="bilstm")(inputs)
+    outputs = keras.layers.Dense(3, name="head")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def transformer_encoder(
+    length: int = 8, width: int = 32, blocks: int = 2, name: str = "transformer"
+) -> keras.Model:
+    """Dense embedding, then ``blocks`` of MultiHeadAttention + FFN with residuals and
+    LayerNorm, mean pooling and a 3-class head."""
+    inputs = keras.Input((length, 6), name="sequence")
+    h = keras.layers.Dense(width, name="embed")(inputs)
+    for b in range(blocks):
+        attention = keras.layers.MultiHeadAttention(4, width // 4, name=f"attention{b}")(h, h)
+        h = keras.layers.LayerNormalization(name=f"norm{b}a")(h + attention)
+        ffn = keras.layers.Dense(2 * width, activation="relu", name=f"ffn{b}a")(h)
+        ffn = keras.layers.Dense(width, name=f"ffn{b}b")(ffn)
+        h = keras.layers.LayerNormalization(name=f"norm{b}b")(h + ffn)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    outputs = keras.layers.Dense(3, name="head")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def sequence_data(
+    model: keras.Model, count: int = 96, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 3-class data for any of the sequence models above: the class is where the
+    input's mass sits (token ids: which third of the vocabulary; features: which third of the
+    time steps is shifted up)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=count)
+    spec = model.inputs[0]
+    shape = tuple(int(d) for d in spec.shape[1:])
+    if spec.dtype == "int32":
+        vocabulary = int(model.get_layer("embedding").input_dim)
+        third = vocabulary // 3
+        tokens = rng.integers(0, third, size=(count, *shape)) + labels[:, None] * third
+        return tokens.astype(np.int32), labels.astype(np.int64)
+    x = rng.normal(0.0, 0.5, size=(count, *shape)).astype(np.float32)
+    third = shape[0] // 3
+    for i, label in enumerate(labels):
+        x[i, label * third : (label + 1) * third] += 1.0
+    return x, labels.astype(np.int64)

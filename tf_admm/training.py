@@ -93,17 +93,19 @@ def _choose(
             continue
         where = f"rules[{index}] ({rule.describe()})" if index is not None else "default rule"
         try:
-            names = rule.weights or registry.compressible_weights(layer)
+            if rule.weights:
+                names = [registry.find(layer, name) for name in rule.weights]
+            else:
+                names = list(registry.compressible_weights(layer))
         except ValueError as error:
+            if rule.weights:
+                raise ValueError(f"Spec {where}, field 'weights': {error}") from None
             raise ValueError(f"Spec {where} matches layer '{layer.name}': {error}") from None
-        for name in names:
-            if not isinstance(getattr(layer, name, None), tf.Variable):
-                raise ValueError(
-                    f"Spec {where}, layer '{layer.name}' ({type(layer).__name__}): Expected "
-                    f"weights among the layer's variable attributes "
-                    f"{sorted(a for a, v in vars(layer).items() if isinstance(v, tf.Variable))}; "
-                    f"received: weights={list(names)!r}"
-                )
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"Spec {where}, layer '{layer.name}': Expected distinct weights; received: "
+                f"weights={list(rule.weights)!r}, which name {names!r}"
+            )
         chosen[id(layer)] = (layer, rule, list(names), where)
     _check_rules_used(model, spec, layers, used)
     if not chosen:
@@ -124,7 +126,7 @@ def _plan(
         rho = rule.rho if rule.rho is not None else spec.rho.initial
         targets = []
         for name in names:
-            size = int(getattr(layer, name).shape.num_elements())
+            size = int(registry.variable(layer, name).shape.num_elements())
             if spec.shares_budget(rule):
                 sparsity = 1.0 - spec.allocated[f"{layer.name}/{name}"] / size
             else:
@@ -167,9 +169,9 @@ def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> 
         kind = type(layer).__name__
         if id(layer) in left_out:
             untouched = tuple(
-                f"{_variable_path(layer, w)} {'x'.join(str(d) for d in w.shape)}"
-                for w in layer.trainable_weights
-                if w.shape.rank >= 2
+                f"{path} {'x'.join(str(d) for d in w.shape)}"
+                for path, w in registry.variable_paths(layer).items()
+                if w.trainable and w.shape.rank >= 2
             )
             row = planning.LayerPlan(layer.name, kind, size, reason=left_out[id(layer)])
             rows.append(dataclasses.replace(row, untouched=untouched))
@@ -178,9 +180,9 @@ def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> 
         weights = tuple(
             planning.WeightPlan(
                 target=t,
-                shape=tuple(int(d) for d in getattr(layer, t.weight).shape),
+                shape=tuple(int(d) for d in registry.variable(layer, t.weight).shape),
                 kept=projections.keep_count(
-                    int(getattr(layer, t.weight).shape.num_elements()), t.sparsity
+                    int(registry.variable(layer, t.weight).shape.num_elements()), t.sparsity
                 ),
             )
             for t in targets[id(layer)]
@@ -188,13 +190,6 @@ def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> 
         reason = None if any(w.compresses for w in weights) else planning.KEEPS_ALL
         rows.append(planning.LayerPlan(layer.name, kind, size, where, weights, reason))
     return planning.Plan(model.name, tuple(rows))
-
-
-def _variable_path(layer: keras.layers.Layer, variable: tf.Variable) -> str:
-    """Name of ``variable`` in ``layer``: ``lstm/lstm_cell/kernel:0`` -> ``lstm_cell/kernel``."""
-    name = variable.name.split(":")[0]
-    prefix = f"{layer.name}/"
-    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
@@ -250,7 +245,7 @@ def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
 
 def _shared(spec: Spec, chosen) -> dict[str, tf.Variable]:
     return {
-        f"{layer.name}/{name}": getattr(layer, name)
+        f"{layer.name}/{name}": registry.variable(layer, name)
         for layer, rule, names, _ in chosen
         if spec.shares_budget(rule)
         for name in names

@@ -275,7 +275,7 @@ def test_bad_model_and_rule_errors_name_the_culprit():
         ),
         (
             tf_admm.Spec(rules=[tf_admm.Rule(name="fc1", sparsity=0.5, weights=["kernal"])]),
-            "received: weights=\\['kernal'\\]",
+            r"received: weight='kernal' \(no variable matches\)",
         ),
     ]
     for spec, message in cases:

@@ -62,6 +62,10 @@ class _Slot:
         self.target = target
         self.variable = variable
         self.keep = keep
+        # Where the layer reads the weight: getattr(owner, attribute) is the variable (the
+        # owner is the layer itself, or a layer inside it such as an RNN's cell).
+        self.owner: object = None
+        self.attribute: str = ""
         self.auxiliary: tf.Variable = None
         self.dual: tf.Variable = None
         self.mask: tf.Variable = None
@@ -183,17 +187,19 @@ class AdmmWrapper(keras.layers.Wrapper):
         if not self.layer.built:
             self.layer.build(input_shape)
             self.layer.built = True
-        available = set(registry.compressible_weights(self.layer))
+        # Some layers build what they contain only when first called (MultiHeadAttention's
+        # projections): their weights appear in the first call, which creates the slots then.
+        if all(registry.reachable(self.layer, t.weight) for t in self.targets):
+            self._create_slots()
+        super().build(input_shape)
+
+    def _create_slots(self) -> None:
         for target in self.targets:
-            variable = getattr(self.layer, target.weight, None)
-            if not isinstance(variable, tf.Variable):
-                raise ValueError(
-                    f"Layer '{self.layer.name}' ({type(self.layer).__name__}): Expected weight "
-                    f"to be a variable attribute of the layer, one of {sorted(available)}; "
-                    f"received: weight={target.weight!r}"
-                )
+            owner, attribute = registry.resolve(self.layer, target.weight)
+            variable = getattr(owner, attribute)
             size = variable.shape.num_elements()
             slot = _Slot(target, variable, projections.keep_count(size, target.sparsity))
+            slot.owner, slot.attribute = owner, attribute
             if target.quantizes and target.num_levels > slot.keep:
                 raise ValueError(
                     f"Layer '{self.layer.name}', weight '{target.weight}': Expected at most as "
@@ -246,22 +252,26 @@ class AdmmWrapper(keras.layers.Wrapper):
                     name=f"{name}_level_counts", shape=levels_shape, **state
                 )
             self._slots.append(slot)
-        super().build(input_shape)
 
-    def call(self, inputs, training=None, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
         if getattr(self.layer, "_expects_training_arg", False):
             kwargs["training"] = training
-        # Hand the layer the effective weights through its own attributes. object.__setattr__
-        # bypasses Keras' attribute tracking, which would otherwise reorder the layer's weights.
-        originals = {slot.target.weight: slot.variable for slot in self._slots}
+        if "mask" in kwargs and not getattr(self.layer, "_expects_mask_arg", False):
+            kwargs.pop("mask")  # Keras offers the wrapper the mask; the layer may not take one.
+        if not self._slots:
+            self.layer.call(inputs, *args, **kwargs)  # Builds the layers inside, once.
+            self._create_slots()
+        # Hand the layer (or the layer inside it that owns the weight) the effective weights
+        # through their attributes. object.__setattr__ bypasses Keras' attribute tracking,
+        # which would otherwise reorder the layer's weights.
         try:
             for slot in self._slots:
                 effective = tf.cast(slot.effective(), self.layer.compute_dtype)
-                object.__setattr__(self.layer, slot.target.weight, effective)
-            return self.layer.call(inputs, **kwargs)
+                object.__setattr__(slot.owner, slot.attribute, effective)
+            return self.layer.call(inputs, *args, **kwargs)
         finally:
-            for name, variable in originals.items():
-                object.__setattr__(self.layer, name, variable)
+            for slot in self._slots:
+                object.__setattr__(slot.owner, slot.attribute, slot.variable)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
