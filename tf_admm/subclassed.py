@@ -662,13 +662,18 @@ def wrapping_config(model: keras.Model) -> dict[str, Any]:
             targets = [t.get_config() for t in located.layer.targets]
             wrapped.append({"paths": paths, "targets": targets})
         elif located.kind == GRAPH:
-            inner = {
-                w.layer.name: [t.get_config() for t in w.targets]
-                for w in cloning.leaf_layers(located.layer)
-                if isinstance(w, AdmmWrapper)
-            }
-            if inner:
-                graphs.append({"paths": paths, "layers": inner})
+            leaves = list(cloning.leaf_layers(located.layer))
+            if any(isinstance(leaf, AdmmWrapper) for leaf in leaves):
+                layers = [
+                    {
+                        "name": _name(leaf),
+                        "targets": [t.get_config() for t in leaf.targets]
+                        if isinstance(leaf, AdmmWrapper)
+                        else None,
+                    }
+                    for leaf in leaves
+                ]
+                graphs.append({"paths": paths, "layers": layers})
     return {"wrapped": wrapped, "graphs": graphs, "names": names}
 
 
@@ -686,13 +691,19 @@ def rewrap(model: keras.Model, config: dict[str, Any]) -> None:
         replacer.replace(paths, AdmmWrapper(_follow(model, paths[0]), item["targets"]))
     for item in config["graphs"]:
         paths = [_from_json(p) for p in item["paths"]]
-        targets = item["layers"]
+        graph = _follow(model, paths[0])
+        # Leaves in order (nested graphs flattened), as wrapping_config listed them.
+        leaves = {
+            id(leaf): entry for leaf, entry in zip(cloning.leaf_layers(graph), item["layers"])
+        }
+        for leaf in cloning.leaf_layers(graph):
+            leaf._name = leaves[id(leaf)]["name"]
 
-        def wrap_layer(layer, targets=targets):
+        def wrap_layer(layer, leaves=leaves):
             fresh = cloning.copy_layer(layer)
-            return AdmmWrapper(fresh, targets[layer.name]) if layer.name in targets else fresh
+            targets = leaves[id(layer)]["targets"]
+            return fresh if targets is None else AdmmWrapper(fresh, targets)
 
-        graph = cloning.rebuild(_follow(model, paths[0]), wrap_layer, lambda old, new: None)
-        replacer.replace(paths, graph)
+        replacer.replace(paths, cloning.rebuild(graph, wrap_layer, lambda old, new: None))
     replacer.finish()
     _trace(model, input_signature(model))

@@ -1,5 +1,6 @@
 """Subclassed models: wrap a copy, train, strip back to the user's class, save, and the errors."""
 
+import collections
 import json
 import re
 import types
@@ -73,6 +74,33 @@ class Scaled(keras.Model):
         for layer in self.pair:
             h = tf.nn.relu(layer(h))
         return self.out(h)
+
+
+Pair = collections.namedtuple("Pair", "first second")
+
+
+@keras.utils.register_keras_serializable(package="subclassed_test")
+class Shared(keras.Model):
+    """A layer at two attributes, a namedtuple, blocks in a list, a Sequential, a variable of
+    the model's own."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stack = [keras.layers.Dense(16, activation="relu", name="s0"), keras.layers.Dense(16)]
+        self.entry = self.stack[0]
+        self.blocks = [Block(16, name="b0")]
+        self.pair = Pair(keras.layers.Dense(16, name="pa"), keras.layers.Dense(16, name="pb"))
+        self.head = keras.Sequential(
+            [keras.layers.Dense(8, activation="relu", name="q0"), keras.layers.Dense(3)],
+            name="head",
+        )
+        self.scale = self.add_weight(name="scale", shape=(16,), initializer="ones")
+
+    def call(self, x):
+        h = self.stack[1](self.entry(x)) * self.scale
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.pair.second(self.pair.first(h)))
 
 
 SPARSITY = 0.92  # About 12.5x on the targeted weights.
@@ -197,6 +225,54 @@ def test_mid_admm_keras_file_of_registered_class_resumes_the_same(tmp_path):
         assert model.phase is tf_admm.Phase.RETRAIN
         _kept_counts_exact(model)
     np.testing.assert_allclose(loaded(x).numpy(), admm(x).numpy(), atol=1e-5)
+
+
+def test_shared_layers_tuples_block_lists_and_sequential_survive_save_load_and_strip(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    model = Shared(name="shared")
+    model(x[:2])
+    model.scale.assign(np.linspace(0.5, 1.5, 16))
+    paths = [cloning.path_name(p) for e in cloning.walk(model) for p in e.paths]
+    assert paths[:2] == ["stack[0]", "entry"] and "blocks[0].inner" in paths
+    admm = compile_for_classification(
+        tf_admm.admm_wrap(
+            model, _spec(default=None, rules=[tf_admm.Rule(layer_type="Dense", sparsity=0.75)])
+        )
+    )
+    auto = model.stack[1].name  # Unnamed layers keep their names in the copy too.
+    assert [w.layer.name for w in admm.admm_wrappers] == [
+        "s0",
+        auto,
+        "block_inner",
+        "block_outer",
+        "pa",
+        "pb",
+        "q0",
+        model.head.layers[1].name,
+    ]
+    np.testing.assert_allclose(admm(x).numpy(), model(x).numpy(), atol=1e-6)  # scale too
+    inner = admm.wrapped_model
+    assert inner.entry is inner.stack[0] and isinstance(inner.entry, tf_admm.AdmmWrapper)
+    admm.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=tf_admm.callbacks())
+    path = str(tmp_path / "shared.keras")
+    admm.save(path)
+    loaded = tf_admm.load_model(path)
+    np.testing.assert_array_equal(loaded(x).numpy(), admm(x).numpy())
+    for each in (admm, loaded):
+        each.fit(
+            x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=tf_admm.callbacks()
+        )
+        assert each.phase is tf_admm.Phase.RETRAIN
+        _kept_counts_exact(each)
+    np.testing.assert_allclose(loaded(x).numpy(), admm(x).numpy(), atol=1e-5)
+    plain = tf_admm.strip(loaded)
+    assert type(plain) is Shared and plain.entry is plain.stack[0]
+    assert isinstance(plain.pair, Pair) and isinstance(plain.head, keras.Sequential)
+    assert [w.shape for w in plain.weights] == [w.shape for w in model.weights]
+    np.testing.assert_array_equal(plain.scale.numpy(), loaded.wrapped_model.scale.numpy())
+    np.testing.assert_allclose(plain(x).numpy(), loaded(x).numpy(), atol=1e-6, rtol=0)
 
 
 def test_class_without_config_is_deep_copied_and_saved_in_checkpoints_only(tmp_path):
