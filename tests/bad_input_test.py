@@ -18,6 +18,7 @@ import os
 import types
 import zipfile
 
+import numpy as np
 import pytest
 from absl.testing import flagsaver
 
@@ -114,6 +115,17 @@ class _Subclassed(keras.Model):
 
     def call(self, x):
         return self.fc(x)
+
+
+class _CreatesInCall(_Subclassed):
+    def call(self, x):
+        return keras.layers.Dense(2, name="late")(self.fc(x))
+
+
+def _creates_in_call():
+    model = _CreatesInCall(name="creates")
+    model(np.zeros((1, 4), np.float32))
+    return model
 
 
 def _nested_subclassed():
@@ -553,11 +565,18 @@ CASES = [
         r"model that is not built",
     ),
     (
-        "subclassed_model",
+        "unbuilt_subclassed_model",
         lambda env: _wrap({"name": "inner_fc", "sparsity": 0.5}, model=_Subclassed(name="sub")),
         ValueError,
-        r"Model 'sub' \(_Subclassed\): Expected a Sequential or Functional model; "
-        r"received a subclassed model",
+        r"Model 'sub' \(_Subclassed\): Expected a built model; received a subclassed model "
+        r"that was never called.*model.build\(input_shape\)",
+    ),
+    (
+        "subclassed_layer_created_in_call",
+        lambda env: _wrap({"name": "late", "sparsity": 0.5}, model=_creates_in_call()),
+        ValueError,
+        r"Model 'creates' \(_CreatesInCall\): Expected every variable call\(\) reads to be "
+        r"reachable.*layers 'late' \(spec rules\[0\] \(name='late'\) would take it\)",
     ),
     (
         "nested_subclassed_model",

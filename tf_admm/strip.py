@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tf_admm import cloning
+from tf_admm import cloning, subclassed
 from tf_admm.compat import keras
 from tf_admm.wrapper import AdmmWrapper
 
@@ -19,9 +19,17 @@ def strip(model: keras.Model) -> keras.Model:
         containing ADMM wrappers.
 
     Returns:
-      A ``keras.Model`` (or ``keras.Sequential``) without any tf-admm layer.
+      A ``keras.Model`` (or ``keras.Sequential``) without any tf-admm layer; for an ADMM model
+      made from a subclassed model, an instance of the user's class.
     """
+    if getattr(model, "subclassed", False):
+        return subclassed.strip(model.wrapped_model, _strip_graph)
+    if cloning.is_subclassed(model):
+        return subclassed.strip(model, _strip_graph)
+    return _strip_graph(model)
 
+
+def _strip_graph(model: keras.Model) -> keras.Model:
     def unwrap(layer):
         inner = layer.layer if isinstance(layer, AdmmWrapper) else layer
         return cloning.copy_layer(inner)

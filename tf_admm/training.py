@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import allocation, cloning, planning, projections, registry
+from tf_admm import allocation, cloning, planning, projections, registry, subclassed
 from tf_admm.allocation import Allocation
 from tf_admm.compat import keras, tf
 from tf_admm.planning import Target
@@ -330,18 +330,26 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
       >>> plain = tf_admm.strip(admm)
 
     Args:
-      model: a built Sequential or Functional ``tf_keras`` model (nested models allowed).
+      model: a built Sequential or Functional ``tf_keras`` model (nested models allowed), or
+        a built (called) subclassed ``keras.Model``: its layers are found through Keras' layer
+        tracking and wrapped in a copy (see ``docs/guide.md``, "Subclassed models").
       spec: a :class:`~tf_admm.Spec` or its dict form.
 
     Returns:
       An :class:`AdmmModel` with the same weights, ready to compile and fit.
 
     Raises:
-      ValueError: naming the rule, layer and field, when the spec does not fit the model.
+      ValueError: naming the rule, layer and field, when the spec does not fit the model; for
+        a subclassed model also when its call() creates layers or bypasses a wrapped layer.
     """
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
+    # A subclassed model is copied and its call() checked first: a layer it creates inside
+    # call() is then reported as such rather than as a rule matching nothing.
+    prepared = None
+    if cloning.is_subclassed(model):
+        prepared = subclassed.prepare(model, _rule_named(spec))
     targets, spec, readable = _plan(model, spec)
     _log(readable)
 
@@ -356,28 +364,62 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
         else:
             new.set_weights(old.get_weights())
 
-    clone = cloning.rebuild(model, wrap, fill)
-    admm = AdmmModel(
-        inputs=clone.inputs,
-        outputs=clone.outputs,
-        name=model.name,
-        spec=spec,
-        from_sequential=isinstance(model, keras.Sequential),
-    )
+    def rebuild_graph(graph):
+        return cloning.rebuild(graph, wrap, fill)
+
+    if prepared is not None:
+        admm = _wrap_subclassed(model, spec, prepared, targets, rebuild_graph)
+    else:
+        clone = cloning.rebuild(model, wrap, fill)
+        admm = AdmmModel(
+            inputs=clone.inputs,
+            outputs=clone.outputs,
+            name=model.name,
+            spec=spec,
+            from_sequential=isinstance(model, keras.Sequential),
+        )
     if not spec.prunes:
         admm.begin_quantization()
     return admm
 
 
+def _rule_named(spec: Spec):
+    """Maps a layer name to where the rule of ``spec`` that would take it is (or None)."""
+
+    def rule_for(layer_name: str) -> str | None:
+        index, rule = spec.rule_for(layer_name, "")
+        if rule is None:
+            return None
+        return f"rules[{index}] ({rule.describe()})" if index is not None else "default rule"
+
+    return rule_for
+
+
+def _wrap_subclassed(model: keras.Model, spec: Spec, prepared, targets, graph_fn) -> AdmmModel:
+    """An AdmmModel running a wrapped copy of subclassed ``model`` (see tf_admm.subclassed)."""
+    inner = subclassed.wrap(
+        model, prepared, targets, spec.prune_stages[0], graph_fn, _rule_named(spec)
+    )
+    inputs = subclassed.symbolic_inputs(prepared[1])
+    return AdmmModel(
+        inputs=inputs, outputs=inner(inputs), name=model.name, spec=spec, subclassed=True
+    )
+
+
 @keras.utils.register_keras_serializable(package="tf_admm")
 class AdmmModel(keras.Model):
-    """A functional model trained with ADMM. Build it with :func:`admm_wrap`."""
+    """A functional model trained with ADMM. Build it with :func:`admm_wrap`.
+
+    For a subclassed model, the functional model has one layer besides its inputs: a copy of
+    the user's model whose compressed layers sit in wrappers (:attr:`wrapped_model`).
+    """
 
     def __init__(
         self,
         *args,
         spec: Spec | dict[str, Any] | None = None,
         from_sequential: bool = False,
+        subclassed: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -387,10 +429,22 @@ class AdmmModel(keras.Model):
         self.distribute_reduction_method = "first"
         # Remembered so that strip() gives back a Sequential model for a Sequential one.
         self.from_sequential = bool(from_sequential)
+        # Remembered so that strip() gives back the user's class for a subclassed model.
+        self.subclassed = bool(subclassed)
+        if self.subclassed and self.wrapped_model is None:
+            raise ValueError(
+                "AdmmModel: Expected a subclassed model among the layers for subclassed=True; "
+                f"received layers {[layer.name for layer in self.layers]} (use admm_wrap)"
+            )
         if spec is None:
             raise ValueError("AdmmModel: Expected spec; received: spec=None (use admm_wrap)")
         self.spec = spec if isinstance(spec, Spec) else Spec.from_dict(spec)
-        self._wrappers = wrappers(self)
+        if self.subclassed:
+            # Untracked: Keras would list the wrappers as this model's own layers too (in a
+            # functional model they are its layers anyway).
+            object.__setattr__(self, "_wrappers", wrappers(self))
+        else:
+            self._wrappers = wrappers(self)
         state = dict(shape=(), dtype=tf.int64, initializer="zeros", trainable=False)
         self.admm_step = self.add_weight(
             name="admm_step", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, **state
@@ -403,6 +457,13 @@ class AdmmModel(keras.Model):
         object.__setattr__(self, "_admm_trackers", trackers)
         for attribute, tracker in zip(("_loss_tracker", "_penalty_tracker"), trackers):
             object.__setattr__(self, attribute, tracker)
+
+    @property
+    def wrapped_model(self) -> keras.Model | None:
+        """The wrapped copy of the user's subclassed model that this model runs, or None for a
+        model made from a Sequential or Functional one."""
+        inner = [layer for layer in self.layers if cloning.is_subclassed(layer)]
+        return inner[0] if len(inner) == 1 else None
 
     @property
     def admm_wrappers(self) -> list[AdmmWrapper]:
@@ -594,11 +655,16 @@ class AdmmModel(keras.Model):
         return event
 
     def get_config(self) -> dict[str, Any]:
+        # The wrapped subclassed model serializes as the user's class; where its wrappers are
+        # is kept beside, for from_config to wrap the revived model again.
+        wrapping = subclassed.wrapping_config(self.wrapped_model) if self.subclassed else None
         config = _functional.get_network_config(
             self, config={"name": self.name, "trainable": self.trainable}
         )
         config["spec"] = self.spec.to_dict()
         config["from_sequential"] = self.from_sequential
+        if wrapping is not None:
+            config["subclassed"] = wrapping
         return config
 
     @classmethod
@@ -606,15 +672,20 @@ class AdmmModel(keras.Model):
         config = dict(config)
         spec = config.pop("spec")
         from_sequential = config.pop("from_sequential", False)
+        wrapping = config.pop("subclassed", None)
         # Keras' own revival of a functional config, as keras.Model.from_config does it, but
         # handing the spec to the constructor.
         inputs, outputs, layers = _functional.reconstruct_from_config(config, custom_objects)
+        if wrapping is not None:
+            (inner,) = [layer for layer in layers.values() if cloning.is_subclassed(layer)]
+            subclassed.rewrap(inner, wrapping)
         model = cls(
             inputs=inputs,
             outputs=outputs,
             name=config.get("name"),
             spec=spec,
             from_sequential=from_sequential,
+            subclassed=wrapping is not None,
         )
         _functional.connect_ancillary_layers(model, layers)
         return model
