@@ -7,9 +7,10 @@ split (an LSTM's kernel into one matrix per gate for UNIDIRECTIONAL_SEQUENCE_LST
 kernel into one convolution per gate). Rather than a table per layer type, :func:`find_layouts`
 searches every transform that only moves values: a contiguous slice along one axis (a gate),
 then a permutation of the axes, then a row-major reshape to the tensor's shape. A weight is
-found where its values are, whatever layer holds it. With ``scaled=True`` a tensor may also hold
-the weight times one constant, as when the converter folds MultiHeadAttention's ``1/sqrt(key_dim)``
-into the query kernel. Pure numpy; nothing here knows Keras.
+found where its values are, whatever layer holds it. With ``folded=True`` a tensor may also hold
+the weight times one constant, as when the converter folds MultiHeadAttention's
+``1/sqrt(key_dim)`` into the query kernel, or times a 0/1 mask, as LocallyConnected2D with
+``implementation=2`` multiplies its kernel. Pure numpy; nothing here knows Keras.
 
 What the converter of TensorFlow 2.21 does, as these searches find it (``u``: units, ``f``:
 filters; tested in ``tflite_export/layer_types_test.py``):
@@ -33,7 +34,8 @@ Conv2DTranspose kernel (kh, kw, out, in)         TRANSPOSE_CONV (1)          tra
 Conv3DTranspose kernel                           CONV_3D_TRANSPOSE (1)       as is
 Embedding embeddings (vocab, dim)                GATHER (0)                  as is
 LocallyConnected1D/2D kernel (implementation 1)  BATCH_MATMUL (1)            as is
-LocallyConnected2D kernel (implementation 2)     FULLY_CONNECTED (1)         transpose, reshape
+LocallyConnected2D kernel (implementation 2)     FULLY_CONNECTED (1)         masked, transpose,
+                                                                             reshape
 EinsumDense kernel, MultiHeadAttention query/    FULLY_CONNECTED (1)         transpose, reshape to
 key/value/attention_output kernels                                           a matrix
 LSTM kernel (in, 4u), recurrent_kernel (u, 4u)   UNIDIRECTIONAL_SEQUENCE_    slice [:, g*u:(g+1)*u]
@@ -89,6 +91,9 @@ class Layout:
       stop: end of the slice on ``axis``.
       scale: the constant the converter multiplied the weight by (1.0: none); such a tensor
         equals the scaled weight to float32 rounding, not bit for bit.
+      masked: the converter multiplied the weight by a 0/1 mask: the tensor's nonzeros are the
+        weight's, some of the weight's nonzeros are zeros in the tensor (:meth:`apply` gives
+        the unmasked values).
     """
 
     keras_shape: tuple[int, ...]
@@ -98,11 +103,17 @@ class Layout:
     start: int = 0
     stop: int = 0
     scale: float = 1.0
+    masked: bool = False
 
     @property
     def whole(self) -> bool:
         """Whether the tensor holds the whole weight (no slice)."""
         return self.axis is None
+
+    @property
+    def folded(self) -> bool:
+        """Whether the converter changed the values (a scale or a mask), not only moved them."""
+        return self.scale != 1.0 or self.masked
 
     @property
     def region(self) -> tuple[int | None, int, int]:
@@ -145,6 +156,8 @@ class Layout:
             steps.append("reshape to " + "x".join(map(str, self.shape)))
         if self.scale != 1.0:
             steps.append(f"scaled by {self.scale:.6g} (folded by the converter)")
+        if self.masked:
+            steps.append("masked (the converter zeroed some weights)")
         return ", ".join(steps) or "as is"
 
 
@@ -155,7 +168,7 @@ def _regions(keras_shape: tuple[int, ...], size: int) -> Iterator[tuple[int | No
     if total == size:
         yield (None, 0, 0)
         return
-    if size == 0 or total % size:
+    if size == 0 or size > total:
         return
     for axis, length in enumerate(keras_shape):
         rest = total // length
@@ -196,6 +209,22 @@ def _scale_of(part_sorted: np.ndarray, ordered: np.ndarray) -> float | None:
 # How far a scaled tensor's values may be from scale * weight, relative to its largest value:
 # a few float32 roundings.
 _SCALED_RTOL = 1e-6
+# A masked match needs this many nonzeros in the tensor, each equal to the weight's value there.
+_MIN_MASKED_NONZEROS = 8
+
+
+def _within_mask(part_sorted: np.ndarray, ordered: np.ndarray) -> bool:
+    """Whether the tensor's nonzero values (``ordered``, sorted) are some of the weight's
+    nonzero values (``part_sorted``), each used at most as often as the weight has it."""
+    kept = ordered[ordered != 0]
+    if kept.size < _MIN_MASKED_NONZEROS or kept.size > np.count_nonzero(part_sorted):
+        return False
+    values, counts = np.unique(part_sorted[part_sorted != 0], return_counts=True)
+    wanted, wanted_counts = np.unique(kept, return_counts=True)
+    where = np.searchsorted(values, wanted)
+    if np.any(where >= values.size) or not np.array_equal(values[where], wanted):
+        return False
+    return bool(np.all(wanted_counts <= counts[where]))
 
 
 def find_layouts(
@@ -203,7 +232,7 @@ def find_layouts(
     tensor_values: np.ndarray,
     tolerance: np.ndarray | float = 0.0,
     *,
-    scaled: bool = False,
+    folded: bool = False,
 ) -> list[Layout]:
     """Every part of ``keras_values`` the tensor holds, with the layout it holds it in.
 
@@ -217,8 +246,9 @@ def find_layouts(
       tensor_values: the tensor's values (dense, float).
       tolerance: how far each tensor value may be from the weight's (0: bit for bit); an array
         broadcastable to the tensor's shape (e.g. half an int8 step per channel).
-      scaled: also find parts the tensor holds times a positive constant (to float32
-        rounding), where no part matches as it is.
+      folded: also find parts the tensor holds times a positive constant (to float32
+        rounding) or times a 0/1 mask (exact float tolerances only), where no part matches as
+        it is.
 
     Returns:
       The layouts, whole weight first, then slices by axis and start; empty when none holds.
@@ -228,7 +258,11 @@ def find_layouts(
     tolerance = np.asarray(tolerance, np.float64)
     exact = not np.any(tolerance)
     widest = float(np.max(tolerance)) if tolerance.size else 0.0
-    ordered = np.sort(tensor_values, axis=None)
+    if tensor_values.size == 0:
+        return []
+    ordered = None
+    nonzeros = int(np.count_nonzero(tensor_values))
+    low, high = float(np.min(tensor_values)), float(np.max(tensor_values))
     found = []
     rescaled = []
     for axis, start, stop in _regions(keras_values.shape, tensor_values.size):
@@ -237,6 +271,21 @@ def find_layouts(
             index = [slice(None)] * keras_values.ndim
             index[axis] = slice(start, stop)
             part = keras_values[tuple(index)]
+        # Cheap tests first: most parts of the right size hold other values.
+        part_nonzeros = int(np.count_nonzero(part))
+        as_is = (
+            (not exact or part_nonzeros == nonzeros)
+            and abs(float(np.min(part)) - low) <= widest
+            and abs(float(np.max(part)) - high) <= widest
+        )
+        changed = folded and (
+            part_nonzeros == nonzeros
+            or (exact and part_nonzeros > nonzeros >= _MIN_MASKED_NONZEROS)
+        )
+        if not (as_is or changed):
+            continue
+        if ordered is None:
+            ordered = np.sort(tensor_values, axis=None)
         # Sorting is 1-Lipschitz in the max norm: values within `widest` stay so when sorted.
         part_sorted = np.sort(part, axis=None)
         if exact:
@@ -244,14 +293,20 @@ def find_layouts(
         else:
             difference = np.abs(part_sorted.astype(np.float64) - ordered)
             same_values = float(np.max(difference, initial=0.0)) <= widest
-        scale = 1.0
+        scale, masked = 1.0, False
         if not same_values:
-            scale = _scale_of(part_sorted, ordered) if scaled else None
+            scale = _scale_of(part_sorted, ordered) if folded else None
             if scale is None:
-                continue
+                masked = folded and exact and _within_mask(part_sorted, ordered)
+                if not masked:
+                    continue
+                scale = 1.0
+        kept = tensor_values != 0
         for permutation in _permutations(part.shape):
             candidate = part.transpose(permutation).reshape(tensor_values.shape)
-            if scale != 1.0:
+            if masked:
+                same = np.array_equal(candidate[kept], tensor_values[kept])
+            elif scale != 1.0:
                 bound = _SCALED_RTOL * float(np.max(np.abs(ordered))) + tolerance
                 same = bool(
                     np.all(np.abs(tensor_values - scale * candidate.astype(np.float64)) <= bound)
@@ -271,7 +326,8 @@ def find_layouts(
                     start,
                     stop,
                     scale,
+                    masked,
                 )
-                (found if scale == 1.0 else rescaled).append(layout)
+                (rescaled if layout.folded else found).append(layout)
                 break
     return found or rescaled

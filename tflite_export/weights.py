@@ -188,7 +188,12 @@ def _weight_name(layer: keras.layers.Layer, variable) -> str:
     if layer.name in segments[:-1]:
         segments = segments[len(segments) - 1 - segments[::-1].index(layer.name) :]
     segments = segments[1:] or segments
-    inner = [s for s in segments[:-1] if not s.endswith("_cell")]
+    cells = {
+        inner.cell.name
+        for inner in layer._flatten_layers()
+        if isinstance(getattr(inner, "cell", None), keras.layers.Layer)
+    }
+    inner = [s for s in segments[:-1] if s not in cells]
     return "/".join([*inner, segments[-1]])
 
 
@@ -316,16 +321,18 @@ def find_weight_tensors(
     if keras_model is None:
         return tensors
     extra = _other_constants(model, found) if any_operator else []
-    # A weight the converter scaled (MultiHeadAttention's query) is named, not matched bit for
-    # bit: only float files, whose encodings take the tensor's own values, name such tensors.
-    matched = _match(model, tensors + extra, keras_model, scaled=any_operator)
+    # A weight the converter scaled (MultiHeadAttention's query) or masked (LocallyConnected2D,
+    # implementation=2) is named, not matched bit for bit: only float files, whose encodings
+    # take the tensor's own values, name such tensors.
+    matched = _match(model, tensors + extra, keras_model, folded=any_operator)
     kept = {(w.subgraph, w.tensor) for w in extra if w.layer is None}
     return [w for w in matched if (w.subgraph, w.tensor) not in kept]
 
 
 def _other_constants(model, weights: dict[tuple[int, int], WeightTensor]) -> list[WeightTensor]:
-    """Constant float32 operands outside the weight operands, that vary (a constant zero
-    state, say, holds no weight), each named after its first reader; channel axis 0."""
+    """Constant float32 operands of rank 2 or more outside the weight operands, that vary (a
+    constant zero state, say, holds no weight), each named after its first reader; channel
+    axis 0."""
     found = []
     seen = set(weights)
     for subgraph_index, subgraph in enumerate(model.subgraphs or []):
@@ -336,7 +343,8 @@ def _other_constants(model, weights: dict[tuple[int, int], WeightTensor]) -> lis
                     continue
                 seen.add(key)
                 tensor = subgraph.tensors[int(tensor_index)]
-                if not _is_constant_float(model, tensor) or len(tensor.shape) == 0:
+                # Kernel-like weights have two axes or more, and so do the tensors holding them.
+                if not _is_constant_float(model, tensor) or len(tensor.shape) < 2:
                     continue
                 values = flatbuffer.decode_tensor(model, subgraph_index, int(tensor_index))
                 if values.size < 2 or np.ptp(values) == 0:
@@ -410,17 +418,17 @@ def _locate(
     expected: np.ndarray,
     tensors: Sequence[WeightTensor],
     values: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]],
-    scaled: bool = False,
+    folded: bool = False,
 ) -> list[tuple[WeightTensor, Layout]]:
     """Every ``(tensor, layout)`` where a tensor holds ``expected`` or a slice of it (times a
-    constant, if ``scaled``)."""
+    constant or a mask, if ``folded``)."""
     hits = []
     for weight in tensors:
         size = int(np.prod(weight.shape, dtype=np.int64))
-        if size == 0 or size > expected.size or expected.size % size:
+        if size == 0 or size > expected.size:
             continue
         tensor_values, allowed = values[_key(weight)]
-        for layout in find_layouts(expected, tensor_values, allowed, scaled=scaled):
+        for layout in find_layouts(expected, tensor_values, allowed, folded=folded):
             hits.append((weight, layout))
     return hits
 
@@ -435,6 +443,9 @@ def _choose(
     def unnamed(weight: WeightTensor) -> bool:
         return f"/{layer_name}/" not in f"/{weight.tensor_name}/"
 
+    # Values as they are before values the converter changed (scaled, masked).
+    exact = [hit for hit in hits if not hit[1].folded]
+    hits = exact or hits
     whole = [hit for hit in hits if hit[1].whole]
     if whole:
         return [sorted(whole, key=lambda hit: unnamed(hit[0]))[0]]
@@ -455,7 +466,7 @@ def _choose(
 
 
 def _match(
-    model, tensors: list[WeightTensor], keras_model: keras.Model, scaled: bool = False
+    model, tensors: list[WeightTensor], keras_model: keras.Model, folded: bool = False
 ) -> list[WeightTensor]:
     values = {_key(w): _float_values(model, w) for w in tensors}
     matched: dict[tuple[int, int], WeightTensor] = {}
@@ -465,7 +476,7 @@ def _match(
         for name, variable in named:
             expected = np.asarray(variable.numpy(), np.float32)
             free = [w for w in tensors if _key(w) not in matched]
-            hits = _locate(expected, free, values, scaled)
+            hits = _locate(expected, free, values, folded)
             for weight, layout in _choose(hits, layer.name):
                 found.append((weight, name, layout))
                 matched[_key(weight)] = weight
