@@ -133,8 +133,9 @@ def convert_float(model: keras.Model, batch_size: int | None = None) -> bytes:
 def convert_float_any_batch(model: keras.Model) -> tuple[bytes, int | None]:
     """The dense float32 file and its fixed batch (``None``: dynamic).
 
-    The batch stays dynamic unless the converter needs it static (recurrent layers), then
-    it is fixed to 1 (or kept at the model's own fixed batch).
+    The batch stays dynamic unless the converter needs it static (recurrent layers that are
+    not unrolled, or any model it fails on for a tensor list), then it is fixed to 1 (or kept
+    at the model's own fixed batch).
 
     Raises:
       ConversionError: as :func:`convert_float`.
@@ -142,12 +143,25 @@ def convert_float_any_batch(model: keras.Model) -> tuple[bytes, int | None]:
     fixed = static_batch(model)
     if fixed is not None:
         return convert_float(model), fixed
+    if _loops_over_time(model):
+        # Known to need a static batch: skip the failing attempt (seconds per recurrent layer).
+        return convert_float(model, batch_size=1), 1
     try:
         return _convert(lambda tracked: converter_for(model, track_model=tracked)), None
     except Exception as error:  # noqa: BLE001 - the converter raises many types
         if not any(marker in str(error) for marker in _TENSOR_LIST_ERRORS):
             raise ConversionError(explain(model, error, None)) from None
     return convert_float(model, batch_size=1), 1
+
+
+def _loops_over_time(model: keras.Model) -> bool:
+    """Whether a recurrent layer (directly or inside a Bidirectional or TimeDistributed) runs
+    a loop, i.e. is not unrolled: its tensor list needs a static batch."""
+    for layer in keras_layers(model):
+        for inner in layer._flatten_layers():
+            if isinstance(inner, keras.layers.RNN) and not inner.unroll:
+                return True
+    return False
 
 
 def _error_lines(message: str) -> list[str]:
