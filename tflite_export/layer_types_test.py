@@ -1,7 +1,7 @@
 """Export of every compressible layer type: its weights re-encoded in the file, verified in LiteRT.
 
 One table row per layer type: a tiny model whose layer ``target`` holds weights with 85% exact
-zeros (some rows: on 4-bit levels too). Each is exported, its outputs checked against Keras in
+zeros (some rows: on 3-bit levels too). Each is exported, its outputs checked against Keras in
 LiteRT (with and without XNNPACK, by the exporter and again here on other inputs), and the
 written file must hold each of the layer's weights re-encoded (sparse, or as integer codes)
 with exactly the Keras nonzeros, in the layout this file spells out per layer type, *not*
@@ -88,7 +88,7 @@ class Case:
     build: Callable[[], keras.Model]
     operator: str
     expected: Callable[[keras.layers.Layer], dict[str, np.ndarray]]
-    levels: bool = False  # weights on 4-bit levels too (stored as integer codes)
+    levels: bool = False  # weights on 3-bit levels too (stored as integer codes)
     recurrent: bool = False  # the file's batch is fixed to 1
     inputs: Callable[[keras.Model], np.ndarray] | None = None
 
@@ -324,7 +324,7 @@ def _compress(model, *, levels):
             variable.assign(np.linspace(-0.1, 0.1, size).reshape(variable.shape))
     for _, variable in kernel_weights(model.get_layer("target")):
         values = prune(variable.numpy(), round(variable.shape.num_elements() * (1 - _ZEROS)))
-        variable.assign(on_levels(values, 4) if levels else values)
+        variable.assign(on_levels(values, 3) if levels else values)
 
 
 def _tensor_index(parsed, subgraph, name):
@@ -482,3 +482,22 @@ def test_conv1d_gru_keyword_spotter_exports_sparse_and_verifies(tmp_path):
     assert sum(w.nonzeros for w in report.weights if w.layer_type) == _kept_nonzeros(model)
     assert any("WHILE loop" in note for note in report.notes)
     assert report.file_bytes < report.float_file_bytes / 2
+
+
+def test_recurrent_model_with_its_own_fixed_batch_keeps_it_and_verifies_in_slices(tmp_path):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 16), batch_size=3, name="x")  # 8 samples: slices of 3, 3, 2 + 1
+    hidden = layers.LSTM(16, name="target")(inputs)
+    model = keras.Model(inputs, layers.Dense(3, name="head")(hidden))
+    _compress(model, levels=False)
+    samples = np.random.default_rng(4).standard_normal((8, 6, 16)).astype(np.float32)
+    report = exporter.export(
+        model,
+        str(tmp_path / "batch3.tflite"),
+        representative_data=samples,
+        activations="float32",
+    )
+    assert report.file_batch_size == 3 and report.batch_size == 8
+    assert all(c.passed for c in report.checks)
+    assert not any("fixed to batch" in note for note in report.notes)  # the user's own batch
+    assert any("reset_all_variables" in note for note in report.notes)
