@@ -12,6 +12,7 @@ Example:
 from tflite_export.encodings import Encoding
 from tflite_export.exporter import (
     Activations,
+    ConversionError,
     ExportError,
     Target,
     VerificationError,
@@ -24,6 +25,7 @@ from tflite_export.report import (
     FileBytes,
     IoQuantization,
     LutBytes,
+    SkippedWeight,
     TensorBytes,
     WeightChoice,
     account,
@@ -32,6 +34,7 @@ from tflite_export.verify import Int8Tolerance, OutputCheck, Runtime, RuntimeChe
 
 __all__ = [
     "Activations",
+    "ConversionError",
     "Encoding",
     "ExportError",
     "ExportReport",
@@ -42,6 +45,7 @@ __all__ = [
     "OutputCheck",
     "Runtime",
     "RuntimeCheck",
+    "SkippedWeight",
     "Target",
     "TensorBytes",
     "VerificationError",

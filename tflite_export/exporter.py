@@ -4,10 +4,16 @@ Flow for the LiteRT target with float32 activations (no representative data, or
 ``activations="float32"``):
 
 1. Check the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``) and the path.
-2. Convert it with the TFLite converter to a dense float32 file (the baseline), check that file
-   against the Keras outputs.
-3. Find the weight tensors (:mod:`tflite_export.weights`) and list, for each, the encodings that
-   apply (:class:`~tflite_export.encodings.Encoding`) with their estimated bytes.
+2. Convert it with the TFLite converter to a dense float32 file (the baseline), with the batch
+   fixed to 1 when recurrent layers need a static one (:mod:`tflite_export.conversion`), check
+   that file against the Keras outputs.
+3. Find the weight tensors (:mod:`tflite_export.weights`): the weight operands of every
+   operator that has them (FULLY_CONNECTED, the convolutions, GATHER, BATCH_MATMUL, the LSTM
+   and RNN sequence operators) and any other constant holding a Keras weight, each matched to
+   its Keras layer and weight by content (:mod:`tflite_export.layouts`), whatever the layer
+   type; list, for each, the encodings that apply (:class:`~tflite_export.encodings.Encoding`)
+   with their estimated bytes. Keras weights found in no weight tensor go to the report with
+   the reason (:func:`tflite_export.weights.skipped_weights`).
 4. Write every weight in its smallest encoding and verify the file in the interpreter, with and
    without the default delegate. If it fails, try each weight alone, walking down its
    candidates until one passes (the converter's own tensor always does), then verify the
@@ -40,18 +46,27 @@ import numpy as np
 import tf_admm
 from tf_admm.compat import keras, tf
 from tflite_export import encodings, flatbuffer, verify
+from tflite_export.conversion import (
+    ConversionError,
+    convert_float,
+    convert_float_any_batch,
+    converter_for,
+)
 from tflite_export.encodings import Encoding
+from tflite_export.errors import ExportError, VerificationError
 from tflite_export.report import ExportReport, FileBytes, WeightChoice, account, gzip_size
 from tflite_export.weights import (
-    SUPPORTED_LAYERS,
     WeightTensor,
     find_weight_tensors,
     is_full_integer,
     keras_layers,
+    kernel_weights,
+    skipped_weights,
 )
 
 __all__ = [
     "Activations",
+    "ConversionError",
     "ExportError",
     "MAX_REPRESENTATIVE_SAMPLES",
     "Target",
@@ -77,14 +92,6 @@ _CODE_TENSOR_TYPES = {
     encodings.CodeType.INT8: _TYPES.INT8,
     encodings.CodeType.INT16: _TYPES.INT16,
 }
-
-
-class ExportError(ValueError):
-    """The model, the path or the requested encodings cannot be exported."""
-
-
-class VerificationError(ExportError):
-    """A written file does not reproduce the Keras model's outputs in the interpreter."""
 
 
 class Target(str, enum.Enum):
@@ -446,36 +453,6 @@ def _keep_options(
     return kept
 
 
-def converter_for(model: keras.Model) -> Any:
-    """A ``tf.lite.TFLiteConverter`` for ``model``'s serving function (no options set).
-
-    Converts a concrete function rather than ``from_keras_model``: the same file, without
-    saving a SavedModel of every function the model has traced so far (which grows with each
-    call). The signature's inputs and outputs carry the Keras input and output names.
-    """
-    specs = [
-        tf.TensorSpec(tensor.shape, tensor.dtype, name=name)
-        for tensor, name in zip(model.inputs, model.input_names)
-    ]
-
-    @tf.function(input_signature=specs)
-    def serving_default(*args):
-        outputs = model(list(args) if len(args) > 1 else args[0], training=False)
-        if isinstance(outputs, Mapping):
-            outputs = [outputs[name] for name in model.output_names]
-        elif not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return dict(zip(model.output_names, outputs))
-
-    concrete = serving_default.get_concrete_function()
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-
-
-def convert_float(model: keras.Model) -> bytes:
-    """The TFLite converter's dense float32 file of ``model`` (no optimizations)."""
-    return converter_for(model).convert()
-
-
 def _check_model(model: Any) -> None:
     if not isinstance(model, keras.Model):
         raise ExportError(
@@ -547,23 +524,29 @@ def _requested_encodings(
     layers = {layer.name: layer for layer in keras_layers(model)}
     for name, value in encoding.items():
         forced = _as_encoding(value, f"encoding[{name!r}]")
-        hits = [key for key, w in keys.items() if name in (w.label, w.layer, w.tensor_name)]
+        hits = [
+            key
+            for key, w in keys.items()
+            if name in (w.label, w.layer, w.tensor_name, f"{w.layer}.{w.weight}")
+        ]
         if hits:
             for key in hits:
                 requested[key] = forced
             continue
         if name in layers:
             layer = layers[name]
-            supported = ", ".join(cls.__name__ for cls in SUPPORTED_LAYERS)
-            if type(layer) not in SUPPORTED_LAYERS:
+            kernels = [weight for weight, _ in kernel_weights(layer)]
+            if not kernels:
                 raise ExportError(
-                    f"Layer {name!r}: Expected a layer type whose weights encoding "
-                    f"{value!r} can store ({supported}); received: {type(layer).__name__}"
+                    f"Layer {name!r}: Expected a layer with weights encoding {value!r} can "
+                    f"store (kernels, embeddings, recurrent kernels); received: "
+                    f"{type(layer).__name__} without such weights"
                 )
             raise ExportError(
-                f"Layer {name!r}: Expected its weights in the converted file; received: no "
-                f"weight tensor equal to its {SUPPORTED_LAYERS[type(layer)][0]} (the converter "
-                f"changed it, e.g. folded a normalization into it)"
+                f"Layer {name!r}: Expected its weights {kernels} in weight tensors of the "
+                f"converted file; received: none holds them (the converter changed them, e.g. "
+                f"folded a normalization into them, or an operator this target does not "
+                f"re-encode reads them)"
             )
         known = sorted({w.label for w in weights})
         raise ExportError(
@@ -1047,10 +1030,14 @@ def export(
 ) -> ExportReport:
     """Writes ``model`` as a ``.tflite`` file with compact, verified weight encodings.
 
-    Every weight tensor (Dense, Conv and DepthwiseConv kernels and any other constant in a
-    weight slot) is stored in the smallest :class:`Encoding` that applies to its values and
+    Every weight tensor (the kernels of Dense, convolution, transposed-convolution,
+    LocallyConnected, EinsumDense and attention layers, embeddings, LSTM/GRU/SimpleRNN/ConvLSTM
+    kernels and recurrent kernels per gate, and any other constant in a weight slot or holding
+    a Keras weight) is stored in the smallest :class:`Encoding` that applies to its values and
     that the interpreter runs correctly; the file is then run with and without the default
-    delegate on a batch of inputs and must reproduce the Keras outputs.
+    delegate on a batch of inputs and must reproduce the Keras outputs. Models with recurrent
+    layers get a file with the batch fixed to 1 (the report's ``file_batch_size`` and
+    ``notes`` say so); it is verified one sample at a time, its state reset in between.
 
     With representative data, the LiteRT file is full-integer (int8 weights and activations,
     float inputs and outputs unless ``int8_io``): see :mod:`tflite_export.integer`.
@@ -1108,11 +1095,14 @@ def export(
 
     Returns:
       An :class:`ExportReport`: per-weight encodings and reasons, per-tensor bytes that sum to
-      the file size with the flatbuffer overhead, dense float and gzip sizes, checks.
+      the file size with the flatbuffer overhead, dense float and gzip sizes, checks, the
+      Keras weights left as the converter wrote them and why (``skipped_weights``).
 
     Raises:
       ExportError: for a wrapped (unstripped) model, an unwritable path, an unknown target or
-        encoding, or a requested encoding that does not apply to a weight.
+        encoding, or a requested encoding that does not apply to a weight;
+        :class:`~tflite_export.conversion.ConversionError` when the converter cannot lower the
+        model to LiteRT builtin operators (naming the operators and layers).
       VerificationError: when a written file does not reproduce the Keras outputs (the file is
         not written).
     """
@@ -1161,9 +1151,9 @@ def export(
 
     inputs = _prepare_inputs(model, representative_data, batch_size, seed)
     expected = _keras_outputs(model, inputs)
-    float_file = convert_float(model)
+    float_file, file_batch = convert_float_any_batch(model)
     baseline_model = flatbuffer.read_model(float_file)
-    weights = find_weight_tensors(baseline_model, model)
+    weights = find_weight_tensors(baseline_model, model, any_operator=True)
     builder = _Builder(float_file, weights, inputs, expected, tolerance, model)
     baseline_checks = builder.check(float_file, {})
     if not all(c.passed for c in baseline_checks):
@@ -1203,7 +1193,42 @@ def export(
         stored_values=values_by_key,
         reasons=reasons,
         rejected=rejected,
+        skipped_weights=tuple(skipped_weights(baseline_model, model, weights)),
+        file_batch_size=file_batch,
+        notes=_file_notes(baseline_model, weights, file_batch, model),
     )
+
+
+def _file_notes(
+    parsed, weights: Sequence[WeightTensor], file_batch: int | None, model: keras.Model
+) -> tuple[str, ...]:
+    """What a user of the converted file should know beyond its weights: a batch the
+    exporter fixed, recurrent state kept between invocations, layers run as WHILE loops."""
+    notes = []
+    if file_batch is not None and not any(
+        t.shape.rank and t.shape[0] == file_batch for t in model.inputs
+    ):
+        notes.append(
+            f"inputs fixed to batch {file_batch}: the converter needs a static batch for the "
+            "loops of recurrent layers (run batches of that size, or give keras.Input a "
+            "batch_size)"
+        )
+    if any(t.isVariable for g in parsed.subgraphs or [] for t in g.tensors or []):
+        notes.append(
+            "recurrent state is kept in variable tensors between invocations: call the "
+            "interpreter's reset_all_variables() after each batch of independent sequences "
+            "(verification does)"
+        )
+    looped = []
+    for weight in weights:
+        if weight.subgraph > 0 and weight.layer is not None and weight.layer not in looped:
+            looped.append(weight.layer)
+    if looped:
+        notes.append(
+            f"layers {looped} run in a WHILE loop (LiteRT has no fused operator for them as "
+            "converted); their weights' decode operators sit in the loop body"
+        )
+    return tuple(notes)
 
 
 def _check_options(

@@ -60,6 +60,7 @@ from tflite_export.weights import (
     find_weight_tensors,
     keras_kernels,
     keras_layers,
+    skipped_weights,
 )
 
 __all__ = [
@@ -810,6 +811,7 @@ def export_integer(
         reasons=reasons,
         rejected=rejected,
         uncompressed_file_bytes=len(int8_file),
+        skipped_weights=tuple(skipped_weights(parsed, model, weights, quantized=True)),
         io_quantization=tuple(
             q for q in (*checker.io_inputs, *checker.io_outputs) if q is not None
         ),

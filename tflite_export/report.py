@@ -30,12 +30,14 @@ import numpy as np
 from tflite_export import flatbuffer
 from tflite_export.encodings import Encoding
 from tflite_export.verify import RuntimeCheck
+from tflite_export.weights import SkippedWeight
 
 __all__ = [
     "ExportReport",
     "FileBytes",
     "IoQuantization",
     "LutBytes",
+    "SkippedWeight",
     "TensorBytes",
     "WeightChoice",
     "account",
@@ -235,6 +237,10 @@ class WeightChoice:
       max_weight_error: largest ``|decoded - original|`` (0.0 for exact encodings).
       reason: why this encoding.
       rejected: ``(encoding, reason)`` for every encoding considered and not used.
+      operator: the TFLite operator that reads the tensor (e.g. ``FULLY_CONNECTED``,
+        ``UNIDIRECTIONAL_SEQUENCE_LSTM``).
+      layout: how the tensor is made from the Keras weight (e.g. ``slice [:, 0:16],
+        transpose (1, 0)``), if matched.
     """
 
     label: str
@@ -249,6 +255,8 @@ class WeightChoice:
     max_weight_error: float
     reason: str
     rejected: tuple[tuple[str, str], ...] = ()
+    operator: str | None = None
+    layout: str | None = None
 
     @classmethod
     def for_weight(
@@ -282,6 +290,8 @@ class WeightChoice:
             max_weight_error=float(max_weight_error),
             reason=reason,
             rejected=tuple(tuple(item) for item in rejected),
+            operator=weight.operator,
+            layout=weight.layout,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -387,6 +397,12 @@ class ExportReport:
       io_quantization: integer inputs and outputs (``tflm_int8``, LiteRT with ``int8_io``):
         how to quantize inputs and dequantize outputs.
       activations: ``float32``, or ``int8`` for a full-integer file.
+      skipped_weights: the Keras weights (kernels, embeddings, recurrent kernels: rank 2 or
+        more, no biases) that no re-encoded weight tensor holds, each with the reason (folded
+        by the converter, or read by an operator this target does not re-encode).
+      file_batch_size: the batch the file's inputs are fixed to, or ``None`` (dynamic).
+      notes: what else a user of the file should know (a fixed batch, state kept in variable
+        tensors between invocations).
     """
 
     path: str
@@ -403,6 +419,9 @@ class ExportReport:
     uncompressed_file_bytes: int | None = None
     io_quantization: tuple[IoQuantization, ...] = ()
     activations: str = "float32"
+    skipped_weights: tuple[SkippedWeight, ...] = ()
+    file_batch_size: int | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def file_bytes(self) -> int:
@@ -436,6 +455,9 @@ class ExportReport:
             "lut": [t.to_dict() for t in self.lut],
             "uncompressed_file_bytes": self.uncompressed_file_bytes,
             "io_quantization": [q.to_dict() for q in self.io_quantization],
+            "skipped_weights": [w.to_dict() for w in self.skipped_weights],
+            "file_batch_size": self.file_batch_size,
+            "notes": list(self.notes),
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -527,6 +549,11 @@ class ExportReport:
             f"{q.kind} {q.name}: {q.dtype}, real = {q.scale:.6g} * (q - {q.zero_point})"
             for q in self.io_quantization
         ]
+        lines += [
+            f"not re-encoded: {w.label} ({w.layer_type}, {'x'.join(map(str, w.shape))}): {w.reason}"
+            for w in self.skipped_weights
+        ]
+        lines += [f"note: {note}" for note in self.notes]
         lines += [f"check {c.describe()}" for c in self.checks]
         return "\n".join(lines)
 

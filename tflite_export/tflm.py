@@ -65,7 +65,12 @@ from tflite_export.report import (
     account,
     gzip_size,
 )
-from tflite_export.weights import WeightTensor, find_weight_tensors, keras_kernels
+from tflite_export.weights import (
+    WeightTensor,
+    find_weight_tensors,
+    keras_kernels,
+    skipped_weights,
+)
 
 __all__ = [
     "DECODE_OPERATOR",
@@ -906,4 +911,9 @@ def _report(
         uncompressed_file_bytes=len(uncompressed),
         io_quantization=integer_io,
         activations="int8" if verifier.integer else "float32",
+        skipped_weights=tuple(
+            skipped_weights(
+                uncompressed_model, model, list(weights.values()), quantized=verifier.integer
+            )
+        ),
     )

@@ -45,6 +45,7 @@ __all__ = [
     "RuntimeCheck",
     "check_outputs",
     "compare_outputs",
+    "fixed_batch",
     "litert_tensors",
     "run",
     "top1_agreement",
@@ -373,6 +374,47 @@ def litert_tensors(
     return found
 
 
+def fixed_batch(details) -> int | None:
+    """The batch a file's inputs are fixed to (their ``shape_signature`` starts with it), or
+    ``None`` when the batch is dynamic or the inputs are scalars.
+
+    Args:
+      details: the interpreter's (or a signature runner's) input details.
+    """
+    batches = set()
+    for detail in details:
+        signature = detail.get("shape_signature", detail["shape"])
+        if len(signature) == 0 or int(signature[0]) < 0:
+            return None
+        batches.add(int(signature[0]))
+    return batches.pop() if len(batches) == 1 else None
+
+
+def _run_in_batches(interpreter, runner, feed: dict, batch: int) -> dict:
+    """``runner`` over ``feed`` in slices of the file's fixed ``batch``, outputs joined.
+
+    The last slice is padded with copies of its last sample (their outputs dropped). Variable
+    tensors (an LSTM's state) are reset after every slice, so that each sequence starts from
+    zeros as in Keras, where a non-stateful recurrent layer starts each call from zeros.
+    """
+    total = max(int(np.shape(v)[0]) for v in feed.values())
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, total, batch):
+        chunk = {}
+        for name, value in feed.items():
+            piece = value[start : start + batch]
+            if piece.shape[0] < batch:
+                pad = np.repeat(piece[-1:], batch - piece.shape[0], axis=0)
+                piece = np.concatenate([piece, pad], axis=0)
+            chunk[name] = piece
+        results = runner(**chunk)
+        interpreter.reset_all_variables()
+        kept = min(batch, total - start)
+        for name, value in results.items():
+            parts.setdefault(name, []).append(np.asarray(value)[:kept])
+    return {name: np.concatenate(values, axis=0) for name, values in parts.items()}
+
+
 def run(
     data: bytes,
     inputs: Sequence[np.ndarray],
@@ -384,7 +426,9 @@ def run(
     """Outputs of the ``.tflite`` model ``data`` for a batch of ``inputs``.
 
     Inputs are cast to the file's input types and outputs returned as the file gives them:
-    for an integer model, the caller quantizes inputs and dequantizes outputs.
+    for an integer model, the caller quantizes inputs and dequantizes outputs. A LiteRT file
+    whose batch is fixed (e.g. an LSTM converted with batch 1) to another size than the
+    inputs' runs on slices of its batch, its variable tensors reset after each slice.
 
     Args:
       data: the model bytes.
@@ -416,10 +460,15 @@ def run(
         else:
             # The converter names signature inputs after the Keras inputs, in model order.
             feed = dict(zip(signature_inputs, inputs))
-        types = {name: detail["dtype"] for name, detail in runner.get_input_details().items()}
-        results = runner(
-            **{name: np.asarray(value, types.get(name)) for name, value in feed.items()}
-        )
+        details = runner.get_input_details()
+        types = {name: detail["dtype"] for name, detail in details.items()}
+        feed = {name: np.asarray(value, types.get(name)) for name, value in feed.items()}
+        batch = fixed_batch(details.values())
+        given = {int(np.shape(v)[0]) if np.ndim(v) else 0 for v in feed.values()}
+        if batch is None or given == {batch}:
+            results = runner(**feed)
+        else:
+            results = _run_in_batches(interpreter, runner, feed, batch)
         if _names_match(output_names, signature_outputs):
             return [np.asarray(results[name]) for name in output_names]
         return [np.asarray(results[name]) for name in signature_outputs]
