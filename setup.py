@@ -52,6 +52,8 @@ setuptools.setup(
             "ruff>=0.5",
             "matplotlib>=3.7",
             "pdoc>=14",
+            # tools/wheel_check.sh builds the wheel with it.
+            "build>=1",
         ],
         "docs": ["pdoc>=14"],
         "bench": ["matplotlib>=3.7"],
