@@ -55,7 +55,7 @@ import tf_admm
 import tflite_export
 from bench import common, frontier, plots
 from bench.common import tfmot
-from recipes import pipeline
+from recipes import schedules
 from tf_admm.compat import keras, tf
 from tf_admm.projections import keep_count
 from tflite_export import flatbuffer, verify
@@ -597,7 +597,7 @@ def _result(
 
 def _learning_rate_callback(settings: Settings, plan: Budget) -> keras.callbacks.Callback:
     return keras.callbacks.LearningRateScheduler(
-        pipeline.constant_then_decay(
+        schedules.constant_then_decay(
             settings.learning_rate, settings.retrain_learning_rate, plan.scheduled, plan.final
         )
     )
@@ -612,7 +612,7 @@ def _run_tf_admm(settings, point, plans, plan: Budget, train_ds, test_ds) -> dic
     )
     history = common.EpochLog()
     # As the recipes: the retraining between progressive pruning stages decays too.
-    schedule = pipeline.learning_rate_schedule(
+    schedule = schedules.learning_rate_schedule(
         point["spec"], settings.learning_rate, settings.retrain_learning_rate, plan.final
     )
     model.fit(

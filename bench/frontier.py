@@ -21,7 +21,7 @@ the same per-layer allocation and the same epoch budget and learning-rate schedu
   With ``--prune_stages`` tf-admm prunes progressively (``Spec.prune_stages``), with
   ``--stage_retrain_epochs`` of masked retraining between stages, and tfmot's ramp spans all of
   those epochs; the learning rate between stages decays as in the recipes
-  (:func:`recipes.pipeline.learning_rate_schedule`).
+  (:func:`recipes.schedules.learning_rate_schedule`).
   Adam at ``--learning_rate`` while pruning, then a step decay (x0.3 at half, x0.1 for the last
   quarter) from ``--retrain_learning_rate``.
 
@@ -45,7 +45,7 @@ from absl import app, flags, logging
 import tf_admm
 from bench import common, plots
 from bench.common import tfmot
-from recipes import data, models, pipeline
+from recipes import data, models, schedules
 from tf_admm.compat import keras
 from tf_admm.projections import keep_count
 
@@ -318,7 +318,7 @@ def _pretrain(settings: Settings) -> dict[str, Any]:
             verbose=settings.verbose,
             callbacks=[
                 keras.callbacks.LearningRateScheduler(
-                    pipeline.step_decay(settings.learning_rate, settings.pretrain_epochs, start=0)
+                    schedules.step_decay(settings.learning_rate, settings.pretrain_epochs, start=0)
                 )
             ],
         )
@@ -336,7 +336,7 @@ def _pretrain(settings: Settings) -> dict[str, Any]:
 
 def _learning_rate_callback(settings: Settings) -> keras.callbacks.Callback:
     return keras.callbacks.LearningRateScheduler(
-        pipeline.constant_then_decay(
+        schedules.constant_then_decay(
             settings.learning_rate,
             settings.retrain_learning_rate,
             settings.pruning_epochs,
@@ -354,7 +354,7 @@ def _compress_tf_admm(settings: Settings, sparsities, spec: tf_admm.Spec, train_
     config = settings.tf_admm_spec(sparsities, spec.rho)
     model = _compile(tf_admm.admm_wrap(_dense(settings), config), settings.learning_rate)
     history = common.EpochLog()
-    schedule = pipeline.learning_rate_schedule(
+    schedule = schedules.learning_rate_schedule(
         config, settings.learning_rate, settings.retrain_learning_rate, settings.retrain_epochs
     )
     model.fit(

@@ -9,7 +9,7 @@ import pytest
 from absl import app, flags
 
 import tf_admm
-from recipes import alexnet_imagenet, models, pipeline
+from recipes import alexnet_imagenet, image_data, image_flags, models
 from tf_admm.compat import keras
 
 CONFIG = os.path.join(alexnet_imagenet.CONFIG_DIR, "alexnet_admm_quant.json")
@@ -135,7 +135,7 @@ def test_results_json_has_every_phase_and_the_run_leaves_no_backup(synthetic_run
 
 def test_without_imagenet_the_error_says_how_to_get_it(tmp_path):
     settings = _settings(tmp_path / "run", synthetic_data=False, data_dir=str(tmp_path / "tfds"))
-    with pytest.raises(pipeline.DatasetUnavailableError) as error:
+    with pytest.raises(image_data.DatasetUnavailableError) as error:
         alexnet_imagenet.run(settings)
     message = str(error.value)
     assert "imagenet2012" in message and "ILSVRC2012_img_train.tar" in message
@@ -149,7 +149,7 @@ def test_main_reports_a_missing_dataset_as_a_usage_error(tmp_path):
         ["alexnet", f"--model_dir={tmp_path / 'run'}", "--data_dir", str(tmp_path), "--nodownload"]
     )
     assert alexnet_imagenet.settings_from_flags(values).image_size == 227
-    main = pipeline.main_for(alexnet_imagenet.TASK, values)
+    main = image_flags.main_for(alexnet_imagenet.TASK, values)
     with pytest.raises(app.UsageError, match="imagenet2012.*--synthetic_data"):
         main(["alexnet"])
     with pytest.raises(app.UsageError, match="Unexpected arguments"):

@@ -31,7 +31,16 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 import tf_admm
-from recipes import data, distillation, models, pipeline, quiet_logs
+from recipes import (
+    data,
+    distillation,
+    models,
+    quiet_logs,
+    reporting,
+    run_files,
+    schedules,
+    training,
+)
 from tf_admm.compat import keras, tf
 
 # Training images that calibrate the activation ranges of the full-integer export.
@@ -157,10 +166,10 @@ def _measures_sensitivity(spec: tf_admm.Spec) -> bool:
     )
 
 
-# The pieces every recipe shares live in recipes.pipeline; these names stay for the tests.
-_loss = pipeline.loss
-_step_decay = pipeline.step_decay
-_save_weights_atomically = pipeline.save_weights_atomically
+# Shared pieces under the names the tests know (tests/resume_test.py replaces _step_decay).
+_loss = training.loss
+_step_decay = schedules.step_decay
+_save_weights_atomically = run_files.save_weights_atomically
 
 
 MNIST_TRAIN_EXAMPLES = 60_000
@@ -234,7 +243,7 @@ def _train_data(settings: Settings, arrays, optimizer, salt: int) -> tf.data.Dat
 
 def _backup_dir(settings: Settings, phase: str, *parts: Any) -> str:
     """A backup directory of its own for ``phase`` run with these settings."""
-    return pipeline.backup_dir(settings.model_dir, phase, *parts)
+    return run_files.backup_dir(settings.model_dir, phase, *parts)
 
 
 def _pretrain(
@@ -248,7 +257,7 @@ def _pretrain(
         name += f"_v{settings.validation_examples}"
     if settings.train_batches:
         name += f"_b{settings.train_batches}"
-    metrics = pipeline.pretrain(
+    metrics = training.pretrain(
         model,
         lambda optimizer: _train_data(settings, train_arrays, optimizer, salt=0),
         test_ds,
@@ -298,7 +307,7 @@ def run(settings: Settings) -> dict[str, Any]:
     for field in ("model_dir", "data_dir", "verbose", "export", "tflite_int8"):
         del shaping[field]
     backup_dir = _backup_dir(settings, "admm", shaping, spec.to_dict())
-    compress_arrays, objective, metrics = train_arrays, pipeline.loss, pipeline.accuracy_metrics
+    compress_arrays, objective, metrics = train_arrays, training.loss, training.accuracy_metrics
     if settings.distill_weight > 0:
         images, labels = train_arrays
         compress_arrays = (images, distillation.targets(dense, images, labels))
@@ -310,7 +319,7 @@ def run(settings: Settings) -> dict[str, Any]:
         def metrics():
             return [distillation.LabelAccuracy()]
 
-    model, phase_times = pipeline.compress(
+    model, phase_times = training.compress(
         dense,
         spec,
         lambda optimizer: _train_data(settings, compress_arrays, optimizer, salt=1),
@@ -346,13 +355,13 @@ def run(settings: Settings) -> dict[str, Any]:
     path = os.path.join(settings.model_dir, "lenet5_compressed.keras")
     pruned.save(path)
 
-    table, storage, summary = pipeline.summarize(pruned, model)
+    table, storage, summary = reporting.summarize(pruned, model)
     results = {
         "dense_accuracy": dense_accuracy,
         "pruned_accuracy": float(pruned_accuracy),
         "accuracy_drop_points": 100 * (dense_accuracy - float(pruned_accuracy)),
         **summary,
-        "run": pipeline.provenance("recipes.lenet5_mnist", settings.seed),
+        "run": run_files.provenance("recipes.lenet5_mnist", settings.seed),
         "seconds": timings,
         "spec": model.spec.to_dict(),  # With the allocation admm_wrap chose.
         "distillation": {
@@ -371,18 +380,18 @@ def run(settings: Settings) -> dict[str, Any]:
     if settings.tflite_int8:
         start = time.perf_counter()
         calibration = tf.cast(train_arrays[0][:CALIBRATION_EXAMPLES], tf.float32) / 255.0
-        results["tflite_int8"] = pipeline.export_tflite(
+        results["tflite_int8"] = reporting.export_tflite(
             pruned,
             test_ds,
             os.path.join(settings.model_dir, "lenet5_int8.tflite"),
             representative_data=calibration.numpy(),
         )
         timings["export_int8"] = time.perf_counter() - start
-    pipeline.write_json_atomically(os.path.join(settings.model_dir, "results.json"), results)
+    run_files.write_json_atomically(os.path.join(settings.model_dir, "results.json"), results)
     # Only now is nothing left to resume.
     shutil.rmtree(backup_dir, ignore_errors=True)
 
-    pipeline.print_report(
+    reporting.print_report(
         table,
         storage,
         results,
@@ -395,7 +404,7 @@ def run(settings: Settings) -> dict[str, Any]:
 
 def _export(model: keras.Model, test_ds, model_dir: str) -> dict[str, Any]:
     """Writes the verified .tflite file and measures its test accuracy in LiteRT."""
-    return pipeline.export_tflite(model, test_ds, os.path.join(model_dir, "lenet5.tflite"))
+    return reporting.export_tflite(model, test_ds, os.path.join(model_dir, "lenet5.tflite"))
 
 
 def settings_from_flags() -> Settings:

@@ -4,7 +4,7 @@ import os
 import pytest
 from absl import logging as absl_logging
 
-from recipes import lenet5_mnist, pipeline, quiet_logs
+from recipes import image_flags, image_recipe, lenet5_mnist, quiet_logs, training
 from tf_admm.compat import tf
 
 
@@ -74,8 +74,8 @@ def test_tensorflow_info_dropped_but_warnings_and_recipe_info_pass(loggers, logg
     logger.handle(_record(logger_name, logging.DEBUG, tf_file, "tf debug"))
     logger.handle(_record(logger_name, logging.WARNING, tf_file, "tf warning"))
     logger.handle(_record(logger_name, logging.INFO, lenet5_mnist.__file__, "recipe info"))
-    logger.handle(_record(logger_name, logging.INFO, pipeline.__file__, "pipeline info"))
-    assert loggers.messages == ["tf warning", "recipe info", "pipeline info"]
+    logger.handle(_record(logger_name, logging.INFO, training.__file__, "shared info"))
+    assert loggers.messages == ["tf warning", "recipe info", "shared info"]
 
 
 def test_filter_drops_only_files_inside_the_given_folders(tmp_path):
@@ -128,11 +128,11 @@ def test_lenet5_main_installs_the_filter_before_running(loggers, monkeypatch):
 
 def test_image_recipe_main_installs_the_filter_before_running(loggers, monkeypatch):
     seen = []
-    monkeypatch.setattr(pipeline, "image_settings_from_flags", lambda values: "settings")
+    monkeypatch.setattr(image_flags, "image_settings_from_flags", lambda values: "settings")
     monkeypatch.setattr(
-        pipeline, "run_image_recipe", lambda task, settings: seen.append(_installed())
+        image_recipe, "run_image_recipe", lambda task, settings: seen.append(_installed())
     )
-    pipeline.main_for("task", values=None)(["vgg16_cifar10"])
+    image_flags.main_for("task", values=None)(["vgg16_cifar10"])
     assert len(seen) == 1 and len(seen[0]) == 1
 
 

@@ -26,10 +26,10 @@ from typing import Any
 
 from absl import app, flags
 
-from recipes import models, pipeline
+from recipes import image_flags, image_recipe, image_task, models
 from tf_admm.compat import tf
 
-CONFIG_DIR = pipeline.CONFIG_DIR
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 # Flag defaults. The learning rate and epochs are not tuned.
 DEFAULTS: dict[str, Any] = {
@@ -64,7 +64,7 @@ def preprocess_test(image: tf.Tensor, size: int) -> tf.Tensor:
     return image if size == 32 else tf.image.resize(image, (size, size))
 
 
-TASK = pipeline.ImageTask(
+TASK = image_task.ImageTask(
     name="vgg16_cifar10",
     description="VGG-16",
     tfds_name="cifar10",
@@ -80,31 +80,31 @@ TASK = pipeline.ImageTask(
     help_text=_HELP,
 )
 
-Settings = pipeline.ImageSettings
+Settings = image_task.ImageSettings
 
 
-def settings(**overrides: Any) -> pipeline.ImageSettings:
+def settings(**overrides: Any) -> image_task.ImageSettings:
     """The recipe's settings with its flags' defaults, and ``overrides``."""
-    return pipeline.default_image_settings(DEFAULTS, **overrides)
+    return image_flags.default_image_settings(DEFAULTS, **overrides)
 
 
-def run(run_settings: pipeline.ImageSettings) -> dict[str, Any]:
+def run(run_settings: image_task.ImageSettings) -> dict[str, Any]:
     """Runs the whole recipe and returns its results (also written to results.json)."""
-    return pipeline.run_image_recipe(TASK, run_settings)
+    return image_recipe.run_image_recipe(TASK, run_settings)
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> pipeline.ImageFlags:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> image_flags.ImageFlags:
     """Defines the recipe's flags in ``flag_values`` (done under ``__main__``)."""
-    values = pipeline.define_image_flags(**DEFAULTS, flag_values=flag_values)
+    values = image_flags.define_image_flags(**DEFAULTS, flag_values=flag_values)
     # Listed by --helpshort as this module's own flags.
-    flags.adopt_module_key_flags(pipeline, flag_values=flag_values)
+    flags.adopt_module_key_flags(image_flags, flag_values=flag_values)
     return values
 
 
-def settings_from_flags(values: pipeline.ImageFlags) -> pipeline.ImageSettings:
+def settings_from_flags(values: image_flags.ImageFlags) -> image_task.ImageSettings:
     """Settings from parsed flags; a bad ``--config`` is a usage error."""
-    return pipeline.image_settings_from_flags(values)
+    return image_flags.image_settings_from_flags(values)
 
 
 if __name__ == "__main__":
-    app.run(pipeline.main_for(TASK, define_flags()))
+    app.run(image_flags.main_for(TASK, define_flags()))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tf_admm
-from recipes import models, pipeline, vgg16_cifar10
+from recipes import image_data, models, vgg16_cifar10
 from tf_admm.compat import keras
 
 CONFIG = os.path.join(vgg16_cifar10.CONFIG_DIR, "vgg16_admm.json")
@@ -106,5 +106,5 @@ def test_without_cifar10_and_downloads_the_error_says_what_to_do(tmp_path):
     settings = vgg16_cifar10.settings(
         model_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "tfds"), download=False
     )
-    with pytest.raises(pipeline.DatasetUnavailableError, match="cifar10.*--synthetic_data"):
+    with pytest.raises(image_data.DatasetUnavailableError, match="cifar10.*--synthetic_data"):
         vgg16_cifar10.run(settings)

@@ -86,7 +86,10 @@ def test_missing_model_file_is_refused(tmp_path):
 
 
 def test_main_exports_for_tflite_micro(tmp_path, capsys):
-    pytest.importorskip("tflite_micro")
+    pytest.importorskip(
+        "tflite_micro",
+        reason="needs tflite-micro, the optional [tflm] extra: pip install -e '.[tflm]'",
+    )
     model = small_model("dense")
     kernel = model.get_layer("target").kernel
     kernel.assign(on_levels(kernel.numpy(), 3))  # 8 distinct values: 3-bit indices

@@ -41,7 +41,10 @@ def test_packing_is_most_significant_bit_first():
 
 
 def test_packing_matches_tflite_micro():
-    micro = pytest.importorskip("tflite_micro.tensorflow.lite.micro.compression.lut")
+    micro = pytest.importorskip(
+        "tflite_micro.tensorflow.lite.micro.compression.lut",
+        reason="needs tflite-micro, the optional [tflm] extra: pip install -e '.[tflm]'",
+    )
     rng = np.random.default_rng(0)
     for bits in range(1, 8):
         indices = rng.integers(0, 2**bits, size=29)

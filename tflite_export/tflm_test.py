@@ -8,7 +8,9 @@ from tflite_export.encodings import Encoding
 from tflite_export.testing import LAYER_KINDS, kernel_of, small_model
 from tflite_export.weights import SUPPORTED_LAYERS, find_weight_tensors
 
-pytest.importorskip("tflite_micro")
+pytest.importorskip(
+    "tflite_micro", reason="needs tflite-micro, the optional [tflm] extra: pip install -e '.[tflm]'"
+)
 
 # Layers whose kernels get k values per output channel (Keras layout: last axis).
 _PER_CHANNEL_K = 5

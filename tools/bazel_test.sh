@@ -4,7 +4,7 @@
 #   1. Bazel: Debian's bazel-bootstrap (Bazel 4.2.3), installed with apt-get when missing.
 #   2. Python: the interpreter Bazel runs tests with. $TF_ADMM_PYTHON if set (absolute path),
 #      else <repo>/.venv/bin/python; a missing <repo>/.venv is created and `pip install -e
-#      '.[test]'`ed as .ci/run does. Bazel never installs anything itself.
+#      '.[test,tflm]'`ed as .ci/run does. Bazel never installs anything itself.
 #   3. tools/check_bazel_targets.py: every Python file in exactly one Bazel target.
 #   4. bazel test, by default on //... (the tests tagged "manual", which need PyPI for MNIST,
 #      are left out); any arguments replace the default target pattern and may add flags:
@@ -50,10 +50,10 @@ if ! has_deps; then
       "TF_ADMM_PYTHON=$python" >&2
     exit 2
   fi
-  log "setting up $repo/.venv (pip install -e '.[test]')"
+  log "setting up $repo/.venv (pip install -e '.[test,tflm]')"
   [[ -x "$python" ]] || python3 -m venv "$repo/.venv"
   "$python" -m pip install --quiet --upgrade pip
-  "$python" -m pip install --quiet -e '.[test]'
+  "$python" -m pip install --quiet -e '.[test,tflm]'
 fi
 
 # --- 3. Every Python file in exactly one target -------------------------------------------

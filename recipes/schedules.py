@@ -1,0 +1,97 @@
+"""The recipes' learning rates: step decay, the schedule of a compression run, per-step setting.
+
+A schedule is a function ``(epoch, lr) -> lr`` as ``keras.callbacks.LearningRateScheduler``
+takes it. For a spec counted in steps the same functions take an optimizer step in place of the
+epoch, applied before every batch by :class:`StepLearningRate`.
+
+Example:
+
+    schedule = schedules.learning_rate_schedule(spec, 1e-3, 1e-3, retrain_epochs=12)
+    model.fit(..., callbacks=[keras.callbacks.LearningRateScheduler(schedule)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tf_admm
+from tf_admm.compat import keras
+
+__all__ = [
+    "StepLearningRate",
+    "constant_then_decay",
+    "learning_rate_schedule",
+    "step_decay",
+]
+
+
+def step_decay(base: float, epochs: int, start: int = 0) -> Callable[[int, float], float]:
+    """Constant ``base`` for the first half of ``epochs``, then x0.3, then x0.1 (last quarter)."""
+
+    def schedule(epoch, _):
+        relative = epoch - start
+        if relative < epochs // 2:
+            return base
+        return base * (0.3 if relative < (3 * epochs) // 4 else 0.1)
+
+    return schedule
+
+
+def constant_then_decay(
+    learning_rate: float, retrain_learning_rate: float, start: int, epochs: int
+) -> Callable[[int, float], float]:
+    """``learning_rate`` before epoch ``start``, then ``epochs`` epochs from
+    ``retrain_learning_rate`` down by :func:`step_decay`."""
+    final = step_decay(retrain_learning_rate, epochs, start=start)
+
+    def schedule(epoch, lr):
+        return learning_rate if epoch < start else final(epoch, lr)
+
+    return schedule
+
+
+def learning_rate_schedule(
+    spec: tf_admm.Spec, learning_rate: float, retrain_learning_rate: float, retrain_epochs: int
+) -> Callable[[int, float], float]:
+    """The learning rate schedule of :func:`recipes.training.compress`, counted in the spec's
+    ``update_unit``.
+
+    ``learning_rate`` through the scheduled rounds, except that the retraining between
+    progressive pruning stages decays from it like the final retraining does; then
+    ``retrain_epochs`` epochs (steps, for a spec counted in steps) from
+    ``retrain_learning_rate`` down by :func:`step_decay`. The schedule takes an epoch, or an
+    optimizer step for a spec counted in steps.
+    """
+    every = spec.update_every
+    scheduled_epochs = spec.scheduled_rounds() * every
+    outer = constant_then_decay(
+        learning_rate, retrain_learning_rate, scheduled_epochs, retrain_epochs
+    )
+    stage_retraining = [
+        ((start - spec.retrain_rounds) * every, start * every) for start in spec.stage_starts()[1:]
+    ]
+
+    def schedule(epoch, lr):
+        for begin, end in stage_retraining:
+            if begin <= epoch < end:
+                return step_decay(learning_rate, end - begin, start=begin)(epoch, lr)
+        return outer(epoch, lr)
+
+    return schedule
+
+
+class StepLearningRate(keras.callbacks.Callback):
+    """Sets the learning rate before every batch to ``schedule(step, lr)``.
+
+    ``step`` is the optimizer's step count, so a run resumed from a backup continues where it
+    stopped; the schedules of this module take it in place of an epoch.
+    """
+
+    def __init__(self, schedule: Callable[[int, float], float]):
+        super().__init__()
+        self._schedule = schedule
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        step = int(optimizer.iterations.numpy())
+        optimizer.learning_rate.assign(self._schedule(step, float(optimizer.learning_rate)))

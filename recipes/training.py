@@ -1,0 +1,247 @@
+"""How a recipe trains: dense pretraining (or its cached checkpoint), then every phase of a spec.
+
+:func:`pretrain` trains the dense model with Adam once per setting and caches its weights;
+:func:`compress` wraps it with :func:`tf_admm.admm_wrap` and runs the spec's phases (pruning
+ADMM, hard projection, masked retraining, quantization ADMM, locking, final training) with the
+learning rates of :mod:`recipes.schedules`. Both back up their whole state after every epoch, so
+a killed run started again resumes (:class:`ResumeLog` says so), and :class:`PhaseTimer` counts
+the seconds of each phase.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from absl import logging
+
+import tf_admm
+from recipes import run_files, schedules
+from tf_admm.compat import keras, tf
+
+__all__ = [
+    "PhaseTimer",
+    "ResumeLog",
+    "accuracy_metrics",
+    "compress",
+    "loss",
+    "pretrain",
+]
+
+
+def loss() -> keras.losses.Loss:
+    """Cross-entropy on logits with integer labels, as every recipe's model outputs logits."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def accuracy_metrics() -> list[Any]:
+    """Top-1 accuracy only (a new list per call: Keras metrics belong to one model)."""
+    return ["accuracy"]
+
+
+class ResumeLog(keras.callbacks.Callback):
+    """Says whether ``fit`` resumed from a backup; goes after BackupAndRestore.
+
+    Args:
+      phase: name logged and used as key in ``resumed``.
+      steps_per_epoch: optimizer steps of one epoch.
+      resumed: gets ``{phase: epochs done}`` when training resumed.
+    """
+
+    def __init__(self, phase: str, steps_per_epoch: int, resumed: dict[str, int]):
+        super().__init__()
+        self._phase, self._steps, self._resumed = phase, steps_per_epoch, resumed
+
+    def on_train_begin(self, logs=None):
+        epochs = int(self.model.optimizer.iterations.numpy()) // self._steps
+        if epochs:
+            logging.info("Resuming %s from its backup after %d epoch(s)", self._phase, epochs)
+            self._resumed[self._phase] = epochs
+
+
+class PhaseTimer(keras.callbacks.Callback):
+    """Adds each epoch's seconds to ``times[phase]``, the phase an ADMM model is in."""
+
+    def __init__(self, model: tf_admm.AdmmModel, times: dict[str, float]):
+        super().__init__()
+        self._admm_model, self._times = model, times
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._phase = self._admm_model.phase.name.lower()
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        self._times[self._phase] = self._times.get(self._phase, 0.0) + elapsed
+
+
+def pretrain(
+    model: keras.Model,
+    train_data: Callable[[keras.optimizers.Optimizer], tf.data.Dataset],
+    test_ds: tf.data.Dataset,
+    *,
+    checkpoint: str,
+    backup: str,
+    learning_rate: float,
+    epochs: int,
+    schedule: Callable[[int, float], float],
+    resumed: dict[str, int],
+    description: str,
+    metrics: Callable[[], list[Any]] = accuracy_metrics,
+    steps_per_epoch: int | None = None,
+    verbose: int = 1,
+) -> dict[str, float]:
+    """Trains ``model`` with Adam, or loads its cached ``checkpoint``; returns its test metrics.
+
+    The finished weights go to ``checkpoint`` (atomically), so a later run with the same
+    settings loads them instead of training again. A killed pretraining resumes from its
+    BackupAndRestore state in ``backup``, which is removed once the checkpoint exists.
+
+    Args:
+      model: the dense model, uncompiled; compiled here.
+      train_data: builds the training batches for the model's optimizer (which gives the epoch
+        to key a data order on).
+      test_ds: test batches.
+      checkpoint: ``.weights.h5`` file of the trained weights.
+      backup: BackupAndRestore directory of this pretraining.
+      learning_rate: Adam's initial learning rate.
+      epochs: training epochs.
+      schedule: learning rate per epoch, for ``keras.callbacks.LearningRateScheduler``.
+      resumed: gets ``{"pretraining": epochs}`` when the run resumed.
+      description: the model's name in log messages.
+      metrics: returns the metrics to compile with.
+      steps_per_epoch: steps of an epoch on a repeated dataset; None: one pass.
+      verbose: Keras fit verbosity.
+
+    Returns:
+      ``model.evaluate(test_ds, return_dict=True)``.
+    """
+    if os.path.exists(checkpoint):
+        logging.info("Loading cached dense model from %s", checkpoint)
+        model.load_weights(checkpoint)
+        model.compile(loss=loss(), metrics=metrics())
+    else:
+        model.compile(keras.optimizers.Adam(learning_rate), loss(), metrics())
+        logging.info("Pretraining dense %s for %d epochs", description, epochs)
+        train_ds = train_data(model.optimizer)
+        model.fit(
+            train_ds,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            verbose=verbose,
+            callbacks=[
+                keras.callbacks.LearningRateScheduler(schedule),
+                keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+                ResumeLog("pretraining", steps_per_epoch or len(train_ds), resumed),
+            ],
+        )
+        run_files.save_weights_atomically(model, checkpoint)
+    # Kept until the dense checkpoint is safely written.
+    shutil.rmtree(backup, ignore_errors=True)
+    return model.evaluate(test_ds, verbose=0, return_dict=True)
+
+
+def compress(
+    dense: keras.Model,
+    spec: tf_admm.Spec,
+    train_data: Callable[[keras.optimizers.Optimizer], tf.data.Dataset],
+    *,
+    learning_rate: float,
+    retrain_learning_rate: float,
+    retrain_epochs: int,
+    log_dir: str,
+    backup: str,
+    resumed: dict[str, int],
+    metrics: Callable[[], list[Any]] = accuracy_metrics,
+    objective: Callable[[], keras.losses.Loss] = loss,
+    steps_per_epoch: int | None = None,
+    verbose: int = 1,
+) -> tuple[tf_admm.AdmmModel, dict[str, float]]:
+    """Runs every phase of ``spec`` on a copy of ``dense``.
+
+    Adam at ``learning_rate`` through the scheduled rounds (pruning ADMM, retraining,
+    quantization ADMM, locking), then ``retrain_epochs`` epochs of the final phase from
+    ``retrain_learning_rate`` down by :func:`recipes.schedules.step_decay`. The ADMM state is
+    backed up in ``backup`` after every epoch (the caller removes it when all is done).
+
+    A spec counted in epochs sets the learning rate per epoch. A spec counted in steps (Z/U
+    updates every ``update_every`` steps) sets it per step: the scheduled rounds take
+    ``ceil(rounds * update_every / steps_per_epoch)`` epochs, and the final phase starts in
+    the middle of the last of them, so it gets the rest of that epoch on top of its
+    ``retrain_epochs``.
+
+    Args:
+      dense: the trained dense model.
+      spec: the compression spec.
+      train_data: builds the training batches for the ADMM model's optimizer.
+      learning_rate: Adam's learning rate during the scheduled rounds.
+      retrain_learning_rate: Adam's learning rate at the start of the final phase.
+      retrain_epochs: epochs of the final phase.
+      log_dir: TensorBoard directory.
+      backup: BackupAndRestore directory of this run.
+      resumed: gets ``{"ADMM": epochs}`` when the run resumed.
+      metrics: returns the metrics to compile with.
+      objective: returns the loss to compile with (e.g. a
+        :class:`recipes.distillation.DistillationLoss`, whose targets ``train_data`` yields).
+      steps_per_epoch: steps of an epoch on a repeated dataset; None: one pass.
+      verbose: Keras fit verbosity.
+
+    Returns:
+      The trained :class:`tf_admm.AdmmModel` and the seconds spent per phase (``admm``,
+      ``retrain``, ``quant_admm``, ``quant_lock``, ``quant_retrain``, those that ran).
+    """
+    model = tf_admm.admm_wrap(dense, spec)
+    model.compile(keras.optimizers.Adam(learning_rate), objective(), metrics())
+    train_ds = train_data(model.optimizer)
+    scheduled = spec.scheduled_rounds() * spec.update_every
+    if spec.update_unit is tf_admm.Unit.STEP:
+        steps = steps_per_epoch or len(train_ds)
+        scheduled_epochs = math.ceil(scheduled / steps)
+        final_steps = (scheduled_epochs + retrain_epochs) * steps - scheduled
+        rates = schedules.StepLearningRate(
+            schedules.learning_rate_schedule(
+                spec, learning_rate, retrain_learning_rate, final_steps
+            )
+        )
+    else:
+        scheduled_epochs = scheduled
+        rates = keras.callbacks.LearningRateScheduler(
+            schedules.learning_rate_schedule(
+                spec, learning_rate, retrain_learning_rate, retrain_epochs
+            )
+        )
+    phase_times: dict[str, float] = {}
+    logging.info(
+        "%d scheduled rounds of %d %s(s) (%d pruning stage(s) at %s of the final ratios, "
+        "each: ADMM %d, then retraining %d; quantization ADMM %d, locking %d), then %d epochs "
+        "in the final phase",
+        spec.scheduled_rounds(),
+        spec.update_every,
+        spec.update_unit.value,
+        len(spec.prune_stages) if spec.prunes else 0,
+        list(spec.prune_stages),
+        spec.admm_rounds if spec.prunes else 0,
+        spec.retrain_rounds if spec.prunes else 0,
+        spec.quant_admm_rounds if spec.quantizes else 0,
+        len(spec.quant_fractions) if spec.quantizes else 0,
+        retrain_epochs,
+    )
+    # tf_admm.callbacks puts the backup after the ADMM update and its NaN/Inf check: a backup
+    # holds an epoch's Z/U update with the epoch, and never a non-finite state.
+    model.fit(
+        train_ds,
+        epochs=scheduled_epochs + retrain_epochs,
+        steps_per_epoch=steps_per_epoch,
+        verbose=verbose,
+        callbacks=tf_admm.callbacks(log_dir=log_dir, backup_dir=backup, delete_backup=False)
+        + [
+            ResumeLog("ADMM", steps_per_epoch or len(train_ds), resumed),
+            rates,
+            PhaseTimer(model, phase_times),
+        ],
+    )
+    return model, phase_times
