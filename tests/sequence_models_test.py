@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tensorflow.lite.python.convert_phase import ConverterError
 
 import tf_admm
 import tflite_export
@@ -63,21 +62,7 @@ def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-# Until the exporter gives RNN models a static batch, the converter refuses their TensorList ops
-# ('tf.TensorListReserve' op requires element_shape to be static): only that error is expected,
-# and strictly, so the marks must go when the exporter handles them.
-_CONVERTER_REFUSES_RNN = pytest.mark.xfail(
-    strict=True,
-    raises=ConverterError,
-    reason="the converter's TensorList lowering needs a static batch (issue 14, item 4)",
-)
-_CASES = [
-    pytest.param(name, marks=() if name == "transformer_encoder" else _CONVERTER_REFUSES_RNN)
-    for name in sorted(MODELS)
-]
-
-
-@pytest.mark.parametrize("name", _CASES)
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_compress_strip_save_and_export(name, tmp_path):
     factory, expected_weights = MODELS[name]
     keras.utils.set_random_seed(0)
@@ -113,3 +98,11 @@ def test_compress_strip_save_and_export(name, tmp_path):
 
     report = tflite_export.export(plain, str(tmp_path / f"{name}.tflite"), batch_size=4)
     assert report.checks and all(check.passed for check in report.checks), str(report)
+    assert report.skipped_weights == (), report.skipped_weights
+    # Every tensor holding a compressed weight (8% nonzero) is stored in at most a third of its
+    # float32 bytes (sparse or as codes), whichever operator reads it (LSTM gates, GATHER, ...).
+    sparse = [w for w in report.weights if w.nonzeros <= 0.1 * w.num_weights]
+    for layer_name in expected_weights:  # labels read "layer", "layer/kernel[:, 0:24]", ...
+        assert any(w.label.split("/")[0].split(".")[0] == layer_name for w in sparse), layer_name
+    for weight in sparse:
+        assert weight.stored_bytes <= 4 * weight.num_weights / 3, (weight.label, weight.detail)
