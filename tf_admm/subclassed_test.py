@@ -218,12 +218,18 @@ def test_mid_admm_keras_file_of_registered_class_resumes_the_same(tmp_path):
                 np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy())
     assert int(loaded.admm_step.numpy()) == int(admm.admm_step.numpy())
     np.testing.assert_array_equal(loaded(x).numpy(), admm(x).numpy())
-    for model in (admm, loaded):
-        model.fit(
+    _continue_identically(admm, loaded, x, y)
+
+
+def _continue_identically(admm, loaded, x, y) -> None:
+    """Three more epochs of the original and of its loaded copy reach retraining with exact
+    counts in both and the same outputs: the file held the whole ADMM state."""
+    for each in (admm, loaded):
+        each.fit(
             x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=tf_admm.callbacks()
         )
-        assert model.phase is tf_admm.Phase.RETRAIN
-        _kept_counts_exact(model)
+        assert each.phase is tf_admm.Phase.RETRAIN
+        _kept_counts_exact(each)
     np.testing.assert_allclose(loaded(x).numpy(), admm(x).numpy(), atol=1e-5)
 
 
@@ -260,13 +266,7 @@ def test_shared_layers_tuples_block_lists_and_sequential_survive_save_load_and_s
     admm.save(path)
     loaded = tf_admm.load_model(path)
     np.testing.assert_array_equal(loaded(x).numpy(), admm(x).numpy())
-    for each in (admm, loaded):
-        each.fit(
-            x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=tf_admm.callbacks()
-        )
-        assert each.phase is tf_admm.Phase.RETRAIN
-        _kept_counts_exact(each)
-    np.testing.assert_allclose(loaded(x).numpy(), admm(x).numpy(), atol=1e-5)
+    _continue_identically(admm, loaded, x, y)
     plain = tf_admm.strip(loaded)
     assert type(plain) is Shared and plain.entry is plain.stack[0]
     assert isinstance(plain.pair, Pair) and isinstance(plain.head, keras.Sequential)
