@@ -17,6 +17,9 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${1:-$repo/.venv/bin/python}"
+# Absolute, since the checks below run from other folders (the directory, not the symlink a
+# virtualenv's python is, is resolved: the virtualenv must stay the one given).
+python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")"
 log() { echo "== wheel_check: $*" >&2; }
 
 work="$(mktemp -d)"
