@@ -84,7 +84,9 @@ import sys
 repo = os.path.realpath(sys.argv[1])
 for entry in sys.path:
     path = os.path.realpath(entry) if entry else ""
-    if path and os.path.isdir(path) and not (path + os.sep).startswith(repo + os.sep):
+    # The checkout itself stays out (an editable install puts it there); its .venv, where CI
+    # installs TensorFlow, stays in.
+    if path and os.path.isdir(path) and path != repo:
         print(path)
 EOF
 # --ignore-installed: the outer tf-admm (an editable install, say) must not count as installed.
