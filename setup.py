@@ -35,6 +35,9 @@ setuptools.setup(
         "tf_keras>=2.16,<2.22",
         "tensorflow-model-optimization>=0.8,<0.9",
         "tensorflow-datasets>=4.9,<5",
+        # tensorflow-datasets needs it (etils.epath) to read a dataset's files but does not
+        # declare it: without it, building MNIST fails with "No module named importlib_resources".
+        "importlib_resources>=5",
         "absl-py>=1.0,<3",
         "tensorboard>=2.16",
         "numpy>=1.26",
