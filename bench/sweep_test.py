@@ -1,0 +1,128 @@
+"""bench/sweep.py: arms, protocol checks, the learning rate, one cached point per arm."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bench import sweep
+
+
+def test_arm_parses_library_and_allocation_and_names_bad_fields():
+    assert sweep.Arm.parse("tfmot:uniform") == sweep.Arm("tfmot", "uniform")
+    assert str(sweep.Arm.parse("tf_admm:lamp")) == "tf_admm:lamp"
+    with pytest.raises(ValueError, match="library:allocation"):
+        sweep.Arm.parse("tf_admm")
+    with pytest.raises(ValueError, match="library in .*received: library='torch'"):
+        sweep.Arm.parse("torch:lamp")
+    with pytest.raises(ValueError, match="allocation in .*received: allocation='random'"):
+        sweep.Arm.parse("tfmot:random")
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"dataset": "cifar10"}, "dataset"),
+        ({"epochs": 24, "prune_epochs": 24}, "prune_epochs < epochs"),
+        ({"update_every": 0}, "update_every >= 1"),
+        ({"rho": 0.0}, "rho > 0"),
+        ({"rho_multiplier": 0.9}, "rho_multiplier >= 1"),
+    ],
+)
+def test_protocol_refuses_bad_fields(fields, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.Protocol(**fields)
+
+
+def test_protocol_key_changes_with_any_field():
+    assert sweep.Protocol().key() == sweep.Protocol().key()
+    assert sweep.Protocol().key() != sweep.Protocol(rho=1e-3).key()
+    assert sweep.Protocol().key() != sweep.Protocol(dataset="fashion_mnist").key()
+
+
+def test_cosine_rate_holds_then_decays_to_the_floor():
+    assert sweep.cosine_rate(0, 10, 4, 1e-3, 1e-5) == 1e-3
+    assert sweep.cosine_rate(9, 10, 4, 1e-3, 1e-5) == 1e-3
+    assert sweep.cosine_rate(10, 10, 4, 1e-3, 1e-5) == pytest.approx(1e-3)
+    assert sweep.cosine_rate(12, 10, 4, 1e-3, 1e-5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert sweep.cosine_rate(14, 10, 4, 1e-3, 1e-5) == pytest.approx(1e-5)
+    assert sweep.cosine_rate(99, 10, 4, 1e-3, 1e-5) == pytest.approx(1e-5)
+
+
+def _arrays(count=256, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count)
+    images = rng.uniform(0, 0.2, (count, 28, 28, 1)).astype(np.float32)
+    for digit in range(10):  # A bright block per class, so that training learns something.
+        images[labels == digit, 2 * digit : 2 * digit + 4, 4:10, 0] += 0.8
+    return images, labels
+
+
+def test_every_arm_keeps_exactly_the_allocation_and_a_point_is_read_back(tmp_path, monkeypatch):
+    protocol = sweep.Protocol(
+        epochs=2, prune_epochs=1, pretrain_epochs=1, batch_size=64, update_every=2
+    )
+    arrays = (_arrays(), _arrays(64, 1), _arrays(64, 2))
+    records = {}
+    for arm in ("tf_admm:lamp", "tfmot:lamp", "tfmot:uniform"):
+        records[arm] = sweep.run_point(
+            protocol, 0, sweep.Arm.parse(arm), 100, work_dir=str(tmp_path), arrays=arrays
+        )
+    # keep_for_ratio(430,500, 100) = 4,305 weights; LAMP splits them by the dense kernels.
+    lamp = records["tf_admm:lamp"]["kept"]
+    assert sum(lamp.values()) == 4_305
+    assert records["tfmot:lamp"]["kept"] == lamp
+    for record in records.values():
+        assert record["nonzeros"] == record["kept"]
+        assert record["weights"] == 430_500
+        assert record["achieved_ratio"] == pytest.approx(430_500 / 4_305)
+        assert 0 <= record["test"] <= 1 and 0 <= record["validation"] <= 1
+    # Uniform: one sparsity everywhere, so conv1 (500 weights) keeps 5.
+    assert records["tfmot:uniform"]["kept"]["conv1"] == 5
+    # Same seed: both libraries started from the same cached dense model.
+    assert records["tfmot:lamp"]["dense"] == records["tf_admm:lamp"]["dense"]
+
+    path = sweep.point_path(str(tmp_path), protocol, 0, sweep.Arm.parse("tf_admm:lamp"), 100)
+    assert os.path.exists(path)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached point was trained again")
+
+    monkeypatch.setattr(sweep, "_tf_admm", no_training)
+    again = sweep.run_point(
+        protocol, 0, sweep.Arm.parse("tf_admm:lamp"), 100, work_dir=str(tmp_path), arrays=arrays
+    )
+    assert again == json.loads(open(path, encoding="utf-8").read())
+    # Another protocol is a different point, not the cached one.
+    other = sweep.Protocol(epochs=2, prune_epochs=1, pretrain_epochs=1, batch_size=64)
+    assert sweep.point_path(str(tmp_path), other, 0, sweep.Arm.parse("tf_admm:lamp"), 100) != path
+
+
+def test_summary_gives_mean_gaps_and_the_highest_ratio_within_tolerance():
+    def record(arm, ratio, seed, test):
+        return {
+            "arm": arm,
+            "target_ratio": ratio,
+            "seed": seed,
+            "test": test,
+            "validation": test,
+            "dense": {"test": 0.99, "validation": 0.99},
+        }
+
+    records = [
+        record("tf_admm:lamp", 100, 0, 0.9895),
+        record("tf_admm:lamp", 100, 1, 0.9885),  # mean -0.10: within 0.1
+        record("tf_admm:lamp", 200, 0, 0.9870),
+        record("tfmot:lamp", 100, 0, 0.9880),
+        record("tfmot:lamp", 50, 0, 0.9900),
+    ]
+    gaps = sweep.gaps(records)
+    assert gaps[("tf_admm:lamp", 100)] == pytest.approx([-0.05, -0.15])
+    assert sweep.highest_within(records, "tf_admm:lamp", 0.1) == 100
+    assert sweep.highest_within(records, "tfmot:lamp", 0.1) == 50
+    assert sweep.highest_within(records, "tfmot:lamp", 0.01) == 50
+    assert sweep.highest_within(records, "tfmot:uniform", 0.1) is None
+    text = sweep.format_summary(records, 0.1)
+    assert "-0.10 ± 0.07 (n=2)" in text
+    assert "tf_admm:lamp 100x, tfmot:lamp 50x" in text
