@@ -16,7 +16,9 @@ Reads, where they exist (a missing one is named in the report, not an error):
 * more JSON files of the same benchmarks (``--compare``): each is set against the first file of
   the same benchmark and dataset, point by point, as a measure of run-to-run noise,
 * a recipe's ``--model_dir`` (``--recipe_dir``): its ``results.json`` and the TensorBoard logs
-  under ``logs/train`` (ADMM residuals, rho, per-layer sparsity, phase per epoch).
+  under ``logs/train`` (ADMM residuals, rho, per-layer sparsity, phase per epoch),
+* the ablation's ingredients file (``--ablation``, default ``bench/ablation_167x.json``): one
+  row per ingredient at 167x from ``bench.ablation`` outputs and recipe runs.
 
 Writes the Markdown report (``--out``) and PNG plots beside it (``--plots_dir``): every table
 with the command, date, machine and load that produced it, the papers' published numbers beside
@@ -40,7 +42,7 @@ from typing import Any
 
 from absl import app, flags
 
-from bench import comparisons, plots, tables
+from bench import ablation_table, comparisons, plots, tables
 
 __all__ = [
     "DEFAULT_COMBINED",
@@ -61,6 +63,7 @@ DEFAULT_FRONTIER = (
 )
 DEFAULT_COMBINED = ("runs/bench/combined/combined_mnist.json",)
 DEFAULT_OVERHEAD = ("runs/bench/overhead.json",)
+DEFAULT_ABLATION = "bench/ablation_167x.json"
 
 _PRODUCERS = {
     "frontier": "python -m bench.frontier",
@@ -134,6 +137,8 @@ class Settings:
       compare: more JSON files of any of the three: run-to-run noise against the first file
         of the same benchmark and dataset.
       recipe_dir: a recipe's model_dir (``results.json``, ``logs/train``), or None.
+      ablation: ingredients file of the ablation table (:mod:`bench.ablation_table`), or
+        None for no ablation section.
       out: the Markdown file.
       plots_dir: where the PNGs go (None: beside ``out``).
       tolerance_points: "within this many accuracy points of dense" for the frontier
@@ -147,6 +152,7 @@ class Settings:
     overhead: tuple[str, ...] = DEFAULT_OVERHEAD
     compare: tuple[str, ...] = ()
     recipe_dir: str | None = None
+    ablation: str | None = DEFAULT_ABLATION
     out: str = "docs/RESULTS.md"
     plots_dir: str | None = None
     tolerance_points: float | None = None
@@ -1069,6 +1075,23 @@ def _noise_section(groups: Mapping[tuple, list[Mapping[str, Any]]]) -> list[str]
     return lines
 
 
+def _ablation_section(path: str) -> list[str]:
+    ratio, ingredients = ablation_table.load_ingredients(path)
+    rows = ablation_table.measure(ingredients)
+    lines = [f"## Ablation: what each ingredient adds at {ratio:g}x", ""]
+    lines += [
+        f"Ingredients and their runs from `{path}` (`python -m bench.ablation` and recipe runs; "
+        "each row's runs differ in the ingredient alone).",
+        "",
+        ablation_table.format_markdown(ratio, rows),
+        "",
+    ]
+    empty = [row.ingredient.name for row in rows if not row.with_ or not row.without]
+    if empty:
+        lines += [f"Not measured yet (no runs on one side): {'; '.join(empty)}.", ""]
+    return lines
+
+
 def _shortfall_section(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     found = shortfalls(docs)
     lines = [
@@ -1155,6 +1178,11 @@ def run(settings: Settings) -> dict[str, Any]:
         lines += _overhead_section(doc)
     if settings.recipe_dir:
         lines += _recipe_section(settings, recipe, outputs)
+    if settings.ablation:
+        if os.path.exists(settings.ablation):
+            lines += _ablation_section(settings.ablation)
+        else:
+            missing.append(("ablation", settings.ablation))
     lines += _shortfall_section(firsts)
     lines += _noise_section(groups)
     if missing:
@@ -1194,6 +1222,11 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
         ),
         "recipe_dir": flags.DEFINE_string(
             "recipe_dir", None, "A recipe's model_dir (results.json, logs/train)."
+        ),
+        "ablation": flags.DEFINE_string(
+            "ablation",
+            defaults.ablation,
+            "Ingredients file of the ablation table ('' for none; see bench/ablation_table.py).",
         ),
         "out": flags.DEFINE_string("out", defaults.out, "Markdown report path."),
         "plots_dir": flags.DEFINE_string("plots_dir", None, "PNG directory (default: beside out)."),

@@ -290,6 +290,7 @@ def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
             combined=(combined,),
             overhead=(overhead,),
             compare=(again,),
+            ablation=None,
             out=str(out),
             command="python -m bench.results --test",
         )
@@ -405,11 +406,13 @@ def test_report_with_nothing_to_read_names_every_missing_output(tmp_path):
             frontier=(str(tmp_path / "a.json"),),
             combined=(),
             overhead=(str(tmp_path / "b.json"),),
+            ablation=str(tmp_path / "c.json"),
             out=str(out),
         )
     )
     assert report["plots"] == []
     assert "python -m bench.overhead" in report["markdown"]
+    assert ("ablation", str(tmp_path / "c.json")) in report["missing"]
     assert "No benchmark output to compare." in report["markdown"]
     assert "| 71.2x | no data yet |" in report["markdown"]
 
@@ -488,3 +491,40 @@ def test_a_pruning_recipe_run_is_set_beside_the_published_pruning_ratio():
     assert results._recipe_claims(recipe) == {
         "pruning": "tf-admm recipe 71.2x (99.31%, its dense model 99.32%)"
     }
+
+
+def test_ablation_section_has_a_row_per_ingredient_and_names_the_unmeasured(tmp_path):
+    run = {
+        "dense_accuracy": 0.9910,
+        "pruned_accuracy": 0.9905,
+        "pruning_ratio": 167.02,
+        "run": {"command": "python -m recipes.lenet5_mnist --seed=0", "commit": "abc", "seed": 0},
+    }
+    (tmp_path / "with.json").write_text(json.dumps(run), encoding="utf-8")
+    without = dict(run, pruned_accuracy=0.9890)
+    (tmp_path / "without.json").write_text(json.dumps(without), encoding="utf-8")
+    ingredients = {
+        "ratio": 167,
+        "ingredients": [
+            {
+                "name": "measured",
+                "without": [str(tmp_path / "without.json")],
+                "with": [str(tmp_path / "with.json")],
+            },
+            {
+                "name": "unmeasured",
+                "without": [str(tmp_path / "none*.json")],
+                "with": [str(tmp_path / "with.json")],
+            },
+        ],
+    }
+    path = _write(tmp_path, "ingredients.json", ingredients)
+    report = results.run(
+        results.Settings(
+            frontier=(), combined=(), overhead=(), ablation=path, out=str(tmp_path / "R.md")
+        )
+    )
+    markdown = report["markdown"]
+    assert "## Ablation: what each ingredient adds at 167x" in markdown
+    assert "| measured | -0.20 (n=1) | -0.05 (n=1) | +0.15 | - | 167x | 0 |" in markdown
+    assert "Not measured yet (no runs on one side): unmeasured." in markdown
