@@ -248,6 +248,8 @@ class Comparison:
 
     def verdict(self) -> str:
         """One line: both highest ratios and whether tf-admm's is at least twice tfmot's."""
+        if not self.ratios:
+            return f"{self.title}: no ratio measured for both libraries yet."
         highest = self.highest
 
         def text(ratio: float | None) -> str:

@@ -168,6 +168,12 @@ def test_verdict_when_one_library_reaches_none_and_at_the_highest_ratio_measured
     same = comparisons.same_allocation(comparisons.cells(neither), 0.1)
     assert same.factor is None and not same.at_least_twice
     assert "tf-admm reaches none: NOT at least 2x." in same.verdict()
+    alone = comparisons.cells([record("tf_admm:lamp", 100, 0, -0.05)])
+    assert (
+        comparisons.same_allocation(alone, 0.1)
+        .verdict()
+        .endswith("no ratio measured for both libraries yet.")
+    )
     # Fashion-MNIST's tolerance is wider: -0.5 is within 0.5.
     assert comparisons.tolerance_for("fashion_mnist") == 0.5
     wide = comparisons.same_allocation(comparisons.cells(neither), 0.5)

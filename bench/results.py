@@ -302,7 +302,8 @@ def _records_provenance(doc: Mapping[str, Any]) -> list[str]:
     ]
     one_minute = [load[0] for load in loads if load]
     lines = [
-        f"- points: {len(records)} records ({sources.count('run')} trained by this command, "
+        f"- points: {len(records)} record{'s' if len(records) > 1 else ''} "
+        f"({sources.count('run')} trained by this command, "
         f"{sources.count('cached')} read from the cache"
         + (f", {sources.count('missing')} missing" if sources.count("missing") else "")
         + "), trained by:",
@@ -765,7 +766,7 @@ def _published_section(
                 f"{comparison.name.replace('_', ' ')}: "
                 + ", ".join(
                     f"{_LIBRARY_LABELS[library]} "
-                    + ("none measured" if ratio is None else f"{ratio:g}x")
+                    + ("none within it" if ratio is None else f"{ratio:g}x")
                     for library, ratio in highest.items()
                 )
             )
