@@ -5,8 +5,9 @@ Usage:
   python -m bench.combined --ratios=50,100                 # plus the config scaled to 50x, 100x
   python -m bench.combined --smoke                         # about a minute, numbers meaningless
 
-Both libraries start from the dense LeNet-5 that ``bench.frontier`` pretrains and caches (the
-same file when ``--dense_dir`` is frontier's ``--work_dir``), and get the same per-layer
+Both libraries start from one dense LeNet-5, pretrained once and cached in ``--dense_dir``
+(default: ``--work_dir``; the recorded runs used ``runs/bench/frontier``, where the frontier
+benchmark of the time kept the same checkpoint), and get the same per-layer
 targets, the same number of epochs and the same learning-rate schedule:
 
 * tf-admm trains the config (``recipes/configs/lenet5_admm_quant_105x.json``: pruning ADMM and
@@ -53,9 +54,9 @@ from absl import app, flags, logging
 
 import tf_admm
 import tflite_export
-from bench import common, frontier, plots
+from bench import common, plots
 from bench.common import tfmot
-from recipes import schedules
+from recipes import data, models, schedules
 from tf_admm.compat import keras, tf
 from tf_admm.projections import keep_count
 from tflite_export import flatbuffer, verify
@@ -66,11 +67,13 @@ from tflite_export.weights import SUPPORTED_LAYERS
 __all__ = [
     "CENTROID_INITS",
     "CONFIG",
+    "DATASETS",
     "LIBRARIES",
     "VARIANTS",
     "Budget",
     "LayerPlan",
     "Settings",
+    "allocate",
     "budget",
     "layer_plans",
     "point_spec",
@@ -79,7 +82,11 @@ __all__ = [
 ]
 
 # The combined recipe's default before 2026-11-29's reallocation, which the recorded runs used.
-CONFIG = os.path.join(os.path.dirname(frontier.PROFILE_CONFIG), "lenet5_admm_quant_105x.json")
+CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs"
+)
+CONFIG = os.path.join(CONFIGS, "lenet5_admm_quant_105x.json")
+DATASETS = {"mnist": data.load_mnist, "fashion_mnist": data.load_fashion_mnist}
 LIBRARIES = ("tf_admm", "tfmot")
 VARIANTS = ("tf_admm", "tfmot_cluster", "tfmot_pcqat")
 CENTROID_INITS = ("kmeans_plus_plus", "linear", "density_based")
@@ -92,11 +99,12 @@ class Settings:
 
     Attributes:
       work_dir: JSON, PNG and ``.tflite`` files go here.
-      dense_dir: cache of the shared dense checkpoint (``bench.frontier``'s work_dir).
+      dense_dir: cache of the dense checkpoint (None: ``work_dir``). Its file name records the
+        dataset, pretraining epochs, batch size, learning rate, seed and smoke cut.
       dataset: ``"mnist"`` or ``"fashion_mnist"``.
       data_dir: TFDS data directory (None: the default one).
       config: the tf-admm spec (pruning and quantization per layer, rounds, rho schedule).
-      ratios: extra points: the config's kept fractions scaled (as ``bench.frontier`` does) to
+      ratios: extra points: the config's kept fractions scaled (:func:`allocate`) to
         these pruning ratios, bits unchanged. The config itself is always the first point.
       libraries: among :data:`LIBRARIES`.
       final_epochs: epochs after the config's scheduled rounds (tf-admm's shared-value
@@ -124,7 +132,7 @@ class Settings:
     """
 
     work_dir: str = "runs/bench/combined"
-    dense_dir: str = frontier.Settings.work_dir
+    dense_dir: str | None = None
     dataset: str = "mnist"
     data_dir: str | None = None
     config: str = CONFIG
@@ -153,10 +161,9 @@ class Settings:
     command: str = "bench.combined.run()"
 
     def __post_init__(self):
-        if self.dataset not in frontier.DATASETS:
+        if self.dataset not in DATASETS:
             raise ValueError(
-                f"Expected dataset in {sorted(frontier.DATASETS)}; "
-                f"received: dataset={self.dataset!r}"
+                f"Expected dataset in {sorted(DATASETS)}; received: dataset={self.dataset!r}"
             )
         if any(not r >= 1 for r in self.ratios):
             raise ValueError(f"Expected ratios >= 1; received: ratios={list(self.ratios)}")
@@ -215,25 +222,150 @@ class Settings:
             )
         return spec
 
-    def dense_settings(self) -> frontier.Settings:
-        """``bench.frontier``'s settings that name and train the shared dense checkpoint."""
-        return frontier.Settings(
-            work_dir=self.dense_dir,
-            dataset=self.dataset,
-            data_dir=self.data_dir,
-            pretrain_epochs=self.pretrain_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            seed=self.seed,
-            train_batches=self.train_batches,
-            test_batches=self.test_batches,
-            verbose=self.verbose,
-        )
+    @property
+    def dense_directory(self) -> str:
+        return self.dense_dir or self.work_dir
 
     def output_path(self, value: str | None, suffix: str) -> str | None:
         if value is None:
             return os.path.join(self.work_dir, f"combined_{self.dataset}.{suffix}")
         return value or None
+
+
+# ----------------------------------------------------------------------------------------------
+# Data and the dense model
+# ----------------------------------------------------------------------------------------------
+
+
+def _datasets(settings: Settings):
+    # Loaded afresh for every run, so that every run sees the same sequence of shuffles.
+    train_ds, test_ds = DATASETS[settings.dataset](
+        settings.data_dir, batch_size=settings.batch_size, shuffle_seed=settings.seed
+    )
+    if settings.train_batches:
+        train_ds = train_ds.take(settings.train_batches)
+    if settings.test_batches:
+        test_ds = test_ds.take(settings.test_batches)
+    return train_ds, test_ds
+
+
+def _compile(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    model.compile(keras.optimizers.Adam(learning_rate), common.classification_loss(), ["accuracy"])
+    return model
+
+
+def _evaluate(model: keras.Model, test_ds) -> float:
+    _compile(model)
+    return float(model.evaluate(test_ds, verbose=0)[1])
+
+
+def _checkpoint_path(settings: Settings) -> str:
+    # The name the frontier benchmark of 2026-11 gave the same checkpoint: a --dense_dir of
+    # that time's runs is reused as it is.
+    name = (
+        f"dense_lenet5_{settings.dataset}_e{settings.pretrain_epochs}_bs{settings.batch_size}"
+        f"_lr{settings.learning_rate:g}_s{settings.seed}"
+    )
+    if settings.train_batches:
+        name += f"_b{settings.train_batches}"
+    return os.path.join(settings.dense_directory, f"{name}.weights.h5")
+
+
+def _dense(settings: Settings) -> keras.Model:
+    """A fresh copy of the dense model (from the checkpoint)."""
+    keras.utils.set_random_seed(settings.seed)
+    model = models.lenet5()
+    model.load_weights(_checkpoint_path(settings))
+    return model
+
+
+def _pretrain(settings: Settings) -> dict[str, Any]:
+    """Trains the dense model unless its checkpoint exists; returns its facts."""
+    path = _checkpoint_path(settings)
+    seconds = None
+    if not os.path.exists(path):
+        train_ds, _ = _datasets(settings)
+        keras.utils.set_random_seed(settings.seed)
+        model = _compile(models.lenet5(), settings.learning_rate)
+        start = time.perf_counter()
+        model.fit(
+            train_ds,
+            epochs=settings.pretrain_epochs,
+            verbose=settings.verbose,
+            callbacks=[
+                keras.callbacks.LearningRateScheduler(
+                    schedules.step_decay(settings.learning_rate, settings.pretrain_epochs, start=0)
+                )
+            ],
+        )
+        seconds = time.perf_counter() - start
+        os.makedirs(settings.dense_directory, exist_ok=True)
+        model.save_weights(path)
+    _, test_ds = _datasets(settings)
+    return {
+        "checkpoint": path,
+        "cached": seconds is None,
+        "pretrain_seconds": seconds,
+        "accuracy": _evaluate(_dense(settings), test_ds),
+    }
+
+
+def _steps_per_epoch(train_ds) -> int:
+    count = int(train_ds.cardinality())
+    if count < 0:  # Unknown or infinite: count once.
+        count = sum(1 for _ in train_ds)
+    return count
+
+
+def _ramp_frequency(steps: int, at_most: int = 100) -> int:
+    """Largest divisor of ``steps`` up to ``at_most``, so that the last mask update is on time."""
+    return max(d for d in range(1, min(steps, at_most) + 1) if steps % d == 0)
+
+
+def allocate(
+    ratio: float, sizes: Mapping[str, int], profile: Mapping[str, float]
+) -> dict[str, int]:
+    """Kept weights per layer for an overall ``ratio``, shaped like ``profile``.
+
+    Every layer keeps ``min(size, scale * (1 - profile sparsity) * size)`` weights (rounded,
+    at least 1), with the one ``scale`` that makes the total ``sum(sizes) / ratio``: layers
+    that would keep more than all their weights keep all, and the others share the rest in the
+    profile's proportions.
+
+    Args:
+      ratio: overall compression ratio, >= 1.
+      sizes: {layer: number of weights}.
+      profile: {layer: sparsity} with the same keys, each in [0, 1).
+
+    Returns:
+      {layer: kept weights}.
+
+    Raises:
+      ValueError: if the keys differ or ``ratio`` < 1.
+    """
+    if set(sizes) != set(profile):
+        raise ValueError(
+            f"Expected a profile for every layer {sorted(sizes)}; received: {sorted(profile)}"
+        )
+    if not ratio >= 1:
+        raise ValueError(f"Expected ratio >= 1; received: ratio={ratio}")
+    kept_fraction = {name: 1.0 - float(profile[name]) for name in sizes}
+    wanted = sum(sizes.values()) / ratio
+    full: set[str] = set()
+    while True:
+        free = [n for n in sizes if n not in full]
+        budget = wanted - sum(sizes[n] for n in full)
+        scale = budget / sum(kept_fraction[n] * sizes[n] for n in free)
+        capped = {n for n in free if kept_fraction[n] * scale >= 1.0}
+        if not capped:
+            break
+        full |= capped
+    return {
+        name: sizes[name]
+        if name in full
+        else min(sizes[name], max(1, round(kept_fraction[name] * scale * sizes[name])))
+        for name in sizes
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,7 +485,7 @@ def _points(settings: Settings, spec: tf_admm.Spec, plans) -> list[dict[str, Any
     ]
     profile = {p.name: p.rule.target_sparsity for p in plans}
     for ratio in settings.ratios:
-        scaled = frontier.allocate(ratio, sizes, profile)
+        scaled = allocate(ratio, sizes, profile)
         points.append(
             {
                 "name": f"{ratio:g}x",
@@ -561,7 +693,7 @@ def _result(
         "seconds": seconds,
         "requested_nonzeros": dict(point["kept"]),
         "bits": bits,
-        "accuracy": frontier._evaluate(model, test_ds),
+        "accuracy": _evaluate(model, test_ds),
         **extra,
     }
     qat = variant == "tfmot_pcqat"
@@ -604,12 +736,9 @@ def _learning_rate_callback(settings: Settings, plan: Budget) -> keras.callbacks
 
 
 def _run_tf_admm(settings, point, plans, plan: Budget, train_ds, test_ds) -> dict[str, Any]:
-    dense_settings = settings.dense_settings()
     keras.utils.set_random_seed(settings.seed)
     start = time.perf_counter()
-    model = frontier._compile(
-        tf_admm.admm_wrap(frontier._dense(dense_settings), point["spec"]), settings.learning_rate
-    )
+    model = _compile(tf_admm.admm_wrap(_dense(settings), point["spec"]), settings.learning_rate)
     history = common.EpochLog()
     # As the recipes: the retraining between progressive pruning stages decays too.
     schedule = schedules.learning_rate_schedule(
@@ -702,11 +831,10 @@ def _cluster(model: keras.Model, clusters: Mapping[str, int], preferred: str):
 
 def _run_tfmot(settings, point, plans, plan: Budget, train_ds, test_ds) -> list[dict[str, Any]]:
     """Prune, cluster (one row), PCQAT (a second row), in one sequence of epochs."""
-    dense_settings = settings.dense_settings()
     keras.utils.set_random_seed(settings.seed)
-    steps = frontier._steps_per_epoch(train_ds)
+    steps = _steps_per_epoch(train_ds)
     ramp_steps = plan.prune_ramp * steps
-    frequency = frontier._ramp_frequency(ramp_steps)
+    frequency = _ramp_frequency(ramp_steps)
     sparsities = {
         p.name: 1.0 - point["kept"][p.name] / p.size
         for p in plans
@@ -724,8 +852,8 @@ def _run_tfmot(settings, point, plans, plan: Budget, train_ds, test_ds) -> list[
 
     learning_rate = _learning_rate_callback(settings, plan)
     start = time.perf_counter()
-    pruned = common.tfmot_prune(frontier._dense(dense_settings), sparsities, schedule)
-    frontier._compile(pruned, settings.learning_rate)
+    pruned = common.tfmot_prune(_dense(settings), sparsities, schedule)
+    _compile(pruned, settings.learning_rate)
     pruned_epochs = plan.prune_ramp + plan.prune_finetune
     pruned.fit(
         train_ds,
@@ -738,7 +866,7 @@ def _run_tfmot(settings, point, plans, plan: Budget, train_ds, test_ds) -> list[
     extra = 1 if settings.zero_cluster_extra else 0
     clusters = {p.name: p.levels + extra for p in plans if p.levels is not None}
     clustered, inits = _cluster(stripped, clusters, settings.centroid_init)
-    frontier._compile(clustered, settings.learning_rate)
+    _compile(clustered, settings.learning_rate)
     cluster_end = pruned_epochs + plan.cluster
     clustered.fit(
         train_ds,
@@ -762,7 +890,7 @@ def _run_tfmot(settings, point, plans, plan: Budget, train_ds, test_ds) -> list[
             preserve_sparsity=True
         )
         qat = tfmot.quantization.keras.quantize_apply(annotated, scheme)
-        frontier._compile(qat, settings.learning_rate)
+        _compile(qat, settings.learning_rate)
         qat.fit(
             train_ds,
             initial_epoch=cluster_end,
@@ -840,8 +968,8 @@ def format_results(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _dense_facts(dense_settings: frontier.Settings, facts: dict[str, Any]) -> dict[str, Any]:
-    float_file = tflite_export.convert_float(frontier._dense(dense_settings))
+def _dense_facts(settings: Settings, facts: dict[str, Any]) -> dict[str, Any]:
+    float_file = tflite_export.convert_float(_dense(settings))
     return {
         **facts,
         "float_file_bytes": len(float_file),
@@ -857,15 +985,14 @@ def run(settings: Settings) -> dict[str, Any]:
     spec = settings.spec()
     plan = budget(spec, settings.final_epochs, settings.pcqat_epochs)
     os.makedirs(settings.work_dir, exist_ok=True)
-    dense_settings = settings.dense_settings()
-    dense = _dense_facts(dense_settings, frontier._pretrain(dense_settings))
-    plans = layer_plans(frontier._dense(dense_settings), spec)
+    dense = _dense_facts(settings, _pretrain(settings))
+    plans = layer_plans(_dense(settings), spec)
     points = _points(settings, spec, plans)
     runs = []
     for point in points:
         for library in settings.libraries:
             # Fresh data for each library: both see the same sequence of shuffles.
-            train_ds, test_ds = frontier._datasets(dense_settings)
+            train_ds, test_ds = _datasets(settings)
             if library == "tf_admm":
                 rows = [_run_tf_admm(settings, point, plans, plan, train_ds, test_ds)]
             else:
@@ -921,14 +1048,12 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
     return {
         **common.define_run_flags(defaults, LIBRARIES),
         "smoke": flags.DEFINE_bool("smoke", False, "Tiny run (about a minute) to check it works."),
-        "dataset": flags.DEFINE_enum(
-            "dataset", defaults.dataset, sorted(frontier.DATASETS), "Dataset."
-        ),
+        "dataset": flags.DEFINE_enum("dataset", defaults.dataset, sorted(DATASETS), "Dataset."),
         "work_dir": flags.DEFINE_string(
             "work_dir", defaults.work_dir, "JSON, PNG and .tflite files."
         ),
         "dense_dir": flags.DEFINE_string(
-            "dense_dir", defaults.dense_dir, "Dense checkpoint cache (bench.frontier's work_dir)."
+            "dense_dir", defaults.dense_dir, "Dense checkpoint cache (default: --work_dir)."
         ),
         "config": flags.DEFINE_string("config", defaults.config, "tf-admm spec (JSON)."),
         "ratios": flags.DEFINE_list(

@@ -1,11 +1,13 @@
 """bench.combined's planning and accounting, without training (the smoke run is in smoke_test)."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 
-from bench import combined, frontier
+import tf_admm
+from bench import combined
 from recipes import models
 from tf_admm.compat import keras, tf
 from tf_admm.projections import keep_count
@@ -34,9 +36,37 @@ def test_budget_without_a_clustering_epoch_is_refused():
 
 
 def test_settings_refuse_a_config_that_does_not_quantize():
-    settings = combined.Settings(config=frontier.PROFILE_CONFIG)  # the 71x pruning-only spec
+    pruning_only = os.path.join(combined.CONFIGS, "lenet5_admm_71x_oneshot.json")
+    settings = combined.Settings(config=pruning_only)
     with pytest.raises(ValueError, match="prunes and quantizes"):
         settings.spec()
+
+
+def test_allocate_scales_a_profile_to_the_requested_ratio():
+    spec = tf_admm.Spec.from_file(os.path.join(combined.CONFIGS, "lenet5_admm_71x_oneshot.json"))
+    profile = {rule.name: rule.target_sparsity for rule in spec.rules}
+    sizes = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
+    # The config's own counts (100/2000/3600/350, Ye et al. 2018) come back at its own ratio.
+    assert combined.allocate(430_500 / 6_050, sizes, profile) == {
+        "conv1": 100,
+        "conv2": 2_000,
+        "fc1": 3_600,
+        "fc2": 350,
+    }
+    for ratio in (20, 50, 100, 167, 250):
+        kept = combined.allocate(ratio, sizes, profile)
+        assert sum(kept.values()) == pytest.approx(430_500 / ratio, abs=2)
+        # Same proportions as the profile while no layer is full.
+        assert kept["fc1"] / kept["conv2"] == pytest.approx(3_600 / 2_000, rel=1e-2)
+
+
+def test_allocate_caps_full_layers_and_gives_the_rest_to_the_others():
+    profile = {"small": 0.2, "big": 0.99}
+    kept = combined.allocate(2.0, {"small": 100, "big": 10_000}, profile)
+    assert kept["small"] == 100  # 0.8 * scale would exceed 1: the layer keeps everything.
+    assert sum(kept.values()) == 5_050
+    with pytest.raises(ValueError, match="ratio >= 1"):
+        combined.allocate(0.5, {"small": 100, "big": 10_000}, profile)
 
 
 def test_point_spec_scales_the_config_keeping_its_quantization():
@@ -44,7 +74,7 @@ def test_point_spec_scales_the_config_keeping_its_quantization():
     plans = combined.layer_plans(models.lenet5(), spec)
     assert [(p.name, p.bits) for p in plans] == [("conv1", 3), ("conv2", 3), ("fc1", 2), ("fc2", 3)]
     sizes = {p.name: p.size for p in plans}
-    kept = frontier.allocate(50, sizes, {p.name: p.rule.target_sparsity for p in plans})
+    kept = combined.allocate(50, sizes, {p.name: p.rule.target_sparsity for p in plans})
     scaled = combined.point_spec(spec, plans, kept)
     for rule, plan in zip(scaled.rules, plans):
         assert rule.name == plan.name and rule.bits == plan.rule.bits

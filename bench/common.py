@@ -22,6 +22,7 @@ import numpy as np
 from absl import flags
 
 import tf_admm
+from bench import tables
 from tf_admm.compat import keras, tf
 
 # isort: split
@@ -181,17 +182,7 @@ def format_header(title: str, command: str, machine: Mapping[str, Any], start: M
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Plain-text table: first column left-aligned, the others right-aligned."""
-    lines = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    rendered = [
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(line, widths))
-        )
-        for line in lines
-    ]
-    rendered.insert(1, "-" * len(rendered[0]))
-    return "\n".join(rendered)
+    return tables.text_table(header, rows)
 
 
 def finish(

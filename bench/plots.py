@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "ARM_LABELS",
     "LIBRARY_LABELS",
     "PHASE_NAMES",
     "VARIANT_LABELS",
@@ -23,6 +24,11 @@ __all__ = [
 ]
 
 LIBRARY_LABELS = {"tf_admm": "tf-admm (ADMM)", "tfmot": "tfmot prune_low_magnitude"}
+ARM_LABELS = {
+    "tf_admm:lamp": "tf-admm, LAMP allocation",
+    "tfmot:lamp": "tfmot, the same LAMP allocation",
+    "tfmot:uniform": "tfmot, uniform sparsity",
+}
 VARIANT_LABELS = {
     "tf_admm": "tf-admm prune + quantize",
     "tfmot_cluster": "tfmot prune + cluster",
@@ -71,29 +77,38 @@ def _ratio_axis(axes, ratios: Sequence[float]) -> None:
 
 
 def frontier(results: Mapping[str, Any], path: str) -> str:
-    """Accuracy against achieved pruning ratio, one line per library (``bench.frontier``)."""
+    """Test accuracy against achieved pruning ratio, one line per arm, mean and sd over seeds as
+    error bars, the dense models' mean test accuracy as a line (``bench.frontier`` document)."""
+    from bench import comparisons
+
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for library in results["settings"]["libraries"]:
-        runs = sorted(
-            (r for r in results["runs"] if r["library"] == library),
-            key=lambda r: r["achieved_ratio"] or math.inf,
-        )
-        axes.plot(
-            [r["achieved_ratio"] for r in runs],
-            [100 * r["accuracy"] for r in runs],
+    table = comparisons.cells(results["records"])
+    for arm in dict.fromkeys(arm for arm, _ in table):
+        cells = sorted((c for (a, _), c in table.items() if a == arm), key=lambda c: c.ratio)
+        axes.errorbar(
+            [c.achieved_mean for c in cells],
+            [100 * c.accuracy_mean for c in cells],
+            yerr=[100 * (c.accuracy_sd or 0.0) for c in cells],
             marker="o",
-            label=LIBRARY_LABELS.get(library, library),
+            capsize=3,
+            label=ARM_LABELS.get(arm, arm),
         )
-    dense = 100 * results["dense"]["accuracy"]
-    axes.axhline(dense, color="gray", linestyle="--", label=f"dense ({dense:.2f}%)")
-    _ratio_axis(axes, [r["achieved_ratio"] for r in results["runs"]])
+    dense = {r["seed"]: r["dense"]["test"] for r in results["records"]}
+    mean = 100 * sum(dense.values()) / len(dense)
+    axes.axhline(
+        mean,
+        color="gray",
+        linestyle="--",
+        label=f"dense ({mean:.2f}%, mean of {len(dense)} seed{'s' if len(dense) > 1 else ''})",
+    )
+    _ratio_axis(axes, [c.achieved_mean for c in table.values()])
     axes.set_xlabel("compression ratio (weights / nonzero weights)")
-    axes.set_ylabel("test accuracy (%)")
-    settings = results["settings"]
+    axes.set_ylabel("test accuracy (%), mean ± sd over seeds")
+    protocol = results["protocol"]
     axes.set_title(
-        f"LeNet-5 on {settings['dataset']}: {settings['epochs']} epochs "
-        f"({settings['prune_epochs']} pruning) per point"
+        f"LeNet-5 on {protocol['dataset']}: {protocol['epochs']} epochs "
+        f"({protocol['prune_epochs']} pruning) per point"
     )
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()

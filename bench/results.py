@@ -8,13 +8,17 @@ Usage:
 
 Reads, where they exist (a missing one is named in the report, not an error):
 
-* ``bench.frontier`` outputs (``--frontier``, MNIST and Fashion-MNIST by default),
+* ``bench.frontier`` documents (``--frontier``, MNIST and Fashion-MNIST by default): their
+  point records give the per-arm table, the two comparisons and the plot (an output of the old
+  one-seed frontier protocol is refused: it is obsolete),
 * ``bench.combined`` outputs (``--combined``),
 * ``bench.overhead`` output (``--overhead``),
 * more JSON files of the same benchmarks (``--compare``): each is set against the first file of
   the same benchmark and dataset, point by point, as a measure of run-to-run noise,
 * a recipe's ``--model_dir`` (``--recipe_dir``): its ``results.json`` and the TensorBoard logs
-  under ``logs/train`` (ADMM residuals, rho, per-layer sparsity, phase per epoch).
+  under ``logs/train`` (ADMM residuals, rho, per-layer sparsity, phase per epoch),
+* the ablation's ingredients file (``--ablation``, default ``bench/ablation_167x.json``): one
+  row per ingredient at 167x from ``bench.ablation`` outputs and recipe runs.
 
 Writes the Markdown report (``--out``) and PNG plots beside it (``--plots_dir``): every table
 with the command, date, machine and load that produced it, the papers' published numbers beside
@@ -38,15 +42,15 @@ from typing import Any
 
 from absl import app, flags
 
-from bench import plots, tables
+from bench import ablation_table, comparisons, plots, tables
 
 __all__ = [
     "DEFAULT_COMBINED",
     "DEFAULT_FRONTIER",
     "DEFAULT_OVERHEAD",
     "PUBLISHED",
+    "ObsoleteOutputError",
     "Settings",
-    "best_ratio_within",
     "noise",
     "read_tensorboard",
     "run",
@@ -59,6 +63,7 @@ DEFAULT_FRONTIER = (
 )
 DEFAULT_COMBINED = ("runs/bench/combined/combined_mnist.json",)
 DEFAULT_OVERHEAD = ("runs/bench/overhead.json",)
+DEFAULT_ABLATION = "bench/ablation_167x.json"
 
 _PRODUCERS = {
     "frontier": "python -m bench.frontier",
@@ -132,9 +137,13 @@ class Settings:
       compare: more JSON files of any of the three: run-to-run noise against the first file
         of the same benchmark and dataset.
       recipe_dir: a recipe's model_dir (``results.json``, ``logs/train``), or None.
+      ablation: ingredients file of the ablation table (:mod:`bench.ablation_table`), or
+        None for no ablation section.
       out: the Markdown file.
       plots_dir: where the PNGs go (None: beside ``out``).
-      tolerance_points: "within this many accuracy points of dense".
+      tolerance_points: "within this many accuracy points of dense" for the frontier
+        comparisons (None: each frontier document's own, its dataset's: 0.1 point on MNIST,
+        0.5 on Fashion-MNIST).
       command: the command line to report.
     """
 
@@ -143,13 +152,14 @@ class Settings:
     overhead: tuple[str, ...] = DEFAULT_OVERHEAD
     compare: tuple[str, ...] = ()
     recipe_dir: str | None = None
+    ablation: str | None = DEFAULT_ABLATION
     out: str = "docs/RESULTS.md"
     plots_dir: str | None = None
-    tolerance_points: float = 0.1
+    tolerance_points: float | None = None
     command: str = "bench.results.run()"
 
     def __post_init__(self):
-        if not self.tolerance_points >= 0:
+        if self.tolerance_points is not None and not self.tolerance_points >= 0:
             raise ValueError(
                 "Expected tolerance_points >= 0; "
                 f"received: tolerance_points={self.tolerance_points}"
@@ -199,22 +209,12 @@ def _dataset(doc: Mapping[str, Any]) -> str | None:
     return (doc.get("settings") or {}).get("dataset")
 
 
-def _stages(doc: Mapping[str, Any]) -> tuple[float, ...]:
-    """tf-admm's pruning stages in a frontier run (one stage in runs older than the option)."""
-    return tuple((doc.get("settings") or {}).get("prune_stages") or (1.0,))
-
-
 def _budget(doc: Mapping[str, Any]) -> str | None:
-    """What sets a frontier run apart from another of the same dataset: its epoch budget and
-    tf-admm's stages (None for the other benchmarks). Runs with the same budget are repeats."""
+    """What sets a frontier run apart from another of the same dataset: its epochs per point
+    (None for the other benchmarks). Runs with the same budget are repeats."""
     if doc.get("benchmark") != "frontier":
         return None
-    s = doc.get("settings") or {}
-    stages = _stages(doc)
-    budget = f"{s.get('epochs')} epochs"
-    if len(stages) > 1:
-        budget += f", tf-admm in {len(stages)} stages"
-    return budget
+    return f"{(doc.get('protocol') or {}).get('epochs')} epochs"
 
 
 def _key(doc: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
@@ -227,12 +227,29 @@ def _title(key: tuple[str, str | None, str | None]) -> str:
     return f"{benchmark} ({', '.join(details)})" if details else benchmark
 
 
+class ObsoleteOutputError(ValueError):
+    """A benchmark output in a format this report no longer reads."""
+
+
 def _load(path: str) -> dict[str, Any] | None:
+    """The JSON document at ``path`` (None if there is none).
+
+    Raises:
+      ObsoleteOutputError: for a frontier output of the old protocol (one seed, a runs list).
+    """
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except FileNotFoundError:
         return None
+    if doc.get("benchmark") == "frontier" and "records" not in doc:
+        dataset = (doc.get("settings") or {}).get("dataset", "mnist")
+        raise ObsoleteOutputError(
+            f"Expected a bench.frontier document with point records; received: {path}, an "
+            "output of the old frontier protocol (one seed, the 71x profile scaled, one ADMM "
+            "round per epoch), which is obsolete. Rerun it with `python -m bench.frontier "
+            f"--dataset={dataset}` (bench/README.md), or leave it out of --frontier/--compare."
+        )
     doc["_path"] = path
     return doc
 
@@ -257,15 +274,63 @@ def _provenance(doc: Mapping[str, Any]) -> str:
         f"- load average (1/5/15 min) at start {start.get('load_average', '?')}, "
         f"at end {end.get('load_average', '?')}",
     ]
+    lines += _records_provenance(doc)
     short = _short_run(doc)
     if short:
         lines.append(f"- **{short}: the numbers below do not measure anything.**")
     return "\n".join(lines)
 
 
+def _records_provenance(doc: Mapping[str, Any]) -> list[str]:
+    """Where a frontier document's points come from: each record carries the command and
+    commit that trained it, its date, machine and load."""
+    records = doc.get("records") or []
+    if not records:
+        return []
+    sources = [p.get("source") for p in doc.get("points") or []]
+    provenance = [r.get("provenance") or {} for r in records]
+    commands = dict.fromkeys(p.get("command", "?") for p in provenance)
+    commits = dict.fromkeys((p.get("commit") or "unknown")[:12] for p in provenance)
+    dates = sorted(r["date"] for r in records if r.get("date"))
+    machines = dict.fromkeys(
+        f"{m.get('nproc', '?')} cores ({m.get('cpu_model', '?')}), TensorFlow "
+        f"{m.get('tensorflow', '?')}, tfmot {m.get('tfmot', '?')}, tf-admm {m.get('tf_admm', '?')}"
+        for m in (r.get("machine") or {} for r in records)
+    )
+    loads = [
+        (r.get("load_average") or {}).get(when) or [] for r in records for when in ("start", "end")
+    ]
+    one_minute = [load[0] for load in loads if load]
+    lines = [
+        f"- points: {len(records)} record{'s' if len(records) > 1 else ''} "
+        f"({sources.count('run')} trained by this command, "
+        f"{sources.count('cached')} read from the cache"
+        + (f", {sources.count('missing')} missing" if sources.count("missing") else "")
+        + "), trained by:",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+        f"- commits of the points: {', '.join(commits)}",
+    ]
+    if dates:
+        lines.append(f"- points trained from {dates[0]} to {dates[-1]}")
+    lines.append(f"- machines of the points: {'; '.join(machines)}")
+    if one_minute:
+        lines.append(
+            "- 1-minute load average at the start and end of the points: "
+            f"{min(one_minute):g} to {max(one_minute):g}"
+        )
+    return lines
+
+
 def _short_run(doc: Mapping[str, Any]) -> str | None:
     """Why a run is too short to mean anything (smoke runs), or None."""
     settings = doc.get("settings") or {}
+    examples = (doc.get("protocol") or {}).get("train_examples")
+    if doc.get("benchmark") == "frontier" and examples:
+        return f"short run ({examples} training images)"
     if settings.get("train_batches"):
         return f"short run ({settings['train_batches']} training batches per epoch)"
     if (
@@ -286,36 +351,6 @@ def _image(settings: Settings, path: str, alt: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def best_ratio_within(
-    runs: Sequence[Mapping[str, Any]],
-    dense_accuracy: float,
-    tolerance_points: float,
-    ratio_key: str = "achieved_ratio",
-) -> dict[str, Mapping[str, Any] | None]:
-    """Per library, the run with the highest ratio whose accuracy is within tolerance of dense.
-
-    Args:
-      runs: benchmark runs with ``library``, ``accuracy`` (0..1) and ``ratio_key``.
-      dense_accuracy: the dense model's accuracy (0..1).
-      tolerance_points: allowed drop in accuracy points.
-      ratio_key: the run's ratio field.
-
-    Returns:
-      {library: best run, or None when no run of it is within tolerance}.
-    """
-    floor = dense_accuracy - tolerance_points / 100 - 1e-12
-    best: dict[str, Mapping[str, Any] | None] = {}
-    for run in runs:
-        library = run["library"]
-        best.setdefault(library, None)
-        ratio = _nested(run, ratio_key)
-        if run["accuracy"] >= floor and ratio is not None:
-            current = best[library]
-            if current is None or ratio > _nested(current, ratio_key):
-                best[library] = run
-    return best
-
-
 def _nested(run: Mapping[str, Any], key: str) -> float | None:
     value: Any = run
     for part in key.split("."):
@@ -334,11 +369,12 @@ def _smallest_file(run: Mapping[str, Any]) -> tuple[str, int] | None:
     return min(files, key=lambda item: item[1]) if files else None
 
 
-def shortfalls(docs: Sequence[Mapping[str, Any]], tolerance_points: float) -> list[str]:
+def shortfalls(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every measured comparison in which tfmot is at least as good as tf-admm, in words.
 
-    Frontier: the highest ratio within ``tolerance_points`` of dense (tfmot reaching as far),
-    each target ratio where tfmot's accuracy is higher, and wall time. Combined: per point and
+    Frontier, in both comparisons: the highest ratio within the document's tolerance of dense
+    (tfmot reaching as far, or tf-admm not twice as far), each target ratio where tfmot's mean
+    test gap is at least tf-admm's, and wall time. Combined: per point and
     tfmot row, accuracy, storage ratios, file sizes and wall time. Overhead: step time and
     added state.
     """
@@ -347,7 +383,7 @@ def shortfalls(docs: Sequence[Mapping[str, Any]], tolerance_points: float) -> li
         benchmark = _key(doc)[0]
         where = _title(_key(doc))
         if benchmark == "frontier":
-            found += _frontier_shortfalls(doc, where, tolerance_points)
+            found += _frontier_shortfalls(doc, where)
         elif benchmark == "combined":
             found += _combined_shortfalls(doc, where)
         elif benchmark == "overhead":
@@ -355,69 +391,44 @@ def shortfalls(docs: Sequence[Mapping[str, Any]], tolerance_points: float) -> li
     return found
 
 
-def admm_training_accuracy(doc: Mapping[str, Any]) -> list[tuple[float, float, float]]:
-    """(target ratio, training accuracy in tf-admm's last pruning ADMM epoch, in its last
-    epoch) for every tf-admm run of a frontier output that recorded its history."""
+def _frontier_shortfalls(doc, where: str) -> list[str]:
     found = []
-    for run in doc.get("runs", []):
-        history = run.get("history") or []
-        admm = [e for e in history if e.get("phase") == 0 and "accuracy" in e]
-        if run.get("library") == "tf_admm" and admm and "accuracy" in history[-1]:
-            found.append((run["target_ratio"], admm[-1]["accuracy"], history[-1]["accuracy"]))
-    return found
-
-
-def _training_accuracy_note(doc: Mapping[str, Any], where: str) -> list[str]:
-    points = admm_training_accuracy(doc)
-    if not points:
-        return []
-    return [
-        f"{where}: tf-admm's training accuracy in its last pruning ADMM epoch, then in its last "
-        "epoch: "
-        + ", ".join(
-            f"{_ratio(ratio)} {_percent(admm)}% -> {_percent(last)}%"
-            for ratio, admm, last in points
-        )
-        + ". Where it falls far during ADMM (the penalty pulls the weights towards the final "
-        "sparsity at once), retraining does not bring the test accuracy back to tfmot's, whose "
-        "ramp prunes a little at a time."
-    ]
-
-
-def _frontier_shortfalls(doc, where: str, tolerance_points: float) -> list[str]:
-    found = []
-    dense = doc["dense"]["accuracy"]
-    best = best_ratio_within(doc["runs"], dense, tolerance_points)
-    admm, tfmot = best.get("tf_admm"), best.get("tfmot")
-    if "tf_admm" in best and "tfmot" in best and tfmot is not None:
-        admm_ratio = admm["achieved_ratio"] if admm else 0.0
-        if tfmot["achieved_ratio"] >= admm_ratio:
+    tolerance = doc["tolerance_points"]
+    for comparison in comparisons.comparisons(doc["records"], tolerance):
+        what = f"{where}, {comparison.name.replace('_', ' ')}"
+        highest = comparison.highest
+        ours, theirs = highest["tf_admm"], highest["tfmot"]
+        if theirs is not None and (ours is None or theirs >= ours):
             found.append(
-                f"{where}: within {tolerance_points:g} points of dense, tfmot reaches "
-                f"{_ratio(tfmot['achieved_ratio'])} and tf-admm "
-                + (_ratio(admm_ratio) if admm else "no measured ratio")
+                f"{what}: within {tolerance:g} point of dense, tfmot reaches {theirs:g}x and "
+                f"tf-admm "
+                + ("none of the measured ratios" if ours is None else f"{ours:g}x")
                 + "."
             )
-    pairs: dict[float, dict[str, Mapping[str, Any]]] = {}
-    for run in doc["runs"]:
-        pairs.setdefault(run["target_ratio"], {})[run["library"]] = run
-    for target, pair in sorted(pairs.items()):
-        if "tf_admm" in pair and "tfmot" in pair:
-            gap = 100 * (pair["tfmot"]["accuracy"] - pair["tf_admm"]["accuracy"])
-            if gap >= 0:
+        elif not comparison.at_least_twice and comparison.ratios:
+            found.append(
+                f"{what}: tf-admm's highest ratio within {tolerance:g} point of dense is not 2x "
+                f"tfmot's ({ours:g}x against {theirs:g}x)."
+            )
+        for ratio in comparison.ratios:
+            mine, other = comparison.ours[ratio], comparison.theirs[ratio]
+            if other.test_mean >= mine.test_mean:
                 found.append(
-                    f"{where}, {target:g}x: tfmot {_percent(pair['tfmot']['accuracy'])}% against "
-                    f"tf-admm {_percent(pair['tf_admm']['accuracy'])}% ({gap:+.2f} points)."
+                    f"{what}, {ratio:g}x: {other.arm} "
+                    f"{comparisons.format_cell(other.test_mean, other.test_sd)} points from dense "
+                    f"against tf-admm {comparisons.format_cell(mine.test_mean, mine.test_sd)} "
+                    f"(test, mean over {other.n} seed{'s' if other.n > 1 else ''})."
                 )
-    seconds = {
-        library: statistics.median([r["seconds"] for r in doc["runs"] if r["library"] == library])
-        for library in ("tf_admm", "tfmot")
-        if any(r["library"] == library for r in doc["runs"])
-    }
-    if len(seconds) == 2 and seconds["tfmot"] <= seconds["tf_admm"]:
+    seconds: dict[str, list[float]] = {}
+    for record in doc["records"]:
+        seconds.setdefault(record["library"], []).append(record["seconds"])
+    if len(seconds) == 2 and statistics.median(seconds["tfmot"]) <= statistics.median(
+        seconds["tf_admm"]
+    ):
+        ours, theirs = statistics.median(seconds["tf_admm"]), statistics.median(seconds["tfmot"])
         found.append(
-            f"{where}: wall time per point, median: tfmot {seconds['tfmot']:.0f} s, tf-admm "
-            f"{seconds['tf_admm']:.0f} s ({seconds['tf_admm'] / seconds['tfmot']:.2f}x)."
+            f"{where}: wall time per point, median: tfmot {theirs:.0f} s, tf-admm "
+            f"{ours:.0f} s ({ours / theirs:.2f}x)."
         )
     return found
 
@@ -510,11 +521,9 @@ def _point_values(doc: Mapping[str, Any]) -> dict[tuple, dict[str, float]]:
     benchmark = doc.get("benchmark")
     values: dict[tuple, dict[str, float]] = {}
     if benchmark == "frontier":
-        for run in doc["runs"]:
-            values[(f"{run['target_ratio']:g}x", run["library"])] = {
-                "accuracy": run["accuracy"],
-                "ratio": run["achieved_ratio"],
-            }
+        for record in doc["records"]:
+            key = (f"{record['target_ratio']:g}x", record["arm"], f"seed {record['seed']}")
+            values[key] = {"accuracy": record["test"], "ratio": record["achieved_ratio"]}
     elif benchmark == "combined":
         for run in doc["runs"]:
             values[(run["point"], run["variant"])] = {
@@ -559,7 +568,10 @@ def noise(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]
         "verbose",
         "ratios",
         "libraries",
-        "profile_config",  # A path; the allocation it gave is compared point by point.
+        "seeds",
+        "arms",
+        "run_missing",
+        "tolerance_points",
     }
     settings_a, settings_b = first.get("settings") or {}, second.get("settings") or {}
     differing = {
@@ -738,35 +750,42 @@ def _recipe_claims(recipe: Mapping[str, Any]) -> dict[str, str]:
 def _published_section(
     frontiers: Sequence[Mapping[str, Any]],
     combined: Sequence[Mapping[str, Any]],
-    tolerance_points: float,
     recipe: Mapping[str, Any] | None = None,
 ) -> list[str]:
     mnist = next((d for d in frontiers if _dataset(d) == "mnist"), None)
     quant = next((d for d in combined if _dataset(d) == "mnist"), None)
     ours: dict[str, str] = {}
     if mnist is not None:
-        best = best_ratio_within(mnist["runs"], mnist["dense"]["accuracy"], tolerance_points)
-        ours["pruning"] = "; ".join(
-            f"{_LIBRARY_LABELS.get(library, library)} "
-            + (
-                f"{_ratio(run['achieved_ratio'])} ({_percent(run['accuracy'])}%)"
-                if run
-                else "none measured"
-            )
-            for library, run in best.items()
-        ) + (
-            f" — highest measured ratio within {tolerance_points:g} points of dense "
-            f"({_percent(mnist['dense']['accuracy'])}%)"
-        )
-        near = [r for r in mnist["runs"] if abs(r["target_ratio"] - 167) < 1]
-        if near:
-            ours["pruning_167"] = (
-                "; ".join(
-                    f"{_LIBRARY_LABELS.get(r['library'], r['library'])} "
-                    f"{_ratio(r['achieved_ratio'])} at {_percent(r['accuracy'])}%"
-                    for r in near
+        tolerance = mnist["tolerance_points"]
+        seeds = len({r["seed"] for r in mnist["records"]})
+        dense = statistics.fmean({r["seed"]: r["dense"]["test"] for r in mnist["records"]}.values())
+        parts = []
+        for comparison in comparisons.comparisons(mnist["records"], tolerance):
+            highest = comparison.highest
+            parts.append(
+                f"{comparison.name.replace('_', ' ')}: "
+                + ", ".join(
+                    f"{_LIBRARY_LABELS[library]} "
+                    + ("none within it" if ratio is None else f"{ratio:g}x")
+                    for library, ratio in highest.items()
                 )
-                + f" (dense {_percent(mnist['dense']['accuracy'])}%)"
+            )
+        ours["pruning"] = (
+            "; ".join(parts)
+            + f" (highest ratio whose mean test accuracy over {seeds} seed"
+            + ("s" if seeds > 1 else "")
+            + f" is within {tolerance:g} point of dense, {_percent(dense)}% on average)"
+        )
+        near = {
+            (arm, ratio): cell
+            for (arm, ratio), cell in comparisons.cells(mnist["records"]).items()
+            if abs(ratio - 167) < 1
+        }
+        if near:
+            ours["pruning_167"] = "; ".join(
+                f"{arm} {ratio:g}x at {comparisons.format_cell(cell.test_mean, cell.test_sd)} "
+                "points from dense"
+                for (arm, ratio), cell in near.items()
             )
         else:
             ours["pruning_167"] = ours["pruning"]
@@ -810,62 +829,64 @@ def _published_section(
 
 def _frontier_section(settings: Settings, doc: Mapping[str, Any], outputs: list[str]):
     dataset = _dataset(doc)
-    header = ("target", "library", "accuracy %", "achieved", "nonzeros", "per layer", "seconds")
-    rows = [
-        (
-            f"{r['target_ratio']:g}x",
-            _LIBRARY_LABELS.get(r["library"], r["library"]),
-            _percent(r["accuracy"]),
-            _ratio(r["achieved_ratio"]),
-            f"{r['total_nonzeros']:,}",
-            " / ".join(f"{k:,}" for k in r["nonzeros"].values()),
-            f"{r['seconds']:.0f}",
-        )
-        for r in doc["runs"]
-    ]
-    s = doc["settings"]
-    stages = _stages(doc)
-    name = f"frontier_{dataset}"
-    if len(stages) > 1:
-        name += f"_{len(stages)}stages_e{s['epochs']}"
-    png = plots.frontier(doc, os.path.join(settings.plot_directory, f"{name}.png"))
+    protocol = doc["protocol"]
+    tolerance = doc["tolerance_points"]
+    records = doc["records"]
+    png = plots.frontier(doc, os.path.join(settings.plot_directory, f"frontier_{dataset}.png"))
     outputs.append(png)
-    best = best_ratio_within(doc["runs"], doc["dense"]["accuracy"], settings.tolerance_points)
-    if len(stages) > 1:
-        between = s["stage_retrain_epochs"]
-        ramp = s["prune_epochs"] + (len(stages) - 1) * between
-        pruning = (
-            f"tf-admm prunes in {len(stages)} stages at {' / '.join(f'{f:g}' for f in stages)} "
-            f"of the final ratios, {s['prune_epochs'] // len(stages)} ADMM epochs each with "
-            f"{between} epochs of masked retraining between stages; tfmot's sparsity ramp "
-            f"spans the same {ramp} epochs"
-        )
-        title = f"{dataset}, tf-admm in {len(stages)} stages, {s['epochs']} epochs"
-    else:
-        pruning = f"{s['prune_epochs']} of ADMM rounds / sparsity ramp"
-        title = dataset
-    return [
-        f"## Accuracy against pruning ratio: LeNet-5 on {title}",
+    dense = {r["seed"]: r["dense"] for r in records}
+    lines = [
+        f"## Accuracy against pruning ratio: LeNet-5 on {dataset}",
         "",
         _provenance(doc),
         "",
-        f"Dense LeNet-5: {_percent(doc['dense']['accuracy'])}%. Each point: {s['epochs']} epochs "
-        f"({pruning}) from the same dense checkpoint, "
-        f"per-layer allocation of the 71x profile ({' / '.join(doc['layers'])}).",
+        f"Protocol (`bench.sweep`): one dense LeNet-5 per seed ({protocol['pretrain_epochs']} "
+        f"epochs), every arm and ratio of a seed starts from it. {protocol['epochs']} epochs "
+        f"per point: {protocol['prune_epochs']} of pruning (tf-admm: ADMM with Z/U every "
+        f"{protocol['update_every']} steps, rho from {protocol['rho']:g} x"
+        f"{protocol['rho_multiplier']:g} per update, then the hard projection; tfmot: "
+        "PolynomialDecay from 0 to the final sparsity, a mask update at most every "
+        f"{protocol['update_every']} steps), then "
+        f"{protocol['epochs'] - protocol['prune_epochs']} of masked retraining with a cosine "
+        f"learning rate from {protocol['learning_rate']:g} to "
+        f"{protocol['final_learning_rate']:g}; Adam, batch {protocol['batch_size']}. The last "
+        f"{protocol['validation_examples']:,} training images are the validation split: "
+        "choices are made on it, the test set only reports. Arms: `tf_admm:lamp` (tf-admm, "
+        "LAMP allocation), `tfmot:lamp` (tfmot with the very same kept counts), "
+        "`tfmot:uniform` (one sparsity for every layer).",
         "",
-        _table(header, rows),
-        "",
-        f"Highest achieved ratio within {settings.tolerance_points:g} points of dense: "
-        + "; ".join(
-            f"{_LIBRARY_LABELS.get(lib, lib)} "
-            + (_ratio(run["achieved_ratio"]) if run else "none of the measured points")
-            for lib, run in best.items()
+        "Dense models (test / validation accuracy): "
+        + ", ".join(
+            f"seed {seed} {_percent(d['test'])}% / {_percent(d['validation'])}%"
+            for seed, d in sorted(dense.items())
         )
         + ".",
         "",
-        _image(settings, png, f"accuracy against ratio, {dataset}"),
+        "Per arm and target ratio, mean ± sample sd over the seeds of the gap to each seed's "
+        "dense model, in accuracy points:",
+        "",
+        _table(comparisons.ARM_HEADER, comparisons.arm_rows(comparisons.cells(records))),
         "",
     ]
+    for comparison in comparisons.comparisons(records, tolerance):
+        lines += [
+            f"### {comparison.title}",
+            "",
+            _table(comparisons.COMPARISON_HEADER, comparisons.comparison_rows(comparison)),
+            "",
+            f"**{comparison.verdict()}**",
+            "",
+        ]
+    missing = [p for p in doc.get("points") or [] if p.get("source") == "missing"]
+    if missing:
+        lines += [
+            f"{len(missing)} requested points were not cached and not run: "
+            + ", ".join(f"seed {p['seed']} {p['arm']} {p['ratio']:g}x" for p in missing)
+            + ".",
+            "",
+        ]
+    lines += [_image(settings, png, f"accuracy against ratio, {dataset}"), ""]
+    return lines
 
 
 def _combined_section(settings: Settings, doc: Mapping[str, Any], outputs: list[str]):
@@ -1055,31 +1076,40 @@ def _noise_section(groups: Mapping[tuple, list[Mapping[str, Any]]]) -> list[str]
     return lines
 
 
-def _shortfall_section(docs: Sequence[Mapping[str, Any]], tolerance_points: float) -> list[str]:
-    found = shortfalls(docs, tolerance_points)
+def _ablation_section(path: str) -> list[str]:
+    ratio, ingredients = ablation_table.load_ingredients(path)
+    rows = ablation_table.measure(ingredients)
+    lines = [f"## Ablation: what each ingredient adds at {ratio:g}x", ""]
+    lines += [
+        f"Ingredients and their runs from `{path}` (`python -m bench.ablation` and recipe runs; "
+        "each row's runs differ in the ingredient alone).",
+        "",
+        ablation_table.format_markdown(ratio, rows),
+        "",
+    ]
+    empty = [row.ingredient.name for row in rows if not row.with_ or not row.without]
+    if empty:
+        lines += [f"Not measured yet (no runs on one side): {'; '.join(empty)}.", ""]
+    return lines
+
+
+def _shortfall_section(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    found = shortfalls(docs)
     lines = [
         "## Where tf-admm does not win",
         "",
         "Computed from the runs above: every comparison in which tfmot's result is at least as "
-        "good as tf-admm's (accuracy at the same target, the highest ratio within "
-        f"{tolerance_points:g} points of dense, storage ratios, file sizes, wall time, step "
-        "time and training state).",
+        "good as tf-admm's (the frontier's mean test gap at the same target in both "
+        "comparisons, the highest ratio within the dataset's tolerance of dense, and where "
+        "tf-admm's is not twice tfmot's; storage ratios, file sizes, wall time, step time and "
+        "training state).",
         "",
     ]
     if not docs:
         return lines + ["No benchmark output to compare.", ""]
     if not found:
         return lines + ["None in these runs.", ""]
-    why = [
-        note
-        for doc in docs
-        if _key(doc)[0] == "frontier"
-        for note in _training_accuracy_note(doc, _title(_key(doc)))
-    ]
-    lines += [f"- {item}" for item in found] + [""]
-    if why:
-        lines += ["Why, from the recorded histories:", ""] + [f"- {note}" for note in why] + [""]
-    return lines
+    return lines + [f"- {item}" for item in found] + [""]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1102,6 +1132,9 @@ def run(settings: Settings) -> dict[str, Any]:
                 missing.append((kind, path))
             else:
                 loaded[kind].append(doc)
+    for doc in loaded["frontier"]:
+        if settings.tolerance_points is not None:
+            doc["tolerance_points"] = settings.tolerance_points
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for docs in loaded.values():
         for doc in docs:
@@ -1137,7 +1170,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "",
     ]
     recipe = _recipe_results(settings.recipe_dir) if settings.recipe_dir else None
-    lines += _published_section(frontiers, combined, settings.tolerance_points, recipe)
+    lines += _published_section(frontiers, combined, recipe)
     for doc in frontiers:
         lines += _frontier_section(settings, doc, outputs)
     for doc in combined:
@@ -1146,7 +1179,12 @@ def run(settings: Settings) -> dict[str, Any]:
         lines += _overhead_section(doc)
     if settings.recipe_dir:
         lines += _recipe_section(settings, recipe, outputs)
-    lines += _shortfall_section(firsts, settings.tolerance_points)
+    if settings.ablation:
+        if os.path.exists(settings.ablation):
+            lines += _ablation_section(settings.ablation)
+        else:
+            missing.append(("ablation", settings.ablation))
+    lines += _shortfall_section(firsts)
     lines += _noise_section(groups)
     if missing:
         lines += ["## Missing inputs", ""]
@@ -1186,12 +1224,18 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
         "recipe_dir": flags.DEFINE_string(
             "recipe_dir", None, "A recipe's model_dir (results.json, logs/train)."
         ),
+        "ablation": flags.DEFINE_string(
+            "ablation",
+            defaults.ablation,
+            "Ingredients file of the ablation table ('' for none; see bench/ablation_table.py).",
+        ),
         "out": flags.DEFINE_string("out", defaults.out, "Markdown report path."),
         "plots_dir": flags.DEFINE_string("plots_dir", None, "PNG directory (default: beside out)."),
         "tolerance_points": flags.DEFINE_float(
             "tolerance_points",
             defaults.tolerance_points,
-            "Accuracy drop (points) that still counts as 'no loss'.",
+            "Accuracy drop (points) that still counts as 'no loss' in the frontier comparisons "
+            "(default: each document's own, 0.1 MNIST, 0.5 Fashion-MNIST).",
             lower_bound=0.0,
         ),
     }
@@ -1210,7 +1254,10 @@ def main(argv):
     command = " ".join(
         [shlex.quote(sys.executable), "-m", "bench.results", *map(shlex.quote, sys.argv[1:])]
     )
-    run(Settings(**values, command=command))
+    try:
+        run(Settings(**values, command=command))
+    except ObsoleteOutputError as error:
+        raise app.UsageError(str(error)) from None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The outputs below have the shape the benchmarks write (see bench/smoke_test.py f
 ones); their numbers are chosen so that every comparison has a known answer.
 """
 
+import dataclasses
 import json
 import os
 
@@ -25,33 +26,82 @@ def _provenance(benchmark, dataset=None, **settings):
     }
 
 
-def _frontier_run(library, target, accuracy, seconds=10.0):
-    kept = round(430_500 / target)
+# Each seed has its own dense model; the frontier's gaps are to these.
+DENSE = {0: {"test": 0.9900, "validation": 0.9850}, 1: {"test": 0.9920, "validation": 0.9860}}
+# (arm, ratio): test gaps of seeds 0 and 1 in points, validation gaps (None: the same).
+# Same allocation: tf-admm reaches 100x (mean -0.10), tfmot:lamp 50x: 2x.
+# Best practice: tfmot:uniform is chosen at 100x on validation and is within too: 1x.
+FRONTIER_GRID = {
+    ("tf_admm:lamp", 50): ((0.00, -0.02), None),
+    ("tf_admm:lamp", 100): ((-0.05, -0.15), None),
+    ("tf_admm:lamp", 200): ((-0.30, -0.50), None),
+    ("tfmot:lamp", 50): ((-0.05, -0.05), None),
+    ("tfmot:lamp", 100): ((-0.20, -0.40), None),
+    ("tfmot:lamp", 200): ((-1.00, -1.20), None),
+    ("tfmot:uniform", 50): ((0.10, 0.10), (-0.20, -0.20)),  # Best on test, not on validation.
+    ("tfmot:uniform", 100): ((-0.05, -0.05), (-0.10, -0.10)),
+    ("tfmot:uniform", 200): ((-0.60, -0.60), None),
+}
+
+
+def _record(arm, ratio, seed, test_gap, validation_gap):
+    """A point record as bench.sweep.run_point writes it."""
+    library, allocation = arm.split(":")
+    kept = round(430_500 / ratio)
     return {
+        "protocol": {"dataset": "mnist"},
+        "seed": seed,
+        "arm": arm,
         "library": library,
-        "target_ratio": float(target),
-        "achieved_ratio": 430_500 / kept,
-        "accuracy": accuracy,
-        "total_nonzeros": kept,
+        "allocation": allocation,
+        "target_ratio": float(ratio),
+        "kept": {"conv1": 1, "conv2": 2, "fc1": kept - 4, "fc2": 1},
         "nonzeros": {"conv1": 1, "conv2": 2, "fc1": kept - 4, "fc2": 1},
-        "seconds": seconds,
+        "weights": 430_500,
+        "achieved_ratio": 430_500 / kept,
+        "dense": dict(DENSE[seed]),
+        "validation": DENSE[seed]["validation"] + validation_gap / 100,
+        "test": DENSE[seed]["test"] + test_gap / 100,
+        "seconds": 30.0 if library == "tf_admm" else 20.0,
+        "load_average": {"start": [1.5, 1.0, 1.0], "end": [2.5, 1.0, 1.0]},
+        "date": f"2026-01-01T0{seed}:00:00+0000",
+        "provenance": {
+            "command": "python -m bench.frontier --seeds=0,1",
+            "commit": "0123456789abcdef",
+            "seed": seed,
+        },
+        "machine": {"nproc": 2, "cpu_model": "test CPU", "tensorflow": "2.x", "tfmot": "0.8"},
     }
 
 
-def _frontier(dataset="mnist", seed=0, shift=0.0):
-    doc = _provenance(
-        "frontier", dataset, seed=seed, epochs=18, prune_epochs=10, libraries=["tf_admm", "tfmot"]
-    )
-    doc["layers"] = ["conv1", "conv2", "fc1", "fc2"]
-    doc["dense"] = {"accuracy": 0.9900}
-    doc["runs"] = [
-        _frontier_run("tf_admm", 50, 0.9905 + shift, seconds=30),
-        _frontier_run("tfmot", 50, 0.9895 + shift, seconds=20),
-        _frontier_run("tf_admm", 167, 0.9891 + shift, seconds=30),  # within 0.1 points
-        _frontier_run("tfmot", 167, 0.9870 + shift, seconds=20),  # 0.3 points down
-        _frontier_run("tf_admm", 250, 0.9800 + shift, seconds=30),
-        _frontier_run("tfmot", 250, 0.9820 + shift, seconds=20),  # tfmot ahead here
-    ]
+def _frontier(dataset="mnist", shift=0.0):
+    """A bench.frontier document; ``shift`` is added to every test accuracy."""
+    doc = _provenance("frontier", dataset, seeds=[0, 1], ratios=[50.0, 100.0, 200.0])
+    doc["format"] = 2
+    doc["protocol"] = {
+        "dataset": dataset,
+        "epochs": 40,
+        "prune_epochs": 24,
+        "pretrain_epochs": 12,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+        "final_learning_rate": 1e-5,
+        "update_every": 100,
+        "rho": 3e-4,
+        "rho_multiplier": 1.042,
+        "validation_examples": 5000,
+        "train_examples": None,
+    }
+    doc["tolerance_points"] = {"mnist": 0.1, "fashion_mnist": 0.5}[dataset]
+    doc["records"] = []
+    doc["points"] = []
+    for seed in (0, 1):
+        for (arm, ratio), (test, validation) in FRONTIER_GRID.items():
+            record = _record(arm, ratio, seed, test[seed], (validation or test)[seed])
+            record["test"] += shift
+            doc["records"].append(record)
+            source = "cached" if seed == 0 else "run"
+            doc["points"].append({"seed": seed, "arm": arm, "ratio": ratio, "source": source})
     return doc
 
 
@@ -173,23 +223,22 @@ def _write(directory, name, doc):
     return path
 
 
-def test_best_ratio_within_tolerance_picks_the_highest_ratio_close_to_dense():
-    doc = _frontier()
-    best = results.best_ratio_within(doc["runs"], 0.99, tolerance_points=0.1)
-    assert best["tf_admm"]["target_ratio"] == 167.0  # 98.91% is 0.09 points down
-    assert best["tfmot"]["target_ratio"] == 50.0  # 98.95%; 98.70% at 167x is too far
-    none = results.best_ratio_within(doc["runs"], 0.999, tolerance_points=0.1)
-    assert none == {"tf_admm": None, "tfmot": None}
-
-
 def test_shortfalls_list_every_comparison_tfmot_wins_and_none_it_loses():
-    found = results.shortfalls([_frontier(), _combined(), _overhead()], tolerance_points=0.1)
+    found = results.shortfalls([_frontier(), _combined(), _overhead()])
     text = "\n".join(found)
-    # Frontier: tfmot ahead at 250x and faster; tf-admm reaches further within 0.1 points.
-    assert "250x: tfmot 98.20% against tf-admm 98.00% (+0.20 points)" in text
-    assert "wall time per point" in text
-    assert "within 0.1 points of dense, tfmot reaches" not in text
-    assert ", 167x: tfmot" not in text and ", 50x: tfmot" not in text
+    # Frontier, same allocation: tf-admm ahead at every ratio and twice as far: nothing.
+    assert "same allocation" not in text
+    # Best practice: tfmot:uniform (chosen on validation) ahead at 100x, as far, and faster.
+    assert (
+        "frontier (mnist, 40 epochs), best practice, 100x: tfmot:uniform -0.05 ± 0.00 points "
+        "from dense against tf-admm -0.10 ± 0.07 (test, mean over 2 seeds)." in found
+    )
+    assert (
+        "frontier (mnist, 40 epochs), best practice: within 0.1 point of dense, tfmot reaches "
+        "100x and tf-admm 100x." in found
+    )
+    assert "best practice, 50x" not in text  # tfmot:uniform is better on test, not chosen.
+    assert "wall time per point, median: tfmot 20 s, tf-admm 30 s (1.50x)" in text
     # Combined: tfmot_cluster has higher accuracy, a smaller converter file and less time.
     assert "tfmot prune + cluster test accuracy 98.95% against tf-admm's 98.90%" in text
     assert "tfmot prune + cluster converter (Optimize.DEFAULT) file, gzipped bytes 8,000" in text
@@ -203,31 +252,34 @@ def test_shortfalls_list_every_comparison_tfmot_wins_and_none_it_loses():
 
 
 def test_noise_reports_per_point_differences_and_differing_settings():
-    first, second = _frontier(seed=0), _frontier(seed=1, shift=0.001)
+    first, second = _frontier(), _frontier(shift=0.001)
+    second["settings"]["work_dir"] = "elsewhere"  # Where files go is no difference.
     result = results.noise(first, second)
-    assert result["settings"] == {"seed": (0, 1)}
-    assert len(result["points"]) == 6
+    assert result["settings"] == {}
+    assert len(result["points"]) == 18  # Per ratio, arm and seed.
     for _, measures in result["points"]:
         assert measures["accuracy"][2] == pytest.approx(0.001)
         assert measures["ratio"][2] == 0
     assert result["max_accuracy_points"] == pytest.approx(0.1)
     # A rerun of some of the points only is still a noise measure on those points.
-    subset = _frontier(seed=1, shift=0.001)
-    subset["runs"] = [run for run in subset["runs"] if run["target_ratio"] == 50.0]
-    subset["settings"]["ratios"] = [50.0]
-    # Settings an older output did not record, and the profile's path, are not differences.
-    subset["settings"]["prune_stages"] = [1.0]
-    subset["settings"]["profile_config"] = "/elsewhere/lenet5_admm_71x_oneshot.json"
+    subset = _frontier(shift=0.001)
+    subset["records"] = [r for r in subset["records"] if r["target_ratio"] == 50.0][:2]
+    subset["settings"].update(ratios=[50.0], seeds=[0])
     result = results.noise(first, subset)
-    assert result["settings"] == {"seed": (0, 1)}
-    assert [key for key, _ in result["points"]] == [("50x", "tf_admm"), ("50x", "tfmot")]
+    assert result["settings"] == {}
+    assert [key for key, _ in result["points"]] == [
+        ("50x", "tf_admm:lamp", "seed 0"),
+        ("50x", "tfmot:lamp", "seed 0"),
+    ]
+    combined_other = _combined(seed=1)
+    assert results.noise(_combined(), combined_other)["settings"] == {"seed": (0, 1)}
 
 
 def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     frontier = _write(inputs, "frontier_mnist.json", _frontier())
-    again = _write(inputs, "frontier_mnist_seed1.json", _frontier(seed=1, shift=-0.002))
+    again = _write(inputs, "frontier_mnist_again.json", _frontier(shift=-0.002))
     combined = _write(inputs, "combined_mnist.json", _combined())
     overhead = _write(inputs, "overhead.json", _overhead())
     missing = str(inputs / "frontier_fashion_mnist.json")
@@ -238,6 +290,7 @@ def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
             combined=(combined,),
             overhead=(overhead,),
             compare=(again,),
+            ablation=None,
             out=str(out),
             command="python -m bench.results --test",
         )
@@ -254,18 +307,50 @@ def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
         "## Missing inputs",
     ):
         assert heading in markdown
-    # Provenance of every run, the published figures, and our rows.
+    # Provenance of every run (the frontier's points too), the published figures, our rows.
     assert "python -m bench.frontier --seed=0" in markdown
     assert "2 cores (test CPU)" in markdown
+    assert (
+        "- points: 18 records (9 trained by this command, 9 read from the cache), trained by:\n"
+        "\n```\npython -m bench.frontier --seeds=0,1\n```" in markdown
+    )
+    assert "- commits of the points: 0123456789ab\n" in markdown
+    assert "- points trained from 2026-01-01T00:00:00+0000 to 2026-01-01T01:00:00+0000" in markdown
+    assert "- 1-minute load average at the start and end of the points: 1.5 to 2.5" in markdown
     for figure in ("71.2x", "167x", "1,910x", "623x", "~39x", "~10x"):
         assert f"| {figure} |" in markdown
-    assert "| 167x | tf-admm | 98.91 | 167.0x |" in markdown
-    assert "tf-admm 167.0x (98.91%); tfmot 50.0x (98.95%)" in markdown
+    assert (
+        "| 71.2x | same allocation: tf-admm 100x, tfmot 50x; best practice: tf-admm 100x, "
+        "tfmot 100x (highest ratio whose mean test accuracy over 2 seeds is within 0.1 point "
+        "of dense, 99.10% on average) |" in markdown
+    )
+    # Per arm and ratio: mean ± sd over the seeds (98.95 and 99.05; gaps -0.05 and -0.15).
+    assert (
+        "| 100x | tf_admm:lamp | 2 | 100.0x | 99.00 ± 0.07 | -0.10 ± 0.07 | -0.10 ± 0.07 | 30 |"
+        in (markdown)
+    )
+    assert (
+        "| 50x | tfmot:uniform | 2 | 50.0x | 99.20 ± 0.14 | +0.10 ± 0.00 | -0.20 ± 0.00 | 20 |"
+        in (markdown)
+    )
+    assert "### Same allocation (tf_admm:lamp against tfmot:lamp)" in markdown
+    assert "| 100x | -0.10 ± 0.07 | tfmot:lamp | -0.30 ± 0.14 | -0.30 ± 0.14 | +0.20 |" in markdown
+    # Best practice: tfmot:lamp at 50x (better on validation), tfmot:uniform at 100x.
+    assert "| 50x | -0.01 ± 0.01 | tfmot:lamp | -0.05 ± 0.00 | -0.05 ± 0.00 | +0.04 |" in markdown
+    assert "| 100x | -0.10 ± 0.07 | tfmot:uniform | -0.10 ± 0.00 | -0.05 ± 0.00 | -0.05 |" in (
+        markdown
+    )
+    assert (
+        "**Same allocation (tf_admm:lamp against tfmot:lamp): highest ratio within 0.1 point of "
+        "dense (mean test gap over seeds): tf-admm 100x, tfmot 50x; tf-admm's is 2.00x tfmot's: "
+        "at least 2x.**" in markdown
+    )
+    assert "tf-admm 100x, tfmot 100x; tf-admm's is 1.00x tfmot's: NOT at least 2x.**" in markdown
     assert "| config | tf-admm prune + quantize | 34 | 98.90 | 167.5x | 2,000x | 600x |" in markdown
     assert "| lenet5 | admm | 11.20 | 11.20 | 1.120x |" in markdown
-    # Noise: the seed-1 run against the first, per point.
-    assert "frontier_mnist_seed1.json` minus `" in markdown
-    assert "98.91 -> 98.71 (-0.20)" in markdown
+    # Noise: the second run against the first, per point.
+    assert "frontier_mnist_again.json` minus `" in markdown
+    assert "| 100x / tf_admm:lamp / seed 0 | 98.95 -> 98.75 (-0.20) |" in markdown
     assert "Largest accuracy difference: 0.20 points." in markdown
     assert "within the noise" in markdown
     assert (
@@ -285,35 +370,33 @@ def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
         assert f"]({name})" in markdown
 
 
-def test_a_staged_frontier_gets_its_own_section_and_is_not_taken_for_noise(tmp_path):
-    one_shot = _write(tmp_path, "one_shot.json", _frontier())
-    staged_doc = _frontier(shift=0.002)
-    staged_doc["settings"].update(
-        epochs=36, prune_epochs=20, prune_stages=[0.3333, 1.0], stage_retrain_epochs=4
+def test_an_old_frontier_output_is_refused_naming_the_command_that_replaces_it(tmp_path):
+    old = _provenance("frontier", "fashion_mnist", seed=0, epochs=18, prune_epochs=10)
+    old["dense"] = {"accuracy": 0.99}
+    old["runs"] = []
+    path = _write(tmp_path, "frontier_fashion_mnist.json", old)
+    settings = results.Settings(
+        frontier=(path,), combined=(), overhead=(), out=str(tmp_path / "RESULTS.md")
     )
-    staged = _write(tmp_path, "staged.json", staged_doc)
-    out = tmp_path / "RESULTS.md"
-    report = results.run(
-        results.Settings(
-            frontier=(one_shot, staged), combined=(), overhead=(), out=str(out), command="x"
-        )
+    with pytest.raises(results.ObsoleteOutputError, match="old frontier protocol") as error:
+        results.run(settings)
+    assert "python -m bench.frontier --dataset=fashion_mnist" in str(error.value)
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_fashion_mnist_uses_its_own_tolerance_unless_one_is_given(tmp_path):
+    path = _write(tmp_path, "frontier_fashion_mnist.json", _frontier("fashion_mnist"))
+    settings = results.Settings(
+        frontier=(path,), combined=(), overhead=(), out=str(tmp_path / "RESULTS.md")
     )
-    markdown = report["markdown"]
-    assert "## Accuracy against pruning ratio: LeNet-5 on mnist\n" in markdown
+    markdown = results.run(settings)["markdown"]
+    # Within 0.5 point: tf-admm reaches 200x (mean -0.40), tfmot:lamp 100x (mean -0.30).
     assert (
-        "## Accuracy against pruning ratio: LeNet-5 on mnist, tf-admm in 2 stages, 36 epochs"
-        in (markdown)
+        "highest ratio within 0.5 point of dense (mean test gap over seeds): tf-admm 200x (the "
+        "highest ratio measured), tfmot 100x; tf-admm's is 2.00x tfmot's: at least 2x." in markdown
     )
-    assert (
-        "tf-admm prunes in 2 stages at 0.3333 / 1 of the final ratios, 10 ADMM epochs each with "
-        "4 epochs of masked retraining between stages; tfmot's sparsity ramp spans the same 24 "
-        "epochs" in markdown
-    )
-    assert "frontier (mnist, 36 epochs, tf-admm in 2 stages), 250x: tfmot" in markdown
-    assert "frontier (mnist, 18 epochs), 250x: tfmot" in markdown
-    assert "Pass a second run of the same benchmark" in markdown  # No pair to compare.
-    names = {os.path.basename(p) for p in report["plots"]}
-    assert names == {"frontier_mnist.png", "frontier_mnist_2stages_e36.png"}
+    forced = dataclasses.replace(settings, tolerance_points=0.1)
+    assert "tf-admm 100x, tfmot 50x" in results.run(forced)["markdown"]
 
 
 def test_report_with_nothing_to_read_names_every_missing_output(tmp_path):
@@ -323,11 +406,13 @@ def test_report_with_nothing_to_read_names_every_missing_output(tmp_path):
             frontier=(str(tmp_path / "a.json"),),
             combined=(),
             overhead=(str(tmp_path / "b.json"),),
+            ablation=str(tmp_path / "c.json"),
             out=str(out),
         )
     )
     assert report["plots"] == []
     assert "python -m bench.overhead" in report["markdown"]
+    assert ("ablation", str(tmp_path / "c.json")) in report["missing"]
     assert "No benchmark output to compare." in report["markdown"]
     assert "| 71.2x | no data yet |" in report["markdown"]
 
@@ -408,20 +493,38 @@ def test_a_pruning_recipe_run_is_set_beside_the_published_pruning_ratio():
     }
 
 
-def test_frontier_histories_explain_the_shortfalls(tmp_path):
-    doc = _frontier()
-    history = [
-        {"epoch": 0, "phase": 0, "accuracy": 0.95},
-        {"epoch": 1, "phase": 0, "accuracy": 0.90},
-        {"epoch": 2, "phase": 1, "accuracy": 0.97},
-    ]
-    doc["runs"][4]["history"] = history  # tf-admm at 250x, where tfmot is ahead.
-    assert results.admm_training_accuracy(doc) == [(250.0, 0.90, 0.97)]
-    path = _write(tmp_path, "frontier_mnist.json", doc)
+def test_ablation_section_has_a_row_per_ingredient_and_names_the_unmeasured(tmp_path):
+    run = {
+        "dense_accuracy": 0.9910,
+        "pruned_accuracy": 0.9905,
+        "pruning_ratio": 167.02,
+        "run": {"command": "python -m recipes.lenet5_mnist --seed=0", "commit": "abc", "seed": 0},
+    }
+    (tmp_path / "with.json").write_text(json.dumps(run), encoding="utf-8")
+    without = dict(run, pruned_accuracy=0.9890)
+    (tmp_path / "without.json").write_text(json.dumps(without), encoding="utf-8")
+    ingredients = {
+        "ratio": 167,
+        "ingredients": [
+            {
+                "name": "measured",
+                "without": [str(tmp_path / "without.json")],
+                "with": [str(tmp_path / "with.json")],
+            },
+            {
+                "name": "unmeasured",
+                "without": [str(tmp_path / "none*.json")],
+                "with": [str(tmp_path / "with.json")],
+            },
+        ],
+    }
+    path = _write(tmp_path, "ingredients.json", ingredients)
     report = results.run(
         results.Settings(
-            frontier=(path,), combined=(), overhead=(), out=str(tmp_path / "RESULTS.md")
+            frontier=(), combined=(), overhead=(), ablation=path, out=str(tmp_path / "R.md")
         )
     )
-    assert "Why, from the recorded histories:" in report["markdown"]
-    assert "last epoch: 250.0x 90.00% -> 97.00%." in report["markdown"]
+    markdown = report["markdown"]
+    assert "## Ablation: what each ingredient adds at 167x" in markdown
+    assert "| measured | -0.20 (n=1) | -0.05 (n=1) | +0.15 | - | 167x | 0 |" in markdown
+    assert "Not measured yet (no runs on one side): unmeasured." in markdown

@@ -11,7 +11,6 @@ import os
 
 import pytest
 
-import tf_admm
 from bench import combined, common, frontier, overhead, results
 from recipes import models
 from tf_admm.compat import keras
@@ -29,84 +28,33 @@ def overhead_results(smoke_dir):
 
 @pytest.fixture(scope="module")
 def frontier_results(smoke_dir, mnist_data_dir):
+    """Two seeds, every arm at 100x, 256 training images."""
     work_dir = str(smoke_dir / "frontier")
     return frontier.run(frontier.Settings.smoke(work_dir=work_dir, data_dir=mnist_data_dir))
 
 
 @pytest.fixture(scope="module")
-def combined_results(smoke_dir, mnist_data_dir, frontier_results):
-    # The dense checkpoint is the frontier's: both benchmarks start from the same model.
+def combined_results(smoke_dir, mnist_data_dir):
     settings = combined.Settings.smoke(
-        work_dir=str(smoke_dir / "combined"),
-        dense_dir=str(smoke_dir / "frontier"),
-        data_dir=mnist_data_dir,
+        work_dir=str(smoke_dir / "combined"), data_dir=mnist_data_dir
     )
     return combined.run(settings)
 
 
 @pytest.fixture(scope="module")
 def frontier_again(smoke_dir, mnist_data_dir, frontier_results):
-    """A second frontier run (ratio 50, tf-admm in two stages) that reuses the first run's
-    dense checkpoint."""
+    """The same points read back from the cache, plus a seed that was never run (skipped)."""
     work_dir = smoke_dir / "frontier"
     return frontier.run(
         frontier.Settings.smoke(
             work_dir=str(work_dir),
             data_dir=mnist_data_dir,
-            ratios=(50,),
-            libraries=("tf_admm",),
-            epochs=4,
-            prune_epochs=2,
-            prune_stages=(0.5, 1.0),
-            stage_retrain_epochs=1,
+            seeds=(0, 1, 2),
+            run_missing=False,
             out=str(work_dir / "again.json"),
             plot="",
         )
     )
-
-
-def test_allocate_scales_the_71x_profile_to_the_requested_ratio():
-    profile, _ = frontier.load_profile()
-    sizes = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
-    # The config's own counts (100/2000/3600/350, Ye et al. 2018) come back at its own ratio.
-    assert frontier.allocate(430_500 / 6_050, sizes, profile) == {
-        "conv1": 100,
-        "conv2": 2_000,
-        "fc1": 3_600,
-        "fc2": 350,
-    }
-    for ratio in (20, 50, 100, 167, 250):
-        kept = frontier.allocate(ratio, sizes, profile)
-        assert sum(kept.values()) == pytest.approx(430_500 / ratio, abs=2)
-        # Same proportions as the profile while no layer is full.
-        assert kept["fc1"] / kept["conv2"] == pytest.approx(3_600 / 2_000, rel=1e-2)
-
-
-def test_allocate_caps_full_layers_and_gives_the_rest_to_the_others():
-    profile = {"small": 0.2, "big": 0.99}
-    kept = frontier.allocate(2.0, {"small": 100, "big": 10_000}, profile)
-    assert kept["small"] == 100  # 0.8 * scale would exceed 1: the layer keeps everything.
-    assert sum(kept.values()) == 5_050
-    with pytest.raises(ValueError, match="ratio >= 1"):
-        frontier.allocate(0.5, {"small": 100, "big": 10_000}, profile)
-
-
-def test_frontier_settings_count_stage_epochs_and_refuse_bad_budgets():
-    staged = frontier.Settings(
-        epochs=36, prune_epochs=20, prune_stages=(0.5, 1.0), stage_retrain_epochs=4
-    )
-    assert staged.pruning_epochs == 24 and staged.retrain_epochs == 12
-    spec = staged.tf_admm_spec({"fc1": 0.99})
-    assert (spec.admm_rounds, spec.retrain_rounds, spec.prune_stages) == (10, 4, (0.5, 1.0))
-    assert spec.scheduled_rounds() == 24
-    with pytest.raises(ValueError, match="multiple of the 2 prune_stages"):
-        frontier.Settings(epochs=36, prune_epochs=21, prune_stages=(0.5, 1.0))
-    with pytest.raises(ValueError, match="stage_retrain_epochs=20, epochs=36"):
-        frontier.Settings(
-            epochs=36, prune_epochs=20, prune_stages=(0.5, 1.0), stage_retrain_epochs=20
-        )
-    with pytest.raises(tf_admm.SpecError, match="prune_stages"):
-        frontier.Settings(prune_epochs=10, prune_stages=(0.6, 0.4))
 
 
 def test_wrapper_state_bytes_counts_only_what_the_library_adds():
@@ -144,61 +92,46 @@ def test_overhead_smoke_times_every_variant_on_both_models(smoke_dir, overhead_r
     assert "admm_no_penalty" in printed and "Z/U update" in printed
 
 
-def test_frontier_smoke_compares_both_libraries_from_one_checkpoint(
+def test_frontier_smoke_runs_every_arm_from_one_dense_model_per_seed(
     smoke_dir, frontier_results, frontier_again
 ):
     work_dir = smoke_dir / "frontier"
-    results = frontier_results
-    runs = results["runs"]
-    assert [(r["target_ratio"], r["library"]) for r in runs] == [
-        (20.0, "tf_admm"),
-        (20.0, "tfmot"),
-        (167.0, "tf_admm"),
-        (167.0, "tfmot"),
+    records = frontier_results["records"]
+    assert [(r["seed"], r["arm"], r["target_ratio"]) for r in records] == [
+        (seed, arm, 100.0)
+        for seed in (0, 1)
+        for arm in ("tf_admm:lamp", "tfmot:lamp", "tfmot:uniform")
     ]
-    by_ratio = {}
-    for r in runs:
-        assert r["weights"] == 430_500
-        assert math.isfinite(r["achieved_ratio"]) and 0 <= r["accuracy"] <= 1
-        assert set(r["nonzeros"]) == {"conv1", "conv2", "fc1", "fc2"}
-        by_ratio.setdefault(r["target_ratio"], []).append(r)
-    for ratio, pair in by_ratio.items():
-        admm, tfmot = pair
-        # Same allocation for both libraries.
-        assert admm["sparsities"] == tfmot["sparsities"]
-        # tf-admm keeps exactly the requested number of weights in every layer.
-        assert admm["nonzeros"] == admm["requested_nonzeros"]
-        assert admm["achieved_ratio"] == pytest.approx(ratio, rel=0.01)
-        # tfmot's last mask update lands on the final sparsity (ties could keep a few more).
-        for layer, kept in tfmot["nonzeros"].items():
-            assert kept == pytest.approx(tfmot["requested_nonzeros"][layer], abs=2)
-    # tf-admm's per-epoch ADMM logs: one pruning round, then retraining.
-    history = runs[0]["history"]
-    assert [e["phase"] for e in history] == [0, 1]
-    assert history[0]["admm_phase"] == 1 and history[0]["rho"] > 0
-    assert all(e["seconds"] > 0 for e in history)
-    assert history[-1]["fc1_sparsity"] == pytest.approx(1 - runs[0]["nonzeros"]["fc1"] / 400_000)
-    assert "history" not in runs[1]
-    png = (work_dir / "frontier_mnist.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
-    # One shared dense checkpoint, reused by a second run instead of pretraining again.
-    assert not results["dense"]["cached"]
-    again = frontier_again
-    assert again["dense"]["cached"]
-    assert again["dense"]["accuracy"] == pytest.approx(results["dense"]["accuracy"])
-    with open(work_dir / "again.json", encoding="utf-8") as f:
-        assert json.load(f)["runs"][0]["target_ratio"] == 50.0
+    assert {p["source"] for p in frontier_results["points"]} == {"run"}
+    by_seed = {}
+    for r in records:
+        assert r["weights"] == 430_500 and 0 <= r["test"] <= 1 and 0 <= r["validation"] <= 1
+        assert r["provenance"]["command"].startswith("python -m bench.frontier")
+        by_seed.setdefault(r["seed"], {})[r["arm"]] = r
+    for arms in by_seed.values():
+        # One dense model per seed, shared by every arm; tfmot:lamp gets tf-admm's counts.
+        assert len({json.dumps(r["dense"]) for r in arms.values()}) == 1
+        assert arms["tfmot:lamp"]["kept"] == arms["tf_admm:lamp"]["kept"]
+        assert arms["tf_admm:lamp"]["nonzeros"] == arms["tf_admm:lamp"]["kept"]
+        assert arms["tfmot:uniform"]["kept"]["conv1"] == 5  # 1% of 500 at 100x.
+    # Each seed has its own dense model.
+    assert by_seed[0]["tfmot:lamp"]["dense"] != by_seed[1]["tfmot:lamp"]["dense"]
+    for key in ("command", "machine", "start", "end", "protocol"):
+        assert key in frontier_results
+    assert frontier_results["protocol"]["train_examples"] == 256
     with open(work_dir / "frontier_mnist.json", encoding="utf-8") as f:
-        assert len(json.load(f)["runs"]) == 4  # The first run's output is left alone.
-    staged = again["runs"][0]
-    assert staged["nonzeros"] == staged["requested_nonzeros"]
-    # ADMM (stage 1), retraining, ADMM (stage 2), then the final retraining.
-    assert [e["phase"] for e in staged["history"]] == [0, 1, 0, 1]
-    assert staged["history"][1]["lr"] == pytest.approx(1e-4)  # One epoch of decay: x0.1.
+        assert len(json.load(f)["records"]) == 6
+    assert (work_dir / "frontier_mnist.png").read_bytes().startswith(b"\x89PNG")
+    # Read back, not trained again; the seed that never ran is listed, not run.
+    again = frontier_again
+    assert again["records"] == records
+    assert [p["source"] for p in again["points"]] == ["cached"] * 6 + ["missing"] * 3
+    with open(work_dir / "frontier_mnist.json", encoding="utf-8") as f:
+        assert len(json.load(f)["records"]) == 6  # The first run's output is left alone.
 
 
 def test_combined_smoke_runs_tf_admm_and_the_tfmot_pipeline_on_one_budget(
-    smoke_dir, frontier_results, combined_results
+    smoke_dir, combined_results
 ):
     results = combined_results
     budget = results["budget"]
@@ -212,8 +145,9 @@ def test_combined_smoke_runs_tf_admm_and_the_tfmot_pipeline_on_one_budget(
         "cluster": 1,
         "pcqat": 1,
     }
-    assert results["dense"]["checkpoint"] == frontier_results["dense"]["checkpoint"]
-    assert results["dense"]["cached"]
+    # Its own dense checkpoint, in its work_dir (no --dense_dir), trained by this run.
+    assert os.path.dirname(results["dense"]["checkpoint"]) == str(smoke_dir / "combined")
+    assert not results["dense"]["cached"]
     runs = {r["variant"]: r for r in results["runs"]}
     assert list(runs) == list(combined.VARIANTS)
     admm, cluster, pcqat = (runs[v] for v in combined.VARIANTS)
@@ -263,29 +197,29 @@ def test_results_report_from_the_smoke_outputs(
     out = smoke_dir / "docs" / "RESULTS.md"
     report = results.run(
         results.Settings(
-            frontier=(
-                str(smoke_dir / "frontier" / "frontier_mnist.json"),
-                str(smoke_dir / "frontier" / "again.json"),
-            ),
+            frontier=(str(smoke_dir / "frontier" / "frontier_mnist.json"),),
+            compare=(str(smoke_dir / "frontier" / "again.json"),),
             combined=(str(smoke_dir / "combined" / "combined_mnist.json"),),
             overhead=(str(smoke_dir / "overhead.json"),),
+            ablation=None,
             out=str(out),
         )
     )
     markdown = out.read_text(encoding="utf-8")
     assert report["missing"] == []
-    assert markdown.count("the numbers below do not measure anything") == 4
-    assert "| 167x | tf-admm |" in markdown and "| 167x | tfmot |" in markdown
+    assert markdown.count("the numbers below do not measure anything") == 3
+    assert "| 100x | tf_admm:lamp | 2 | 100.0x |" in markdown
+    assert "| 100x | tfmot:uniform | 2 | 100.0x |" in markdown
+    assert "### Same allocation (tf_admm:lamp against tfmot:lamp)" in markdown
+    assert markdown.count("at least 2x.**") == 2
     assert "| config | tf-admm prune + quantize | 3 |" in markdown
     assert "| config | tfmot prune + cluster + PCQAT | 3 |" in markdown
     assert "| lenet5 | admm |" in markdown and "| vgg | tfmot |" in markdown
     assert "## Where tf-admm does not win" in markdown
-    # The staged second run is another budget, not a repeat: its own section, no noise pair.
-    assert "LeNet-5 on mnist, tf-admm in 2 stages, 4 epochs" in markdown
-    assert "Pass a second run of the same benchmark" in markdown
+    # The read-back run is the same points: no difference at all.
+    assert "Largest accuracy difference: 0.00 points." in markdown
     for name in (
         "frontier_mnist.png",
-        "frontier_mnist_2stages_e4.png",
         "combined_mnist.png",
         "combined_mnist_layers.png",
         "combined_mnist_admm.png",

@@ -26,7 +26,8 @@ exact kept counts.
 
 Each point is written to its own JSON file under ``<work_dir>/points`` and is not run again
 while that file exists with the same protocol, so a long sweep that is stopped resumes where it
-was.
+was. ``python -m bench.frontier`` runs a grid of points and writes their records into one
+document; :mod:`bench.comparisons` computes the comparisons from the records.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "dense_model",
     "load_arrays",
     "point_path",
+    "read_point",
     "run_point",
 ]
 
@@ -328,6 +330,18 @@ def point_path(work_dir: str, protocol: Protocol, seed: int, arm: Arm, ratio: fl
     return os.path.join(work_dir, "points", f"{name}_{ratio:g}x.json")
 
 
+def read_point(
+    protocol: Protocol, seed: int, arm: Arm, ratio: float, work_dir: str
+) -> dict[str, Any] | None:
+    """The cached record of a point, or None when there is none for this very protocol."""
+    path = point_path(work_dir, protocol, seed, arm, ratio)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    return record if record.get("protocol") == dataclasses.asdict(protocol) else None
+
+
 def run_point(
     protocol: Protocol,
     seed: int,
@@ -351,12 +365,10 @@ def run_point(
       data_dir: TFDS data directory for :func:`load_arrays`.
       verbose: Keras fit verbosity.
     """
+    cached = read_point(protocol, seed, arm, ratio, work_dir)
+    if cached is not None:
+        return cached
     path = point_path(work_dir, protocol, seed, arm, ratio)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        if record.get("protocol") == dataclasses.asdict(protocol):
-            return record
     train, validation, test = arrays or load_arrays(protocol, data_dir)
     dense = dense_model(protocol, seed, train, work_dir, verbose)
     kept = allocation_for(dense, ratio, arm.allocation)
@@ -388,7 +400,7 @@ def run_point(
         "seconds": seconds,
         "load_average": {"start": load_start, "end": common.load_average()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "provenance": run_files.provenance("bench.sweep", seed),
+        "provenance": run_files.provenance("bench.frontier", seed),
         "machine": {k: v for k, v in common.machine_info().items() if k != "note"},
     }
     common.write_json(path + ".tmp", record)
@@ -397,125 +409,9 @@ def run_point(
     return record
 
 
-# ----------------------------------------------------------------------------------------------
-# Summaries
-# ----------------------------------------------------------------------------------------------
-
-
-def gaps(records, split: str = "test") -> dict[tuple[str, float], list[float]]:
-    """{(arm, target ratio): [accuracy - dense accuracy, in points, one per seed]}."""
-    table: dict[tuple[str, float], list[float]] = {}
-    for r in records:
-        key = (r["arm"], r["target_ratio"])
-        table.setdefault(key, []).append(100 * (r[split] - r["dense"][split]))
-    return table
-
-
-def highest_within(records, arm: str, tolerance: float, split: str = "test") -> float | None:
-    """The highest target ratio whose mean gap to dense (over seeds) is within ``tolerance``
-    points, for ``arm`` (None if none is)."""
-    ok = [
-        ratio
-        for (name, ratio), values in gaps(records, split).items()
-        if name == arm and np.mean(values) >= -tolerance
-    ]
-    return max(ok) if ok else None
-
-
-def format_summary(records, tolerance: float) -> str:
-    """Mean ± sd gap to dense per arm and ratio (test and validation), then the comparisons."""
-    arms = list(dict.fromkeys(r["arm"] for r in records))
-    ratios = sorted({r["target_ratio"] for r in records})
-    lines = []
-    for split in ("validation", "test"):
-        table = gaps(records, split)
-        rows = []
-        for ratio in ratios:
-            row = [f"{ratio:g}x"]
-            for arm in arms:
-                values = table.get((arm, ratio))
-                if not values:
-                    row.append("-")
-                elif len(values) == 1:
-                    row.append(f"{values[0]:+.2f}")
-                else:
-                    row.append(
-                        f"{np.mean(values):+.2f} ± {np.std(values, ddof=1):.2f} (n={len(values)})"
-                    )
-            rows.append(row)
-        lines.append(f"{split} accuracy minus dense, points (mean ± sd over seeds):")
-        lines.append(common.format_table(["ratio", *arms], rows))
-        best = {arm: highest_within(records, arm, tolerance, split) for arm in arms}
-        lines.append(
-            f"highest ratio within {tolerance:g} point of dense ({split}): "
-            + ", ".join(f"{arm} {'none' if b is None else f'{b:g}x'}" for arm, b in best.items())
-        )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def main(argv):
-    from absl import app, flags
-
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    values = flags.FLAGS
-    protocol = Protocol(
-        dataset=values.dataset,
-        epochs=values.epochs,
-        prune_epochs=values.prune_epochs,
-        pretrain_epochs=values.pretrain_epochs,
-        update_every=values.update_every,
-        rho=values.rho,
-        rho_multiplier=values.rho_multiplier,
-        train_examples=values.train_examples,
-    )
-    arms = [Arm.parse(a) for a in values.arms]
-    arrays = load_arrays(protocol, values.data_dir)
-    records = []
-    for seed in (int(s) for s in values.seeds):
-        for ratio in (float(r) for r in values.ratios):
-            for arm in arms:
-                start = time.perf_counter()
-                record = run_point(
-                    protocol,
-                    seed,
-                    arm,
-                    ratio,
-                    work_dir=values.work_dir,
-                    arrays=arrays,
-                    verbose=int(values.verbose),
-                )
-                records.append(record)
-                print(
-                    f"seed {seed} {arm} {ratio:g}x: validation {100 * record['validation']:.2f}% "
-                    f"(dense {100 * record['dense']['validation']:.2f}), test "
-                    f"{100 * record['test']:.2f}% (dense {100 * record['dense']['test']:.2f}), "
-                    f"kept {record['nonzeros']}, {time.perf_counter() - start:.0f} s",
-                    flush=True,
-                )
-    print(format_summary(records, values.tolerance))
-
-
 if __name__ == "__main__":
-    from absl import app, flags
-
-    defaults = Protocol()
-    flags.DEFINE_enum("dataset", defaults.dataset, sorted(DATASETS), "Dataset.")
-    flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-    flags.DEFINE_string("work_dir", "runs/bench/sweep", "Dense checkpoints and points.")
-    flags.DEFINE_list("ratios", ["100", "200", "50", "400", "25"], "Target ratios, in run order.")
-    flags.DEFINE_list(
-        "arms", ["tf_admm:lamp", "tfmot:lamp", "tfmot:uniform"], "library:allocation."
+    raise SystemExit(
+        "bench.sweep is the point library; run a grid of points with python -m bench.frontier "
+        "(the same flags: --dataset, --work_dir, --seeds, --ratios, --arms, --epochs, ...; "
+        "--tolerance is now --tolerance_points). It reads the points bench.sweep cached."
     )
-    flags.DEFINE_list("seeds", ["0"], "Seeds.")
-    flags.DEFINE_integer("epochs", defaults.epochs, "Epochs per point after dense.")
-    flags.DEFINE_integer("prune_epochs", defaults.prune_epochs, "Pruning epochs within them.")
-    flags.DEFINE_integer("pretrain_epochs", defaults.pretrain_epochs, "Dense epochs.")
-    flags.DEFINE_integer("update_every", defaults.update_every, "Steps between Z/U (mask) updates.")
-    flags.DEFINE_float("rho", defaults.rho, "tf-admm's initial rho.")
-    flags.DEFINE_float("rho_multiplier", defaults.rho_multiplier, "rho factor per Z/U update.")
-    flags.DEFINE_integer("train_examples", None, "Only the first N training images (smoke).")
-    flags.DEFINE_float("tolerance", 0.1, "Points below dense that count as no loss.")
-    flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Keras fit verbosity.")
-    app.run(main)

@@ -1,4 +1,6 @@
-"""bench/sweep.py: arms, protocol checks, the learning rate, one cached point per arm."""
+"""bench/sweep.py: arms, protocol checks, the learning rate, one cached point per arm.
+
+The comparisons computed from the records are tested in bench/comparisons_test.py."""
 
 import json
 import os
@@ -94,35 +96,10 @@ def test_every_arm_keeps_exactly_the_allocation_and_a_point_is_read_back(tmp_pat
         protocol, 0, sweep.Arm.parse("tf_admm:lamp"), 100, work_dir=str(tmp_path), arrays=arrays
     )
     assert again == json.loads(open(path, encoding="utf-8").read())
+    assert sweep.read_point(protocol, 0, sweep.Arm.parse("tf_admm:lamp"), 100, str(tmp_path))
+    assert (
+        sweep.read_point(protocol, 1, sweep.Arm.parse("tf_admm:lamp"), 100, str(tmp_path)) is None
+    )
     # Another protocol is a different point, not the cached one.
     other = sweep.Protocol(epochs=2, prune_epochs=1, pretrain_epochs=1, batch_size=64)
     assert sweep.point_path(str(tmp_path), other, 0, sweep.Arm.parse("tf_admm:lamp"), 100) != path
-
-
-def test_summary_gives_mean_gaps_and_the_highest_ratio_within_tolerance():
-    def record(arm, ratio, seed, test):
-        return {
-            "arm": arm,
-            "target_ratio": ratio,
-            "seed": seed,
-            "test": test,
-            "validation": test,
-            "dense": {"test": 0.99, "validation": 0.99},
-        }
-
-    records = [
-        record("tf_admm:lamp", 100, 0, 0.9895),
-        record("tf_admm:lamp", 100, 1, 0.9885),  # mean -0.10: within 0.1
-        record("tf_admm:lamp", 200, 0, 0.9870),
-        record("tfmot:lamp", 100, 0, 0.9880),
-        record("tfmot:lamp", 50, 0, 0.9900),
-    ]
-    gaps = sweep.gaps(records)
-    assert gaps[("tf_admm:lamp", 100)] == pytest.approx([-0.05, -0.15])
-    assert sweep.highest_within(records, "tf_admm:lamp", 0.1) == 100
-    assert sweep.highest_within(records, "tfmot:lamp", 0.1) == 50
-    assert sweep.highest_within(records, "tfmot:lamp", 0.01) == 50
-    assert sweep.highest_within(records, "tfmot:uniform", 0.1) is None
-    text = sweep.format_summary(records, 0.1)
-    assert "-0.10 ± 0.07 (n=2)" in text
-    assert "tf_admm:lamp 100x, tfmot:lamp 50x" in text

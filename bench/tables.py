@@ -6,10 +6,10 @@ importing TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["OVERHEAD_HEADER", "overhead_rows"]
+__all__ = ["OVERHEAD_HEADER", "overhead_rows", "text_table"]
 
 OVERHEAD_HEADER = (
     "model",
@@ -44,3 +44,18 @@ def overhead_rows(results: Mapping[str, Any]) -> list[tuple[str, ...]]:
                 )
             )
     return rows
+
+
+def text_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    lines = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    ]
+    rendered.insert(1, "-" * len(rendered[0]))
+    return "\n".join(rendered)
