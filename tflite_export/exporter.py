@@ -3,7 +3,8 @@
 Flow for the LiteRT target with float32 activations (no representative data, or
 ``activations="float32"``):
 
-1. Check the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``) and the path.
+1. Check the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``; a subclassed model
+   is called on ``keras.Input`` tensors of its known signature) and the path.
 2. Convert it with the TFLite converter to a dense float32 file (the baseline), with the batch
    fixed to 1 when recurrent layers need a static one (:mod:`tflite_export.conversion`), check
    that file against the Keras outputs.
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 import tf_admm
+from tf_admm import subclassed
 from tf_admm.compat import keras, tf
 from tflite_export import encodings, flatbuffer, verify
 from tflite_export.conversion import (
@@ -453,7 +455,9 @@ def _keep_options(
     return kept
 
 
-def _check_model(model: Any) -> None:
+def _check_model(model: Any) -> keras.Model:
+    """``model`` checked: a plain tf_keras model with known inputs. A subclassed model comes
+    back as a functional model calling it on inputs of its known signature."""
     if not isinstance(model, keras.Model):
         raise ExportError(
             f"Expected a tf_keras Model (tf_admm.compat.keras); received: "
@@ -467,11 +471,54 @@ def _check_model(model: Any) -> None:
             "Expected a stripped model without tf_admm wrappers: call tf_admm.strip(model) "
             f"before exporting; received: AdmmWrapper layers={wrapped}"
         )
-    if not model.built or not model.inputs:
+    if model.built and model.inputs:
+        return model
+    return _functional(model)
+
+
+def _functional(model: keras.Model) -> keras.Model:
+    """A functional model calling ``model`` (subclassed, or a Sequential without inputs) on
+    ``keras.Input`` tensors of the signature it was called or built with.
+
+    Inputs are named ``input`` (one tensor), ``input_<i>`` (a list) or by their key (a dict),
+    so that the file's signature does not depend on Keras' name counters.
+    """
+    if isinstance(model, keras.Sequential):
         raise ExportError(
-            f"Expected a built model with known inputs (functional or Sequential with an input "
-            f"shape); received: model {model.name!r} with inputs={model.inputs}"
+            f"Model {model.name!r} (Sequential): Expected a built model with known inputs; "
+            "received: a Sequential model without an input shape (start it with "
+            "keras.Input(shape), or call it on a batch first)"
         )
+    try:
+        signature = subclassed.input_signature(model)
+    except ValueError as error:
+        # Names the model and what is missing (a first call or model.build(input_shape)).
+        raise ExportError(str(error)) from None
+
+    def symbolic(spec, name=None):
+        return keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype, name=name)
+
+    if isinstance(signature, tf.TensorSpec):
+        inputs = symbolic(signature, "input")
+    elif isinstance(signature, Mapping) and all(
+        isinstance(spec, tf.TensorSpec) for spec in signature.values()
+    ):
+        inputs = {key: symbolic(spec, str(key)) for key, spec in signature.items()}
+    elif isinstance(signature, (list, tuple)) and all(
+        isinstance(spec, tf.TensorSpec) for spec in signature
+    ):
+        inputs = [symbolic(spec, f"input_{i}") for i, spec in enumerate(signature)]
+    else:  # nested structures: Keras names them
+        inputs = tf.nest.map_structure(symbolic, signature)
+    try:
+        outputs = model(inputs)
+    except Exception as error:  # noqa: BLE001 - call() may raise anything
+        raise ExportError(
+            f"Model {model.name!r} ({type(model).__name__}): Expected a call() that runs on "
+            f"keras.Input tensors of its input signature {signature}; received: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def _check_path(path: Any) -> str:
@@ -1050,7 +1097,9 @@ def export(
       >>> print(report)                                                   # doctest: +SKIP
 
     Args:
-      model: a plain (stripped) ``tf_keras`` model.
+      model: a plain (stripped) ``tf_keras`` model: functional, Sequential with an input
+        shape, or subclassed and built (called on a batch, or ``model.build(input_shape)``;
+        its file's inputs are then named ``input``, ``input_<i>`` or by dict key).
       path: where to write the file.
       target: a :class:`Target`: ``"litert"`` (LiteRT), ``"tflm"`` (TFLite Micro, float32
         model, LUT weights) or ``"tflm_int8"`` (TFLite Micro, full-integer model with int8
@@ -1099,8 +1148,9 @@ def export(
       Keras weights left as the converter wrote them and why (``skipped_weights``).
 
     Raises:
-      ExportError: for a wrapped (unstripped) model, an unwritable path, an unknown target or
-        encoding, or a requested encoding that does not apply to a weight;
+      ExportError: for a wrapped (unstripped) model, a model whose inputs are unknown, an
+        unwritable path, an unknown target or encoding, or a requested encoding that does not
+        apply to a weight;
         :class:`~tflite_export.conversion.ConversionError` when the converter cannot lower the
         model to LiteRT builtin operators (naming the operators and layers).
       VerificationError: when a written file does not reproduce the Keras outputs (the file is
@@ -1112,7 +1162,7 @@ def export(
         raise ExportError(
             f"Expected target in {[t.value for t in Target]}; received: target={target!r}"
         ) from None
-    _check_model(model)
+    model = _check_model(model)
     path = _check_path(path)
     integer = _check_options(
         target, representative_data, activations, int8_io, tolerance, allow_float16
@@ -1342,7 +1392,7 @@ def verify_file(
     Raises:
       VerificationError: naming each runtime and output that differs, or the load error.
     """
-    _check_model(model)
+    model = _check_model(model)
     if isinstance(file, (bytes, bytearray)):
         data = bytes(file)
     else:

@@ -411,3 +411,39 @@ def test_sparse_int8_weight_only_is_lossy_and_only_used_when_asked(tmp_path):
     decoded = _decoded_weights(path, report)["target"]
     assert np.all(decoded[_expected_tflite_layout(model.get_layer("target")) == 0] == 0)
     assert all(c.passed for c in report.checks)
+
+
+class _TwoInputs(keras.Model):
+    """Subclassed, called on a list of two tensors."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.target = keras.layers.Dense(40, name="target")
+        self.head = keras.layers.Dense(2, name="head")
+
+    def call(self, inputs):
+        first, second = inputs
+        return self.head(self.target(first) + second)
+
+
+def test_subclassed_model_is_exported_on_the_signature_of_its_first_call(tmp_path):
+    model = _TwoInputs(name="two")
+    model([np.zeros((3, 24), np.float32), np.zeros((3, 40), np.float32)])
+    kernel = model.target.kernel
+    kernel.assign(prune(kernel.numpy(), 30))
+    path = str(tmp_path / "two.tflite")
+    report = exporter.export(model, path)
+    assert _choice(report, "target").encoding is Encoding.SPARSE_FLOAT32
+    assert all(c.passed for c in report.checks)
+    with open(path, "rb") as handle:
+        inputs, _ = verify.signature_names(flatbuffer.read_model(handle.read()))
+    assert sorted(inputs.values()) == ["input_0", "input_1"]
+    assert all(c.passed for c in exporter.verify_file(path, model))
+
+
+def test_models_without_known_inputs_are_refused_saying_what_is_missing(tmp_path):
+    with pytest.raises(exporter.ExportError, match=r"'two' \(_TwoInputs\).*never called or built"):
+        exporter.export(_TwoInputs(name="two"), str(tmp_path / "m.tflite"))
+    unbuilt = keras.Sequential([keras.layers.Dense(2)], name="seq")
+    with pytest.raises(exporter.ExportError, match=r"'seq' \(Sequential\).*without an input shape"):
+        exporter.export(unbuilt, str(tmp_path / "m.tflite"))
