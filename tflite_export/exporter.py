@@ -36,18 +36,29 @@ steps on the converter's int8 file, with the candidates of :mod:`tflite_export.i
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-import tf_admm
-from tf_admm import subclassed
-from tf_admm.compat import keras, tf
+from tf_admm.compat import keras
 from tflite_export import encodings, flatbuffer, verify
+from tflite_export.candidates import (
+    LITERT_WORDING,
+    OPERATOR_OVERHEAD,
+    QUANTIZATION_BYTES_PER_CHANNEL,
+    TENSOR_OVERHEAD,
+    Candidate,
+    build_file,
+    distinct_detail,
+    fit_levels,
+    keep_options,
+    layout_detail,
+    rank,
+    select_or_keep,
+)
 from tflite_export.conversion import (
     ConversionError,
     convert_float,
@@ -56,6 +67,14 @@ from tflite_export.conversion import (
 )
 from tflite_export.encodings import Encoding
 from tflite_export.errors import ExportError, VerificationError
+from tflite_export.inputs import (
+    MAX_REPRESENTATIVE_SAMPLES,
+    batch_size_of,
+    check_model,
+    check_path,
+    keras_outputs,
+    prepare_inputs,
+)
 from tflite_export.report import ExportReport, FileBytes, WeightChoice, account, gzip_size
 from tflite_export.weights import (
     WeightTensor,
@@ -83,11 +102,6 @@ _schema = flatbuffer.schema
 _OPS = _schema.BuiltinOperator
 _TYPES = _schema.TensorType
 
-# Rough flatbuffer cost of one added tensor and one added operator, used only to rank
-# candidates (the report counts the real bytes).
-_TENSOR_OVERHEAD = 64
-_OPERATOR_OVERHEAD = 48
-_QUANTIZATION_BYTES_PER_CHANNEL = 4 + 8  # float32 scale + int64 zero point
 
 _CODE_TENSOR_TYPES = {
     encodings.CodeType.INT4: _TYPES.INT4,
@@ -139,22 +153,6 @@ _AUTO_FLOAT = (
 )
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Candidate:
-    """One way to store one weight tensor."""
-
-    encoding: Encoding
-    estimated_bytes: int
-    detail: str
-    decoded: np.ndarray  # the float32 values the file gives, TFLite layout
-    apply: Callable[[flatbuffer.ModelEditor, WeightTensor], None]
-    max_error: float = 0.0  # largest |decoded - original|
-    baseline: bool = False  # the converter's tensor as it is (apply does nothing)
-    # Full-integer files: the integer weights the kernel reads, and their scales.
-    codes: np.ndarray | None = None
-    scales: np.ndarray | None = None
-
-
 def _quantization(scale: np.ndarray, axis: int | None, zero_point: int = 0) -> Any:
     parameters = _schema.QuantizationParametersT()
     parameters.scale = np.atleast_1d(np.asarray(scale, np.float32))
@@ -187,20 +185,8 @@ def _scale_detail(fit: encodings.UniformFit) -> str:
     )
 
 
-def _layout_detail(layout: encodings.SparseLayout) -> str:
-    formats = ",".join("d" if f is encodings.DimFormat.DENSE else "s" for f in layout.formats)
-    types = sorted(
-        {
-            encodings.index_dtype(a).name
-            for a in (*layout.segments, *layout.indices)
-            if a is not None
-        }
-    )
-    return f"{layout.num_entries:,} entries, levels {formats}, {'/'.join(types)} indices"
-
-
-def _dense_candidate(values: np.ndarray) -> _Candidate:
-    return _Candidate(
+def _dense_candidate(values: np.ndarray) -> Candidate:
+    return Candidate(
         Encoding.FLOAT32,
         4 * values.size,
         "float32",
@@ -210,7 +196,7 @@ def _dense_candidate(values: np.ndarray) -> _Candidate:
     )
 
 
-def _sparse_float_candidate(values: np.ndarray) -> _Candidate:
+def _sparse_float_candidate(values: np.ndarray) -> Candidate:
     layout = encodings.best_sparse_layout(values != 0, 4)
     stored = values.reshape(-1)[layout.positions].astype(np.float32)
 
@@ -226,13 +212,13 @@ def _sparse_float_candidate(values: np.ndarray) -> _Candidate:
         )
         editor.add_densify(weight.subgraph, source, weight.tensor)
 
-    estimate = layout.stored_bytes(4) + _TENSOR_OVERHEAD + _OPERATOR_OVERHEAD
-    return _Candidate(
-        Encoding.SPARSE_FLOAT32, estimate, f"float32, {_layout_detail(layout)}", values, apply
+    estimate = layout.stored_bytes(4) + TENSOR_OVERHEAD + OPERATOR_OVERHEAD
+    return Candidate(
+        Encoding.SPARSE_FLOAT32, estimate, f"float32, {layout_detail(layout)}", values, apply
     )
 
 
-def _levels_candidate(encoding: Encoding, fit: encodings.UniformFit) -> _Candidate:
+def _levels_candidate(encoding: Encoding, fit: encodings.UniformFit) -> Candidate:
     def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
         editor.release_constant(weight.subgraph, weight.tensor)
         source = editor.add_tensor(
@@ -247,18 +233,18 @@ def _levels_candidate(encoding: Encoding, fit: encodings.UniformFit) -> _Candida
 
     estimate = (
         fit.code_type.stored_bytes(fit.codes.size)
-        + _QUANTIZATION_BYTES_PER_CHANNEL * fit.scale.size
-        + _TENSOR_OVERHEAD
-        + _OPERATOR_OVERHEAD
+        + QUANTIZATION_BYTES_PER_CHANNEL * fit.scale.size
+        + TENSOR_OVERHEAD
+        + OPERATOR_OVERHEAD
     )
-    return _Candidate(
+    return Candidate(
         encoding, estimate, _scale_detail(fit), fit.decode(), apply, max_error=fit.max_error
     )
 
 
 def _sparse_levels_candidate(
     fit: encodings.UniformFit, encoding: Encoding = Encoding.SPARSE_LEVELS
-) -> _Candidate:
+) -> Candidate:
     layout = encodings.best_sparse_layout(fit.codes != 0, 1)
     stored = fit.codes.reshape(-1)[layout.positions].astype(np.int8)
 
@@ -286,14 +272,14 @@ def _sparse_levels_candidate(
 
     estimate = (
         layout.stored_bytes(1)
-        + _QUANTIZATION_BYTES_PER_CHANNEL * fit.scale.size
-        + 2 * (_TENSOR_OVERHEAD + _OPERATOR_OVERHEAD)
+        + QUANTIZATION_BYTES_PER_CHANNEL * fit.scale.size
+        + 2 * (TENSOR_OVERHEAD + OPERATOR_OVERHEAD)
     )
-    detail = f"int8 codes, {_layout_detail(layout)}, " + _scale_detail(fit).split(", ", 1)[1]
-    return _Candidate(encoding, estimate, detail, fit.decode(), apply, max_error=fit.max_error)
+    detail = f"int8 codes, {layout_detail(layout)}, " + _scale_detail(fit).split(", ", 1)[1]
+    return Candidate(encoding, estimate, detail, fit.decode(), apply, max_error=fit.max_error)
 
 
-def _float16_candidate(values: np.ndarray, sparse: bool) -> _Candidate:
+def _float16_candidate(values: np.ndarray, sparse: bool) -> Candidate:
     """float16 weights (dense, or sparse then DENSIFY) expanded to float32 by DEQUANTIZE."""
     halves = values.astype(np.float16)
     decoded = halves.astype(np.float32)
@@ -327,25 +313,11 @@ def _float16_candidate(values: np.ndarray, sparse: bool) -> _Candidate:
 
     error = encodings.float16_error(values)
     if layout is None:
-        estimate = 2 * values.size + _TENSOR_OVERHEAD + _OPERATOR_OVERHEAD
-        return _Candidate(Encoding.FLOAT16, estimate, "float16", decoded, apply, max_error=error)
-    estimate = layout.stored_bytes(2) + 2 * (_TENSOR_OVERHEAD + _OPERATOR_OVERHEAD)
-    detail = f"float16, {_layout_detail(layout)}"
-    return _Candidate(Encoding.SPARSE_FLOAT16, estimate, detail, decoded, apply, max_error=error)
-
-
-def _distinct_detail(values: np.ndarray) -> str:
-    distinct = np.unique(values[values != 0]).size
-    return f"{distinct:,} distinct nonzero values, not on uniform levels (exact INT16 fit)"
-
-
-def _fit_levels(weight: WeightTensor, values: np.ndarray) -> encodings.UniformFit | None:
-    """Exact uniform levels per tensor, else per output channel, else ``None``."""
-    for axis in (None, weight.channel_axis):
-        fit = encodings.fit_uniform_levels(values, axis)
-        if fit is not None and fit.exact:
-            return fit
-    return None
+        estimate = 2 * values.size + TENSOR_OVERHEAD + OPERATOR_OVERHEAD
+        return Candidate(Encoding.FLOAT16, estimate, "float16", decoded, apply, max_error=error)
+    estimate = layout.stored_bytes(2) + 2 * (TENSOR_OVERHEAD + OPERATOR_OVERHEAD)
+    detail = f"float16, {layout_detail(layout)}"
+    return Candidate(Encoding.SPARSE_FLOAT16, estimate, detail, decoded, apply, max_error=error)
 
 
 def _candidates(
@@ -354,18 +326,18 @@ def _candidates(
     allowed: Sequence[Encoding],
     *,
     lossy_float16: bool = False,
-) -> tuple[list[_Candidate], list[tuple[str, str]]]:
+) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """Applicable candidates among ``allowed``, smallest first, and why the others are not.
 
     float16 candidates are offered when they store the values exactly, or when
     ``lossy_float16`` (asked for, or ``allow_float16``).
     """
-    found: list[_Candidate] = []
+    found: list[Candidate] = []
     skipped: list[tuple[str, str]] = []
     nonzeros = int(np.count_nonzero(values))
     fit = None
     if Encoding.LEVELS in allowed or Encoding.SPARSE_LEVELS in allowed:
-        fit = _fit_levels(weight, values)
+        fit = fit_levels(weight, values)
     float16_error = None
     if Encoding.FLOAT16 in allowed or Encoding.SPARSE_FLOAT16 in allowed:
         float16_error = encodings.float16_error(values)
@@ -378,12 +350,12 @@ def _candidates(
             found.append(_sparse_float_candidate(values))
         elif encoding is Encoding.LEVELS:
             if fit is None:
-                skipped.append((encoding.value, _distinct_detail(values)))
+                skipped.append((encoding.value, distinct_detail(values)))
             else:
                 found.append(_levels_candidate(Encoding.LEVELS, fit))
         elif encoding is Encoding.SPARSE_LEVELS:
             if fit is None:
-                skipped.append((encoding.value, _distinct_detail(values)))
+                skipped.append((encoding.value, distinct_detail(values)))
             elif encodings.code_type(fit.codes) not in (
                 encodings.CodeType.INT4,
                 encodings.CodeType.INT8,
@@ -415,127 +387,8 @@ def _candidates(
             skipped.append(
                 (encoding.value, "runs only in TFLite Micro (target 'tflm' or 'tflm_int8')")
             )
-    found.sort(key=_rank)
+    found.sort(key=rank)
     return found, skipped
-
-
-def _rank(candidate: _Candidate) -> tuple:
-    """Smallest first; on a tie exact before lossy, then the converter's own tensor."""
-    return (candidate.estimated_bytes, candidate.max_error > 0, not candidate.baseline)
-
-
-def _keep_options(
-    weight: WeightTensor,
-    candidates: list[_Candidate],
-    skipped: list[tuple[str, str]],
-    forced: Encoding | None,
-    baseline: _Candidate,
-    dense_name: str,
-) -> list[_Candidate]:
-    """The candidates worth trying: a forced encoding must apply; under "auto" a candidate
-    must be smaller than the converter's tensor (``baseline``), or as small and more exact."""
-    if forced is not None:
-        if not candidates:
-            raise ExportError(
-                f"Weight {weight.label!r} ({weight.layer_type or weight.operator}): Expected "
-                f"weights that encoding {forced.value!r} can store; received: {skipped[-1][1]}"
-            )
-        return candidates
-    kept = []
-    for candidate in candidates:
-        size, limit = candidate.estimated_bytes, baseline.estimated_bytes
-        if (
-            candidate.baseline
-            or size < limit
-            or (size == limit and candidate.max_error < baseline.max_error)
-        ):
-            kept.append(candidate)
-        else:
-            skipped.append((candidate.encoding.value, f"not smaller than {dense_name}"))
-    return kept
-
-
-def _check_model(model: Any) -> keras.Model:
-    """``model`` checked: a plain tf_keras model with known inputs. A subclassed model comes
-    back as a functional model calling it on inputs of its known signature."""
-    if not isinstance(model, keras.Model):
-        raise ExportError(
-            f"Expected a tf_keras Model (tf_admm.compat.keras); received: "
-            f"model={type(model).__module__}.{type(model).__name__}"
-        )
-    wrapped = [m.name for m in model.submodules if isinstance(m, tf_admm.AdmmWrapper)]
-    if isinstance(model, tf_admm.AdmmWrapper):
-        wrapped.insert(0, model.name)
-    if wrapped:
-        raise ExportError(
-            "Expected a stripped model without tf_admm wrappers: call tf_admm.strip(model) "
-            f"before exporting; received: AdmmWrapper layers={wrapped}"
-        )
-    if model.built and model.inputs:
-        return model
-    return _functional(model)
-
-
-def _functional(model: keras.Model) -> keras.Model:
-    """A functional model calling ``model`` (subclassed, or a Sequential without inputs) on
-    ``keras.Input`` tensors of the signature it was called or built with.
-
-    Inputs are named ``input`` (one tensor), ``input_<i>`` (a list) or by their key (a dict),
-    so that the file's signature does not depend on Keras' name counters.
-    """
-    if isinstance(model, keras.Sequential):
-        raise ExportError(
-            f"Model {model.name!r} (Sequential): Expected a built model with known inputs; "
-            "received: a Sequential model without an input shape (start it with "
-            "keras.Input(shape), or call it on a batch first)"
-        )
-    try:
-        signature = subclassed.input_signature(model)
-    except ValueError as error:
-        # Names the model and what is missing (a first call or model.build(input_shape)).
-        raise ExportError(str(error)) from None
-
-    def symbolic(spec, name=None):
-        return keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype, name=name)
-
-    if isinstance(signature, tf.TensorSpec):
-        inputs = symbolic(signature, "input")
-    elif isinstance(signature, Mapping) and all(
-        isinstance(spec, tf.TensorSpec) for spec in signature.values()
-    ):
-        inputs = {key: symbolic(spec, str(key)) for key, spec in signature.items()}
-    elif isinstance(signature, (list, tuple)) and all(
-        isinstance(spec, tf.TensorSpec) for spec in signature
-    ):
-        inputs = [symbolic(spec, f"input_{i}") for i, spec in enumerate(signature)]
-    else:  # nested structures: Keras names them
-        inputs = tf.nest.map_structure(symbolic, signature)
-    try:
-        outputs = model(inputs)
-    except Exception as error:  # noqa: BLE001 - call() may raise anything
-        raise ExportError(
-            f"Model {model.name!r} ({type(model).__name__}): Expected a call() that runs on "
-            f"keras.Input tensors of its input signature {signature}; received: "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    return keras.Model(inputs, outputs, name=model.name)
-
-
-def _check_path(path: Any) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise ExportError(f"Expected path to be a str or os.PathLike; received: path={path!r}")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if os.path.isdir(path):
-        raise ExportError(f"Expected a file path; received: path={path!r} is a directory")
-    if not os.path.isdir(directory):
-        raise ExportError(
-            f"Expected a path in an existing directory; received: path={path!r} "
-            f"(no directory {directory!r})"
-        )
-    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise ExportError(f"Expected a writable path; received: path={path!r} (permission denied)")
-    return path
 
 
 def _as_encoding(value: Any, where: str) -> Encoding | None:
@@ -602,175 +455,6 @@ def _requested_encodings(
     return requested
 
 
-# Samples read at most from an iterable representative_data (a dataset may repeat forever).
-MAX_REPRESENTATIVE_SAMPLES = 1000
-
-
-def _prepare_inputs(
-    model: keras.Model, representative_data: Any, batch_size: int, seed: int
-) -> list[np.ndarray]:
-    """One array per model input (batch first): the representative data, or random samples.
-
-    See :func:`export` for the accepted forms of ``representative_data``.
-    """
-    if representative_data is None:
-        return _random_inputs(model, batch_size, seed)
-    data = representative_data
-    if callable(data) and not _is_arrays(data):
-        data = data()
-    count = len(model.inputs)
-    if isinstance(data, Mapping):
-        missing = [name for name in model.input_names if name not in data]
-        if missing:
-            raise ExportError(
-                f"Expected representative_data with a key per model input "
-                f"{list(model.input_names)}; received: keys={sorted(map(str, data))}"
-            )
-        return _input_arrays(model, [data[name] for name in model.input_names])
-    if _is_arrays(data) or (isinstance(data, (list, tuple)) and len(data) == count):
-        arrays = [data] if not isinstance(data, (list, tuple)) else list(data)
-        if len(arrays) != count:
-            raise ExportError(
-                f"Expected representative_data with one array per model input "
-                f"({count}); received: {len(arrays)} arrays"
-            )
-        return _input_arrays(model, arrays)
-    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise ExportError(
-            f"Expected representative_data as arrays, a dict, an iterable or a callable "
-            f"returning one; received: {type(data).__name__}"
-        )
-    return _input_arrays(model, _read_iterable(model, data))
-
-
-def _is_arrays(value: Any) -> bool:
-    return isinstance(value, np.ndarray) or tf.is_tensor(value)
-
-
-def _random_inputs(model: keras.Model, batch_size: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for tensor in model.inputs:
-        shape = [batch_size if d is None else d for d in tensor.shape.as_list()]
-        if None in shape[1:]:
-            raise ExportError(
-                f"Expected representative_data for input {tensor.name!r} of unknown shape "
-                f"{tensor.shape.as_list()}; received: representative_data=None"
-            )
-        dtype = tensor.dtype.as_numpy_dtype
-        if np.issubdtype(dtype, np.integer):
-            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays
-
-
-def _input_arrays(model: keras.Model, data: Sequence[Any]) -> list[np.ndarray]:
-    """``data`` (one array-like per input) as arrays of the inputs' dtypes, shapes checked."""
-    arrays = []
-    for tensor, array in zip(model.inputs, data):
-        array = np.asarray(array, dtype=tensor.dtype.as_numpy_dtype)
-        wanted = tensor.shape.as_list()
-        if array.ndim != len(wanted) or any(
-            w is not None and w != d for w, d in zip(wanted[1:], array.shape[1:])
-        ):
-            raise ExportError(
-                f"Expected representative_data for input {tensor.name!r} with shape "
-                f"{tensor.shape.as_list()}; received: shape={list(array.shape)}"
-            )
-        if array.shape[0] == 0:
-            raise ExportError(
-                f"Expected at least one sample in representative_data; received: "
-                f"shape={list(array.shape)} for input {tensor.name!r}"
-            )
-        arrays.append(array)
-    return arrays
-
-
-def _fits_input(value: Any, tensor) -> bool:
-    """Whether ``value`` is an array-like shaped like one sample or a batch of ``tensor``."""
-    if not (_is_arrays(value) or isinstance(value, (int, float, np.generic))):
-        return False
-    shape = tuple(np.shape(value))
-    wanted = tensor.shape.as_list()[1:]
-    if len(shape) == len(wanted) + 1:
-        shape = shape[1:]
-    return len(shape) == len(wanted) and all(w is None or w == d for w, d in zip(wanted, shape))
-
-
-def _element_inputs(model: keras.Model, element: Any, depth: int = 0) -> list[np.ndarray]:
-    """One element of an iterable as one batch per input (a lone sample gets a batch axis)."""
-    if isinstance(element, Mapping):
-        if not all(name in element for name in model.input_names):
-            raise ExportError(
-                f"Expected representative_data elements with a key per model input "
-                f"{list(model.input_names)}; received: keys={sorted(map(str, element))}"
-            )
-        parts = [element[name] for name in model.input_names]
-    elif isinstance(element, (list, tuple)):
-        if len(element) == len(model.inputs) and all(
-            _fits_input(part, tensor) for part, tensor in zip(element, model.inputs)
-        ):
-            parts = list(element)
-        elif 1 <= len(element) <= 3 and depth == 0:
-            # Keras' (inputs, labels[, sample weights]).
-            return _element_inputs(model, element[0], depth + 1)
-        else:
-            raise ExportError(
-                f"Expected representative_data elements shaped like the model inputs "
-                f"{[t.shape.as_list() for t in model.inputs]}; received: a {type(element).__name__}"
-                f" of {len(element)} items"
-            )
-    elif len(model.inputs) == 1:
-        parts = [element]
-    else:
-        raise ExportError(
-            f"Expected representative_data elements with one array per model input "
-            f"({len(model.inputs)}); received: {type(element).__name__}"
-        )
-    batches = []
-    for part, tensor in zip(parts, model.inputs):
-        array = np.asarray(part)
-        if array.ndim == len(tensor.shape) - 1:
-            array = array[None]
-        batches.append(array)
-    return batches
-
-
-def _read_iterable(model: keras.Model, data: Any) -> list[np.ndarray]:
-    collected: list[list[np.ndarray]] = [[] for _ in model.inputs]
-    count = 0
-    for element in data:
-        batches = _element_inputs(model, element)
-        for parts, batch in zip(collected, batches):
-            parts.append(batch)
-        count += int(batches[0].shape[0]) if batches[0].ndim else 1
-        if count >= MAX_REPRESENTATIVE_SAMPLES:
-            break
-    if not count:
-        raise ExportError(
-            "Expected representative_data to yield at least one sample; received: an empty "
-            f"{type(data).__name__}"
-        )
-    try:
-        arrays = [np.concatenate(parts, axis=0) for parts in collected]
-    except ValueError as error:
-        raise ExportError(
-            f"Expected representative_data elements of one shape per input; received: {error}"
-        ) from None
-    return [array[:MAX_REPRESENTATIVE_SAMPLES] for array in arrays]
-
-
-def _keras_outputs(model: keras.Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    if not isinstance(outputs, (list, tuple)):
-        if isinstance(outputs, Mapping):
-            outputs = [outputs[name] for name in model.output_names]
-        else:
-            outputs = [outputs]
-    return [np.asarray(o) for o in outputs]
-
-
 class _Builder:
     """Writes a file for an assignment of candidates and verifies it."""
 
@@ -784,12 +468,12 @@ class _Builder:
         self.output_names = list(model.output_names)
         self._lossy_reference: dict[tuple, list[np.ndarray]] = {}
         # Per weight, the candidate that leaves the converter's tensor as it is.
-        self.baseline: dict[tuple[int, int], _Candidate] = {}
+        self.baseline: dict[tuple[int, int], Candidate] = {}
 
-    def build(self, plan: Mapping[tuple[int, int], _Candidate]) -> bytes:
-        return _build(self.float_file, self.weights, plan)
+    def build(self, plan: Mapping[tuple[int, int], Candidate]) -> bytes:
+        return build_file(self.float_file, self.weights, plan)
 
-    def _expected(self, plan: Mapping[tuple[int, int], _Candidate]) -> list[np.ndarray]:
+    def _expected(self, plan: Mapping[tuple[int, int], Candidate]) -> list[np.ndarray]:
         lossy = tuple(sorted(k for k, c in plan.items() if c.max_error > 0))
         if not lossy:
             return self.expected
@@ -823,143 +507,6 @@ class _Builder:
         )
 
 
-def _failure_reason(checks: Sequence[verify.RuntimeCheck]) -> str:
-    return "; ".join(c.describe() for c in checks if not c.passed)
-
-
-def _raise_verification(what: str, checks: Sequence[verify.RuntimeCheck]) -> None:
-    raise VerificationError(
-        f"Expected the written file to reproduce the Keras outputs in every runtime; "
-        f"received: {what}: {_failure_reason(checks)}"
-    )
-
-
-def _weight_checks(
-    runtime: verify.Runtime,
-    decoded_here: Sequence[verify.OutputCheck],
-    problems: Sequence[str],
-    read_by_interpreter: Iterable[verify.OutputCheck],
-    references: tuple[str, str],
-) -> list[verify.RuntimeCheck]:
-    """The two checks of a file's weights: as decoded here, and as ``runtime`` reads them.
-
-    Args:
-      runtime: the interpreter the weights are read from.
-      decoded_here: one check per weight that decoding the file here gave.
-      problems: what stopped decoding the others, joined into the first check's error.
-      read_by_interpreter: the checks of the weights read from the interpreter, made lazily
-        (a generator): whatever it raises is the second check's error, with the checks made
-        before it.
-      references: what each check compares with, decoded here and read by the interpreter.
-    """
-    read = []
-    error = None
-    try:
-        for check in read_by_interpreter:
-            read.append(check)
-    except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
-        error = verify._error_message(problem)
-    return [
-        verify.RuntimeCheck(
-            runtime,
-            tuple(decoded_here),
-            error="; ".join(problems) or None,
-            reference=references[0],
-        ),
-        verify.RuntimeCheck(runtime, tuple(read), error=error, reference=references[1]),
-    ]
-
-
-def _first_choice_reason(forced: bool, count: int) -> str:
-    if forced:
-        return "requested"
-    return "only candidate" if count == 1 else f"smallest of {count} candidates"
-
-
-def _build(
-    data: bytes,
-    weights: Mapping[tuple[int, int], WeightTensor],
-    plan: Mapping[tuple[int, int], _Candidate],
-) -> bytes:
-    """``data`` with every weight of ``plan`` written in its candidate's encoding."""
-    model = flatbuffer.read_model(data)
-    editor = flatbuffer.ModelEditor(model)
-    for key, candidate in plan.items():
-        if not candidate.baseline:
-            candidate.apply(editor, weights[key])
-    return flatbuffer.write_model(editor.finish())
-
-
-def _select(
-    builder: Any,
-    options: Mapping[tuple[int, int], list[_Candidate]],
-    forced: Mapping[tuple[int, int], bool],
-    rejected: dict[tuple[int, int], list[tuple[str, str]]],
-) -> tuple[dict[tuple[int, int], _Candidate], dict[tuple[int, int], str], bytes, tuple]:
-    """The smallest candidates whose file passes ``builder.check``, found as cheaply as may be.
-
-    First every weight's first candidate together; if that file fails, each weight alone (the
-    others as the converter wrote them, ``builder.baseline``), down its candidates until one
-    passes, then the combination again. ``builder`` has ``weights``, ``baseline``,
-    ``build(plan)`` and ``check(data, plan)``.
-    """
-    plan = {key: candidates[0] for key, candidates in options.items()}
-    reasons = {key: _first_choice_reason(forced[key], len(options[key])) for key in options}
-    data = builder.build(plan)
-    checks = builder.check(data, plan)
-    if all(c.passed for c in checks):
-        return plan, reasons, data, checks
-    if all(len(v) == 1 for v in options.values()):
-        _raise_verification(
-            "requested encodings" if all(forced.values()) else "the only candidates", checks
-        )
-    # Find the culprits: each weight alone (others as converted), down its candidates.
-    for key, candidates in options.items():
-        for rank, candidate in enumerate(candidates):
-            if candidate.baseline:
-                plan[key] = candidate
-                reasons[key] = (
-                    "smallest candidate" if rank == 0 else "only candidate passing verification"
-                )
-                break
-            trial = {**builder.baseline, key: candidate}
-            trial_checks = builder.check(builder.build(trial), trial)
-            if all(c.passed for c in trial_checks):
-                plan[key] = candidate
-                if rank:
-                    reasons[key] = "smallest candidate passing verification"
-                break
-            rejected[key].append((candidate.encoding.value, _failure_reason(trial_checks)))
-            if forced[key] and rank == len(candidates) - 1:
-                _raise_verification(
-                    f"weight {builder.weights[key].label!r} as {candidate.encoding.value}",
-                    trial_checks,
-                )
-        else:  # pragma: no cover - the baseline is always a candidate unless forced
-            raise ExportError(f"no encoding of {builder.weights[key].label!r} passes")
-    data = builder.build(plan)
-    checks = builder.check(data, plan)
-    if not all(c.passed for c in checks):
-        _raise_verification("the combination of encodings that pass one by one", checks)
-    return plan, reasons, data, checks
-
-
-def _select_or_keep(
-    builder: Any,
-    options: Mapping[tuple[int, int], list[_Candidate]],
-    requested: Mapping[tuple[int, int], Encoding | None],
-    rejected: dict[tuple[int, int], list[tuple[str, str]]],
-    baseline: bytes,
-    baseline_checks: tuple[verify.RuntimeCheck, ...],
-) -> tuple[dict[tuple[int, int], _Candidate], dict[tuple[int, int], str], bytes, tuple]:
-    """The plan, reasons, file and checks of :func:`_select`, the encodings ``requested`` names
-    forced; the converter's file ``baseline`` and its checks when no weight has options."""
-    if not options:
-        return {}, {}, baseline, baseline_checks
-    forced = {key: requested[key] is not None for key in options}
-    return _select(builder, options, forced, rejected)
-
-
 def _write(path: str, data: bytes) -> None:
     try:
         with open(path, "wb") as handle:
@@ -971,7 +518,7 @@ def _write(path: str, data: bytes) -> None:
 def _choices(
     data: bytes,
     weights: Mapping[tuple[int, int], WeightTensor],
-    plan: Mapping[tuple[int, int], _Candidate],
+    plan: Mapping[tuple[int, int], Candidate],
     stored_values: Mapping[tuple[int, int], np.ndarray],
     reasons: Mapping[tuple[int, int], str],
     rejected: Mapping[tuple[int, int], list[tuple[str, str]]],
@@ -1010,11 +557,6 @@ def _choices(
     return file_bytes, tuple(choices)
 
 
-def _batch_size(inputs: Sequence[np.ndarray]) -> int:
-    """Examples in the verification batch; 0 for a model with no (or scalar) inputs."""
-    return int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0
-
-
 def _write_report(
     path: str,
     data: bytes,
@@ -1024,7 +566,7 @@ def _write_report(
     float_file: bytes,
     inputs: Sequence[np.ndarray],
     builder: Any,
-    plan: Mapping[tuple[int, int], _Candidate],
+    plan: Mapping[tuple[int, int], Candidate],
     stored_values: Mapping[tuple[int, int], np.ndarray],
     reasons: Mapping[tuple[int, int], str],
     rejected: Mapping[tuple[int, int], list[tuple[str, str]]],
@@ -1056,7 +598,7 @@ def _write_report(
         float_gzip_bytes=gzip_size(float_file),
         weights=choices,
         checks=checks,
-        batch_size=_batch_size(inputs),
+        batch_size=batch_size_of(inputs),
         **fields,
     )
 
@@ -1162,8 +704,8 @@ def export(
         raise ExportError(
             f"Expected target in {[t.value for t in Target]}; received: target={target!r}"
         ) from None
-    model = _check_model(model)
-    path = _check_path(path)
+    model = check_model(model)
+    path = check_path(path)
     integer = _check_options(
         target, representative_data, activations, int8_io, tolerance, allow_float16
     )
@@ -1199,18 +741,18 @@ def export(
     # Encoding names are checked before the (slow) conversion; keys need the converted file.
     _check_each_encoding(encoding)
 
-    inputs = _prepare_inputs(model, representative_data, batch_size, seed)
-    expected = _keras_outputs(model, inputs)
+    inputs = prepare_inputs(model, representative_data, batch_size, seed)
+    expected = keras_outputs(model, inputs)
     float_file, file_batch = convert_float_any_batch(model)
     baseline_model = flatbuffer.read_model(float_file)
     weights = find_weight_tensors(baseline_model, model, any_operator=True)
     builder = _Builder(float_file, weights, inputs, expected, tolerance, model)
     baseline_checks = builder.check(float_file, {})
     if not all(c.passed for c in baseline_checks):
-        _raise_verification("the converter's float32 file", baseline_checks)
+        LITERT_WORDING.fail("the converter's float32 file", baseline_checks)
 
     requested = _requested_encodings(encoding, weights, model)
-    options: dict[tuple[int, int], list[_Candidate]] = {}
+    options: dict[tuple[int, int], list[Candidate]] = {}
     rejected: dict[tuple[int, int], list[tuple[str, str]]] = {}
     values_by_key: dict[tuple[int, int], np.ndarray] = {}
     for weight in weights:
@@ -1223,12 +765,12 @@ def export(
         candidates, skipped = _candidates(
             weight, values, allowed, lossy_float16=allow_float16 or forced is not None
         )
-        options[key] = _keep_options(
+        options[key] = keep_options(
             weight, candidates, skipped, forced, builder.baseline[key], "float32"
         )
         rejected[key] = list(skipped)
 
-    plan, reasons, data, checks = _select_or_keep(
+    plan, reasons, data, checks = select_or_keep(
         builder, options, requested, rejected, float_file, baseline_checks
     )
     return _write_report(
@@ -1392,14 +934,14 @@ def verify_file(
     Raises:
       VerificationError: naming each runtime and output that differs, or the load error.
     """
-    model = _check_model(model)
+    model = check_model(model)
     if isinstance(file, (bytes, bytearray)):
         data = bytes(file)
     else:
         with open(os.fspath(file), "rb") as handle:
             data = handle.read()
-    inputs = _prepare_inputs(model, representative_data, batch_size, seed)
-    expected = _keras_outputs(model, inputs)
+    inputs = prepare_inputs(model, representative_data, batch_size, seed)
+    expected = keras_outputs(model, inputs)
     try:
         parsed = flatbuffer.read_model(data)
     except ValueError as error:
@@ -1421,5 +963,5 @@ def verify_file(
             output_names=list(model.output_names),
         )
     if not all(c.passed for c in checks):
-        _raise_verification("the file", checks)
+        LITERT_WORDING.fail("the file", checks)
     return checks

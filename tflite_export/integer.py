@@ -50,8 +50,22 @@ import numpy as np
 
 from tf_admm.compat import keras, tf
 from tflite_export import encodings, exporter, flatbuffer, verify
+from tflite_export.candidates import (
+    OPERATOR_OVERHEAD,
+    QUANTIZATION_BYTES_PER_CHANNEL,
+    TENSOR_OVERHEAD,
+    Candidate,
+    build_file,
+    distinct_detail,
+    failure_reason,
+    fit_levels,
+    keep_options,
+    layout_detail,
+    rank,
+    select_or_keep,
+)
 from tflite_export.encodings import Encoding
-from tflite_export.exporter import _Candidate
+from tflite_export.inputs import keras_outputs, prepare_inputs
 from tflite_export.report import ExportReport, IoQuantization
 from tflite_export.weights import (
     SUPPORTED_LAYERS,
@@ -88,9 +102,6 @@ INTEGER_ENCODINGS = (
 )
 # For an output with no int8 scale (not expected from the converter): relative, as tflm_int8.
 DEFAULT_RELATIVE_TOLERANCE = 0.1
-_QUANTIZATION_BYTES_PER_CHANNEL = 4 + 8  # float32 scale + int64 zero point
-_TENSOR_OVERHEAD = 64
-_OPERATOR_OVERHEAD = 48
 _INT8_LIMIT = 127  # symmetric int8 weights: codes in [-127, 127]
 _HALF_STEP = 0.5 + 1e-3  # a rounded value's distance in steps, with float slack
 
@@ -126,7 +137,7 @@ def convert_int8(
     try:
         return converter.convert()
     except Exception as error:  # noqa: BLE001 - the converter raises many types
-        message = verify._error_message(error)
+        message = verify.error_message(error)
         raise exporter.ExportError(
             f"Expected a model the converter quantizes fully to int8 (TFLITE_BUILTINS_INT8); "
             f"received: {type(error).__name__}: {message}"
@@ -280,7 +291,7 @@ class OutputChecker:
                     output_names=self.output_names,
                 )
             except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-                checks.append(verify.RuntimeCheck(runtime, error=verify._error_message(error)))
+                checks.append(verify.RuntimeCheck(runtime, error=verify.error_message(error)))
                 continue
             real = [dequantize(o, q) for o, q in zip(outputs, self.io_outputs)]
             checks.append(
@@ -323,10 +334,6 @@ def _scales_detail(scales: np.ndarray, axis: int) -> str:
     if np.all(scales == scales[0]):
         return f"step {float(scales[0]):.6g} on all {scales.size} channels (axis {axis})"
     return f"{scales.size} steps per channel (axis {axis})"
-
-
-def _layout_detail(layout: encodings.SparseLayout) -> str:
-    return exporter._layout_detail(layout)
 
 
 def _bias_values(model, subgraph_index: int, bias_index: int, keras_bias) -> np.ndarray:
@@ -424,15 +431,15 @@ def _densify_into(editor, weight: WeightTensor, codes: np.ndarray, layout) -> No
 
 def _baseline(
     weight: WeightTensor, codes: np.ndarray, tensor, kernel, num_biases: int
-) -> _Candidate:
+) -> Candidate:
     scales, axis = _tensor_scales(tensor)
     decoded = flatbuffer.dequantize(tensor, codes)
     error = 0.0
     if kernel is not None and kernel.shape == decoded.shape:
         error = float(np.max(np.abs(decoded.astype(np.float64) - kernel), initial=0.0))
-    return _Candidate(
+    return Candidate(
         Encoding.INT8,
-        codes.size + _QUANTIZATION_BYTES_PER_CHANNEL * scales.size * (1 + num_biases),
+        codes.size + QUANTIZATION_BYTES_PER_CHANNEL * scales.size * (1 + num_biases),
         f"int8 codes from the converter, {_scales_detail(scales, axis)}",
         decoded,
         lambda editor, w: None,
@@ -443,7 +450,7 @@ def _baseline(
     )
 
 
-def _sparse_int8(baseline: _Candidate, axis: int, num_biases: int) -> _Candidate:
+def _sparse_int8(baseline: Candidate, axis: int, num_biases: int) -> Candidate:
     codes = baseline.codes
     layout = encodings.best_sparse_layout(codes != 0, 1)
 
@@ -452,14 +459,14 @@ def _sparse_int8(baseline: _Candidate, axis: int, num_biases: int) -> _Candidate
 
     estimate = (
         layout.stored_bytes(1)
-        + _QUANTIZATION_BYTES_PER_CHANNEL * baseline.scales.size * (1 + num_biases)
-        + _TENSOR_OVERHEAD
-        + _OPERATOR_OVERHEAD
+        + QUANTIZATION_BYTES_PER_CHANNEL * baseline.scales.size * (1 + num_biases)
+        + TENSOR_OVERHEAD
+        + OPERATOR_OVERHEAD
     )
-    return _Candidate(
+    return Candidate(
         Encoding.SPARSE_INT8,
         estimate,
-        f"int8 codes from the converter, {_layout_detail(layout)}, "
+        f"int8 codes from the converter, {layout_detail(layout)}, "
         f"{_scales_detail(baseline.scales, axis)}",
         baseline.decoded,
         apply,
@@ -478,7 +485,7 @@ def _level_candidates(
     allowed: Sequence[Encoding],
     skipped: list[tuple[str, str]],
     converter_error: float,
-) -> list[_Candidate]:
+) -> list[Candidate]:
     """LEVELS (INT4 and INT8) and SPARSE_LEVELS candidates, or why not (in ``skipped``).
 
     ``converter_error`` is how far the converter's codes are from the levels, for the report.
@@ -487,15 +494,15 @@ def _level_candidates(
     if not wanted:
         return []
 
-    def skip(reason: str) -> list[_Candidate]:
+    def skip(reason: str) -> list[Candidate]:
         skipped.extend((encoding.value, reason) for encoding in wanted)
         return []
 
     if kernel is None or kernel.shape != tuple(weight.shape):
         return skip("no Keras weight matched: its levels are unknown")
-    fit = exporter._fit_levels(weight, kernel)
+    fit = fit_levels(weight, kernel)
     if fit is None:
-        return skip(exporter._distinct_detail(kernel))
+        return skip(distinct_detail(kernel))
     if np.max(np.abs(fit.codes), initial=0) > _INT8_LIMIT:
         return skip(f"level codes up to {int(np.max(np.abs(fit.codes)))}, beyond int8's ±127")
     old_scales, old_axis = _tensor_scales(tensor)
@@ -524,7 +531,7 @@ def _level_candidates(
         biases = _bias_updates(model, weight, scales, keras_bias)
         if isinstance(biases, str):
             return skip(biases)
-        quantization_bytes = _QUANTIZATION_BYTES_PER_CHANNEL * scales.size * (1 + len(biases))
+        quantization_bytes = QUANTIZATION_BYTES_PER_CHANNEL * scales.size * (1 + len(biases))
         scale_text = f"{_scales_detail(scales, axis)}, bias rescaled"
         if converter_error > 0:
             scale_text += (
@@ -533,7 +540,7 @@ def _level_candidates(
         if Encoding.LEVELS in wanted:
             for kind in kinds:
                 found.append(
-                    _Candidate(
+                    Candidate(
                         Encoding.LEVELS,
                         kind.stored_bytes(codes.size) + quantization_bytes,
                         f"{kind.value} codes = level indices, {scale_text}",
@@ -546,13 +553,13 @@ def _level_candidates(
                 )
         if layout is not None:
             found.append(
-                _Candidate(
+                Candidate(
                     Encoding.SPARSE_LEVELS,
                     layout.stored_bytes(1)
                     + quantization_bytes
-                    + _TENSOR_OVERHEAD
-                    + _OPERATOR_OVERHEAD,
-                    f"int8 codes = level indices, {_layout_detail(layout)}, {scale_text}",
+                    + TENSOR_OVERHEAD
+                    + OPERATOR_OVERHEAD,
+                    f"int8 codes = level indices, {layout_detail(layout)}, {scale_text}",
                     decoded,
                     _apply_levels(codes, encodings.CodeType.INT8, scales, axis, biases, layout),
                     max_error=fit.max_error,
@@ -569,14 +576,14 @@ def _candidates(
     kernel: np.ndarray | None,
     keras_bias: np.ndarray | None,
     allowed: Sequence[Encoding],
-) -> tuple[_Candidate, list[_Candidate], list[tuple[str, str]]]:
+) -> tuple[Candidate, list[Candidate], list[tuple[str, str]]]:
     """The baseline, the candidates among ``allowed`` (smallest first), and why not others."""
     tensor = model.subgraphs[weight.subgraph].tensors[weight.tensor]
     codes = flatbuffer.decode_tensor(model, weight.subgraph, weight.tensor).astype(np.int32)
     num_biases = sum(c.bias is not None for c in consumers(model, weight.subgraph, weight.tensor))
     baseline = _baseline(weight, codes, tensor, kernel, num_biases)
     _, axis = _tensor_scales(tensor)
-    found: list[_Candidate] = []
+    found: list[Candidate] = []
     skipped: list[tuple[str, str]] = []
     if Encoding.INT8 in allowed:
         found.append(baseline)
@@ -596,7 +603,7 @@ def _candidates(
                     f"not for a full-integer file (takes {[e.value for e in INTEGER_ENCODINGS]})",
                 )
             )
-    found.sort(key=exporter._rank)
+    found.sort(key=rank)
     return baseline, found, skipped
 
 
@@ -626,10 +633,10 @@ class _Builder:
         self.weights = {(w.subgraph, w.tensor): w for w in weights}
         self.checker = checker
         self.biases = biases  # (subgraph, bias tensor) -> the real bias it must hold
-        self.baseline: dict[tuple[int, int], _Candidate] = {}
+        self.baseline: dict[tuple[int, int], Candidate] = {}
 
-    def build(self, plan: Mapping[tuple[int, int], _Candidate]) -> bytes:
-        return exporter._build(self.int8_file, self.weights, plan)
+    def build(self, plan: Mapping[tuple[int, int], Candidate]) -> bytes:
+        return build_file(self.int8_file, self.weights, plan)
 
     def check(self, data: bytes, plan) -> tuple[verify.RuntimeCheck, ...]:
         checks = list(self.checker.check(data))
@@ -679,7 +686,7 @@ class _Builder:
                 distance = _code_distance(codes, scales, candidate)
                 yield verify.OutputCheck(f"{self.weights[key].label} weights", distance, 0)
 
-        return exporter._weight_checks(
+        return verify.weight_checks(
             verify.Runtime.BUILTIN,
             from_file,
             problems,
@@ -711,7 +718,7 @@ def _bias_distance(model, key: tuple[int, int], consumer, real: np.ndarray) -> f
     return float(np.max(np.abs(codes * scale - real) / scale, initial=0.0))
 
 
-def _code_distance(codes: np.ndarray, scales: np.ndarray, candidate: _Candidate) -> float:
+def _code_distance(codes: np.ndarray, scales: np.ndarray, candidate: Candidate) -> float:
     want = candidate.codes
     codes = np.asarray(codes)
     if codes.shape != want.shape or not np.array_equal(
@@ -752,8 +759,8 @@ def export_integer(
     """The LiteRT target with int8 activations, reached through :func:`tflite_export.export`,
     which checks and documents the arguments."""
     _check_encodings(encoding)
-    inputs = exporter._prepare_inputs(model, representative_data, 8, seed)
-    expected = exporter._keras_outputs(model, inputs)
+    inputs = prepare_inputs(model, representative_data, 8, seed)
+    expected = keras_outputs(model, inputs)
     float_file = exporter.convert_float(model)
     int8_file = convert_int8(model, inputs, int8_io=int8_io)
     checker = OutputChecker(
@@ -772,7 +779,7 @@ def export_integer(
                 )
     builder = _Builder(int8_file, weights, checker, real_biases)
     requested = exporter._requested_encodings(encoding, weights, model)
-    options: dict[tuple[int, int], list[_Candidate]] = {}
+    options: dict[tuple[int, int], list[Candidate]] = {}
     rejected: dict[tuple[int, int], list[tuple[str, str]]] = {}
     for weight in weights:
         key = (weight.subgraph, weight.tensor)
@@ -782,7 +789,7 @@ def export_integer(
         bias = biases.get(weight.layer) if weight.layer is not None else None
         baseline, candidates, skipped = _candidates(parsed, weight, kernel, bias, allowed)
         builder.baseline[key] = baseline
-        options[key] = exporter._keep_options(
+        options[key] = keep_options(
             weight, candidates, skipped, forced, baseline, "the converter's int8 tensor"
         )
         rejected[key] = list(skipped)
@@ -791,11 +798,11 @@ def export_integer(
     if not all(c.passed for c in baseline_checks):
         raise exporter.VerificationError(
             "Expected the converter's full-integer file to reproduce the Keras outputs within "
-            f"the int8 tolerance; received: {exporter._failure_reason(baseline_checks)} "
+            f"the int8 tolerance; received: {failure_reason(baseline_checks)} "
             "(calibrate on real samples of the input distribution, or pass a looser "
             "tolerance, e.g. tflite_export.verify.Int8Tolerance(output_steps=8))"
         )
-    plan, reasons, data, checks = exporter._select_or_keep(
+    plan, reasons, data, checks = select_or_keep(
         builder, options, requested, rejected, int8_file, baseline_checks
     )
     return exporter._write_report(

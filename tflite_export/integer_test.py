@@ -7,6 +7,7 @@ import pytest
 
 from tflite_export import exporter, flatbuffer, integer, verify
 from tflite_export.encodings import Encoding
+from tflite_export.inputs import prepare_inputs
 from tflite_export.testing import (
     LAYER_KINDS,
     kernel_of,
@@ -329,10 +330,10 @@ def test_representative_data_forms_give_the_same_inputs():
         "dict": {"image": x},
     }
     for name, form in forms.items():
-        (got,) = exporter._prepare_inputs(model, form, 8, 0)
+        (got,) = prepare_inputs(model, form, 8, 0)
         np.testing.assert_array_equal(got, x, err_msg=name)
     endless = tf.data.Dataset.from_tensor_slices(x).repeat()
-    (got,) = exporter._prepare_inputs(model, endless, 8, 0)
+    (got,) = prepare_inputs(model, endless, 8, 0)
     assert got.shape[0] == exporter.MAX_REPRESENTATIVE_SAMPLES
 
 

@@ -55,7 +55,9 @@ import numpy as np
 
 from tf_admm.compat import keras
 from tflite_export import exporter, flatbuffer, lut, verify
+from tflite_export.candidates import Wording, keep_options, select
 from tflite_export.encodings import Encoding
+from tflite_export.inputs import batch_size_of, keras_outputs, prepare_inputs
 from tflite_export.integer import convert_int8, dequantize, io_quantization, quantize
 from tflite_export.report import (
     ExportReport,
@@ -95,6 +97,16 @@ _schema = flatbuffer.schema
 _LUT_OVERHEAD = 2 * 64 + 48 + 64
 _QUANTIZATION_BYTES_PER_CHANNEL = 4 + 8  # float32 scale + int64 zero point
 _INSTALL = "pip install tflite-micro (or tf-admm[tflm])"
+TFLM_WORDING = Wording(
+    "the TFLite Micro file to reproduce the uncompressed file and the Keras outputs",
+    only="only option",
+    smallest_of="smallest of {count}",
+    smallest="smallest option",
+    only_passing="only option passing",
+    smallest_passing="smallest option passing verification",
+    single_unforced="requested encodings",
+    combination="the combination of options that pass one by one",
+)
 
 
 def _compression_library():
@@ -356,7 +368,7 @@ class _Verifier:
         try:
             outputs = self._run(data, runtime)
         except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-            message = verify._error_message(error)
+            message = verify.error_message(error)
             return None, verify.RuntimeCheck(runtime, error=message, reference=reference)
         check = verify.compare_outputs(
             runtime,
@@ -401,7 +413,7 @@ class _Verifier:
                         name, _max_diff(values[tensor], self.weights[key]), 0.0
                     )
 
-        return exporter._weight_checks(
+        return verify.weight_checks(
             verify.Runtime.TFLM,
             decoded_by_us,
             problems,
@@ -450,20 +462,9 @@ def _max_diff(got: np.ndarray, want: np.ndarray) -> float:
     return diff if np.isfinite(diff) else float("inf")
 
 
-def _failure_reason(checks: Sequence[verify.RuntimeCheck]) -> str:
-    return "; ".join(c.describe() for c in checks if not c.passed)
-
-
-def _raise(what: str, checks: Sequence[verify.RuntimeCheck]) -> None:
-    raise exporter.VerificationError(
-        f"Expected the TFLite Micro file to reproduce the uncompressed file and the Keras "
-        f"outputs; received: {what}: {_failure_reason(checks)}"
-    )
-
-
 def _prepare(model, representative_data, batch_size, seed, tolerance, integer):
-    inputs = exporter._prepare_inputs(model, representative_data, batch_size, seed)
-    expected = exporter._keras_outputs(model, inputs)
+    inputs = prepare_inputs(model, representative_data, batch_size, seed)
+    expected = keras_outputs(model, inputs)
     float_file = exporter.convert_float(model)
     uncompressed = convert_int8(model, inputs) if integer else float_file
     verifier = _Verifier(uncompressed, inputs, expected, tolerance, model, integer)
@@ -508,8 +509,8 @@ def check_lut_file(
     integer = bool(find_weight_tensors(parsed, quantized=True))
     if tolerance is None:
         tolerance = DEFAULT_INT8_TOLERANCE if integer else DEFAULT_FLOAT_TOLERANCE
-    inputs = exporter._prepare_inputs(model, representative_data, batch_size, seed)
-    expected = exporter._keras_outputs(model, inputs)
+    inputs = prepare_inputs(model, representative_data, batch_size, seed)
+    expected = keras_outputs(model, inputs)
     verifier = _Verifier(bytes(uncompressed), inputs, expected, tolerance, model, integer)
     keys = sorted(read_luts(data))
     labels = {
@@ -518,7 +519,7 @@ def check_lut_file(
     }
     checks = verifier.check(bytes(data), keys, labels)
     if not all(c.passed for c in checks):
-        _raise("the file", checks)
+        TFLM_WORDING.fail("the file", checks)
     return checks
 
 
@@ -533,12 +534,38 @@ class _Option:
     estimated_bytes: int
     detail: str
     fit: lut.LutFit | None = None
+    max_error: float = 0.0  # LUTs store the values exactly
 
     @property
     def name(self) -> str:
         if self.fit is None:
             return self.encoding.value
         return "lut per tensor" if self.fit.axis is None else "lut per channel"
+
+    @property
+    def baseline(self) -> bool:
+        """The dense tensor, as converted."""
+        return self.fit is None
+
+
+def _fits(plan: Mapping[tuple[int, int], _Option]) -> dict[tuple[int, int], lut.LutFit]:
+    return {key: option.fit for key, option in plan.items() if option.fit is not None}
+
+
+class _LutBuilder:
+    """Writes the LUT file of a plan of options and checks it (for :func:`candidates.select`)."""
+
+    def __init__(self, verifier: _Verifier, weights: Mapping[tuple[int, int], WeightTensor]):
+        self.verifier = verifier
+        self.weights = dict(weights)
+        self.labels = {key: weight.label for key, weight in weights.items()}
+        self.baseline: dict[tuple[int, int], _Option] = {}  # the dense options
+
+    def build(self, plan: Mapping[tuple[int, int], _Option]) -> bytes:
+        return write_luts(self.verifier.uncompressed, _fits(plan))
+
+    def check(self, data: bytes, plan) -> tuple[verify.RuntimeCheck, ...]:
+        return self.verifier.check(data, sorted(_fits(plan)), self.labels)
 
 
 def _lut_detail(fit: lut.LutFit, dtype: np.dtype) -> str:
@@ -621,59 +648,6 @@ def _options(
     return found, skipped
 
 
-def _select(
-    verifier: _Verifier,
-    weights: Mapping[tuple[int, int], WeightTensor],
-    options: Mapping[tuple[int, int], list[_Option]],
-    forced: Mapping[tuple[int, int], bool],
-    rejected: dict[tuple[int, int], list[tuple[str, str]]],
-):
-    labels = {key: weight.label for key, weight in weights.items()}
-
-    def attempt(plan):
-        fits = {key: option.fit for key, option in plan.items() if option.fit is not None}
-        data = write_luts(verifier.uncompressed, fits)
-        return data, verifier.check(data, sorted(fits), labels)
-
-    plan = {key: candidates[0] for key, candidates in options.items()}
-    reasons = {
-        key: "requested"
-        if forced[key]
-        else ("only option" if len(options[key]) == 1 else f"smallest of {len(options[key])}")
-        for key in options
-    }
-    data, checks = attempt(plan)
-    if all(c.passed for c in checks):
-        return plan, reasons, data, checks
-    if all(len(v) == 1 for v in options.values()):
-        _raise("requested encodings", checks)
-    # Find the culprits: each weight alone (the others dense), down its options.
-    for key, candidates in options.items():
-        for rank, option in enumerate(candidates):
-            if option.fit is None:
-                plan[key] = option
-                reasons[key] = "smallest option" if rank == 0 else "only option passing"
-                break
-            trial_data, trial_checks = attempt({key: option})
-            if all(c.passed for c in trial_checks):
-                plan[key] = option
-                if rank:
-                    reasons[key] = "smallest option passing verification"
-                break
-            rejected[key].append((option.name, _failure_reason(trial_checks)))
-            if forced[key] and rank == len(candidates) - 1:
-                _raise(f"weight {labels[key]!r} as {option.name}", trial_checks)
-        else:
-            raise exporter.VerificationError(
-                f"Expected an option of weight {labels[key]!r} that passes verification; "
-                f"received: none of {[o.name for o in candidates]} did"
-            )
-    data, checks = attempt(plan)
-    if not all(c.passed for c in checks):
-        _raise("the combination of options that pass one by one", checks)
-    return plan, reasons, data, checks
-
-
 # --------------------------------------------------------------------------- export
 
 
@@ -719,11 +693,12 @@ def export_tflm(
             if integer
             else ""
         )
-        _raise(what + hint, verifier.baseline_checks)
+        TFLM_WORDING.fail(what + hint, verifier.baseline_checks)
 
     parsed = flatbuffer.read_model(uncompressed)
     weights = find_weight_tensors(parsed, model, quantized=integer)
     by_key = {(w.subgraph, w.tensor): w for w in weights}
+    builder = _LutBuilder(verifier, by_key)
     requested = exporter._requested_encodings(encoding, weights, model)
     options: dict[tuple[int, int], list[_Option]] = {}
     rejected: dict[tuple[int, int], list[tuple[str, str]]] = {}
@@ -735,32 +710,24 @@ def export_tflm(
         candidates, skipped = _options(
             weight, values, _channel_quantization(parsed, weight), allowed, dense_encoding
         )
-        if forced is not None and not candidates:
-            raise exporter.ExportError(
-                f"Weight {weight.label!r} ({weight.layer_type or weight.operator}): Expected "
-                f"weights that encoding {forced.value!r} can store; received: {skipped[-1][1]}"
-            )
-        if forced is None:
-            kept = []
-            for option in candidates:
-                if option.fit is None or option.estimated_bytes < values.nbytes:
-                    kept.append(option)
-                else:
-                    skipped.append((option.name, "not smaller than the dense tensor"))
-            candidates = kept
-        options[key] = candidates
+        builder.baseline[key] = _Option(
+            dense_encoding, int(values.nbytes), f"dense {values.dtype.name}"
+        )
+        options[key] = keep_options(
+            weight, candidates, skipped, forced, builder.baseline[key], "the dense tensor"
+        )
         rejected[key] = list(skipped)
 
     forced_keys = {key: requested[key] is not None for key in options}
     if any(option.fit is not None for candidates in options.values() for option in candidates):
-        plan, reasons, data, checks = _select(verifier, by_key, options, forced_keys, rejected)
+        plan, reasons, data, checks = select(builder, options, forced_keys, rejected, TFLM_WORDING)
     else:
         plan = {key: candidates[0] for key, candidates in options.items()}
         reasons = {key: "only option" for key in options}
         data = uncompressed
         checks = verifier.check(data, [], {})
         if not all(c.passed for c in checks):  # pragma: no cover - the baseline passed
-            _raise("the uncompressed file", checks)
+            TFLM_WORDING.fail("the uncompressed file", checks)
 
     if (
         data is not uncompressed
@@ -794,7 +761,7 @@ def export_tflm(
         reasons=reasons,
         rejected=rejected,
         checks=checks,
-        batch_size=exporter._batch_size(inputs),
+        batch_size=batch_size_of(inputs),
     )
 
 

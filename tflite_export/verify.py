@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -45,6 +45,7 @@ __all__ = [
     "RuntimeCheck",
     "check_outputs",
     "compare_outputs",
+    "error_message",
     "fixed_batch",
     "litert_tensors",
     "run",
@@ -52,6 +53,7 @@ __all__ = [
     "signature_names",
     "tflm_available",
     "tflm_tensors",
+    "weight_checks",
 ]
 
 
@@ -567,7 +569,8 @@ def compare_outputs(
     return RuntimeCheck(Runtime(runtime), tuple(results), reference=reference)
 
 
-def _error_message(error: Exception) -> str:
+def error_message(error: Exception) -> str:
+    """An exception's message on one line, at most 500 characters (for a check's error)."""
     return " ".join(str(error).split())[:500]
 
 
@@ -600,7 +603,7 @@ def check_outputs(
                 output_names=output_names,
             )
         except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-            checks.append(RuntimeCheck(Runtime(runtime), error=_error_message(error)))
+            checks.append(RuntimeCheck(Runtime(runtime), error=error_message(error)))
             continue
         checks.append(
             compare_outputs(
@@ -608,3 +611,39 @@ def check_outputs(
             )
         )
     return tuple(checks)
+
+
+def weight_checks(
+    runtime: Runtime,
+    decoded_here: Sequence[OutputCheck],
+    problems: Sequence[str],
+    read_by_interpreter: Iterable[OutputCheck],
+    references: tuple[str, str],
+) -> list[RuntimeCheck]:
+    """The two checks of a file's weights: as decoded here, and as ``runtime`` reads them.
+
+    Args:
+      runtime: the interpreter the weights are read from.
+      decoded_here: one check per weight that decoding the file here gave.
+      problems: what stopped decoding the others, joined into the first check's error.
+      read_by_interpreter: the checks of the weights read from the interpreter, made lazily
+        (a generator): whatever it raises is the second check's error, with the checks made
+        before it.
+      references: what each check compares with, decoded here and read by the interpreter.
+    """
+    read = []
+    error = None
+    try:
+        for check in read_by_interpreter:
+            read.append(check)
+    except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
+        error = error_message(problem)
+    return [
+        RuntimeCheck(
+            runtime,
+            tuple(decoded_here),
+            error="; ".join(problems) or None,
+            reference=references[0],
+        ),
+        RuntimeCheck(runtime, tuple(read), error=error, reference=references[1]),
+    ]
