@@ -8,7 +8,8 @@ verification. A target's *builder* writes and checks files:
 
 * ``weights``: ``(subgraph, tensor) -> WeightTensor``;
 * ``baseline``: ``(subgraph, tensor) ->`` the candidate that leaves the weight as converted;
-* ``build(plan) -> bytes`` and ``check(data, plan) -> tuple[RuntimeCheck, ...]``.
+* ``build(plan) -> bytes`` and ``check(data, plan) -> tuple[RuntimeCheck, ...]``; a check
+  may include :func:`weight_checks`, the weights of the file against the intended ones.
 
 :class:`Wording` holds how a target's reports and errors name its choices.
 """
@@ -16,7 +17,7 @@ verification. A target's *builder* writes and checks files:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "rank",
     "select",
     "select_or_keep",
+    "weight_checks",
 ]
 
 # Rough flatbuffer cost of one added tensor and one added operator, used only to rank
@@ -271,3 +273,39 @@ def select_or_keep(
         return {}, {}, baseline, baseline_checks
     forced = {key: requested[key] is not None for key in options}
     return select(builder, options, forced, rejected)
+
+
+def weight_checks(
+    runtime: verify.Runtime,
+    decoded_here: Sequence[verify.OutputCheck],
+    problems: Sequence[str],
+    read_by_interpreter: Iterable[verify.OutputCheck],
+    references: tuple[str, str],
+) -> list[verify.RuntimeCheck]:
+    """The two checks of a file's weights: as decoded here, and as ``runtime`` reads them.
+
+    Args:
+      runtime: the interpreter the weights are read from.
+      decoded_here: one check per weight that decoding the file here gave.
+      problems: what stopped decoding the others, joined into the first check's error.
+      read_by_interpreter: the checks of the weights read from the interpreter, made lazily
+        (a generator): whatever it raises is the second check's error, with the checks made
+        before it.
+      references: what each check compares with, decoded here and read by the interpreter.
+    """
+    read = []
+    error = None
+    try:
+        for check in read_by_interpreter:
+            read.append(check)
+    except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
+        error = verify.error_message(problem)
+    return [
+        verify.RuntimeCheck(
+            runtime,
+            tuple(decoded_here),
+            error="; ".join(problems) or None,
+            reference=references[0],
+        ),
+        verify.RuntimeCheck(runtime, tuple(read), error=error, reference=references[1]),
+    ]

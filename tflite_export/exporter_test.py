@@ -10,7 +10,7 @@ import pytest
 
 import tf_admm
 from tf_admm.compat import keras
-from tflite_export import encodings, exporter, flatbuffer, verify
+from tflite_export import encodings, exporter, flatbuffer, float_target, verify
 from tflite_export.encodings import Encoding
 from tflite_export.testing import (
     LAYER_KINDS,
@@ -231,7 +231,7 @@ def _shift_codes(original):
 
 def test_a_bad_encoding_that_was_asked_for_is_refused_and_not_written(tmp_path, monkeypatch):
     model = _compressed("conv2d", bits=5)
-    monkeypatch.setattr(exporter, "_stored_codes", _shift_codes(exporter._stored_codes))
+    monkeypatch.setattr(float_target, "_stored_codes", _shift_codes(float_target._stored_codes))
     path = tmp_path / "bad.tflite"
     with pytest.raises(exporter.VerificationError, match=r"max\|diff\|") as caught:
         exporter.export(model, str(path), encoding="levels")
@@ -241,7 +241,7 @@ def test_a_bad_encoding_that_was_asked_for_is_refused_and_not_written(tmp_path, 
 
 def test_auto_falls_back_from_a_bad_encoding_and_says_why(tmp_path, monkeypatch):
     model = _compressed("conv2d", bits=5)
-    monkeypatch.setattr(exporter, "_stored_codes", _shift_codes(exporter._stored_codes))
+    monkeypatch.setattr(float_target, "_stored_codes", _shift_codes(float_target._stored_codes))
     path = str(tmp_path / "fallback.tflite")
     report = exporter.export(model, path)
     target = _choice(report, "target")

@@ -97,6 +97,11 @@ def _functional(model: keras.Model) -> keras.Model:
 
 
 def check_path(path: Any) -> str:
+    """``path`` as a str, after checking that a file can be written there.
+
+    Raises:
+      ExportError: for a directory, a missing parent directory or a read-only place.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise ExportError(f"Expected path to be a str or os.PathLike; received: path={path!r}")
     path = os.fspath(path)
@@ -273,6 +278,8 @@ def _read_iterable(model: keras.Model, data: Any) -> list[np.ndarray]:
 
 
 def keras_outputs(model: keras.Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The Keras model's outputs on ``inputs``, one array per output (in ``output_names``
+    order for a dict)."""
     outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
     if not isinstance(outputs, (list, tuple)):
         if isinstance(outputs, Mapping):

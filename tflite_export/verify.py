@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,7 +53,6 @@ __all__ = [
     "signature_names",
     "tflm_available",
     "tflm_tensors",
-    "weight_checks",
 ]
 
 
@@ -611,39 +610,3 @@ def check_outputs(
             )
         )
     return tuple(checks)
-
-
-def weight_checks(
-    runtime: Runtime,
-    decoded_here: Sequence[OutputCheck],
-    problems: Sequence[str],
-    read_by_interpreter: Iterable[OutputCheck],
-    references: tuple[str, str],
-) -> list[RuntimeCheck]:
-    """The two checks of a file's weights: as decoded here, and as ``runtime`` reads them.
-
-    Args:
-      runtime: the interpreter the weights are read from.
-      decoded_here: one check per weight that decoding the file here gave.
-      problems: what stopped decoding the others, joined into the first check's error.
-      read_by_interpreter: the checks of the weights read from the interpreter, made lazily
-        (a generator): whatever it raises is the second check's error, with the checks made
-        before it.
-      references: what each check compares with, decoded here and read by the interpreter.
-    """
-    read = []
-    error = None
-    try:
-        for check in read_by_interpreter:
-            read.append(check)
-    except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
-        error = error_message(problem)
-    return [
-        RuntimeCheck(
-            runtime,
-            tuple(decoded_here),
-            error="; ".join(problems) or None,
-            reference=references[0],
-        ),
-        RuntimeCheck(runtime, tuple(read), error=error, reference=references[1]),
-    ]
