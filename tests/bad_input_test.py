@@ -641,6 +641,13 @@ CASES = [
         r"AdmmWrapper layers=\['admm_fc1'\]",
     ),
     (
+        "export_subclassed_model_never_called",
+        lambda env: tflite_export.export(_Subclassed(name="sub"), str(env.tmp_path / "m.tflite")),
+        tflite_export.ExportError,
+        r"Model 'sub' \(_Subclassed\): Expected a built model with a known input shape; "
+        r"received a subclassed model that was never called or built.*model.build",
+    ),
+    (
         "export_keras3_model",
         lambda env: tflite_export.export(_keras3_model(), str(env.tmp_path / "m.tflite")),
         tflite_export.ExportError,

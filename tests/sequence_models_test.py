@@ -1,6 +1,7 @@
-"""End to end beyond CNNs: an Embedding+LSTM text classifier, a Conv1D+GRU keyword spotter, a
-Bidirectional LSTM and a two-block transformer encoder, each compressed >= 10x by ADMM on
-synthetic data, stripped, saved and loaded without custom objects and exported to LiteRT."""
+"""End to end beyond functional CNNs: an Embedding+LSTM text classifier, a Conv1D+GRU keyword
+spotter, a Bidirectional LSTM, a two-block transformer encoder and a subclassed CNN, each
+compressed >= 10x by ADMM on synthetic data, stripped, saved and loaded without custom objects
+and exported to LiteRT."""
 
 from __future__ import annotations
 
@@ -12,6 +13,44 @@ import tflite_export
 from tf_admm import keras, registry, testing
 
 SPARSITY = 0.92  # keep 8% of every compressed weight: 12.5x
+
+
+@keras.utils.register_keras_serializable(package="sequence_models_test")
+class SubclassedCNN(keras.Model):
+    """A subclassed CNN: layers as attributes; registered, so it loads without custom objects."""
+
+    def __init__(self, classes=3, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.conv = keras.layers.Conv2D(8, 3, activation="relu", name="conv")
+        self.pool = keras.layers.MaxPooling2D(name="pool")
+        self.flat = keras.layers.Flatten(name="flatten")
+        self.hidden = keras.layers.Dense(32, activation="relu", name="hidden")
+        self.logits = keras.layers.Dense(classes, name="logits")
+
+    def call(self, x):
+        return self.logits(self.hidden(self.flat(self.pool(self.conv(x)))))
+
+    def get_config(self):
+        return {"classes": self.classes, "name": self.name}
+
+
+def _image_data(count=96, size=12, seed=0):
+    """3 classes: which third of the image's rows is brighter."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=count)
+    x = rng.normal(0.0, 0.5, size=(count, size, size, 1)).astype(np.float32)
+    third = size // 3
+    for i, label in enumerate(labels):
+        x[i, label * third : (label + 1) * third] += 1.0
+    return x, labels.astype(np.int64)
+
+
+def _subclassed_cnn():
+    model = SubclassedCNN(name="sub_cnn")
+    model(_image_data(count=2)[0])  # built by its first call: its only input signature
+    return model
+
 
 MODELS = {
     "text_classifier": (
@@ -55,6 +94,10 @@ MODELS = {
             "head": ["kernel"],
         },
     ),
+    "subclassed_cnn": (
+        _subclassed_cnn,
+        {"conv": ["kernel"], "hidden": ["kernel"], "logits": ["kernel"]},
+    ),
 }
 
 
@@ -67,7 +110,7 @@ def test_compress_strip_save_and_export(name, tmp_path):
     factory, expected_weights = MODELS[name]
     keras.utils.set_random_seed(0)
     model = factory()
-    x, y = testing.sequence_data(model)
+    x, y = _image_data() if name == "subclassed_cnn" else testing.sequence_data(model)
     model.compile(keras.optimizers.Adam(1e-2), _loss())
     model.fit(x, y, epochs=2, batch_size=32, verbose=0)
 
@@ -93,7 +136,8 @@ def test_compress_strip_save_and_export(name, tmp_path):
 
     path = str(tmp_path / f"{name}.keras")
     plain.save(path)
-    loaded = keras.models.load_model(path)  # no custom objects: a plain Keras model
+    loaded = keras.models.load_model(path)  # no custom objects: plain Keras or registered
+    assert type(loaded) is type(model)
     np.testing.assert_allclose(loaded(x[:8]).numpy(), plain(x[:8]).numpy(), atol=1e-6)
 
     report = tflite_export.export(plain, str(tmp_path / f"{name}.tflite"), batch_size=4)

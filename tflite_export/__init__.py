@@ -1,5 +1,5 @@
 """Export of tf_admm-compressed Keras models to verified, compactly encoded LiteRT files (float
-weights-only, or full-integer with representative data, see :mod:`tflite_export.integer`),
+weights-only, or full-integer with representative data, see :mod:`tflite_export.integer_target`),
 and to TFLite Micro files with lookup-table (LUT) weights (``target="tflm"`` or
 ``"tflm_int8"``, see :mod:`tflite_export.tflm`).
 

@@ -1,68 +1,57 @@
 """``export``: a stripped tf_admm model to a verified, compactly encoded ``.tflite`` file.
 
-Flow for the LiteRT target with float32 activations (no representative data, or
-``activations="float32"``):
+1. Check the arguments: the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``; a
+   subclassed model is called on ``keras.Input`` tensors of its known signature,
+   :mod:`tflite_export.inputs`), the path and the options of the target.
+2. Run the export pipeline (:func:`tflite_export.pipeline.run`) with the target's plug-in:
+   :mod:`tflite_export.float_target` (LiteRT, float32 activations: no representative data, or
+   ``activations="float32"``), :mod:`tflite_export.integer_target` (LiteRT, full-integer: int8
+   weights and activations, with representative data) or :mod:`tflite_export.tflm_target`
+   (TFLite Micro, LUT weights). The pipeline converts the model with the TFLite converter
+   (:mod:`tflite_export.conversion`) and checks that file against the Keras outputs; finds the
+   weight tensors (:mod:`tflite_export.weights`: the weight operands of every operator that
+   has them, FULLY_CONNECTED, the convolutions, GATHER, BATCH_MATMUL, the LSTM and RNN
+   sequence operators, and any other constant holding a Keras weight, each matched to its
+   Keras layer and weight by content, :mod:`tflite_export.layouts`) and, for each, the
+   encodings that apply with their estimated bytes; writes every weight in its smallest
+   encoding and verifies the file, with and without the default delegate. If it fails, each
+   weight is tried alone, walking down its candidates until one passes (the converter's own
+   tensor always does), then the combination again (:mod:`tflite_export.candidates`).
+3. The file is written, its bytes accounted for, and an :class:`ExportReport` returned. Keras
+   weights found in no weight tensor go to the report with the reason
+   (:func:`tflite_export.weights.skipped_weights`).
 
-1. Check the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``) and the path.
-2. Convert it with the TFLite converter to a dense float32 file (the baseline), with the batch
-   fixed to 1 when recurrent layers need a static one (:mod:`tflite_export.conversion`), check
-   that file against the Keras outputs.
-3. Find the weight tensors (:mod:`tflite_export.weights`): the weight operands of every
-   operator that has them (FULLY_CONNECTED, the convolutions, GATHER, BATCH_MATMUL, the LSTM
-   and RNN sequence operators) and any other constant holding a Keras weight, each matched to
-   its Keras layer and weight by content (:mod:`tflite_export.layouts`), whatever the layer
-   type; list, for each, the encodings that apply (:class:`~tflite_export.encodings.Encoding`)
-   with their estimated bytes. Keras weights found in no weight tensor go to the report with
-   the reason (:func:`tflite_export.weights.skipped_weights`).
-4. Write every weight in its smallest encoding and verify the file in the interpreter, with and
-   without the default delegate. If it fails, try each weight alone, walking down its
-   candidates until one passes (the converter's own tensor always does), then verify the
-   combination again (:func:`_select`).
-5. Write the file, account for its bytes and return an :class:`ExportReport`.
-
-Sparse and quantized weights are expanded once, when the interpreter prepares the model, by
-DENSIFY and DEQUANTIZE operators inserted in front of the graph; the compute operators keep
-their float kernels, so exact encodings give the Keras outputs up to float summation order.
-
-k-means (clustered) weights: LiteRT has no lookup-table weights, so a tensor whose centroids
-lie on a uniform grid is stored as integer codes (``LEVELS``, exact); otherwise as float32
-(dense or sparse, exact), or as float16 where every centroid is a float16 value, or where
-``allow_float16=True`` accepts the rounding (the report gives the error).
-
-With representative data the LiteRT file is full-integer instead (int8 activations): the same
-steps on the converter's int8 file, with the candidates of :mod:`tflite_export.integer`.
+:func:`verify_file` checks an existing LiteRT file against a Keras model.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-import tf_admm
-from tf_admm.compat import keras, tf
-from tflite_export import encodings, flatbuffer, verify
-from tflite_export.conversion import (
-    ConversionError,
-    convert_float,
-    convert_float_any_batch,
-    converter_for,
-)
+from tf_admm.compat import keras
+from tflite_export import flatbuffer, pipeline, verify
+from tflite_export.candidates import LITERT_WORDING
+from tflite_export.conversion import ConversionError, convert_float, converter_for
 from tflite_export.encodings import Encoding
 from tflite_export.errors import ExportError, VerificationError
-from tflite_export.report import ExportReport, FileBytes, WeightChoice, account, gzip_size
-from tflite_export.weights import (
-    WeightTensor,
-    find_weight_tensors,
-    is_full_integer,
-    keras_layers,
-    kernel_weights,
-    skipped_weights,
+from tflite_export.float_target import FloatPlugin
+from tflite_export.inputs import (
+    MAX_REPRESENTATIVE_SAMPLES,
+    check_model,
+    check_path,
+    keras_outputs,
+    prepare_inputs,
 )
+from tflite_export.integer import OutputChecker
+from tflite_export.integer_target import IntegerPlugin
+from tflite_export.pipeline import Activations, Target
+from tflite_export.report import ExportReport
+from tflite_export.tflm_target import TflmPlugin
+from tflite_export.weights import is_full_integer
 
 __all__ = [
     "Activations",
@@ -76,942 +65,6 @@ __all__ = [
     "export",
     "verify_file",
 ]
-
-_schema = flatbuffer.schema
-_OPS = _schema.BuiltinOperator
-_TYPES = _schema.TensorType
-
-# Rough flatbuffer cost of one added tensor and one added operator, used only to rank
-# candidates (the report counts the real bytes).
-_TENSOR_OVERHEAD = 64
-_OPERATOR_OVERHEAD = 48
-_QUANTIZATION_BYTES_PER_CHANNEL = 4 + 8  # float32 scale + int64 zero point
-
-_CODE_TENSOR_TYPES = {
-    encodings.CodeType.INT4: _TYPES.INT4,
-    encodings.CodeType.INT8: _TYPES.INT8,
-    encodings.CodeType.INT16: _TYPES.INT16,
-}
-
-
-class Target(str, enum.Enum):
-    """Where the file runs.
-
-    ``LITERT``: the LiteRT (TFLite) interpreter; float32 compute with compact weight
-    encodings, or full-integer (int8 weights and activations) when representative data is
-    given (see :mod:`tflite_export.integer`).
-    ``TFLM``: TFLite Micro; the converter's float32 model with LUT-compressed float32 weights
-    (exact: outputs equal the uncompressed file's in TFLite Micro). Needs an FPU-capable MCU.
-    ``TFLM_INT8``: TFLite Micro; a full-integer model (int8 weights and activations, int8
-    inputs and outputs, calibrated on the representative data) with LUT-compressed int8
-    weights. Outputs are within quantization error of Keras and equal to the uncompressed int8
-    file's. See :mod:`tflite_export.tflm`.
-    """
-
-    LITERT = "litert"
-    TFLM = "tflm"
-    TFLM_INT8 = "tflm_int8"
-
-    @property
-    def micro(self) -> bool:
-        """Whether the file runs in TFLite Micro."""
-        return self is not Target.LITERT
-
-
-class Activations(str, enum.Enum):
-    """What a LiteRT file computes with: ``FLOAT32`` (weight-only encodings) or ``INT8``
-    (full-integer: int8 weights and activations, calibrated on the representative data)."""
-
-    FLOAT32 = "float32"
-    INT8 = "int8"
-
-
-# What "auto" may choose for a float32 LiteRT file (float16 only where exact, unless allowed).
-_AUTO_FLOAT = (
-    Encoding.FLOAT32,
-    Encoding.SPARSE_FLOAT32,
-    Encoding.LEVELS,
-    Encoding.SPARSE_LEVELS,
-    Encoding.FLOAT16,
-    Encoding.SPARSE_FLOAT16,
-)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Candidate:
-    """One way to store one weight tensor."""
-
-    encoding: Encoding
-    estimated_bytes: int
-    detail: str
-    decoded: np.ndarray  # the float32 values the file gives, TFLite layout
-    apply: Callable[[flatbuffer.ModelEditor, WeightTensor], None]
-    max_error: float = 0.0  # largest |decoded - original|
-    baseline: bool = False  # the converter's tensor as it is (apply does nothing)
-    # Full-integer files: the integer weights the kernel reads, and their scales.
-    codes: np.ndarray | None = None
-    scales: np.ndarray | None = None
-
-
-def _quantization(scale: np.ndarray, axis: int | None, zero_point: int = 0) -> Any:
-    parameters = _schema.QuantizationParametersT()
-    parameters.scale = np.atleast_1d(np.asarray(scale, np.float32))
-    parameters.zeroPoint = np.full(parameters.scale.size, zero_point, np.int64)
-    parameters.quantizedDimension = int(axis) if axis is not None else 0
-    return parameters
-
-
-def _stored_codes(fit: encodings.UniformFit) -> np.ndarray | bytes:
-    if fit.code_type is encodings.CodeType.INT4:
-        return encodings.pack_int4(fit.stored)
-    return fit.stored.astype(np.int16 if fit.code_type is encodings.CodeType.INT16 else np.int8)
-
-
-def _dequantize_version(fit: encodings.UniformFit) -> int:
-    # Versions as TFLite's op_version.cc assigns them for DEQUANTIZE.
-    if fit.code_type is encodings.CodeType.INT4:
-        return 6
-    if fit.code_type is encodings.CodeType.INT16:
-        return 3
-    return 5 if fit.axis is not None else 2
-
-
-def _scale_detail(fit: encodings.UniformFit) -> str:
-    shift = f" + {fit.zero_point}" if fit.zero_point else ""
-    if fit.axis is None:
-        return f"{fit.code_type.value} codes{shift}, step {float(fit.scale):.6g} per tensor"
-    return (
-        f"{fit.code_type.value} codes{shift}, {fit.scale.size} steps per channel (axis {fit.axis})"
-    )
-
-
-def _layout_detail(layout: encodings.SparseLayout) -> str:
-    formats = ",".join("d" if f is encodings.DimFormat.DENSE else "s" for f in layout.formats)
-    types = sorted(
-        {
-            encodings.index_dtype(a).name
-            for a in (*layout.segments, *layout.indices)
-            if a is not None
-        }
-    )
-    return f"{layout.num_entries:,} entries, levels {formats}, {'/'.join(types)} indices"
-
-
-def _dense_candidate(values: np.ndarray) -> _Candidate:
-    return _Candidate(
-        Encoding.FLOAT32,
-        4 * values.size,
-        "float32",
-        values,
-        lambda editor, w: None,
-        baseline=True,
-    )
-
-
-def _sparse_float_candidate(values: np.ndarray) -> _Candidate:
-    layout = encodings.best_sparse_layout(values != 0, 4)
-    stored = values.reshape(-1)[layout.positions].astype(np.float32)
-
-    def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
-        editor.release_constant(weight.subgraph, weight.tensor)
-        source = editor.add_tensor(
-            weight.subgraph,
-            f"{weight.tensor_name}/sparse",
-            values.shape,
-            _TYPES.FLOAT32,
-            stored,
-            sparsity=flatbuffer.sparsity_parameters(layout),
-        )
-        editor.add_densify(weight.subgraph, source, weight.tensor)
-
-    estimate = layout.stored_bytes(4) + _TENSOR_OVERHEAD + _OPERATOR_OVERHEAD
-    return _Candidate(
-        Encoding.SPARSE_FLOAT32, estimate, f"float32, {_layout_detail(layout)}", values, apply
-    )
-
-
-def _levels_candidate(encoding: Encoding, fit: encodings.UniformFit) -> _Candidate:
-    def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
-        editor.release_constant(weight.subgraph, weight.tensor)
-        source = editor.add_tensor(
-            weight.subgraph,
-            f"{weight.tensor_name}/{fit.code_type.value}",
-            fit.codes.shape,
-            _CODE_TENSOR_TYPES[fit.code_type],
-            _stored_codes(fit),
-            quantization=_quantization(fit.scale, fit.axis, fit.zero_point),
-        )
-        editor.add_dequantize(weight.subgraph, _dequantize_version(fit), source, weight.tensor)
-
-    estimate = (
-        fit.code_type.stored_bytes(fit.codes.size)
-        + _QUANTIZATION_BYTES_PER_CHANNEL * fit.scale.size
-        + _TENSOR_OVERHEAD
-        + _OPERATOR_OVERHEAD
-    )
-    return _Candidate(
-        encoding, estimate, _scale_detail(fit), fit.decode(), apply, max_error=fit.max_error
-    )
-
-
-def _sparse_levels_candidate(
-    fit: encodings.UniformFit, encoding: Encoding = Encoding.SPARSE_LEVELS
-) -> _Candidate:
-    layout = encodings.best_sparse_layout(fit.codes != 0, 1)
-    stored = fit.codes.reshape(-1)[layout.positions].astype(np.int8)
-
-    def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
-        editor.release_constant(weight.subgraph, weight.tensor)
-        source = editor.add_tensor(
-            weight.subgraph,
-            f"{weight.tensor_name}/sparse_int8",
-            fit.codes.shape,
-            _TYPES.INT8,
-            stored,
-            sparsity=flatbuffer.sparsity_parameters(layout),
-        )
-        codes = editor.add_tensor(
-            weight.subgraph,
-            f"{weight.tensor_name}/int8",
-            fit.codes.shape,
-            _TYPES.INT8,
-            quantization=_quantization(fit.scale, fit.axis),
-        )
-        editor.add_densify(weight.subgraph, source, codes)
-        editor.add_dequantize(
-            weight.subgraph, 5 if fit.axis is not None else 2, codes, weight.tensor
-        )
-
-    estimate = (
-        layout.stored_bytes(1)
-        + _QUANTIZATION_BYTES_PER_CHANNEL * fit.scale.size
-        + 2 * (_TENSOR_OVERHEAD + _OPERATOR_OVERHEAD)
-    )
-    detail = f"int8 codes, {_layout_detail(layout)}, " + _scale_detail(fit).split(", ", 1)[1]
-    return _Candidate(encoding, estimate, detail, fit.decode(), apply, max_error=fit.max_error)
-
-
-def _float16_candidate(values: np.ndarray, sparse: bool) -> _Candidate:
-    """float16 weights (dense, or sparse then DENSIFY) expanded to float32 by DEQUANTIZE."""
-    halves = values.astype(np.float16)
-    decoded = halves.astype(np.float32)
-    layout = encodings.best_sparse_layout(halves != 0, 2) if sparse else None
-
-    def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
-        editor.release_constant(weight.subgraph, weight.tensor)
-        if layout is None:
-            source = editor.add_tensor(
-                weight.subgraph,
-                f"{weight.tensor_name}/float16",
-                values.shape,
-                _TYPES.FLOAT16,
-                halves,
-            )
-        else:
-            stored = editor.add_tensor(
-                weight.subgraph,
-                f"{weight.tensor_name}/sparse_float16",
-                values.shape,
-                _TYPES.FLOAT16,
-                halves.reshape(-1)[layout.positions],
-                sparsity=flatbuffer.sparsity_parameters(layout),
-            )
-            source = editor.add_tensor(
-                weight.subgraph, f"{weight.tensor_name}/float16", values.shape, _TYPES.FLOAT16
-            )
-            editor.add_densify(weight.subgraph, stored, source)
-        # DEQUANTIZE version 3 reads float16 (TFLite's op_version.cc).
-        editor.add_dequantize(weight.subgraph, 3, source, weight.tensor)
-
-    error = encodings.float16_error(values)
-    if layout is None:
-        estimate = 2 * values.size + _TENSOR_OVERHEAD + _OPERATOR_OVERHEAD
-        return _Candidate(Encoding.FLOAT16, estimate, "float16", decoded, apply, max_error=error)
-    estimate = layout.stored_bytes(2) + 2 * (_TENSOR_OVERHEAD + _OPERATOR_OVERHEAD)
-    detail = f"float16, {_layout_detail(layout)}"
-    return _Candidate(Encoding.SPARSE_FLOAT16, estimate, detail, decoded, apply, max_error=error)
-
-
-def _distinct_detail(values: np.ndarray) -> str:
-    distinct = np.unique(values[values != 0]).size
-    return f"{distinct:,} distinct nonzero values, not on uniform levels (exact INT16 fit)"
-
-
-def _fit_levels(weight: WeightTensor, values: np.ndarray) -> encodings.UniformFit | None:
-    """Exact uniform levels per tensor, else per output channel, else ``None``."""
-    for axis in (None, weight.channel_axis):
-        fit = encodings.fit_uniform_levels(values, axis)
-        if fit is not None and fit.exact:
-            return fit
-    return None
-
-
-def _candidates(
-    weight: WeightTensor,
-    values: np.ndarray,
-    allowed: Sequence[Encoding],
-    *,
-    lossy_float16: bool = False,
-) -> tuple[list[_Candidate], list[tuple[str, str]]]:
-    """Applicable candidates among ``allowed``, smallest first, and why the others are not.
-
-    float16 candidates are offered when they store the values exactly, or when
-    ``lossy_float16`` (asked for, or ``allow_float16``).
-    """
-    found: list[_Candidate] = []
-    skipped: list[tuple[str, str]] = []
-    nonzeros = int(np.count_nonzero(values))
-    fit = None
-    if Encoding.LEVELS in allowed or Encoding.SPARSE_LEVELS in allowed:
-        fit = _fit_levels(weight, values)
-    float16_error = None
-    if Encoding.FLOAT16 in allowed or Encoding.SPARSE_FLOAT16 in allowed:
-        float16_error = encodings.float16_error(values)
-    for encoding in allowed:
-        if encoding.sparse and nonzeros == values.size:
-            skipped.append((encoding.value, "no zero weights"))
-        elif encoding is Encoding.FLOAT32:
-            found.append(_dense_candidate(values))
-        elif encoding is Encoding.SPARSE_FLOAT32:
-            found.append(_sparse_float_candidate(values))
-        elif encoding is Encoding.LEVELS:
-            if fit is None:
-                skipped.append((encoding.value, _distinct_detail(values)))
-            else:
-                found.append(_levels_candidate(Encoding.LEVELS, fit))
-        elif encoding is Encoding.SPARSE_LEVELS:
-            if fit is None:
-                skipped.append((encoding.value, _distinct_detail(values)))
-            elif encodings.code_type(fit.codes) not in (
-                encodings.CodeType.INT4,
-                encodings.CodeType.INT8,
-            ):
-                # DENSIFY fills stored zeros, which a nonzero zero point would shift.
-                skipped.append(
-                    (encoding.value, "codes do not fit INT8 with zero point 0 (sparse codes do)")
-                )
-            else:
-                found.append(_sparse_levels_candidate(fit))
-        elif encoding in (Encoding.FLOAT16, Encoding.SPARSE_FLOAT16):
-            if float16_error and not lossy_float16:
-                skipped.append(
-                    (
-                        encoding.value,
-                        f"not exact: float16 moves weights by up to {float16_error:.3g} "
-                        f"(allow_float16=True or encoding={encoding.value!r} accepts that)",
-                    )
-                )
-            else:
-                found.append(_float16_candidate(values, sparse=encoding.sparse))
-        elif encoding in (Encoding.INT8, Encoding.SPARSE_INT8):
-            lossy = encodings.quantize_symmetric_int8(values, weight.channel_axis)
-            if encoding is Encoding.INT8:
-                found.append(_levels_candidate(Encoding.INT8, lossy))
-            else:
-                found.append(_sparse_levels_candidate(lossy, Encoding.SPARSE_INT8))
-        elif not encoding.litert:
-            skipped.append(
-                (encoding.value, "runs only in TFLite Micro (target 'tflm' or 'tflm_int8')")
-            )
-    found.sort(key=_rank)
-    return found, skipped
-
-
-def _rank(candidate: _Candidate) -> tuple:
-    """Smallest first; on a tie exact before lossy, then the converter's own tensor."""
-    return (candidate.estimated_bytes, candidate.max_error > 0, not candidate.baseline)
-
-
-def _keep_options(
-    weight: WeightTensor,
-    candidates: list[_Candidate],
-    skipped: list[tuple[str, str]],
-    forced: Encoding | None,
-    baseline: _Candidate,
-    dense_name: str,
-) -> list[_Candidate]:
-    """The candidates worth trying: a forced encoding must apply; under "auto" a candidate
-    must be smaller than the converter's tensor (``baseline``), or as small and more exact."""
-    if forced is not None:
-        if not candidates:
-            raise ExportError(
-                f"Weight {weight.label!r} ({weight.layer_type or weight.operator}): Expected "
-                f"weights that encoding {forced.value!r} can store; received: {skipped[-1][1]}"
-            )
-        return candidates
-    kept = []
-    for candidate in candidates:
-        size, limit = candidate.estimated_bytes, baseline.estimated_bytes
-        if (
-            candidate.baseline
-            or size < limit
-            or (size == limit and candidate.max_error < baseline.max_error)
-        ):
-            kept.append(candidate)
-        else:
-            skipped.append((candidate.encoding.value, f"not smaller than {dense_name}"))
-    return kept
-
-
-def _check_model(model: Any) -> None:
-    if not isinstance(model, keras.Model):
-        raise ExportError(
-            f"Expected a tf_keras Model (tf_admm.compat.keras); received: "
-            f"model={type(model).__module__}.{type(model).__name__}"
-        )
-    wrapped = [m.name for m in model.submodules if isinstance(m, tf_admm.AdmmWrapper)]
-    if isinstance(model, tf_admm.AdmmWrapper):
-        wrapped.insert(0, model.name)
-    if wrapped:
-        raise ExportError(
-            "Expected a stripped model without tf_admm wrappers: call tf_admm.strip(model) "
-            f"before exporting; received: AdmmWrapper layers={wrapped}"
-        )
-    if not model.built or not model.inputs:
-        raise ExportError(
-            f"Expected a built model with known inputs (functional or Sequential with an input "
-            f"shape); received: model {model.name!r} with inputs={model.inputs}"
-        )
-
-
-def _check_path(path: Any) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise ExportError(f"Expected path to be a str or os.PathLike; received: path={path!r}")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if os.path.isdir(path):
-        raise ExportError(f"Expected a file path; received: path={path!r} is a directory")
-    if not os.path.isdir(directory):
-        raise ExportError(
-            f"Expected a path in an existing directory; received: path={path!r} "
-            f"(no directory {directory!r})"
-        )
-    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise ExportError(f"Expected a writable path; received: path={path!r} (permission denied)")
-    return path
-
-
-def _as_encoding(value: Any, where: str) -> Encoding | None:
-    """``None`` for "auto", else the :class:`Encoding`."""
-    if isinstance(value, str) and value == "auto":
-        return None
-    try:
-        return Encoding(value)
-    except ValueError:
-        names = ["auto", *(e.value for e in Encoding)]
-        raise ExportError(f"Expected {where} in {names}; received: {where}={value!r}") from None
-
-
-def _check_each_encoding(encoding: Any, check: Callable[[Any, str], Any] = _as_encoding) -> None:
-    """Calls ``check(value, where)`` on the ``encoding`` argument, or on each value of a mapping
-    of them; ``where`` names the value as error messages do (``encoding['conv1']``)."""
-    if isinstance(encoding, Mapping):
-        for name, value in encoding.items():
-            check(value, f"encoding[{name!r}]")
-    else:
-        check(encoding, "encoding")
-
-
-def _requested_encodings(
-    encoding: Any, weights: Sequence[WeightTensor], model: keras.Model
-) -> dict[tuple[int, int], Encoding | None]:
-    """Per weight tensor, the forced encoding or ``None`` (auto)."""
-    keys = {(w.subgraph, w.tensor): w for w in weights}
-    if not isinstance(encoding, Mapping):
-        forced = _as_encoding(encoding, "encoding")
-        return {key: forced for key in keys}
-    requested: dict[tuple[int, int], Encoding | None] = {key: None for key in keys}
-    layers = {layer.name: layer for layer in keras_layers(model)}
-    for name, value in encoding.items():
-        forced = _as_encoding(value, f"encoding[{name!r}]")
-        hits = [
-            key
-            for key, w in keys.items()
-            if name in (w.label, w.layer, w.tensor_name, f"{w.layer}.{w.weight}")
-        ]
-        if hits:
-            for key in hits:
-                requested[key] = forced
-            continue
-        if name in layers:
-            layer = layers[name]
-            kernels = [weight for weight, _ in kernel_weights(layer)]
-            if not kernels:
-                raise ExportError(
-                    f"Layer {name!r}: Expected a layer with weights encoding {value!r} can "
-                    f"store (kernels, embeddings, recurrent kernels); received: "
-                    f"{type(layer).__name__} without such weights"
-                )
-            raise ExportError(
-                f"Layer {name!r}: Expected its weights {kernels} in weight tensors of the "
-                f"converted file; received: none holds them (the converter changed them, e.g. "
-                f"folded a normalization into them, or an operator this target does not "
-                f"re-encode reads them)"
-            )
-        known = sorted({w.label for w in weights})
-        raise ExportError(
-            f"Expected encoding keys among the model's weights {known}; received: {name!r}"
-        )
-    return requested
-
-
-# Samples read at most from an iterable representative_data (a dataset may repeat forever).
-MAX_REPRESENTATIVE_SAMPLES = 1000
-
-
-def _prepare_inputs(
-    model: keras.Model, representative_data: Any, batch_size: int, seed: int
-) -> list[np.ndarray]:
-    """One array per model input (batch first): the representative data, or random samples.
-
-    See :func:`export` for the accepted forms of ``representative_data``.
-    """
-    if representative_data is None:
-        return _random_inputs(model, batch_size, seed)
-    data = representative_data
-    if callable(data) and not _is_arrays(data):
-        data = data()
-    count = len(model.inputs)
-    if isinstance(data, Mapping):
-        missing = [name for name in model.input_names if name not in data]
-        if missing:
-            raise ExportError(
-                f"Expected representative_data with a key per model input "
-                f"{list(model.input_names)}; received: keys={sorted(map(str, data))}"
-            )
-        return _input_arrays(model, [data[name] for name in model.input_names])
-    if _is_arrays(data) or (isinstance(data, (list, tuple)) and len(data) == count):
-        arrays = [data] if not isinstance(data, (list, tuple)) else list(data)
-        if len(arrays) != count:
-            raise ExportError(
-                f"Expected representative_data with one array per model input "
-                f"({count}); received: {len(arrays)} arrays"
-            )
-        return _input_arrays(model, arrays)
-    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise ExportError(
-            f"Expected representative_data as arrays, a dict, an iterable or a callable "
-            f"returning one; received: {type(data).__name__}"
-        )
-    return _input_arrays(model, _read_iterable(model, data))
-
-
-def _is_arrays(value: Any) -> bool:
-    return isinstance(value, np.ndarray) or tf.is_tensor(value)
-
-
-def _random_inputs(model: keras.Model, batch_size: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for tensor in model.inputs:
-        shape = [batch_size if d is None else d for d in tensor.shape.as_list()]
-        if None in shape[1:]:
-            raise ExportError(
-                f"Expected representative_data for input {tensor.name!r} of unknown shape "
-                f"{tensor.shape.as_list()}; received: representative_data=None"
-            )
-        dtype = tensor.dtype.as_numpy_dtype
-        if np.issubdtype(dtype, np.integer):
-            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays
-
-
-def _input_arrays(model: keras.Model, data: Sequence[Any]) -> list[np.ndarray]:
-    """``data`` (one array-like per input) as arrays of the inputs' dtypes, shapes checked."""
-    arrays = []
-    for tensor, array in zip(model.inputs, data):
-        array = np.asarray(array, dtype=tensor.dtype.as_numpy_dtype)
-        wanted = tensor.shape.as_list()
-        if array.ndim != len(wanted) or any(
-            w is not None and w != d for w, d in zip(wanted[1:], array.shape[1:])
-        ):
-            raise ExportError(
-                f"Expected representative_data for input {tensor.name!r} with shape "
-                f"{tensor.shape.as_list()}; received: shape={list(array.shape)}"
-            )
-        if array.shape[0] == 0:
-            raise ExportError(
-                f"Expected at least one sample in representative_data; received: "
-                f"shape={list(array.shape)} for input {tensor.name!r}"
-            )
-        arrays.append(array)
-    return arrays
-
-
-def _fits_input(value: Any, tensor) -> bool:
-    """Whether ``value`` is an array-like shaped like one sample or a batch of ``tensor``."""
-    if not (_is_arrays(value) or isinstance(value, (int, float, np.generic))):
-        return False
-    shape = tuple(np.shape(value))
-    wanted = tensor.shape.as_list()[1:]
-    if len(shape) == len(wanted) + 1:
-        shape = shape[1:]
-    return len(shape) == len(wanted) and all(w is None or w == d for w, d in zip(wanted, shape))
-
-
-def _element_inputs(model: keras.Model, element: Any, depth: int = 0) -> list[np.ndarray]:
-    """One element of an iterable as one batch per input (a lone sample gets a batch axis)."""
-    if isinstance(element, Mapping):
-        if not all(name in element for name in model.input_names):
-            raise ExportError(
-                f"Expected representative_data elements with a key per model input "
-                f"{list(model.input_names)}; received: keys={sorted(map(str, element))}"
-            )
-        parts = [element[name] for name in model.input_names]
-    elif isinstance(element, (list, tuple)):
-        if len(element) == len(model.inputs) and all(
-            _fits_input(part, tensor) for part, tensor in zip(element, model.inputs)
-        ):
-            parts = list(element)
-        elif 1 <= len(element) <= 3 and depth == 0:
-            # Keras' (inputs, labels[, sample weights]).
-            return _element_inputs(model, element[0], depth + 1)
-        else:
-            raise ExportError(
-                f"Expected representative_data elements shaped like the model inputs "
-                f"{[t.shape.as_list() for t in model.inputs]}; received: a {type(element).__name__}"
-                f" of {len(element)} items"
-            )
-    elif len(model.inputs) == 1:
-        parts = [element]
-    else:
-        raise ExportError(
-            f"Expected representative_data elements with one array per model input "
-            f"({len(model.inputs)}); received: {type(element).__name__}"
-        )
-    batches = []
-    for part, tensor in zip(parts, model.inputs):
-        array = np.asarray(part)
-        if array.ndim == len(tensor.shape) - 1:
-            array = array[None]
-        batches.append(array)
-    return batches
-
-
-def _read_iterable(model: keras.Model, data: Any) -> list[np.ndarray]:
-    collected: list[list[np.ndarray]] = [[] for _ in model.inputs]
-    count = 0
-    for element in data:
-        batches = _element_inputs(model, element)
-        for parts, batch in zip(collected, batches):
-            parts.append(batch)
-        count += int(batches[0].shape[0]) if batches[0].ndim else 1
-        if count >= MAX_REPRESENTATIVE_SAMPLES:
-            break
-    if not count:
-        raise ExportError(
-            "Expected representative_data to yield at least one sample; received: an empty "
-            f"{type(data).__name__}"
-        )
-    try:
-        arrays = [np.concatenate(parts, axis=0) for parts in collected]
-    except ValueError as error:
-        raise ExportError(
-            f"Expected representative_data elements of one shape per input; received: {error}"
-        ) from None
-    return [array[:MAX_REPRESENTATIVE_SAMPLES] for array in arrays]
-
-
-def _keras_outputs(model: keras.Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    if not isinstance(outputs, (list, tuple)):
-        if isinstance(outputs, Mapping):
-            outputs = [outputs[name] for name in model.output_names]
-        else:
-            outputs = [outputs]
-    return [np.asarray(o) for o in outputs]
-
-
-class _Builder:
-    """Writes a file for an assignment of candidates and verifies it."""
-
-    def __init__(self, float_file, weights, inputs, expected, tolerance, model):
-        self.float_file = float_file
-        self.weights = {(w.subgraph, w.tensor): w for w in weights}
-        self.inputs = inputs
-        self.expected = expected
-        self.tolerance = tolerance
-        self.input_names = list(model.input_names)
-        self.output_names = list(model.output_names)
-        self._lossy_reference: dict[tuple, list[np.ndarray]] = {}
-        # Per weight, the candidate that leaves the converter's tensor as it is.
-        self.baseline: dict[tuple[int, int], _Candidate] = {}
-
-    def build(self, plan: Mapping[tuple[int, int], _Candidate]) -> bytes:
-        return _build(self.float_file, self.weights, plan)
-
-    def _expected(self, plan: Mapping[tuple[int, int], _Candidate]) -> list[np.ndarray]:
-        lossy = tuple(sorted(k for k, c in plan.items() if c.max_error > 0))
-        if not lossy:
-            return self.expected
-        if lossy not in self._lossy_reference:
-            # Lossy weights: the reference is the float file holding the decoded weights,
-            # run with builtin kernels; the float file itself was checked against Keras.
-            model = flatbuffer.read_model(self.float_file)
-            editor = flatbuffer.ModelEditor(model)
-            for key in lossy:
-                weight = self.weights[key]
-                tensor = model.subgraphs[weight.subgraph].tensors[weight.tensor]
-                tensor.buffer = editor.add_buffer(plan[key].decoded.astype(np.float32))
-            reference = flatbuffer.write_model(editor.finish())
-            self._lossy_reference[lossy] = verify.run(
-                reference,
-                self.inputs,
-                runtime=verify.Runtime.BUILTIN,
-                input_names=self.input_names,
-                output_names=self.output_names,
-            )
-        return self._lossy_reference[lossy]
-
-    def check(self, data: bytes, plan) -> tuple[verify.RuntimeCheck, ...]:
-        return verify.check_outputs(
-            data,
-            self.inputs,
-            self._expected(plan),
-            tolerance=self.tolerance,
-            input_names=self.input_names,
-            output_names=self.output_names,
-        )
-
-
-def _failure_reason(checks: Sequence[verify.RuntimeCheck]) -> str:
-    return "; ".join(c.describe() for c in checks if not c.passed)
-
-
-def _raise_verification(what: str, checks: Sequence[verify.RuntimeCheck]) -> None:
-    raise VerificationError(
-        f"Expected the written file to reproduce the Keras outputs in every runtime; "
-        f"received: {what}: {_failure_reason(checks)}"
-    )
-
-
-def _weight_checks(
-    runtime: verify.Runtime,
-    decoded_here: Sequence[verify.OutputCheck],
-    problems: Sequence[str],
-    read_by_interpreter: Iterable[verify.OutputCheck],
-    references: tuple[str, str],
-) -> list[verify.RuntimeCheck]:
-    """The two checks of a file's weights: as decoded here, and as ``runtime`` reads them.
-
-    Args:
-      runtime: the interpreter the weights are read from.
-      decoded_here: one check per weight that decoding the file here gave.
-      problems: what stopped decoding the others, joined into the first check's error.
-      read_by_interpreter: the checks of the weights read from the interpreter, made lazily
-        (a generator): whatever it raises is the second check's error, with the checks made
-        before it.
-      references: what each check compares with, decoded here and read by the interpreter.
-    """
-    read = []
-    error = None
-    try:
-        for check in read_by_interpreter:
-            read.append(check)
-    except Exception as problem:  # noqa: BLE001 - any interpreter failure is a finding
-        error = verify._error_message(problem)
-    return [
-        verify.RuntimeCheck(
-            runtime,
-            tuple(decoded_here),
-            error="; ".join(problems) or None,
-            reference=references[0],
-        ),
-        verify.RuntimeCheck(runtime, tuple(read), error=error, reference=references[1]),
-    ]
-
-
-def _first_choice_reason(forced: bool, count: int) -> str:
-    if forced:
-        return "requested"
-    return "only candidate" if count == 1 else f"smallest of {count} candidates"
-
-
-def _build(
-    data: bytes,
-    weights: Mapping[tuple[int, int], WeightTensor],
-    plan: Mapping[tuple[int, int], _Candidate],
-) -> bytes:
-    """``data`` with every weight of ``plan`` written in its candidate's encoding."""
-    model = flatbuffer.read_model(data)
-    editor = flatbuffer.ModelEditor(model)
-    for key, candidate in plan.items():
-        if not candidate.baseline:
-            candidate.apply(editor, weights[key])
-    return flatbuffer.write_model(editor.finish())
-
-
-def _select(
-    builder: Any,
-    options: Mapping[tuple[int, int], list[_Candidate]],
-    forced: Mapping[tuple[int, int], bool],
-    rejected: dict[tuple[int, int], list[tuple[str, str]]],
-) -> tuple[dict[tuple[int, int], _Candidate], dict[tuple[int, int], str], bytes, tuple]:
-    """The smallest candidates whose file passes ``builder.check``, found as cheaply as may be.
-
-    First every weight's first candidate together; if that file fails, each weight alone (the
-    others as the converter wrote them, ``builder.baseline``), down its candidates until one
-    passes, then the combination again. ``builder`` has ``weights``, ``baseline``,
-    ``build(plan)`` and ``check(data, plan)``.
-    """
-    plan = {key: candidates[0] for key, candidates in options.items()}
-    reasons = {key: _first_choice_reason(forced[key], len(options[key])) for key in options}
-    data = builder.build(plan)
-    checks = builder.check(data, plan)
-    if all(c.passed for c in checks):
-        return plan, reasons, data, checks
-    if all(len(v) == 1 for v in options.values()):
-        _raise_verification(
-            "requested encodings" if all(forced.values()) else "the only candidates", checks
-        )
-    # Find the culprits: each weight alone (others as converted), down its candidates.
-    for key, candidates in options.items():
-        for rank, candidate in enumerate(candidates):
-            if candidate.baseline:
-                plan[key] = candidate
-                reasons[key] = (
-                    "smallest candidate" if rank == 0 else "only candidate passing verification"
-                )
-                break
-            trial = {**builder.baseline, key: candidate}
-            trial_checks = builder.check(builder.build(trial), trial)
-            if all(c.passed for c in trial_checks):
-                plan[key] = candidate
-                if rank:
-                    reasons[key] = "smallest candidate passing verification"
-                break
-            rejected[key].append((candidate.encoding.value, _failure_reason(trial_checks)))
-            if forced[key] and rank == len(candidates) - 1:
-                _raise_verification(
-                    f"weight {builder.weights[key].label!r} as {candidate.encoding.value}",
-                    trial_checks,
-                )
-        else:  # pragma: no cover - the baseline is always a candidate unless forced
-            raise ExportError(f"no encoding of {builder.weights[key].label!r} passes")
-    data = builder.build(plan)
-    checks = builder.check(data, plan)
-    if not all(c.passed for c in checks):
-        _raise_verification("the combination of encodings that pass one by one", checks)
-    return plan, reasons, data, checks
-
-
-def _select_or_keep(
-    builder: Any,
-    options: Mapping[tuple[int, int], list[_Candidate]],
-    requested: Mapping[tuple[int, int], Encoding | None],
-    rejected: dict[tuple[int, int], list[tuple[str, str]]],
-    baseline: bytes,
-    baseline_checks: tuple[verify.RuntimeCheck, ...],
-) -> tuple[dict[tuple[int, int], _Candidate], dict[tuple[int, int], str], bytes, tuple]:
-    """The plan, reasons, file and checks of :func:`_select`, the encodings ``requested`` names
-    forced; the converter's file ``baseline`` and its checks when no weight has options."""
-    if not options:
-        return {}, {}, baseline, baseline_checks
-    forced = {key: requested[key] is not None for key in options}
-    return _select(builder, options, forced, rejected)
-
-
-def _write(path: str, data: bytes) -> None:
-    try:
-        with open(path, "wb") as handle:
-            handle.write(data)
-    except OSError as error:
-        raise ExportError(f"Expected a writable path; received: path={path!r} ({error})") from None
-
-
-def _choices(
-    data: bytes,
-    weights: Mapping[tuple[int, int], WeightTensor],
-    plan: Mapping[tuple[int, int], _Candidate],
-    stored_values: Mapping[tuple[int, int], np.ndarray],
-    reasons: Mapping[tuple[int, int], str],
-    rejected: Mapping[tuple[int, int], list[tuple[str, str]]],
-) -> tuple[FileBytes, tuple[WeightChoice, ...]]:
-    """The file's byte accounting (weight tensors and their decode chains labelled) and one
-    :class:`WeightChoice` per weight, its stored bytes those of its chain."""
-    final = flatbuffer.read_model(data)
-    labels = {}
-    owned = {}
-    for key, candidate in plan.items():
-        weight = weights[key]
-        owned[key] = _tensors_behind(final, weight.subgraph, weight.tensor)
-        for tensor in owned[key]:
-            labels[(weight.subgraph, tensor)] = (weight.label, candidate.encoding.value)
-    file_bytes = account(data, labels)
-    choices = []
-    for key, candidate in plan.items():
-        weight = weights[key]
-        stored = sum(
-            t.total_bytes
-            for t in file_bytes.tensors
-            if t.subgraph == weight.subgraph and t.tensor in owned[key]
-        )
-        choices.append(
-            WeightChoice.for_weight(
-                weight,
-                stored_values[key],
-                encoding=candidate.encoding,
-                detail=candidate.detail,
-                stored_bytes=stored,
-                max_weight_error=candidate.max_error,
-                reason=reasons[key],
-                rejected=rejected[key],
-            )
-        )
-    return file_bytes, tuple(choices)
-
-
-def _batch_size(inputs: Sequence[np.ndarray]) -> int:
-    """Examples in the verification batch; 0 for a model with no (or scalar) inputs."""
-    return int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0
-
-
-def _write_report(
-    path: str,
-    data: bytes,
-    checks: tuple[verify.RuntimeCheck, ...],
-    *,
-    target: Target,
-    float_file: bytes,
-    inputs: Sequence[np.ndarray],
-    builder: Any,
-    plan: Mapping[tuple[int, int], _Candidate],
-    stored_values: Mapping[tuple[int, int], np.ndarray],
-    reasons: Mapping[tuple[int, int], str],
-    rejected: Mapping[tuple[int, int], list[tuple[str, str]]],
-    **fields: Any,
-) -> ExportReport:
-    """Writes the LiteRT file ``data`` to ``path`` and returns its report.
-
-    Args:
-      path: where the file goes.
-      data: the file, verified by ``checks``.
-      checks: the verification of ``data``.
-      target: the target the file was made for.
-      float_file: the converter's float32 file, the size to compare with.
-      inputs: the verification inputs.
-      builder: what wrote ``data``; its ``weights`` by ``(subgraph, tensor)``.
-      plan, stored_values, reasons, rejected: each weight's candidate, the values it stores,
-        why it was chosen and what was rejected (as for :func:`_choices`).
-      **fields: the :class:`ExportReport` fields of a full-integer file.
-    """
-    _write(path, data)
-    file_bytes, choices = _choices(data, builder.weights, plan, stored_values, reasons, rejected)
-    return ExportReport(
-        path=path,
-        target=target.value,
-        interpreter=verify.INTERPRETER,
-        file=file_bytes,
-        float_file_bytes=len(float_file),
-        gzip_bytes=gzip_size(data),
-        float_gzip_bytes=gzip_size(float_file),
-        weights=choices,
-        checks=checks,
-        batch_size=_batch_size(inputs),
-        **fields,
-    )
 
 
 def export(
@@ -1040,7 +93,7 @@ def export(
     ``notes`` say so); it is verified one sample at a time, its state reset in between.
 
     With representative data, the LiteRT file is full-integer (int8 weights and activations,
-    float inputs and outputs unless ``int8_io``): see :mod:`tflite_export.integer`.
+    float inputs and outputs unless ``int8_io``): see :mod:`tflite_export.integer_target`.
 
     Example:
       >>> plain = tf_admm.strip(admm_model)                               # doctest: +SKIP
@@ -1050,7 +103,9 @@ def export(
       >>> print(report)                                                   # doctest: +SKIP
 
     Args:
-      model: a plain (stripped) ``tf_keras`` model.
+      model: a plain (stripped) ``tf_keras`` model: functional, Sequential with an input
+        shape, or subclassed and built (called on a batch, or ``model.build(input_shape)``;
+        its file's inputs are then named ``input``, ``input_<i>`` or by dict key).
       path: where to write the file.
       target: a :class:`Target`: ``"litert"`` (LiteRT), ``"tflm"`` (TFLite Micro, float32
         model, LUT weights) or ``"tflm_int8"`` (TFLite Micro, full-integer model with int8
@@ -1099,8 +154,9 @@ def export(
       Keras weights left as the converter wrote them and why (``skipped_weights``).
 
     Raises:
-      ExportError: for a wrapped (unstripped) model, an unwritable path, an unknown target or
-        encoding, or a requested encoding that does not apply to a weight;
+      ExportError: for a wrapped (unstripped) model, a model whose inputs are unknown, an
+        unwritable path, an unknown target or encoding, or a requested encoding that does not
+        apply to a weight;
         :class:`~tflite_export.conversion.ConversionError` when the converter cannot lower the
         model to LiteRT builtin operators (naming the operators and layers).
       VerificationError: when a written file does not reproduce the Keras outputs (the file is
@@ -1112,123 +168,28 @@ def export(
         raise ExportError(
             f"Expected target in {[t.value for t in Target]}; received: target={target!r}"
         ) from None
-    _check_model(model)
-    path = _check_path(path)
+    model = check_model(model)
+    path = check_path(path)
     integer = _check_options(
         target, representative_data, activations, int8_io, tolerance, allow_float16
     )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ExportError(f"Expected batch_size >= 1; received: batch_size={batch_size!r}")
     if target.micro:
-        from tflite_export import tflm  # imports tflite_micro only for these targets
-
-        return tflm.export_tflm(
-            model,
-            path,
-            integer=target is Target.TFLM_INT8,
-            representative_data=representative_data,
-            encoding=encoding,
-            tolerance=tolerance,
-            batch_size=batch_size,
-            seed=seed,
-        )
-    if integer:
-        from tflite_export import integer as full_integer
-
-        return full_integer.export_integer(
-            model,
-            path,
-            representative_data=representative_data,
-            int8_io=int8_io,
-            encoding=encoding,
-            tolerance=tolerance,
-            seed=seed,
-        )
-    if tolerance is None:
-        tolerance = 1e-4
-    # Encoding names are checked before the (slow) conversion; keys need the converted file.
-    _check_each_encoding(encoding)
-
-    inputs = _prepare_inputs(model, representative_data, batch_size, seed)
-    expected = _keras_outputs(model, inputs)
-    float_file, file_batch = convert_float_any_batch(model)
-    baseline_model = flatbuffer.read_model(float_file)
-    weights = find_weight_tensors(baseline_model, model, any_operator=True)
-    builder = _Builder(float_file, weights, inputs, expected, tolerance, model)
-    baseline_checks = builder.check(float_file, {})
-    if not all(c.passed for c in baseline_checks):
-        _raise_verification("the converter's float32 file", baseline_checks)
-
-    requested = _requested_encodings(encoding, weights, model)
-    options: dict[tuple[int, int], list[_Candidate]] = {}
-    rejected: dict[tuple[int, int], list[tuple[str, str]]] = {}
-    values_by_key: dict[tuple[int, int], np.ndarray] = {}
-    for weight in weights:
-        key = (weight.subgraph, weight.tensor)
-        values = flatbuffer.decode_tensor(baseline_model, weight.subgraph, weight.tensor)
-        values_by_key[key] = values
-        builder.baseline[key] = _dense_candidate(values)
-        forced = requested[key]
-        allowed = [forced] if forced is not None else list(_AUTO_FLOAT)
-        candidates, skipped = _candidates(
-            weight, values, allowed, lossy_float16=allow_float16 or forced is not None
-        )
-        options[key] = _keep_options(
-            weight, candidates, skipped, forced, builder.baseline[key], "float32"
-        )
-        rejected[key] = list(skipped)
-
-    plan, reasons, data, checks = _select_or_keep(
-        builder, options, requested, rejected, float_file, baseline_checks
-    )
-    return _write_report(
+        plugin = TflmPlugin(target is Target.TFLM_INT8, tolerance)
+    elif integer:
+        plugin = IntegerPlugin(tolerance, int8_io)
+    else:
+        plugin = FloatPlugin(tolerance, allow_float16)
+    return pipeline.run(
+        plugin,
+        model,
         path,
-        data,
-        checks,
-        target=target,
-        float_file=float_file,
-        inputs=inputs,
-        builder=builder,
-        plan=plan,
-        stored_values=values_by_key,
-        reasons=reasons,
-        rejected=rejected,
-        skipped_weights=tuple(skipped_weights(baseline_model, model, weights)),
-        file_batch_size=file_batch,
-        notes=_file_notes(baseline_model, weights, file_batch, model),
+        representative_data=representative_data,
+        encoding=encoding,
+        batch_size=batch_size,
+        seed=seed,
     )
-
-
-def _file_notes(
-    parsed, weights: Sequence[WeightTensor], file_batch: int | None, model: keras.Model
-) -> tuple[str, ...]:
-    """What a user of the converted file should know beyond its weights: a batch the
-    exporter fixed, recurrent state kept between invocations, layers run as WHILE loops."""
-    notes = []
-    if file_batch is not None and not any(
-        t.shape.rank and t.shape[0] == file_batch for t in model.inputs
-    ):
-        notes.append(
-            f"inputs fixed to batch {file_batch}: the converter needs a static batch for the "
-            "loops of recurrent layers (run batches of that size, or give keras.Input a "
-            "batch_size)"
-        )
-    if any(t.isVariable for g in parsed.subgraphs or [] for t in g.tensors or []):
-        notes.append(
-            "recurrent state is kept in variable tensors between invocations: call the "
-            "interpreter's reset_all_variables() after each batch of independent sequences "
-            "(verification does)"
-        )
-    looped = []
-    for weight in weights:
-        if weight.subgraph > 0 and weight.layer is not None and weight.layer not in looped:
-            looped.append(weight.layer)
-    if looped:
-        notes.append(
-            f"layers {looped} run in a WHILE loop (LiteRT has no fused operator for them as "
-            "converted); their weights' decode operators sit in the loop body"
-        )
-    return tuple(notes)
 
 
 def _check_options(
@@ -1293,26 +254,6 @@ def _check_options(
     return integer
 
 
-def _tensors_behind(model, subgraph_index: int, tensor_index: int) -> set[int]:
-    """The tensor and every tensor its DENSIFY/DEQUANTIZE chain reads, in one subgraph."""
-    subgraph = model.subgraphs[subgraph_index]
-    written = flatbuffer.producers(subgraph)
-    found = {tensor_index}
-    frontier = [tensor_index]
-    while frontier:
-        current = frontier.pop()
-        if current not in written:
-            continue
-        operator = subgraph.operators[written[current]]
-        if flatbuffer.builtin_code(model, operator) not in (_OPS.DENSIFY, _OPS.DEQUANTIZE):
-            continue
-        for source in operator.inputs:
-            if source >= 0 and int(source) not in found:
-                found.add(int(source))
-                frontier.append(int(source))
-    return found
-
-
 def verify_file(
     file: str | os.PathLike | bytes,
     model: keras.Model,
@@ -1342,22 +283,20 @@ def verify_file(
     Raises:
       VerificationError: naming each runtime and output that differs, or the load error.
     """
-    _check_model(model)
+    model = check_model(model)
     if isinstance(file, (bytes, bytearray)):
         data = bytes(file)
     else:
         with open(os.fspath(file), "rb") as handle:
             data = handle.read()
-    inputs = _prepare_inputs(model, representative_data, batch_size, seed)
-    expected = _keras_outputs(model, inputs)
+    inputs = prepare_inputs(model, representative_data, batch_size, seed)
+    expected = keras_outputs(model, inputs)
     try:
         parsed = flatbuffer.read_model(data)
     except ValueError as error:
         raise VerificationError(f"Expected a LiteRT file; received: {error}") from None
     if is_full_integer(parsed) or isinstance(tolerance, verify.Int8Tolerance):
-        from tflite_export import integer as full_integer
-
-        checker = full_integer.OutputChecker(
+        checker = OutputChecker(
             data, inputs, expected, tolerance, list(model.input_names), list(model.output_names)
         )
         checks = checker.check(data)
@@ -1371,5 +310,5 @@ def verify_file(
             output_names=list(model.output_names),
         )
     if not all(c.passed for c in checks):
-        _raise_verification("the file", checks)
+        LITERT_WORDING.fail("the file", checks)
     return checks

@@ -10,7 +10,7 @@ import pytest
 
 import tf_admm
 from tf_admm.compat import keras
-from tflite_export import encodings, exporter, flatbuffer, verify
+from tflite_export import encodings, exporter, flatbuffer, float_target, verify
 from tflite_export.encodings import Encoding
 from tflite_export.testing import (
     LAYER_KINDS,
@@ -231,7 +231,7 @@ def _shift_codes(original):
 
 def test_a_bad_encoding_that_was_asked_for_is_refused_and_not_written(tmp_path, monkeypatch):
     model = _compressed("conv2d", bits=5)
-    monkeypatch.setattr(exporter, "_stored_codes", _shift_codes(exporter._stored_codes))
+    monkeypatch.setattr(float_target, "_stored_codes", _shift_codes(float_target._stored_codes))
     path = tmp_path / "bad.tflite"
     with pytest.raises(exporter.VerificationError, match=r"max\|diff\|") as caught:
         exporter.export(model, str(path), encoding="levels")
@@ -241,7 +241,7 @@ def test_a_bad_encoding_that_was_asked_for_is_refused_and_not_written(tmp_path, 
 
 def test_auto_falls_back_from_a_bad_encoding_and_says_why(tmp_path, monkeypatch):
     model = _compressed("conv2d", bits=5)
-    monkeypatch.setattr(exporter, "_stored_codes", _shift_codes(exporter._stored_codes))
+    monkeypatch.setattr(float_target, "_stored_codes", _shift_codes(float_target._stored_codes))
     path = str(tmp_path / "fallback.tflite")
     report = exporter.export(model, path)
     target = _choice(report, "target")
@@ -411,3 +411,39 @@ def test_sparse_int8_weight_only_is_lossy_and_only_used_when_asked(tmp_path):
     decoded = _decoded_weights(path, report)["target"]
     assert np.all(decoded[_expected_tflite_layout(model.get_layer("target")) == 0] == 0)
     assert all(c.passed for c in report.checks)
+
+
+class _TwoInputs(keras.Model):
+    """Subclassed, called on a list of two tensors."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.target = keras.layers.Dense(40, name="target")
+        self.head = keras.layers.Dense(2, name="head")
+
+    def call(self, inputs):
+        first, second = inputs
+        return self.head(self.target(first) + second)
+
+
+def test_subclassed_model_is_exported_on_the_signature_of_its_first_call(tmp_path):
+    model = _TwoInputs(name="two")
+    model([np.zeros((3, 24), np.float32), np.zeros((3, 40), np.float32)])
+    kernel = model.target.kernel
+    kernel.assign(prune(kernel.numpy(), 30))
+    path = str(tmp_path / "two.tflite")
+    report = exporter.export(model, path)
+    assert _choice(report, "target").encoding is Encoding.SPARSE_FLOAT32
+    assert all(c.passed for c in report.checks)
+    with open(path, "rb") as handle:
+        inputs, _ = verify.signature_names(flatbuffer.read_model(handle.read()))
+    assert sorted(inputs.values()) == ["input_0", "input_1"]
+    assert all(c.passed for c in exporter.verify_file(path, model))
+
+
+def test_models_without_known_inputs_are_refused_saying_what_is_missing(tmp_path):
+    with pytest.raises(exporter.ExportError, match=r"'two' \(_TwoInputs\).*never called or built"):
+        exporter.export(_TwoInputs(name="two"), str(tmp_path / "m.tflite"))
+    unbuilt = keras.Sequential([keras.layers.Dense(2)], name="seq")
+    with pytest.raises(exporter.ExportError, match=r"'seq' \(Sequential\).*without an input shape"):
+        exporter.export(unbuilt, str(tmp_path / "m.tflite"))

@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from tflite_export import exporter, flatbuffer, integer, verify
+from tflite_export import exporter, flatbuffer, integer, integer_target, verify
 from tflite_export.encodings import Encoding
+from tflite_export.inputs import prepare_inputs
 from tflite_export.testing import (
     LAYER_KINDS,
     kernel_of,
@@ -207,7 +208,7 @@ def test_int8_inputs_and_outputs_on_request(tmp_path):
 
 def _plant_one_wrong_code(monkeypatch):
     """Makes every level candidate write one code off by one (the outputs barely move)."""
-    original = integer._apply_levels
+    original = integer_target._apply_levels
 
     def planted(codes, *args):
         codes = codes.copy()
@@ -215,7 +216,7 @@ def _plant_one_wrong_code(monkeypatch):
         codes.flat[first] -= np.sign(codes.flat[first])
         return original(codes, *args)
 
-    monkeypatch.setattr(integer, "_apply_levels", planted)
+    monkeypatch.setattr(integer_target, "_apply_levels", planted)
 
 
 def test_a_planted_wrong_weight_is_refused_and_not_written(tmp_path, monkeypatch):
@@ -245,7 +246,7 @@ def test_auto_falls_back_from_a_planted_wrong_weight(tmp_path, monkeypatch):
 
 
 def test_a_bias_left_at_the_old_scale_is_refused(tmp_path, monkeypatch):
-    original = integer._bias_updates
+    original = integer_target._bias_updates
 
     def stale(model, weight, scales, keras_bias):
         """The converter's bias codes, labelled with the new scale: a missed rescale."""
@@ -255,7 +256,7 @@ def test_a_bias_left_at_the_old_scale_is_refused(tmp_path, monkeypatch):
             for index, _, new_scales in updates
         ]
 
-    monkeypatch.setattr(integer, "_bias_updates", stale)
+    monkeypatch.setattr(integer_target, "_bias_updates", stale)
     model = _model("dense", "levels")
     with pytest.raises(exporter.VerificationError, match=r"target bias \(steps\): max\|diff\|="):
         exporter.export(
@@ -329,10 +330,10 @@ def test_representative_data_forms_give_the_same_inputs():
         "dict": {"image": x},
     }
     for name, form in forms.items():
-        (got,) = exporter._prepare_inputs(model, form, 8, 0)
+        (got,) = prepare_inputs(model, form, 8, 0)
         np.testing.assert_array_equal(got, x, err_msg=name)
     endless = tf.data.Dataset.from_tensor_slices(x).repeat()
-    (got,) = exporter._prepare_inputs(model, endless, 8, 0)
+    (got,) = prepare_inputs(model, endless, 8, 0)
     assert got.shape[0] == exporter.MAX_REPRESENTATIVE_SAMPLES
 
 

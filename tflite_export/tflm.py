@@ -26,7 +26,7 @@ Flow:
    from the header (observed with the tested nightly), so one table is offered only for
    weights not quantized per channel, and per-channel tables only for weights quantized per
    channel on that axis, or float weights, which get a unit per-channel quantization (scale
-   1, zero point 0; float kernels ignore it). :func:`_table_rule` holds this rule.
+   1, zero point 0; float kernels ignore it); :mod:`tflite_export.tflm_target` lists them.
 3. Write the LUTs with ``tflite_micro``'s ``compress`` and verify the file: every LUT, decoded
    here from the file (:func:`tflite_export.lut.decode`) and read back from TFLite Micro's
    arena after a run, must equal the uncompressed weights exactly; the file's TFLite Micro
@@ -54,31 +54,25 @@ from typing import Any
 import numpy as np
 
 from tf_admm.compat import keras
-from tflite_export import exporter, flatbuffer, lut, verify
-from tflite_export.encodings import Encoding
+from tflite_export import flatbuffer, lut, verify
+from tflite_export.candidates import Wording, weight_checks
+from tflite_export.errors import ExportError
+from tflite_export.inputs import keras_outputs, prepare_inputs
 from tflite_export.integer import convert_int8, dequantize, io_quantization, quantize
-from tflite_export.report import (
-    ExportReport,
-    FileBytes,
-    LutBytes,
-    WeightChoice,
-    account,
-    gzip_size,
-)
 from tflite_export.weights import (
-    WeightTensor,
     find_weight_tensors,
-    keras_kernels,
-    skipped_weights,
 )
 
 __all__ = [
     "DECODE_OPERATOR",
     "DEFAULT_INT8_TOLERANCE",
     "LutTensor",
+    "LutVerifier",
+    "TFLM_WORDING",
     "check_lut_file",
+    "compression_library",
     "convert_int8",
-    "export_tflm",
+    "interpreter_name",
     "lut_spec_yaml",
     "read_luts",
     "write_luts",
@@ -90,25 +84,34 @@ DEFAULT_FLOAT_TOLERANCE = 1e-4
 DEFAULT_INT8_TOLERANCE = 0.1
 
 _schema = flatbuffer.schema
-# Rough flatbuffer cost of the ancillary and decoded tensors and one DECODE operator, used only
-# to rank options (the report counts the real bytes).
-_LUT_OVERHEAD = 2 * 64 + 48 + 64
-_QUANTIZATION_BYTES_PER_CHANNEL = 4 + 8  # float32 scale + int64 zero point
 _INSTALL = "pip install tflite-micro (or tf-admm[tflm])"
+TFLM_WORDING = Wording(
+    "the TFLite Micro file to reproduce the uncompressed file and the Keras outputs",
+    only="only option",
+    smallest_of="smallest of {count}",
+    smallest="smallest option",
+    only_passing="only option passing",
+    smallest_passing="smallest option passing verification",
+    single_unforced="requested encodings",
+    combination="the combination of options that pass one by one",
+)
 
 
-def _compression_library():
+def compression_library():
+    """The ``tflite_micro`` compression library; :class:`ExportError` saying how to install it
+    when it is missing."""
     try:
         from tflite_micro.tensorflow.lite.micro import compression
     except ImportError as error:
-        raise exporter.ExportError(
+        raise ExportError(
             f"Expected the tflite-micro package for the TFLite Micro targets ({_INSTALL}); "
             f"received: import failed: {error}"
         ) from None
     return compression
 
 
-def _interpreter_name() -> str:
+def interpreter_name() -> str:
+    """The TFLite Micro runtime, for reports."""
     try:
         return f"tflite_micro {importlib.metadata.version('tflite-micro')}"
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - installed otherwise
@@ -237,7 +240,7 @@ def write_luts(uncompressed: bytes, fits: Mapping[tuple[int, int], lut.LutFit]) 
     """
     if not fits:
         return bytes(uncompressed)
-    compression = _compression_library()
+    compression = compression_library()
     uncompressed = _annotate_float_channels(uncompressed, fits)
     specs = compression.parse_yaml(lut_spec_yaml(fits))
     try:
@@ -246,7 +249,7 @@ def write_luts(uncompressed: bytes, fits: Mapping[tuple[int, int], lut.LutFit]) 
             warnings.simplefilter("ignore")
             compressed = bytes(compression.compress(bytes(uncompressed), specs))
     except Exception as error:  # noqa: BLE001 - the library raises its own and others
-        raise exporter.ExportError(
+        raise ExportError(
             f"Expected tflite_micro to compress the LUT tensors {sorted(fits)}; received: "
             f"{type(error).__name__}: {error}"
         ) from None
@@ -300,8 +303,12 @@ def _drop_encoded_quantization(data: bytes) -> bytes:
 # --------------------------------------------------------------------------- verification
 
 
-class _Verifier:
-    """Runs files in TFLite Micro and compares them with the uncompressed file and Keras."""
+class LutVerifier:
+    """Runs files in TFLite Micro and compares them with the uncompressed file and Keras.
+
+    Built on the uncompressed file, it runs that file in TFLite Micro and in LiteRT (builtin
+    kernels) against Keras (``baseline_checks``); :meth:`check` then checks a LUT file.
+    """
 
     def __init__(
         self,
@@ -356,7 +363,7 @@ class _Verifier:
         try:
             outputs = self._run(data, runtime)
         except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-            message = verify._error_message(error)
+            message = verify.error_message(error)
             return None, verify.RuntimeCheck(runtime, error=message, reference=reference)
         check = verify.compare_outputs(
             runtime,
@@ -401,7 +408,7 @@ class _Verifier:
                         name, _max_diff(values[tensor], self.weights[key]), 0.0
                     )
 
-        return exporter._weight_checks(
+        return weight_checks(
             verify.Runtime.TFLM,
             decoded_by_us,
             problems,
@@ -450,26 +457,6 @@ def _max_diff(got: np.ndarray, want: np.ndarray) -> float:
     return diff if np.isfinite(diff) else float("inf")
 
 
-def _failure_reason(checks: Sequence[verify.RuntimeCheck]) -> str:
-    return "; ".join(c.describe() for c in checks if not c.passed)
-
-
-def _raise(what: str, checks: Sequence[verify.RuntimeCheck]) -> None:
-    raise exporter.VerificationError(
-        f"Expected the TFLite Micro file to reproduce the uncompressed file and the Keras "
-        f"outputs; received: {what}: {_failure_reason(checks)}"
-    )
-
-
-def _prepare(model, representative_data, batch_size, seed, tolerance, integer):
-    inputs = exporter._prepare_inputs(model, representative_data, batch_size, seed)
-    expected = exporter._keras_outputs(model, inputs)
-    float_file = exporter.convert_float(model)
-    uncompressed = convert_int8(model, inputs) if integer else float_file
-    verifier = _Verifier(uncompressed, inputs, expected, tolerance, model, integer)
-    return inputs, float_file, uncompressed, verifier
-
-
 def check_lut_file(
     data: bytes | str,
     uncompressed: bytes,
@@ -483,7 +470,7 @@ def check_lut_file(
     """Checks a LUT-compressed TFLite Micro file against the file it was made from and Keras.
 
     Every LUT must decode to the uncompressed file's weights exactly, and the file's TFLite
-    Micro outputs must equal the uncompressed file's, as in :func:`export_tflm`.
+    Micro outputs must equal the uncompressed file's, as :func:`tflite_export.export` does.
 
     Args:
       data: the compressed file (bytes or path).
@@ -508,9 +495,9 @@ def check_lut_file(
     integer = bool(find_weight_tensors(parsed, quantized=True))
     if tolerance is None:
         tolerance = DEFAULT_INT8_TOLERANCE if integer else DEFAULT_FLOAT_TOLERANCE
-    inputs = exporter._prepare_inputs(model, representative_data, batch_size, seed)
-    expected = exporter._keras_outputs(model, inputs)
-    verifier = _Verifier(bytes(uncompressed), inputs, expected, tolerance, model, integer)
+    inputs = prepare_inputs(model, representative_data, batch_size, seed)
+    expected = keras_outputs(model, inputs)
+    verifier = LutVerifier(bytes(uncompressed), inputs, expected, tolerance, model, integer)
     keys = sorted(read_luts(data))
     labels = {
         (w.subgraph, w.tensor): w.label
@@ -518,402 +505,5 @@ def check_lut_file(
     }
     checks = verifier.check(bytes(data), keys, labels)
     if not all(c.passed for c in checks):
-        _raise("the file", checks)
+        TFLM_WORDING.fail("the file", checks)
     return checks
-
-
-# --------------------------------------------------------------------------- options
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Option:
-    """One way to store one weight tensor in a TFLite Micro file."""
-
-    encoding: Encoding
-    estimated_bytes: int
-    detail: str
-    fit: lut.LutFit | None = None
-
-    @property
-    def name(self) -> str:
-        if self.fit is None:
-            return self.encoding.value
-        return "lut per tensor" if self.fit.axis is None else "lut per channel"
-
-
-def _lut_detail(fit: lut.LutFit, dtype: np.dtype) -> str:
-    where = "1 table" if fit.axis is None else f"{fit.num_tables} tables on axis {fit.axis}"
-    return f"{fit.bits}-bit indices, {where} x {fit.stride} {dtype.name}"
-
-
-def _channel_quantization(model, weight: WeightTensor) -> int | None:
-    """The quantized dimension of a per-channel quantized tensor, else ``None``."""
-    tensor = model.subgraphs[weight.subgraph].tensors[weight.tensor]
-    quantization = tensor.quantization
-    if quantization is None or quantization.scale is None or len(quantization.scale) < 2:
-        return None
-    return int(quantization.quantizedDimension)
-
-
-def _table_rule(axis: int | None, channel_quantization: int | None, floating: bool) -> str | None:
-    """Why TFLite Micro cannot decode tables along ``axis`` for this tensor, or ``None``.
-
-    TFLite Micro's DECODE takes the number of tables from the tensor's per-channel
-    quantization, whatever the header says (observed: a float tensor's per-channel tables
-    decode every channel with the first table; a per-channel int8 tensor's single table is read
-    as one per channel). Float weights get a unit per-channel quantization (scale 1, zero
-    point 0), which the float kernels ignore.
-    """
-    if axis is None and channel_quantization is not None:
-        return "quantized per channel: TFLite Micro's DECODE reads one table per channel"
-    if axis is not None and channel_quantization != axis and not floating:
-        return (
-            "not quantized per channel on this axis: TFLite Micro's DECODE would read the "
-            "first table for every channel"
-        )
-    return None
-
-
-def _options(
-    weight: WeightTensor,
-    values: np.ndarray,
-    channel_quantization: int | None,
-    allowed: Sequence[Encoding],
-    dense_encoding: Encoding,
-) -> tuple[list[_Option], list[tuple[str, str]]]:
-    found: list[_Option] = []
-    skipped: list[tuple[str, str]] = []
-    floating = values.dtype.kind == "f"
-    if Encoding.LUT in allowed:
-        for axis in (None, weight.channel_axis):
-            name = "lut per tensor" if axis is None else "lut per channel"
-            why_not = _table_rule(axis, channel_quantization, floating)
-            if why_not is not None:
-                skipped.append((name, why_not))
-                continue
-            if axis is not None and axis not in (0, values.ndim - 1):
-                skipped.append((name, "TFLite Micro takes tables on the first or last axis only"))
-                continue
-            fit = lut.fit_lut(values, axis)
-            if not fit.fits:
-                skipped.append(
-                    (
-                        name,
-                        f"{fit.stride} distinct values per table, more than "
-                        f"{2**lut.MAX_BITS} ({lut.MAX_BITS}-bit indices)",
-                    )
-                )
-                continue
-            # The ancillary and decoded tensors are named after the weight.
-            estimate = (
-                fit.index_bytes
-                + lut.DCM_BYTES
-                + fit.table_bytes
-                + _LUT_OVERHEAD
-                + 2 * len(weight.tensor_name)
-            )
-            if axis is not None and floating:
-                estimate += _QUANTIZATION_BYTES_PER_CHANNEL * fit.num_tables
-            found.append(_Option(Encoding.LUT, estimate, _lut_detail(fit, values.dtype), fit))
-    if dense_encoding in allowed:
-        found.append(_Option(dense_encoding, int(values.nbytes), f"dense {values.dtype.name}"))
-    found.sort(key=lambda option: option.estimated_bytes)
-    return found, skipped
-
-
-def _select(
-    verifier: _Verifier,
-    weights: Mapping[tuple[int, int], WeightTensor],
-    options: Mapping[tuple[int, int], list[_Option]],
-    forced: Mapping[tuple[int, int], bool],
-    rejected: dict[tuple[int, int], list[tuple[str, str]]],
-):
-    labels = {key: weight.label for key, weight in weights.items()}
-
-    def attempt(plan):
-        fits = {key: option.fit for key, option in plan.items() if option.fit is not None}
-        data = write_luts(verifier.uncompressed, fits)
-        return data, verifier.check(data, sorted(fits), labels)
-
-    plan = {key: candidates[0] for key, candidates in options.items()}
-    reasons = {
-        key: "requested"
-        if forced[key]
-        else ("only option" if len(options[key]) == 1 else f"smallest of {len(options[key])}")
-        for key in options
-    }
-    data, checks = attempt(plan)
-    if all(c.passed for c in checks):
-        return plan, reasons, data, checks
-    if all(len(v) == 1 for v in options.values()):
-        _raise("requested encodings", checks)
-    # Find the culprits: each weight alone (the others dense), down its options.
-    for key, candidates in options.items():
-        for rank, option in enumerate(candidates):
-            if option.fit is None:
-                plan[key] = option
-                reasons[key] = "smallest option" if rank == 0 else "only option passing"
-                break
-            trial_data, trial_checks = attempt({key: option})
-            if all(c.passed for c in trial_checks):
-                plan[key] = option
-                if rank:
-                    reasons[key] = "smallest option passing verification"
-                break
-            rejected[key].append((option.name, _failure_reason(trial_checks)))
-            if forced[key] and rank == len(candidates) - 1:
-                _raise(f"weight {labels[key]!r} as {option.name}", trial_checks)
-        else:
-            raise exporter.VerificationError(
-                f"Expected an option of weight {labels[key]!r} that passes verification; "
-                f"received: none of {[o.name for o in candidates]} did"
-            )
-    data, checks = attempt(plan)
-    if not all(c.passed for c in checks):
-        _raise("the combination of options that pass one by one", checks)
-    return plan, reasons, data, checks
-
-
-# --------------------------------------------------------------------------- export
-
-
-def export_tflm(
-    model: keras.Model,
-    path: str,
-    *,
-    integer: bool,
-    representative_data: Any,
-    encoding: Any,
-    tolerance: float | None,
-    batch_size: int,
-    seed: int,
-) -> ExportReport:
-    """The ``tflm`` (``integer=False``) and ``tflm_int8`` targets of :func:`export`.
-
-    Arguments are checked by :func:`tflite_export.export`, which documents them.
-    """
-    _compression_library()  # fail early, before the slow conversions
-    target = exporter.Target.TFLM_INT8 if integer else exporter.Target.TFLM
-    dense_encoding = Encoding.INT8 if integer else Encoding.FLOAT32
-    accepted = ("auto", Encoding.LUT.value, dense_encoding.value)
-
-    def check_name(value, where):
-        forced = exporter._as_encoding(value, where)
-        if forced is not None and forced not in (Encoding.LUT, dense_encoding):
-            raise exporter.ExportError(
-                f"Expected {where} in {list(accepted)} for target {target.value!r}; "
-                f"received: {where}={value!r}"
-            )
-
-    exporter._check_each_encoding(encoding, check_name)
-    if tolerance is None:
-        tolerance = DEFAULT_INT8_TOLERANCE if integer else DEFAULT_FLOAT_TOLERANCE
-
-    inputs, float_file, uncompressed, verifier = _prepare(
-        model, representative_data, batch_size, seed, tolerance, integer
-    )
-    if not all(c.passed for c in verifier.baseline_checks):
-        what = "the converter's full-integer file" if integer else "the converter's float32 file"
-        hint = (
-            " (quantization error: pass representative_data of real samples or a larger tolerance)"
-            if integer
-            else ""
-        )
-        _raise(what + hint, verifier.baseline_checks)
-
-    parsed = flatbuffer.read_model(uncompressed)
-    weights = find_weight_tensors(parsed, model, quantized=integer)
-    by_key = {(w.subgraph, w.tensor): w for w in weights}
-    requested = exporter._requested_encodings(encoding, weights, model)
-    options: dict[tuple[int, int], list[_Option]] = {}
-    rejected: dict[tuple[int, int], list[tuple[str, str]]] = {}
-    for weight in weights:
-        key = (weight.subgraph, weight.tensor)
-        values = verifier.weights[key]
-        forced = requested[key]
-        allowed = [forced] if forced is not None else [Encoding.LUT, dense_encoding]
-        candidates, skipped = _options(
-            weight, values, _channel_quantization(parsed, weight), allowed, dense_encoding
-        )
-        if forced is not None and not candidates:
-            raise exporter.ExportError(
-                f"Weight {weight.label!r} ({weight.layer_type or weight.operator}): Expected "
-                f"weights that encoding {forced.value!r} can store; received: {skipped[-1][1]}"
-            )
-        if forced is None:
-            kept = []
-            for option in candidates:
-                if option.fit is None or option.estimated_bytes < values.nbytes:
-                    kept.append(option)
-                else:
-                    skipped.append((option.name, "not smaller than the dense tensor"))
-            candidates = kept
-        options[key] = candidates
-        rejected[key] = list(skipped)
-
-    forced_keys = {key: requested[key] is not None for key in options}
-    if any(option.fit is not None for candidates in options.values() for option in candidates):
-        plan, reasons, data, checks = _select(verifier, by_key, options, forced_keys, rejected)
-    else:
-        plan = {key: candidates[0] for key, candidates in options.items()}
-        reasons = {key: "only option" for key in options}
-        data = uncompressed
-        checks = verifier.check(data, [], {})
-        if not all(c.passed for c in checks):  # pragma: no cover - the baseline passed
-            _raise("the uncompressed file", checks)
-
-    if (
-        data is not uncompressed
-        and not any(forced_keys.values())
-        and len(data) >= len(uncompressed)
-    ):
-        # Small weights: the DECODE operators and their tensors cost more than they save.
-        for key, candidates in options.items():
-            dense = next(option for option in candidates if option.fit is None)
-            if plan[key] is not dense:
-                rejected[key].append(
-                    (plan[key].name, "the file with LUTs is not smaller than without")
-                )
-                plan[key] = dense
-                reasons[key] = "LUTs do not make the file smaller"
-        data = uncompressed
-        checks = verifier.check(data, [], {})
-
-    exporter._write(path, data)
-
-    return _report(
-        path=path,
-        target=target,
-        model=model,
-        data=data,
-        float_file=float_file,
-        uncompressed=uncompressed,
-        verifier=verifier,
-        weights=by_key,
-        plan=plan,
-        reasons=reasons,
-        rejected=rejected,
-        checks=checks,
-        batch_size=exporter._batch_size(inputs),
-    )
-
-
-def _report(
-    *,
-    path,
-    target,
-    model,
-    data,
-    float_file,
-    uncompressed,
-    verifier,
-    weights,
-    plan,
-    reasons,
-    rejected,
-    checks,
-    batch_size,
-) -> ExportReport:
-    luts = read_luts(data)
-    final = flatbuffer.read_model(data)
-    labels: dict[tuple[int, int], tuple[str, str]] = {}
-    owned: dict[tuple[int, int], set[int]] = {}
-    storage: dict[tuple[int, int], str] = {}
-    for key, option in plan.items():
-        label = weights[key].label
-        subgraph = key[0]
-        if option.fit is None or key not in luts:
-            owned[key] = {key[1]}
-        else:
-            entry = luts[key]
-            owned[key] = {entry.encoded, entry.ancillary, entry.decoded}
-            storage[(subgraph, entry.encoded)] = f"lut indices {entry.header.bits}-bit"
-            storage[(subgraph, entry.ancillary)] = "lut header + tables"
-            storage[(subgraph, entry.decoded)] = "decoded (no data)"
-        for tensor in owned[key]:
-            labels[(subgraph, tensor)] = (label, option.encoding.value)
-    parts = account(data, labels)
-    rows = tuple(
-        dataclasses.replace(row, storage=storage[(row.subgraph, row.tensor)])
-        if (row.subgraph, row.tensor) in storage
-        else row
-        for row in parts.tensors
-    )
-    parts = FileBytes(parts.file_bytes, rows, parts.metadata_bytes)
-    row_of = {(row.subgraph, row.tensor): row for row in parts.tensors}
-
-    def row_bytes(subgraph, tensor, field):
-        row = row_of.get((subgraph, tensor))
-        return 0 if row is None else getattr(row, field)
-
-    kernels = keras_kernels(model)
-    uncompressed_model = flatbuffer.read_model(uncompressed)
-    lut_rows = []
-    choices = []
-    for key, option in plan.items():
-        weight = weights[key]
-        values = verifier.weights[key]
-        stored = sum(row_bytes(key[0], t, "total_bytes") for t in owned[key])
-        if option.fit is not None and key in luts:
-            entry = luts[key]
-            ancillary = row_bytes(key[0], entry.ancillary, "value_bytes")
-            header = min(lut.DCM_BYTES, ancillary)
-            output = final.subgraphs[key[0]].tensors[entry.decoded]
-            lut_rows.append(
-                LutBytes(
-                    label=weight.label,
-                    mode="per_tensor" if entry.header.axis is None else "per_channel",
-                    axis=entry.header.axis,
-                    index_bits=entry.header.bits,
-                    num_tables=1 if entry.header.axis is None else option.fit.num_tables,
-                    table_entries=entry.header.stride,
-                    value_type=flatbuffer.type_name(output.type),
-                    index_bytes=row_bytes(key[0], entry.encoded, "value_bytes"),
-                    table_bytes=ancillary - header,
-                    header_bytes=header,
-                    quantization_bytes=row_bytes(key[0], entry.decoded, "quantization_bytes"),
-                )
-            )
-        error = 0.0
-        if weight.layer in kernels and kernels[weight.layer].shape == values.shape:
-            real = values
-            if verifier.integer:
-                tensor = uncompressed_model.subgraphs[key[0]].tensors[key[1]]
-                real = flatbuffer.dequantize(tensor, values)
-            error = float(
-                np.max(np.abs(real.astype(np.float64) - kernels[weight.layer]), initial=0.0)
-            )
-        choices.append(
-            WeightChoice.for_weight(
-                weight,
-                values,
-                encoding=option.encoding,
-                detail=option.detail,
-                stored_bytes=stored,
-                max_weight_error=error,
-                reason=reasons[key],
-                rejected=rejected[key],
-            )
-        )
-    integer_io = tuple(q for q in (*verifier.io_inputs, *verifier.io_outputs) if q is not None)
-    return ExportReport(
-        path=path,
-        target=target.value,
-        interpreter=_interpreter_name(),
-        file=parts,
-        float_file_bytes=len(float_file),
-        gzip_bytes=gzip_size(data),
-        float_gzip_bytes=gzip_size(float_file),
-        weights=tuple(choices),
-        checks=tuple(checks),
-        batch_size=batch_size,
-        lut=tuple(lut_rows),
-        uncompressed_file_bytes=len(uncompressed),
-        io_quantization=integer_io,
-        activations="int8" if verifier.integer else "float32",
-        skipped_weights=tuple(
-            skipped_weights(
-                uncompressed_model, model, list(weights.values()), quantized=verifier.integer
-            )
-        ),
-    )

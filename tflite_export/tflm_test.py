@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tflite_export import exporter, flatbuffer, lut, tflm, verify
+from tflite_export import exporter, flatbuffer, lut, tflm, tflm_target, verify
 from tflite_export.encodings import Encoding
 from tflite_export.testing import LAYER_KINDS, kernel_of, small_model
 from tflite_export.weights import SUPPORTED_LAYERS, find_weight_tensors
@@ -208,7 +208,7 @@ def test_float_per_channel_tables_without_channel_quantization_are_refused():
 def test_auto_falls_back_from_an_option_that_fails_verification(tmp_path, monkeypatch):
     # Pretend TFLite Micro decodes any table layout: per-tensor tables are then offered first
     # for the int8 head, fail in TFLite Micro, and the per-channel tables are used instead.
-    monkeypatch.setattr(tflm, "_table_rule", lambda *args: None)
+    monkeypatch.setattr(tflm_target, "_table_rule", lambda *args: None)
     model = _model("conv2d")
     report = exporter.export(
         model,

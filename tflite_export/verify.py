@@ -45,6 +45,7 @@ __all__ = [
     "RuntimeCheck",
     "check_outputs",
     "compare_outputs",
+    "error_message",
     "fixed_batch",
     "litert_tensors",
     "run",
@@ -567,7 +568,8 @@ def compare_outputs(
     return RuntimeCheck(Runtime(runtime), tuple(results), reference=reference)
 
 
-def _error_message(error: Exception) -> str:
+def error_message(error: Exception) -> str:
+    """An exception's message on one line, at most 500 characters (for a check's error)."""
     return " ".join(str(error).split())[:500]
 
 
@@ -600,7 +602,7 @@ def check_outputs(
                 output_names=output_names,
             )
         except Exception as error:  # noqa: BLE001 - any interpreter failure is a finding
-            checks.append(RuntimeCheck(Runtime(runtime), error=_error_message(error)))
+            checks.append(RuntimeCheck(Runtime(runtime), error=error_message(error)))
             continue
         checks.append(
             compare_outputs(
