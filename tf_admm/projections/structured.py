@@ -53,6 +53,7 @@ __all__ = [
     "Structure",
     "block_mask",
     "channel_mask",
+    "check_n_of_m",
     "column_mask",
     "filter_mask",
     "group_count",
@@ -342,7 +343,14 @@ def project_blocks(
     return x * block_mask(x, k, block, layout)
 
 
-def _check_n_of_m(shape, n, m, layout) -> None:
+def check_n_of_m(shape: Sequence[int], n: int, m: int, layout: Layout | str = Layout.DENSE) -> None:
+    """Checks that a kernel of ``shape`` in ``layout`` can hold the ``n`` of ``m`` pattern.
+
+    Raises:
+      ValueError: unless ``1 <= n < m``, ``m`` divides the input dimension (``shape[-2]``) and
+        the layout is dense.
+    """
+    shape = _shape(shape)
     if Layout(layout) is not Layout.DENSE:
         raise ValueError(
             "Expected a dense-layout kernel for n_of_m (a depthwise output reads one input "
@@ -370,7 +378,7 @@ def n_of_m_mask(x: tf.Tensor, n: int, m: int, layout: Layout | str = Layout.DENS
     """
     x = tf.convert_to_tensor(x)
     shape = _shape(x.shape)
-    _check_n_of_m(shape, n, m, layout)
+    check_n_of_m(shape, n, m, layout)
     positions, channels, outputs = _channels(shape)
     runs = tf.reshape(x, [positions, channels // m, m, outputs])
     runs = tf.transpose(runs, [0, 1, 3, 2])  # Each run along the last axis.
