@@ -256,3 +256,20 @@ def test_structure_the_layer_cannot_have_is_refused_naming_rule_and_layer(rule, 
     net = text_classifier() if model == "text" else small_convnet()
     with pytest.raises(ValueError, match=message):
         tf_admm.plan(net, {"rules": [rule]})
+
+
+def test_progressive_stages_count_groups_towards_the_final_filters():
+    spec = _spec(
+        [{"name": "conv", "structure": "filter", "keep": 2}],
+        admm_rounds=1,
+        retrain_rounds=1,
+        prune_stages=[0.5, 1.0],
+    )
+    admm = compile_for_classification(tf_admm.admm_wrap(small_convnet(), spec))
+    _fit(admm)  # Round 1: stage 1 projects to 4 filters (half of 6 / 2 = 3x); round 2: stage 2.
+    (slot,) = tf_admm.wrappers(admm)[0].slots
+    assert admm.phase is tf_admm.Phase.ADMM
+    assert _nonzero_groups(slot.variable.numpy(), "filter", "dense", None) == 4
+    assert slot.mask.numpy().min() == 1.0  # Stage 2 reopens the mask.
+    _fit(admm, epochs=2, initial_epoch=1)
+    assert _nonzero_groups(_kernels(admm)["conv"], "filter", "dense", None) == 2
