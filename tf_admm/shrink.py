@@ -4,9 +4,10 @@
 kernel is entirely zero, as filter pruning (``Rule(structure="filter")``) leaves them, and
 rebuilds the model without them. A removed filter takes with it its output channel, its bias,
 the matching entries of every per-channel layer on the way to the next layer that mixes
-channels (BatchNormalization, DepthwiseConv1D/2D, activations, pooling, dropout) and the
-matching input channels of that consumer (Conv1D/2D/3D, DepthwiseConv1D/2D on the way, Dense,
-also after Flatten or global pooling).
+channels (BatchNormalization, DepthwiseConv1D/2D, activations, pooling, padding, dropout, and
+a Concatenate along the channels, where the channels sit at their input's offset) and the
+matching input channels of that consumer (Conv1D/2D/3D or Dense, also after Flatten or global
+pooling).
 
 A zero filter still outputs a value that does not depend on the input: its bias, through the
 per-channel layers after it (a BatchNormalization's shift, a ReLU). So that the smaller model
@@ -17,8 +18,9 @@ when the value is the same at every position and the convolution pads nothing
 meeting a zero-padded window, or a consumer without bias) stays; :func:`shrink_plan` says which
 and why.
 
-Not grouped yet: layers whose outputs meet in Add, Multiply, Concatenate or any other layer
-with several inputs, a layer feeding several layers, nested models, and channels-first data.
+Not grouped yet: layers whose outputs meet in Add, Multiply or any other multi-input layer but
+Concatenate (residual partners would have to lose the same channels), a layer feeding several
+layers, zero filters of depthwise layers, nested models, and channels-first data.
 Those are refused with a :class:`ShrinkError` naming the layer, never shrunk wrongly.
 
 Example:
@@ -159,13 +161,16 @@ def _describe(layer) -> str:
     return f"'{layer.name}' ({type(layer).__name__})"
 
 
-def _follow(model, layer, consumers, outputs):
-    """(per-channel layers after ``layer``, the consumer or None) along a single path."""
+def _follow(model, layer, graph):
+    """(per-channel layers after ``layer``, the consumer or None, {concatenation: offset of
+    this path's channels in its output}) along a single path."""
+    inputs, consumers, outputs = graph
     chain = []
+    offsets: dict[str, int] = {}
     current = layer
     while True:
         if current.name in outputs:
-            return chain, None
+            return chain, None, offsets
         following = consumers[current.name]
         if len(following) != 1:
             raise ShrinkError(
@@ -201,6 +206,19 @@ def _follow(model, layer, consumers, outputs):
                 f"{_describe(layer)}; received softmax, which mixes channels"
             )
         flattened = any(isinstance(step, _layers.Flatten) for step in chain)
+        if isinstance(nxt, _layers.Concatenate) and not flattened:
+            sources = inputs[nxt.name]
+            if nxt.axis not in (-1, len(nxt.output_shape) - 1) or sources.count(current.name) != 1:
+                raise ShrinkError(
+                    f"Layer {_describe(nxt)} after filter-pruned {_describe(layer)}: Expected a "
+                    f"concatenation along the channel axis of distinct inputs; received: "
+                    f"axis={nxt.axis}, inputs={sources}"
+                )
+            before = sources[: sources.index(current.name)]
+            offsets[nxt.name] = sum(int(model.get_layer(n).output_shape[-1]) for n in before)
+            chain.append(nxt)
+            current = nxt
+            continue
         if isinstance(nxt, _ELEMENTWISE) or (
             not flattened and isinstance(nxt, _PER_CHANNEL + (_layers.Flatten,))
         ):
@@ -213,12 +231,12 @@ def _follow(model, layer, consumers, outputs):
                     f"Layer {_describe(nxt)}: Expected groups=1 after filter-pruned "
                     f"{_describe(layer)}; received: groups={nxt.groups}"
                 )
-            return chain, nxt
+            return chain, nxt, offsets
         raise ShrinkError(
             f"Layer {_describe(nxt)} follows filter-pruned {_describe(layer)}: Expected a "
             "per-channel layer (BatchNormalization, DepthwiseConv, activation, pooling, dropout, "
-            "padding, Flatten) or a Conv/Dense consumer; received a layer shrink does not know "
-            "(concatenations and other multi-input layers are not grouped yet)"
+            "padding, Flatten, Concatenate) or a Conv/Dense consumer; received a layer shrink does "
+            "not know (multi-input layers other than Concatenate are not grouped yet)"
         )
 
 
@@ -229,7 +247,7 @@ def _multiplier(layer) -> int:
     return int(layer.depth_multiplier) if isinstance(layer, _DEPTHWISE) else 1
 
 
-def _constant_inputs(layer, chain) -> np.ndarray:
+def _constant_inputs(layer, chain, offsets) -> np.ndarray:
     """What the consumer receives from the zero filters: the chain run on the producer's bias.
 
     A zero filter outputs its activated bias everywhere, whatever the input, and the chain is per
@@ -246,18 +264,28 @@ def _constant_inputs(layer, chain) -> np.ndarray:
     x = tf.constant(np.broadcast_to(bias, (1,) + tuple(shape[1:])).astype(np.float32))
     x = layer.activation(x)  # The layer's own activation, applied to its output.
     for step in chain:
-        x = step(x, training=False)
+        if step.name in offsets:
+            # Only this path's channels matter: the other inputs are left at zero.
+            start = offsets[step.name]
+            joined = np.zeros((1,) + tuple(step.output_shape[1:]), np.float32)
+            joined[..., start : start + x.shape[-1]] = x.numpy()
+            x = tf.constant(joined)
+        else:
+            x = step(x, training=False)
     return np.asarray(x.numpy()[0], np.float64)
 
 
-def _images(channels, chain) -> list[list[int]]:
+def _images(channels, chain, offsets) -> list[list[int]]:
     """For each producer channel, its channels at the consumer's input (before any Flatten):
-    a depthwise convolution with multiplier M maps channel c to c*M .. c*M+M-1."""
+    a depthwise convolution with multiplier M maps channel c to c*M .. c*M+M-1, a
+    concatenation shifts it by the channels of the inputs before this path's."""
     images = [[c] for c in channels]
     for step in chain:
         m = _multiplier(step)
         if m > 1:
             images = [[c * m + j for c in image for j in range(m)] for image in images]
+        if step.name in offsets:
+            images = [[c + offsets[step.name] for c in image] for image in images]
     return images
 
 
@@ -269,6 +297,7 @@ class _Chain:
     consumer: Any
     values: np.ndarray  # The consumer's input for one sample from the producer's bias.
     flatten: Any  # The Flatten on the way, if any.
+    offsets: dict[str, int]  # Where a concatenation on the way puts this path's channels.
 
     def rows(self, image: list[int]) -> np.ndarray:
         """Input rows of the consumer (flat indices after Flatten, else channels) of ``image``."""
@@ -322,22 +351,22 @@ class _Chain:
         return np.einsum("pco,c->o", taps, constants)
 
 
-def _plan_layer(model, layer, consumers, outputs):
+def _plan_layer(model, layer, graph):
     kernel = layer.kernel.numpy()
     filters = kernel.shape[-1]
     zero = [int(o) for o in np.flatnonzero(~np.any(kernel.reshape(-1, filters) != 0, axis=0))]
     if not zero:
         return None
-    chain, consumer = _follow(model, layer, consumers, outputs)
+    chain, consumer, offsets = _follow(model, layer, graph)
     names = tuple(step.name for step in chain)
     if consumer is None:
         reason = "its output is a model output"
         return LayerShrink(layer.name, filters, (), {o: reason for o in zero}, names, None), None
     flatten = next((s for s in chain if isinstance(s, _layers.Flatten)), None)
-    path = _Chain(chain, consumer, _constant_inputs(layer, chain), flatten)
+    path = _Chain(chain, consumer, _constant_inputs(layer, chain, offsets), flatten, offsets)
     kept_zero: dict[int, str] = {}
     removed = []
-    for channel, image in zip(zero, _images(zero, chain)):
+    for channel, image in zip(zero, _images(zero, chain, offsets)):
         reason = path.why_not(image)
         if reason is None:
             removed.append(channel)
@@ -360,7 +389,7 @@ def shrink_plan(model: keras.Model) -> list[LayerShrink]:
 
 
 def _plans(model):
-    _, consumers, outputs = _graph(model)
+    graph = _graph(model)
     found = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -369,7 +398,7 @@ def _plans(model):
                 "received a nested model (shrink it on its own)"
             )
         if _is_producer(layer) and layer.built:
-            result = _plan_layer(model, layer, consumers, outputs)
+            result = _plan_layer(model, layer, graph)
             if result is not None:
                 found.append(result)
     return found
@@ -408,67 +437,77 @@ def shrink(model: keras.Model) -> keras.Model:
 
     Raises:
       ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (residual
-        Add/Multiply, concatenation, branches, nested or subclassed models).
+        Add/Multiply, branches, nested or subclassed models).
     """
     model = _plain(model)
+    # Per layer: channels dropped (sets, as several paths may meet at a concatenation's
+    # followers) and the bias folded in.
     edits: dict[str, dict[str, Any]] = {}
+
+    def drop(layer_name: str, field: str, channels) -> None:
+        edits.setdefault(layer_name, {}).setdefault(field, set()).update(channels)
+
     for plan, path in _plans(model):
         if not plan.removed:
             continue
-        removed = set(plan.removed)
-        keep = [c for c in range(plan.filters) if c not in removed]
-        edits.setdefault(plan.layer, {})["keep_out"] = keep
-        channels = keep
+        drop(plan.layer, "drop_out", plan.removed)
+        channels = list(plan.removed)
         for step in path.chain:
             if isinstance(step, _layers.BatchNormalization):
-                edits.setdefault(step.name, {})["keep_channels"] = channels
+                drop(step.name, "drop_channels", channels)
             elif isinstance(step, _DEPTHWISE):
                 m = _multiplier(step)
-                outputs = [c * m + j for c in channels for j in range(m)]
-                edits.setdefault(step.name, {}).update(keep_channels=channels, keep_bias=outputs)
-                channels = outputs
-        image = sorted(c for ch in _images(sorted(removed), path.chain) for c in ch)
+                drop(step.name, "drop_channels", channels)
+                channels = [c * m + j for c in channels for j in range(m)]
+                drop(step.name, "drop_bias", channels)
+            elif step.name in path.offsets:
+                channels = [c + path.offsets[step.name] for c in channels]
         consumer = edits.setdefault(path.consumer.name, {})
-        width = int(path.consumer.kernel.shape[-2])  # Input channels, or a Dense's rows.
-        dropped = set(path.rows(image).tolist())
-        consumer["keep_in"] = [r for r in range(width) if r not in dropped]
-        consumer["fold"] = consumer.get("fold", 0.0) + path.fold(image)
+        drop(path.consumer.name, "drop_in", path.rows(channels).tolist())
+        consumer["fold"] = consumer.get("fold", 0.0) + path.fold(channels)
     return _copy(model, edits)
+
+
+def _kept(size: int, dropped) -> list[int]:
+    dropped = set(dropped or ())
+    return [i for i in range(size) if i not in dropped]
 
 
 def _copy(model, edits):
     def new_layer(layer):
         config = layer.get_config()
         change = edits.get(layer.name, {})
-        if "keep_out" in change:
-            config["filters" if "filters" in config else "units"] = len(change["keep_out"])
+        if "drop_out" in change:
+            field = "filters" if "filters" in config else "units"
+            config[field] -= len(change["drop_out"])
         return layer.__class__.from_config(config)
 
     def fill(old, new):
         change = edits.get(old.name)
-        if not change:
-            new.set_weights(old.get_weights())
-            return
         weights = [w.copy() for w in old.get_weights()]
+        if not change:
+            new.set_weights(weights)
+            return
         if isinstance(old, _layers.BatchNormalization):
-            weights = [w[change["keep_channels"]] for w in weights]
+            keep = _kept(weights[0].shape[0], change["drop_channels"])
+            weights = [w[keep] for w in weights]
         elif isinstance(old, _DEPTHWISE):
-            weights[0] = weights[0][..., change["keep_channels"], :]
+            kernel = weights[0]
+            weights[0] = kernel[..., _kept(kernel.shape[-2], change["drop_channels"]), :]
             if old.use_bias:
-                weights[1] = weights[1][change["keep_bias"]]
+                weights[1] = weights[1][_kept(weights[1].shape[0], change["drop_bias"])]
         else:
             kernel = weights[0]
-            if "fold" in change:
+            if "fold" in change and old.use_bias:
+                folded = weights[1].astype(np.float64) + change["fold"]
+                weights[1] = folded.astype(weights[1].dtype)
+            if "drop_in" in change:
+                kernel = np.take(kernel, _kept(kernel.shape[-2], change["drop_in"]), axis=-2)
+            if "drop_out" in change:
+                keep = _kept(kernel.shape[-1], change["drop_out"])
+                kernel = kernel[..., keep]
                 if old.use_bias:
-                    weights[1] = (weights[1].astype(np.float64) + change["fold"]).astype(
-                        weights[1].dtype
-                    )
-            if "keep_in" in change:
-                kernel = np.take(kernel, change["keep_in"], axis=-2)
-            if "keep_out" in change:
-                kernel = kernel[..., change["keep_out"]]
-                if old.use_bias:
-                    weights[1] = weights[1][change["keep_out"]]
+                    weights[1] = weights[1][keep]
             weights[0] = kernel
         new.set_weights(weights)
 

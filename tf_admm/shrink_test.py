@@ -150,11 +150,11 @@ def _residual():
     return keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
 
 
-def _concatenated():
+def _concatenated(axis=-1):
     inputs = keras.Input((6, 6, 4))
     a = _layers.Conv2D(3, 1, name="left")(inputs)
     b = _layers.Conv2D(3, 1, name="right")(inputs)
-    h = _layers.Concatenate(name="concat")([a, b])
+    h = _layers.Concatenate(axis=axis, name="concat")([a, b])
     return keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
 
 
@@ -174,10 +174,10 @@ def _branching():
             r"another layer's: Expected a chain without residual connections",
         ),
         (
-            _concatenated,
+            lambda: _concatenated(axis=1),
             {"left": [0]},
-            r"Layer 'concat' \(Concatenate\) follows filter-pruned 'left' \(Conv2D\): Expected a "
-            r"per-channel layer .*concatenations",
+            r"Layer 'concat' \(Concatenate\) after filter-pruned 'left' \(Conv2D\): Expected a "
+            r"concatenation along the channel axis of distinct inputs; received: axis=1",
         ),
         (
             _branching,
@@ -229,3 +229,25 @@ def test_filter_pruned_admm_model_shrinks_to_its_masked_outputs():
     assert small.get_layer("fc1").kernel.shape == (4 * 4 * 3, 8)
     assert small.get_layer("fc2").kernel.shape == (8, 3)
     np.testing.assert_allclose(small(x).numpy(), masked(x).numpy(), rtol=0, atol=1e-5)
+
+
+def test_concatenation_drops_each_inputs_channels_at_its_offset():
+    inputs = keras.Input((7, 7, 2))
+    left = _layers.Conv2D(3, 3, activation="relu", name="left")(inputs)
+    right = _layers.Conv2D(4, 3, name="right")(inputs)
+    right = _layers.BatchNormalization(name="right_bn")(right)
+    h = _layers.Concatenate(name="concat")([left, right])
+    h = _layers.BatchNormalization(name="bn")(h)
+    h = _layers.DepthwiseConv2D(3, name="depthwise")(h)
+    h = _layers.Flatten(name="flatten")(h)
+    outputs = _layers.Dense(3, name="head")(h)
+    model = _randomize(keras.Model(inputs, outputs))
+    model = _zero_filters(model, {"left": [1], "right": [0, 3]})
+    small = shrink(model)
+    assert small.get_layer("left").kernel.shape[-1] == 2
+    assert small.get_layer("right").kernel.shape[-1] == 2
+    assert small.get_layer("right_bn").gamma.shape == (2,)
+    assert small.get_layer("bn").gamma.shape == (4,)  # 7 channels less left's 1 and right's 2.
+    assert small.get_layer("depthwise").depthwise_kernel.shape == (3, 3, 4, 1)
+    assert small.get_layer("head").kernel.shape == (3 * 3 * 4, 3)
+    _assert_same_outputs(small, model, (7, 7, 2))
