@@ -35,6 +35,7 @@ from tf_admm.compat import keras, tf
 __all__ = [
     "CompressibleLayer",
     "compressible_weights",
+    "filter_bias",
     "find",
     "reachable",
     "resolve",
@@ -161,6 +162,17 @@ def structure_layout(layer: keras.layers.Layer, path: str) -> str | None:
         if cls in _STRUCTURE_LAYOUTS:
             return _STRUCTURE_LAYOUTS[cls].get(path)
     return None
+
+
+def filter_bias(layer: keras.layers.Layer, path: str) -> str | None:
+    """The attribute of the bias that goes with the filters of weight ``path`` (``"bias"`` for
+    a Dense/Conv kernel or a depthwise kernel), or None (no bias, or a separable convolution,
+    whose bias belongs to its pointwise filters)."""
+    if structure_layout(layer, path) is None or isinstance(
+        layer, (_layers.SeparableConv1D, _layers.SeparableConv2D)
+    ):
+        return None
+    return "bias" if isinstance(vars(layer).get("bias"), tf.Variable) else None
 
 
 class CompressibleLayer:

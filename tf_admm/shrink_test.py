@@ -205,6 +205,7 @@ def test_filter_pruned_admm_model_shrinks_to_its_masked_outputs():
     h = _layers.BatchNormalization(name="bn")(h)
     h = _layers.ReLU(name="relu")(h)
     h = _layers.Conv2D(8, 3, name="conv2", activation="relu")(h)
+    h = _layers.Conv2D(4, 3, padding="same", name="conv3", activation="relu")(h)
     h = _layers.Flatten(name="flatten")(h)
     h = _layers.Dense(16, activation="relu", name="fc1")(h)
     model = keras.Model(inputs, _layers.Dense(3, name="fc2")(h), name="cnn")
@@ -226,6 +227,8 @@ def test_filter_pruned_admm_model_shrinks_to_its_masked_outputs():
     assert small.get_layer("conv").kernel.shape == (3, 3, 1, 3)
     assert small.get_layer("bn").gamma.shape == (3,)
     assert small.get_layer("conv2").kernel.shape == (3, 3, 3, 3)
+    # conv2's removed filters lost their bias too: relu(0) = 0 meets conv3's zero padding.
+    assert small.get_layer("conv3").kernel.shape == (3, 3, 3, 3)
     assert small.get_layer("fc1").kernel.shape == (4 * 4 * 3, 8)
     assert small.get_layer("fc2").kernel.shape == (8, 3)
     np.testing.assert_allclose(small(x).numpy(), masked(x).numpy(), rtol=0, atol=1e-5)

@@ -90,6 +90,10 @@ def _trained(spec, epochs=1):
     return admm
 
 
+def _biases(model):
+    return {la.name: la.get_weights()[1] for la in tf_admm.strip(model).layers if la.weights}
+
+
 def _kernels(model):
     return {la.name: la.get_weights()[0] for la in tf_admm.strip(model).layers if la.weights}
 
@@ -118,11 +122,17 @@ def test_hard_projection_keeps_exactly_the_specified_groups_and_retraining_keeps
         size = projections.group_size(kernel.shape, structure, layout, block)
         assert masks[layer].sum() == kept * size
     _fit(admm, epochs=3, initial_epoch=1)
-    after = _kernels(admm)
+    after, biases = _kernels(admm), _biases(admm)
     for layer, (structure, block, kept) in expected.items():
         np.testing.assert_array_equal(_masks(admm)[layer], masks[layer])
         assert np.all(after[layer][masks[layer] == 0] == 0), layer
         assert _nonzero_groups(after[layer], structure, LAYOUTS[layer], block) == kept, layer
+        # A removed filter takes its bias along; other structures leave biases alone.
+        filters = projections.group_norms(masks[layer], "filter", LAYOUTS[layer]).numpy() > 0
+        if structure == "filter":
+            assert np.all(biases[layer][~filters] == 0) and np.all(biases[layer][filters] != 0)
+        else:
+            assert np.all(biases[layer] != 0), layer
 
 
 def test_n_of_m_hard_projection_keeps_n_of_every_m_inputs_through_retraining():

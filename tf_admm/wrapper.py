@@ -14,8 +14,10 @@ While the layer runs, the wrapper hands it the *effective* weight in place of th
 
 so pruned weights contribute nothing and get no gradient whatever the optimizer keeps in its
 slots, and locked weights sit exactly on their levels: their gradient flows to the shared level
-(k-means centroids train that way), never to ``W``. ``strip`` writes the effective weights back
-into a plain layer.
+(k-means centroids train that way), never to ``W``. With ``structure="filter"`` the layer's bias
+is masked with the filters too (a removed filter outputs exactly its activation of 0, which
+lets ``tf_admm.shrink`` drop the channel). ``strip`` writes the effective weights back into a
+plain layer.
 
 Under a mixed-precision policy (``mixed_float16``) the wrapper takes the wrapped layer's policy:
 the ADMM state has the weight's float32 dtype and is never autocast, the effective weight is
@@ -82,6 +84,17 @@ class _Slot:
         self.assignment: tf.Variable | None = None
         self.locked: tf.Variable | None = None
         self.level_counts: tf.Variable | None = None
+        # The layer's bias, masked with the filters for structure="filter": a removed filter
+        # takes its bias with it (tf_admm.shrink can then drop the channel).
+        self.bias: tf.Variable | None = None
+
+    def filter_mask(self) -> tf.Tensor:
+        """1 for each kept filter (output channel of the GEMM view), 0 for a removed one."""
+        return tf.reduce_max(tf.reshape(self.mask, [-1, self.groups]), axis=0)
+
+    def effective_bias(self) -> tf.Tensor:
+        """The bias the layer computes with: zero for removed filters."""
+        return tf.cast(self.bias, self.mask.dtype) * self.filter_mask()
 
     def keep_at(self, fraction: float) -> int:
         """Weights (or groups) kept in a pruning stage at ``fraction`` of the final ratio."""
@@ -225,6 +238,10 @@ class AdmmWrapper(keras.layers.Wrapper):
             variable = getattr(owner, attribute)
             slot = _Slot(target, variable)
             slot.owner, slot.attribute = owner, attribute
+            if target.structure == "filter" and owner is self.layer:
+                bias = registry.filter_bias(self.layer, target.weight)
+                if bias is not None and getattr(self.layer, bias).shape == (slot.groups,):
+                    slot.bias = getattr(self.layer, bias)
             if target.quantizes and target.num_levels > slot.kept_entries:
                 raise ValueError(
                     f"Layer '{self.layer.name}', weight '{target.weight}': Expected at most as "
@@ -293,10 +310,15 @@ class AdmmWrapper(keras.layers.Wrapper):
             for slot in self._slots:
                 effective = tf.cast(slot.effective(), self.layer.compute_dtype)
                 object.__setattr__(slot.owner, slot.attribute, effective)
+                if slot.bias is not None:
+                    bias = tf.cast(slot.effective_bias(), self.layer.compute_dtype)
+                    object.__setattr__(self.layer, "bias", bias)
             return self.layer.call(inputs, *args, **kwargs)
         finally:
             for slot in self._slots:
                 object.__setattr__(slot.owner, slot.attribute, slot.variable)
+                if slot.bias is not None:
+                    object.__setattr__(self.layer, "bias", slot.bias)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -512,4 +534,7 @@ class AdmmWrapper(keras.layers.Wrapper):
     def stripped_weights(self) -> list:
         """The wrapped layer's weights as numpy arrays, with compressed weights made effective."""
         effective = {id(slot.variable): slot.effective() for slot in self._slots}
+        effective.update(
+            {id(s.bias): s.effective_bias() for s in self._slots if s.bias is not None}
+        )
         return [(effective[id(w)] if id(w) in effective else w).numpy() for w in self.layer.weights]
