@@ -14,9 +14,13 @@ per-channel layers after it (a BatchNormalization's shift, a ReLU). So that the 
 computes exactly what the masked one does, that value is folded into the consumer's bias: for
 a Dense consumer always (each removed input contributes a fixed vector), for a convolution
 when the value is the same at every position and the convolution pads nothing
-(``padding="valid"`` or a 1x1 kernel). A channel whose value cannot be folded (a nonzero value
-meeting a zero-padded window, or a consumer without bias) stays; :func:`shrink_plan` says which
-and why.
+(``padding="valid"`` or a 1x1 kernel). Constant channels that meet a zero-padded window (or a
+consumer without bias) cannot become a bias, but the consumer is linear in its inputs: one of
+them stays as a carrier, its consumer weights taking the others' scaled by the ratio of their
+values, and the others go. A channel whose value varies across positions (zero padding on the
+way) stays; :func:`shrink_plan` says which and why. With ``structure="filter"`` the bias is
+masked with the filters, so without a BatchNormalization after it a removed filter outputs 0
+and nothing needs folding.
 
 Not grouped yet: layers whose outputs meet in Add, Multiply or any other multi-input layer but
 Concatenate (residual partners would have to lose the same channels), a layer feeding several
@@ -118,6 +122,10 @@ class LayerShrink:
       chain: the per-channel layers sliced along, in order.
       consumer: the layer whose input channels are removed (None: the filters feed the output
         and nothing is removed).
+      carrier: a zero filter kept to carry the fixed outputs of ``carried`` into the consumer
+        (they meet its zero padding, so no bias can stand for them): the consumer's weights
+        for the carrier's channel take theirs, scaled by the ratio of the fixed values.
+      carried: the removed filters whose fixed outputs the carrier carries.
     """
 
     layer: str
@@ -126,6 +134,8 @@ class LayerShrink:
     kept_zero: dict[int, str]
     chain: tuple[str, ...]
     consumer: str | None
+    carrier: int | None = None
+    carried: tuple[int, ...] = ()
 
 
 def _graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
@@ -337,6 +347,14 @@ class _Chain:
             )
         return None
 
+    def carriable(self, image: list[int]) -> bool:
+        """Whether the channels ``image`` hold one nonzero value each at every position, so
+        that another such channel can carry them (a convolution is linear in its input)."""
+        if self.flatten is not None:
+            return False
+        fixed = self.fixed(image)
+        return bool(np.any(fixed)) and not np.any(fixed != fixed[:1])
+
     def fold(self, image: list[int]) -> np.ndarray:
         """What the channels ``image`` add to every output of the consumer, as a bias."""
         kernel = self.consumer.kernel.numpy().astype(np.float64)
@@ -366,16 +384,31 @@ def _plan_layer(model, layer, graph):
     path = _Chain(chain, consumer, _constant_inputs(layer, chain, offsets), flatten, offsets)
     kept_zero: dict[int, str] = {}
     removed = []
-    for channel, image in zip(zero, _images(zero, chain, offsets)):
-        reason = path.why_not(image)
+    images = dict(zip(zero, _images(zero, chain, offsets)))
+    for channel in zero:
+        reason = path.why_not(images[channel])
         if reason is None:
             removed.append(channel)
         else:
             kept_zero[channel] = reason
+    carriable = [c for c in kept_zero if path.carriable(images[c])]
+    carrier, carried = None, ()
+    if len(carriable) >= 2:
+        # One kept channel carries the others: the consumer is linear in its input channels.
+        carrier, carried = carriable[0], tuple(carriable[1:])
+        kept_zero[carrier] = (
+            f"carries the fixed outputs of removed filters {list(carried)} into "
+            f"'{consumer.name}' ({kept_zero[carrier]})"
+        )
+        for channel in carried:
+            del kept_zero[channel]
+        removed = sorted(removed + list(carried))
     if len(removed) == filters:
         kept_zero[removed[-1]] = "a layer keeps at least one filter"
         removed = removed[:-1]
-    plan = LayerShrink(layer.name, filters, tuple(removed), kept_zero, names, consumer.name)
+    plan = LayerShrink(
+        layer.name, filters, tuple(removed), kept_zero, names, consumer.name, carrier, carried
+    )
     return plan, path
 
 
@@ -464,7 +497,22 @@ def shrink(model: keras.Model) -> keras.Model:
                 channels = [c + path.offsets[step.name] for c in channels]
         consumer = edits.setdefault(path.consumer.name, {})
         drop(path.consumer.name, "drop_in", path.rows(channels).tolist())
-        consumer["fold"] = consumer.get("fold", 0.0) + path.fold(channels)
+        folded = [c for c in plan.removed if c not in set(plan.carried)]
+        folded_image = sorted(
+            ch for image in _images(folded, path.chain, path.offsets) for ch in image
+        )
+        if folded_image:
+            consumer["fold"] = consumer.get("fold", 0.0) + path.fold(folded_image)
+        if plan.carrier is not None:
+            (image,) = _images([plan.carrier], path.chain, path.offsets)
+            values = path.fixed(image)[0]
+            target = image[int(np.argmax(np.abs(values)))]
+            scale = values[int(np.argmax(np.abs(values)))]
+            ratios: dict[int, float] = {}
+            for image in _images(list(plan.carried), path.chain, path.offsets):
+                for channel, value in zip(image, path.fixed(image)[0]):
+                    ratios[channel] = value / scale
+            consumer.setdefault("carry", []).append((target, ratios))
     return _copy(model, edits)
 
 
@@ -498,6 +546,12 @@ def _copy(model, edits):
                 weights[1] = weights[1][_kept(weights[1].shape[0], change["drop_bias"])]
         else:
             kernel = weights[0]
+            for target, ratios in change.get("carry", []):
+                carried = kernel.astype(np.float64)[..., target, :]
+                for channel, ratio in ratios.items():
+                    carried = carried + ratio * kernel[..., channel, :].astype(np.float64)
+                kernel = kernel.copy()
+                kernel[..., target, :] = carried.astype(kernel.dtype)
             if "fold" in change and old.use_bias:
                 folded = weights[1].astype(np.float64) + change["fold"]
                 weights[1] = folded.astype(weights[1].dtype)

@@ -254,3 +254,27 @@ def test_concatenation_drops_each_inputs_channels_at_its_offset():
     assert small.get_layer("depthwise").depthwise_kernel.shape == (3, 3, 4, 1)
     assert small.get_layer("head").kernel.shape == (3 * 3 * 4, 3)
     _assert_same_outputs(small, model, (7, 7, 2))
+
+
+def test_one_zero_filter_carries_the_others_into_a_zero_padded_convolution():
+    inputs = keras.Input((6, 6, 2))
+    h = _layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    h = _layers.BatchNormalization(name="bn")(h)
+    h = _layers.ReLU(name="relu")(h)
+    outputs = _layers.Conv2D(3, 3, padding="same", name="conv2")(h)
+    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"conv1": [0, 2, 5, 6, 7]})
+    bn = model.get_layer("bn")
+    gamma, beta, mean, variance = bn.get_weights()
+    beta[[0, 2, 5, 6, 7]] = [0.4, -3.0, 0.7, 1.1, 0.9]  # Channel 2: relu of a negative shift.
+    mean[[0, 2, 5, 6, 7]] = 0.0
+    bn.set_weights([gamma, beta, mean, variance])
+    (plan,) = shrink_plan(model)
+    assert plan.carrier == 0 and plan.carried == (5, 6, 7)
+    assert plan.removed == (2, 5, 6, 7)
+    assert (
+        "carries the fixed outputs of removed filters [5, 6, 7] into 'conv2'" in (plan.kept_zero[0])
+    )
+    small = shrink(model)
+    assert small.get_layer("conv1").kernel.shape == (3, 3, 2, 4)
+    assert small.get_layer("conv2").kernel.shape == (3, 3, 4, 3)
+    _assert_same_outputs(small, model, (6, 6, 2))
