@@ -6,7 +6,7 @@ from tf_admm.planning import LayerPlan, Plan, Target, WeightPlan
 from tf_admm.registry import CompressibleLayer
 from tf_admm.saving import ModelFileError, load_model
 from tf_admm.sensitivity import sensitivity_allocation, sensitivity_curves
-from tf_admm.shrink import ShrinkError, shrink
+from tf_admm.shrink import ShrinkError, shrink, shrink_plan
 from tf_admm.spec import Allocation, RhoSchedule, Rule, Spec, SpecError, Unit
 from tf_admm.strip import strip
 from tf_admm.training import (
@@ -56,6 +56,7 @@ __all__ = [
     "sensitivity_curves",
     "shared_weights",
     "shrink",
+    "shrink_plan",
     "storage",
     "strip",
     "tf",
