@@ -27,7 +27,12 @@ import tflite_export
 from recipes import lenet5_mnist
 from tf_admm import Spec, SpecError
 from tf_admm.compat import keras
-from tf_admm.testing import compile_for_classification, small_convnet, small_data
+from tf_admm.testing import (
+    compile_for_classification,
+    small_convnet,
+    small_data,
+    text_classifier,
+)
 
 # Wrapping copies the model and leaves it untouched, so one instance serves every row.
 _model = functools.cache(small_convnet)
@@ -299,6 +304,106 @@ CASES = [
         lambda env: _rule(name="fc1", sparsity=0.5, per_channel=True),
         SpecError,
         r"Rule\(name='fc1'\): Expected bits with per_channel=True",
+    ),
+    # Structured pruning fields (tf_admm.projections.structured).
+    (
+        "structure_unknown",
+        lambda env: _rule(name="fc1", structure="rows", sparsity=0.5),
+        SpecError,
+        r"Rule\(name='fc1'\): Expected structure in \['filter', 'channel', 'column', 'block', "
+        r"'n_of_m'\]; received: structure='rows'",
+    ),
+    (
+        "structure_block_without_block",
+        lambda env: _rule(name="fc1", structure="block", sparsity=0.5),
+        SpecError,
+        r"Rule\(name='fc1'\): Expected block=\(rows, columns\) with structure='block'; "
+        r"received no block",
+    ),
+    (
+        "block_not_two_integers",
+        lambda env: _rule(name="fc1", structure="block", block=[1, 4, 1], sparsity=0.5),
+        SpecError,
+        r"Expected block to be two integers >= 1 \(rows, columns of the GEMM view\); "
+        r"received: block=\[1, 4, 1\]",
+    ),
+    (
+        "block_without_structure_block",
+        lambda env: _rule(name="fc1", structure="filter", block=[1, 4], sparsity=0.5),
+        SpecError,
+        r"Rule\(name='fc1'\): Expected block only with structure='block'; "
+        r"received: structure='filter'",
+    ),
+    (
+        "n_without_structure_n_of_m",
+        lambda env: _rule(name="fc1", sparsity=0.5, n=2, m=4),
+        SpecError,
+        r"Expected n only with structure='n_of_m'; received: structure=None",
+    ),
+    (
+        "m_wrong_type",
+        lambda env: _rule(name="fc1", structure="n_of_m", n=2, m="4"),
+        SpecError,
+        r"Expected m to be an integer >= 1; received: m='4'",
+    ),
+    (
+        "n_of_m_n_not_below_m",
+        lambda env: _rule(name="fc1", structure="n_of_m", n=4, m=4),
+        SpecError,
+        r"Rule\(name='fc1'\): Expected n < m with structure='n_of_m'; received: n=4, m=4",
+    ),
+    (
+        "n_of_m_with_sparsity",
+        lambda env: _rule(name="fc1", structure="n_of_m", n=2, m=4, sparsity=0.9),
+        SpecError,
+        r"Expected no sparsity, ratio or keep with structure='n_of_m' \(n and m fix the "
+        r"fraction pruned, 1 - n/m\); received: sparsity=0.9",
+    ),
+    (
+        "structure_sharing_target_ratio",
+        lambda env: Spec.from_dict({"default": {"structure": "filter"}, "target_ratio": 4}),
+        SpecError,
+        r"Rule\(default\): Expected sparsity, ratio or keep \(counting filter groups\) with "
+        r"structure='filter'; structured rules do not share Spec.target_ratio; received none",
+    ),
+    (
+        "structure_the_layer_type_cannot_have",
+        lambda env: tf_admm.admm_wrap(
+            text_classifier(), {"rules": [{"name": "embedding", "structure": "filter", "keep": 8}]}
+        ),
+        ValueError,
+        r"Spec rules\[0\] \(name='embedding'\), layer 'embedding' \(Embedding\), weight "
+        r"'embeddings': Expected a weight with filters, input channels and a GEMM view \(.*\); "
+        r"received: structure='filter'",
+    ),
+    (
+        "block_not_dividing_the_kernel",
+        lambda env: _wrap({"name": "fc1", "structure": "block", "block": [5, 4], "sparsity": 0.5}),
+        ValueError,
+        r"Spec rules\[0\] \(name='fc1'\), layer 'fc1' \(Dense\), weight 'kernel': Expected a "
+        r"block shape dividing the GEMM view 24x96 \(outputs x fan_in\) of the kernel of shape "
+        r"\(96, 24\); received: block=5x4",
+    ),
+    (
+        "n_of_m_m_not_dividing_the_input_dimension",
+        lambda env: _wrap({"name": "fc2", "structure": "n_of_m", "n": 2, "m": 5}),
+        ValueError,
+        r"layer 'fc2' \(Dense\), weight 'kernel': Expected m dividing the input dimension "
+        r"\(24\) of the kernel of shape \(24, 3\); received: m=5",
+    ),
+    (
+        "n_of_m_on_a_depthwise_kernel",
+        lambda env: _wrap({"name": "depthwise", "structure": "n_of_m", "n": 1, "m": 3}),
+        ValueError,
+        r"layer 'depthwise' \(DepthwiseConv2D\), weight 'depthwise_kernel': Expected a "
+        r"dense-layout kernel for n_of_m",
+    ),
+    (
+        "structure_keep_above_the_groups",
+        lambda env: _wrap({"name": "conv", "structure": "filter", "keep": 7}),
+        ValueError,
+        r"Spec rules\[0\] \(name='conv'\), layer 'conv', weight 'kernel': Expected keep <= "
+        r"the weight's 6 filter groups; received: keep=7",
     ),
     (
         "update_unit_unknown",
@@ -802,6 +907,9 @@ def test_table_ids_are_unique_and_cover_every_topic():
         "clusters",
         "scheme",
         "per_channel",
+        "structure",
+        "block",
+        "n_of_m",
         "update_unit",
         "update_every",
         "admm_rounds",

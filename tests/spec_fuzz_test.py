@@ -55,6 +55,10 @@ _RULE_FIELDS = [
     "scheme",
     "clusters",
     "per_channel",
+    "structure",
+    "block",
+    "n",
+    "m",
 ]
 _RHO_FIELDS = ["initial", "multiplier", "maximum"]
 _WORDS = [
@@ -66,6 +70,9 @@ _WORDS = [
     "none",
     "sum",
     "mean",
+    "filter",
+    "block",
+    "n_of_m",
     "kernel",
     "fc1",
     "Dense",
@@ -175,6 +182,19 @@ def _rule_configs(draw, matcher: bool) -> dict[str, Any]:
             config["scheme"] = "kmeans"
     if prune == "none" and quantize == "none":
         config["sparsity"] = 0.5
+    structure = draw(st.sampled_from([None, "filter", "channel", "column", "block", "n_of_m"]))
+    if structure is not None:
+        config["structure"] = structure
+        if structure == "n_of_m":
+            # n and m fix the sparsity: no sparsity, ratio or keep of its own.
+            config.pop("sparsity", None)
+            config.pop("ratio", None)
+            m = draw(st.integers(2, 2**63 - 1))
+            config.update(n=draw(st.integers(1, m - 1)), m=m)
+        elif prune == "none":
+            config["sparsity"] = 0.5  # A structured rule needs its own target.
+        if structure == "block":
+            config["block"] = draw(st.lists(st.integers(1, 2**63 - 1), min_size=2, max_size=2))
     if draw(st.booleans()):
         config["rho"] = draw(_positive)
     if draw(st.booleans()):

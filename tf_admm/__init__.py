@@ -6,6 +6,7 @@ from tf_admm.planning import LayerPlan, Plan, Target, WeightPlan
 from tf_admm.registry import CompressibleLayer
 from tf_admm.saving import ModelFileError, load_model
 from tf_admm.sensitivity import sensitivity_allocation, sensitivity_curves
+from tf_admm.shrink import ShrinkError, shrink, shrink_plan
 from tf_admm.spec import Allocation, RhoSchedule, Rule, Spec, SpecError, Unit
 from tf_admm.strip import strip
 from tf_admm.training import (
@@ -37,6 +38,7 @@ __all__ = [
     "Phase",
     "RhoSchedule",
     "Rule",
+    "ShrinkError",
     "Spec",
     "SpecError",
     "Target",
@@ -53,6 +55,8 @@ __all__ = [
     "sensitivity_allocation",
     "sensitivity_curves",
     "shared_weights",
+    "shrink",
+    "shrink_plan",
     "storage",
     "strip",
     "tf",

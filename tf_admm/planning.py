@@ -19,6 +19,8 @@ import dataclasses
 import math
 from typing import Any
 
+from tf_admm.projections import structured
+from tf_admm.projections.sparsity import keep_count
 from tf_admm.spec import CentroidUpdate
 
 __all__ = ["LayerPlan", "Plan", "Target", "WeightPlan"]
@@ -42,7 +44,12 @@ OPT_IN = (
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One compressed weight: attribute path, pruning and quantization targets, initial rho."""
+    """One compressed weight: attribute path, pruning and quantization targets, initial rho.
+
+    A structured target (``structure`` set) prunes whole groups of the weight read through its
+    GEMM view in ``layout`` (see :mod:`tf_admm.projections.structured`); its ``sparsity`` is the
+    fraction of groups removed (``1 - n / m`` for ``n_of_m``).
+    """
 
     weight: str
     sparsity: float
@@ -52,6 +59,52 @@ class Target:
     clusters: int | None = None
     per_channel: bool = False
     centroid_update: str = CentroidUpdate.SUM.value
+    structure: str | None = None
+    layout: str | None = None
+    block: tuple[int, int] | None = None
+    n: int | None = None
+    m: int | None = None
+
+    def __post_init__(self):
+        # A config read back from JSON holds the block as a list.
+        if self.block is not None:
+            object.__setattr__(self, "block", tuple(int(b) for b in self.block))
+
+    def groups(self, shape) -> int:
+        """Groups of a weight of ``shape``: its entries when unstructured, its runs of ``m``
+        for ``n_of_m``."""
+        size = math.prod(int(d) for d in shape)
+        if self.structure is None:
+            return size
+        if self.structure == structured.Structure.N_OF_M.value:
+            return size // self.m
+        return structured.group_count(shape, self.structure, self.layout, self.block)
+
+    def kept_groups(self, shape) -> int:
+        """Groups kept by the hard projection (entries when unstructured)."""
+        if self.structure == structured.Structure.N_OF_M.value:
+            return self.groups(shape)  # Every run keeps n.
+        return keep_count(self.groups(shape), self.sparsity)
+
+    def kept(self, shape) -> int:
+        """Entries kept by the hard projection."""
+        size = math.prod(int(d) for d in shape)
+        if self.structure is None:
+            return self.kept_groups(shape)
+        if self.structure == structured.Structure.N_OF_M.value:
+            return size // self.m * self.n
+        return self.kept_groups(shape) * (size // self.groups(shape))
+
+    def describe_structure(self, shape) -> str:
+        """``-``, ``"2:4"``, ``"filter 6/16"`` or ``"block 1x4 40/96"`` (groups kept/all)."""
+        if self.structure is None:
+            return "-"
+        if self.structure == structured.Structure.N_OF_M.value:
+            return f"{self.n}:{self.m}"
+        name = self.structure
+        if self.block is not None:
+            name += f" {self.block[0]}x{self.block[1]}"
+        return f"{name} {self.kept_groups(shape):,}/{self.groups(shape):,}"
 
     @property
     def prunes(self) -> bool:
@@ -70,7 +123,10 @@ class Target:
 
     def get_config(self) -> dict[str, Any]:
         """The fields as a flat dict; ``Target(**config)`` rebuilds it."""
-        return dataclasses.asdict(self)
+        config = dataclasses.asdict(self)
+        if self.block is not None:
+            config["block"] = list(self.block)
+        return config
 
     def describe_quantization(self) -> str:
         """``-``, ``"<n> clusters"`` or ``"<bits> (<scheme>[, per channel])"``."""
@@ -105,6 +161,14 @@ class WeightPlan:
     def compresses(self) -> bool:
         """Whether the target prunes or quantizes the weight."""
         return self.target.prunes or self.target.quantizes
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the weight's entries pruned: the target's sparsity, except for a
+        structured target, whose sparsity counts groups (``n_of_m``: runs, none removed)."""
+        if self.target.structure is None:
+            return self.target.sparsity
+        return 1.0 - self.kept / self.size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,41 +244,37 @@ class Plan:
         )
 
     def __str__(self) -> str:
+        # The structure column (groups kept) appears only when some weight is structured.
+        structured_plan = any(w.target.structure for layer in self.layers for w in layer.weights)
         header = ("layer", "type", "weight", "shape", "kept", "sparsity", "bits", "rho", "rule")
+        if structured_plan:
+            header = header[:4] + ("structure",) + header[4:]
         lines = [header]
         for layer in self.layers:
             for weight in layer.weights:
-                lines.append(
-                    (
-                        layer.layer,
-                        layer.layer_type,
-                        weight.target.weight,
-                        "x".join(str(d) for d in weight.shape),
-                        f"{weight.kept:,}/{weight.size:,}",
-                        f"{100 * weight.target.sparsity:.2f}%",
-                        weight.target.describe_quantization(),
-                        f"{weight.target.rho:.3g}",
-                        layer.rule
-                        + ("" if layer.compressed else f"; not compressed: {layer.reason}"),
-                    )
-                )
+                cells = [
+                    layer.layer,
+                    layer.layer_type,
+                    weight.target.weight,
+                    "x".join(str(d) for d in weight.shape),
+                    f"{weight.kept:,}/{weight.size:,}",
+                    f"{100 * weight.sparsity:.2f}%",
+                    weight.target.describe_quantization(),
+                    f"{weight.target.rho:.3g}",
+                    layer.rule + ("" if layer.compressed else f"; not compressed: {layer.reason}"),
+                ]
+                if structured_plan:
+                    cells.insert(4, weight.target.describe_structure(weight.shape))
+                lines.append(tuple(cells))
             if not layer.weights:
                 note = f"not compressed: {layer.reason}"
-                lines.append(
-                    (
-                        layer.layer,
-                        layer.layer_type,
-                        "-",
-                        "-",
-                        f"-/{layer.size:,}",
-                        "-",
-                        "-",
-                        "-",
-                        note,
-                    )
-                )
+                cells = [layer.layer, layer.layer_type, "-", "-", f"-/{layer.size:,}"]
+                cells += ["-", "-", "-", note]
+                if structured_plan:
+                    cells.insert(4, "-")
+                lines.append(tuple(cells))
         widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-        numeric = {4, 5, 7}
+        numeric = {5, 6, 8} if structured_plan else {4, 5, 7}
         rendered = [
             "  ".join(
                 [

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tf_admm.allocation import Allocation
+from tf_admm.projections.structured import Structure
 
 __all__ = [
     "Allocation",
@@ -37,6 +38,7 @@ __all__ = [
     "Scheme",
     "Spec",
     "SpecError",
+    "Structure",
     "Unit",
 ]
 
@@ -103,6 +105,11 @@ def _plain_fields(instance: Any) -> None:
         plain = _plain(value)
         if plain is not value:
             object.__setattr__(instance, field.name, plain)
+
+
+def _value(member: enum.Enum | None) -> Any:
+    """An enum member's value (None stays None), to show in messages."""
+    return None if member is None else member.value
 
 
 def _fail(where: str, expected: str, field: str, value: Any) -> SpecError:
@@ -276,6 +283,16 @@ class Rule:
     Pruned weights stay exactly zero and are never put on a level. A rule may prune, quantize
     or both.
 
+    With ``structure`` the rule prunes whole groups (see :mod:`tf_admm.projections.structured`
+    for the groups and the GEMM view they are read from): ``"filter"`` (output channels),
+    ``"channel"`` (input channels), ``"column"`` (GEMM columns, Ye et al.'s column pruning),
+    ``"block"`` (``block = (rows, columns)`` tiles of the GEMM view) or ``"n_of_m"`` (``n`` of
+    every ``m`` consecutive inputs). ``sparsity``, ``ratio`` and ``keep`` then count groups: the
+    fraction of groups removed, groups / kept groups, or the groups kept; one of them is
+    required, as a structured rule does not share ``Spec.target_ratio``. ``n_of_m`` takes none of
+    them: ``n`` and ``m`` fix the fraction pruned, ``1 - n / m``. ``bits`` or ``clusters``
+    quantize what remains.
+
     Attributes:
       name: exact layer name.
       pattern: regular expression matched against the whole layer name.
@@ -295,6 +312,11 @@ class Rule:
       clusters: number of k-means clusters, >= 2.
       per_channel: one scale per output channel (last axis) instead of one per tensor;
         uniform and power-of-two only.
+      structure: ``"filter"``, ``"channel"``, ``"column"``, ``"block"`` or ``"n_of_m"``; None
+        prunes single weights.
+      block: ``(rows, columns)`` of a block of the GEMM view, with ``structure="block"``.
+      n: weights kept in every run of ``m``, with ``structure="n_of_m"``; ``1 <= n < m``.
+      m: length of a run of consecutive inputs, with ``structure="n_of_m"``.
     """
 
     name: str | None = None
@@ -309,6 +331,10 @@ class Rule:
     scheme: Scheme | None = None
     clusters: int | None = None
     per_channel: bool = False
+    structure: Structure | None = None
+    block: tuple[int, int] | None = None
+    n: int | None = None
+    m: int | None = None
 
     def __post_init__(self):
         _plain_fields(self)
@@ -360,6 +386,76 @@ class Rule:
                 # A repeated name would get two sets of ADMM state for one variable.
                 raise _fail(where, "distinct attribute names", "weights", self.weights)
             object.__setattr__(self, "weights", tuple(self.weights))
+        self._check_structure(where)
+
+    def _check_structure(self, where: str) -> None:
+        structure = self.structure
+        if structure is not None:
+            try:
+                structure = Structure(structure)
+            except ValueError:
+                allowed = [s.value for s in Structure]
+                raise _fail(where, f"structure in {allowed}", "structure", structure) from None
+            object.__setattr__(self, "structure", structure)
+        if self.block is not None:
+            block = self.block
+            if (
+                isinstance(block, (str, bytes))
+                or not isinstance(block, Sequence)
+                or len(block) != 2
+                or not all(isinstance(b, int) and not isinstance(b, bool) for b in block)
+                or not all(1 <= b <= _MAX_COUNT for b in block)
+            ):
+                raise _fail(
+                    where,
+                    "block to be two integers >= 1 (rows, columns of the GEMM view)",
+                    "block",
+                    block,
+                )
+            if structure is not Structure.BLOCK:
+                raise _fail(
+                    where, "block only with structure='block'", "structure", _value(structure)
+                )
+            object.__setattr__(self, "block", tuple(block))
+        elif structure is Structure.BLOCK:
+            raise SpecError(
+                f"{where}: Expected block=(rows, columns) with structure='block'; received no block"
+            )
+        for field in ("n", "m"):
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _fail(where, f"{field} to be an integer >= 1", field, value)
+            _check_count(where, field, value)
+            if structure is not Structure.N_OF_M:
+                raise _fail(
+                    where, f"{field} only with structure='n_of_m'", "structure", _value(structure)
+                )
+        given = [f for f in ("sparsity", "ratio", "keep") if getattr(self, f) is not None]
+        if structure is Structure.N_OF_M:
+            if self.n is None or self.m is None:
+                raise SpecError(
+                    f"{where}: Expected n and m with structure='n_of_m'; received: n={self.n!r}, "
+                    f"m={self.m!r}"
+                )
+            if self.n >= self.m:
+                raise SpecError(
+                    f"{where}: Expected n < m with structure='n_of_m'; received: n={self.n!r}, "
+                    f"m={self.m!r}"
+                )
+            if given:
+                raise SpecError(
+                    f"{where}: Expected no sparsity, ratio or keep with structure='n_of_m' (n and "
+                    f"m fix the fraction pruned, 1 - n/m); received: "
+                    + ", ".join(f"{f}={getattr(self, f)!r}" for f in given)
+                )
+        elif structure is not None and not given:
+            raise SpecError(
+                f"{where}: Expected sparsity, ratio or keep (counting {structure.value} groups) "
+                f"with structure={structure.value!r}; structured rules do not share "
+                "Spec.target_ratio; received none"
+            )
 
     def _check_quantization(self, where: str) -> None:
         if self.bits is not None and (
@@ -414,10 +510,21 @@ class Rule:
     @property
     def prunes(self) -> bool:
         """Whether the rule gives a pruning target of its own."""
-        return self.sparsity is not None or self.ratio is not None or self.keep is not None
+        return (
+            self.sparsity is not None
+            or self.ratio is not None
+            or self.keep is not None
+            or self.structure is Structure.N_OF_M
+        )
 
     def sparsity_for(self, size: int) -> float:
-        """The fraction pruned of a weight of ``size`` entries (``keep`` is an exact count)."""
+        """The fraction pruned of a weight of ``size`` entries (``keep`` is an exact count).
+
+        For a structured rule ``size`` counts groups and so does the result; ``n_of_m`` prunes
+        ``1 - n / m`` whatever the size.
+        """
+        if self.structure is Structure.N_OF_M:
+            return 1.0 - self.n / self.m
         if self.keep is not None:
             return 1.0 - min(self.keep, size) / size
         return self.target_sparsity
@@ -480,6 +587,10 @@ class Rule:
             del config["per_channel"]
         if self.scheme is not None:
             config["scheme"] = self.scheme.value
+        if self.structure is not None:
+            config["structure"] = self.structure.value
+        if self.block is not None:
+            config["block"] = list(self.block)
         return config
 
     @classmethod

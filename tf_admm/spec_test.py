@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Unit
+from tf_admm.spec import RhoSchedule, Rule, Spec, SpecError, Structure, Unit
 
 
 def _spec():
@@ -167,3 +167,98 @@ def test_prune_stages_validate_and_shape_the_schedule():
     for bad in ([0.5], [1.0, 0.5, 1.0], [0.0, 1.0], "1", [True]):
         with pytest.raises(SpecError, match="prune_stages"):
             Spec(rules=rules, prune_stages=bad)
+
+
+def test_structured_rules_round_trip_through_dict_and_json():
+    spec = Spec(
+        rules=(
+            Rule(name="conv1", structure="filter", sparsity=0.5, bits=4),
+            Rule(name="conv2", structure="channel", keep=8),
+            Rule(name="conv3", structure="column", ratio=4),
+            Rule(pattern="fc.*", structure="block", block=[1, 4], sparsity=0.75),
+            Rule(layer_type="Dense", structure="n_of_m", n=2, m=4, clusters=8),
+        ),
+    )
+    assert spec.rules[0].structure is Structure.FILTER
+    assert spec.rules[3].block == (1, 4)
+    config = json.loads(spec.to_json())
+    assert config["rules"][3] == {
+        "pattern": "fc.*",
+        "sparsity": 0.75,
+        "structure": "block",
+        "block": [1, 4],
+    }
+    assert config["rules"][4]["n"] == 2 and config["rules"][4]["m"] == 4
+    assert "structure" not in _spec().to_dict()["rules"][0]
+    assert Spec.from_dict(config) == spec
+    assert Spec.from_json(spec.to_json()) == spec
+
+
+def test_structured_sparsity_counts_groups_and_n_of_m_fixes_it():
+    assert Rule(name="a", structure="filter", keep=3).sparsity_for(12) == 0.75
+    assert Rule(name="a", structure="block", block=(1, 4), ratio=4).sparsity_for(100) == 0.75
+    n_of_m = Rule(name="a", structure="n_of_m", n=1, m=4)
+    assert n_of_m.prunes and n_of_m.sparsity_for(1000) == 0.75
+    # A structured rule has its own target, so it never shares target_ratio.
+    spec = Spec(rules=(n_of_m,), default=Rule(), target_ratio=10)
+    assert not spec.shares_budget(n_of_m) and spec.shares_budget(spec.default)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: Rule(name="a", structure="row", sparsity=0.5),
+            r"Rule\(name='a'\): Expected structure in \['filter', 'channel', 'column', 'block', "
+            r"'n_of_m'\]; received: structure='row'",
+        ),
+        (
+            lambda: Rule(name="a", structure="block", sparsity=0.5),
+            r"Expected block=\(rows, columns\) with structure='block'; received no block",
+        ),
+        (
+            lambda: Rule(name="a", structure="block", block=(4,), sparsity=0.5),
+            r"Expected block to be two integers >= 1 .*; received: block=\(4,\)",
+        ),
+        (
+            lambda: Rule(name="a", structure="block", block=(0, 4), sparsity=0.5),
+            r"received: block=\(0, 4\)",
+        ),
+        (lambda: Rule(name="a", structure="block", block="1x4", sparsity=0.5), "block='1x4'"),
+        (
+            lambda: Rule(name="a", structure="filter", block=(1, 4), sparsity=0.5),
+            r"Expected block only with structure='block'; received: structure='filter'",
+        ),
+        (
+            lambda: Rule(name="a", sparsity=0.5, n=2),
+            r"Expected n only with structure='n_of_m'; received: structure=None",
+        ),
+        (
+            lambda: Rule(name="a", structure="n_of_m", n=4, m=4),
+            r"Rule\(name='a'\): Expected n < m with structure='n_of_m'; received: n=4, m=4",
+        ),
+        (
+            lambda: Rule(name="a", structure="n_of_m", n=2),
+            r"Expected n and m with structure='n_of_m'; received: n=2, m=None",
+        ),
+        (lambda: Rule(name="a", structure="n_of_m", n=0, m=4), r"n to be an integer >= 1"),
+        (lambda: Rule(name="a", structure="n_of_m", n=1, m=4.0), r"received: m=4.0"),
+        (
+            lambda: Rule(name="a", structure="n_of_m", n=2, m=4, sparsity=0.5),
+            r"Expected no sparsity, ratio or keep with structure='n_of_m' .*; "
+            r"received: sparsity=0.5",
+        ),
+        (
+            lambda: Rule(name="a", structure="filter", bits=4),
+            r"Expected sparsity, ratio or keep \(counting filter groups\) with "
+            r"structure='filter'; structured rules do not share Spec.target_ratio; received none",
+        ),
+        (
+            lambda: Spec(default=Rule(structure="channel"), target_ratio=10),
+            r"Rule\(default\): Expected sparsity, ratio or keep",
+        ),
+    ],
+)
+def test_bad_structure_fields_name_the_field(make, message):
+    with pytest.raises(SpecError, match=message):
+        make()

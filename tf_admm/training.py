@@ -126,17 +126,21 @@ def _plan(
         rho = rule.rho if rule.rho is not None else spec.rho.initial
         targets = []
         for name in names:
-            size = int(registry.variable(layer, name).shape.num_elements())
+            shape = tuple(int(d) for d in registry.variable(layer, name).shape)
+            structure = _structure(layer, name, rule, where, shape)
+            size = int(np.prod(shape))
+            groups = Target(name, 0.0, 0.0, **structure).groups(shape)
             if spec.shares_budget(rule):
                 sparsity = 1.0 - spec.allocated[f"{layer.name}/{name}"] / size
             else:
-                if rule.keep is not None and rule.keep > size:
+                if rule.keep is not None and rule.keep > groups:
+                    what = f"{structure['structure']} groups" if structure else "entries"
                     raise ValueError(
                         f"Spec {where}, layer '{layer.name}', weight '{name}': "
-                        f"Expected keep <= the weight's {size} entries; received: keep={rule.keep}"
+                        f"Expected keep <= the weight's {groups} {what}; received: keep={rule.keep}"
                     )
-                sparsity = rule.sparsity_for(size)
-            kept = projections.keep_count(size, sparsity)
+                sparsity = rule.sparsity_for(groups)
+            kept = Target(name, sparsity, 0.0, **structure).kept(shape)
             if rule.quantizes and rule.num_levels > kept:
                 given = f"clusters={rule.clusters}" if rule.clusters else f"bits={rule.bits}"
                 raise ValueError(
@@ -154,10 +158,35 @@ def _plan(
                     clusters=rule.clusters,
                     per_channel=rule.per_channel,
                     centroid_update=spec.centroid_update.value,
+                    **structure,
                 )
             )
         resolved[key] = tuple(targets)
     return resolved, spec, _readable(model, chosen, resolved, left_out)
+
+
+def _structure(layer, name: str, rule, where: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The structure fields of the Target for weight ``name`` of ``layer`` under ``rule``
+    (empty when the rule prunes single weights); checks that the weight can have them."""
+    if rule.structure is None:
+        return {}
+    culprit = f"Spec {where}, layer '{layer.name}' ({type(layer).__name__}), weight '{name}'"
+    layout = registry.structure_layout(layer, name)
+    if layout is None:
+        raise ValueError(
+            f"{culprit}: Expected a weight with filters, input channels and a GEMM view "
+            f"({registry.STRUCTURED_LAYERS}); received: structure={rule.structure.value!r}"
+        )
+    fields = dict(structure=rule.structure.value, layout=layout, block=rule.block)
+    fields.update(n=rule.n, m=rule.m)
+    try:
+        if rule.structure is projections.Structure.N_OF_M:
+            projections.structured.check_n_of_m(shape, rule.n, rule.m, layout)
+        else:
+            projections.group_count(shape, rule.structure, layout, rule.block)
+    except ValueError as error:
+        raise ValueError(f"{culprit}: {error}") from None
+    return fields
 
 
 def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> planning.Plan:
@@ -177,16 +206,11 @@ def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> 
             rows.append(dataclasses.replace(row, untouched=untouched))
             continue
         _, _, _, where = chosen[id(layer)]
-        weights = tuple(
-            planning.WeightPlan(
-                target=t,
-                shape=tuple(int(d) for d in registry.variable(layer, t.weight).shape),
-                kept=projections.keep_count(
-                    int(registry.variable(layer, t.weight).shape.num_elements()), t.sparsity
-                ),
-            )
-            for t in targets[id(layer)]
-        )
+        weights = []
+        for t in targets[id(layer)]:
+            shape = tuple(int(d) for d in registry.variable(layer, t.weight).shape)
+            weights.append(planning.WeightPlan(target=t, shape=shape, kept=t.kept(shape)))
+        weights = tuple(weights)
         reason = None if any(w.compresses for w in weights) else planning.KEEPS_ALL
         rows.append(planning.LayerPlan(layer.name, kind, size, where, weights, reason))
     return planning.Plan(model.name, tuple(rows))

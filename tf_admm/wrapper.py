@@ -14,8 +14,10 @@ While the layer runs, the wrapper hands it the *effective* weight in place of th
 
 so pruned weights contribute nothing and get no gradient whatever the optimizer keeps in its
 slots, and locked weights sit exactly on their levels: their gradient flows to the shared level
-(k-means centroids train that way), never to ``W``. ``strip`` writes the effective weights back
-into a plain layer.
+(k-means centroids train that way), never to ``W``. With ``structure="filter"`` the layer's bias
+is masked with the filters too (a removed filter outputs exactly its activation of 0, which
+lets ``tf_admm.shrink`` drop the channel). ``strip`` writes the effective weights back into a
+plain layer.
 
 Under a mixed-precision policy (``mixed_float16``) the wrapper takes the wrapped layer's policy:
 the ADMM state has the weight's float32 dtype and is never autocast, the effective weight is
@@ -56,12 +58,19 @@ def _target(layer_name: str, value: Any) -> Target:
 
 
 class _Slot:
-    """ADMM variables of one compressed weight (plain holder, tracked through the wrapper)."""
+    """ADMM variables of one compressed weight (plain holder, tracked through the wrapper).
 
-    def __init__(self, target: Target, variable: tf.Variable, keep: int):
+    ``keep`` counts what the pruning projection keeps: entries, or groups for a structured
+    target (every run of ``m`` keeps ``n`` for ``n_of_m``, whatever ``keep`` says).
+    """
+
+    def __init__(self, target: Target, variable: tf.Variable):
         self.target = target
         self.variable = variable
-        self.keep = keep
+        shape = tuple(int(d) for d in variable.shape)
+        self.groups = target.groups(shape)
+        self.keep = target.kept_groups(shape)
+        self.kept_entries = target.kept(shape)
         # Where the layer reads the weight: getattr(owner, attribute) is the variable (the
         # owner is the layer itself, or a layer inside it such as an RNN's cell).
         self.owner: object = None
@@ -75,11 +84,41 @@ class _Slot:
         self.assignment: tf.Variable | None = None
         self.locked: tf.Variable | None = None
         self.level_counts: tf.Variable | None = None
+        # The layer's bias, masked with the filters for structure="filter": a removed filter
+        # takes its bias with it (tf_admm.shrink can then drop the channel).
+        self.bias: tf.Variable | None = None
+
+    def filter_mask(self) -> tf.Tensor:
+        """1 for each kept filter (output channel of the GEMM view), 0 for a removed one."""
+        return tf.reduce_max(tf.reshape(self.mask, [-1, self.groups]), axis=0)
+
+    def effective_bias(self) -> tf.Tensor:
+        """The bias the layer computes with: zero for removed filters."""
+        return tf.cast(self.bias, self.mask.dtype) * self.filter_mask()
 
     def keep_at(self, fraction: float) -> int:
-        """Weights kept in a pruning stage at ``fraction`` of the final compression ratio."""
-        size = int(self.variable.shape.num_elements())
-        return projections.stage_keep_count(size, self.keep, fraction)
+        """Weights (or groups) kept in a pruning stage at ``fraction`` of the final ratio."""
+        return projections.stage_keep_count(self.groups, self.keep, fraction)
+
+    def keep_mask(self, values: tf.Tensor, keep: int) -> tf.Tensor:
+        """0/1 mask of the projection of ``values`` onto the set keeping ``keep`` weights or
+        groups: top-k magnitudes, or the target's structure."""
+        target = self.target
+        if target.structure is None:
+            return projections.top_k_mask(values, keep)
+        return projections.structured_mask(
+            values,
+            target.structure,
+            keep,
+            layout=target.layout,
+            block=target.block,
+            n=target.n,
+            m=target.m,
+        )
+
+    def project_keep(self, values: tf.Tensor, keep: int) -> tf.Tensor:
+        """The Euclidean projection of ``values`` whose mask :meth:`keep_mask` gives."""
+        return values * self.keep_mask(values, keep)
 
     @property
     def channels(self) -> int:
@@ -197,13 +236,16 @@ class AdmmWrapper(keras.layers.Wrapper):
         for target in self.targets:
             owner, attribute = registry.resolve(self.layer, target.weight)
             variable = getattr(owner, attribute)
-            size = variable.shape.num_elements()
-            slot = _Slot(target, variable, projections.keep_count(size, target.sparsity))
+            slot = _Slot(target, variable)
             slot.owner, slot.attribute = owner, attribute
-            if target.quantizes and target.num_levels > slot.keep:
+            if target.structure == "filter" and owner is self.layer:
+                bias = registry.filter_bias(self.layer, target.weight)
+                if bias is not None and getattr(self.layer, bias).shape == (slot.groups,):
+                    slot.bias = getattr(self.layer, bias)
+            if target.quantizes and target.num_levels > slot.kept_entries:
                 raise ValueError(
                     f"Layer '{self.layer.name}', weight '{target.weight}': Expected at most as "
-                    f"many levels as kept weights ({slot.keep}); received: "
+                    f"many levels as kept weights ({slot.kept_entries}); received: "
                     f"{'clusters' if target.clusters else 'levels'}={target.num_levels}"
                 )
             shape, name = variable.shape, target.weight
@@ -268,10 +310,15 @@ class AdmmWrapper(keras.layers.Wrapper):
             for slot in self._slots:
                 effective = tf.cast(slot.effective(), self.layer.compute_dtype)
                 object.__setattr__(slot.owner, slot.attribute, effective)
+                if slot.bias is not None:
+                    bias = tf.cast(slot.effective_bias(), self.layer.compute_dtype)
+                    object.__setattr__(self.layer, "bias", bias)
             return self.layer.call(inputs, *args, **kwargs)
         finally:
             for slot in self._slots:
                 object.__setattr__(slot.owner, slot.attribute, slot.variable)
+                if slot.bias is not None:
+                    object.__setattr__(self.layer, "bias", slot.bias)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -306,7 +353,7 @@ class AdmmWrapper(keras.layers.Wrapper):
         """
         for slot in self._slots:
             keep = slot.keep_at(fraction) if slot.target.prunes else slot.keep
-            slot.auxiliary.assign(projections.project_top_k(slot.variable, keep))
+            slot.auxiliary.assign(slot.project_keep(slot.variable, keep))
             slot.dual.assign(tf.zeros_like(slot.dual))
             if slot.target.quantizes and not slot.target.prunes:
                 slot.mask.assign(tf.cast(tf.not_equal(slot.variable, 0.0), slot.mask.dtype))
@@ -338,10 +385,12 @@ class AdmmWrapper(keras.layers.Wrapper):
     def admm_update(
         self, fraction: float = 1.0, rho: Callable[[float], float] | None = None
     ) -> None:
-        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho to its next value.
+        """One pruning Z/U update: Z <- P(W + U); U <- U + W - Z; rho to its next value.
 
-        ``k`` is the count kept by the pruning stage at ``fraction`` of the final ratio; the
-        weights pruned by earlier stages are zero in W and Z, and U is zero there too.
+        ``P`` keeps the ``k`` largest weights (or, for a structured target, the ``k`` groups of
+        largest norm, or the ``n`` of every ``m``): the exact Euclidean projection onto the
+        target's set. ``k`` is the count kept by the pruning stage at ``fraction`` of the final
+        ratio; the weights pruned by earlier stages are zero in W and Z, and U is zero there.
 
         Args:
           fraction: the pruning stage's fraction of the final compression ratio.
@@ -352,13 +401,13 @@ class AdmmWrapper(keras.layers.Wrapper):
             # W with earlier stages' zeros: where the mask is 0, W - Z and so U stay 0.
             weight = slot.masked()
             shifted = (weight + slot.dual) * slot.mask
-            auxiliary = projections.project_top_k(shifted, slot.keep_at(fraction))
+            auxiliary = slot.project_keep(shifted, slot.keep_at(fraction))
             self._step(slot, auxiliary, weight, rho)
 
     def hard_project(self, fraction: float = 1.0) -> None:
-        """Keeps the stage's largest weights for good: mask, W and Z agree; U <- 0."""
+        """Keeps the stage's largest weights (or groups) for good: mask, W and Z agree; U <- 0."""
         for slot in self._select("prunes"):
-            mask = projections.top_k_mask(slot.variable * slot.mask, slot.keep_at(fraction))
+            mask = slot.keep_mask(slot.variable * slot.mask, slot.keep_at(fraction))
             slot.mask.assign(mask)
             slot.variable.assign(slot.variable * mask)
             slot.auxiliary.assign(slot.variable)
@@ -374,7 +423,7 @@ class AdmmWrapper(keras.layers.Wrapper):
         for slot in self._select("prunes"):
             slot.variable.assign(slot.masked())
             slot.mask.assign(tf.ones_like(slot.mask))
-            slot.auxiliary.assign(projections.project_top_k(slot.variable, slot.keep_at(fraction)))
+            slot.auxiliary.assign(slot.project_keep(slot.variable, slot.keep_at(fraction)))
             slot.dual.assign(tf.zeros_like(slot.dual))
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
@@ -485,4 +534,7 @@ class AdmmWrapper(keras.layers.Wrapper):
     def stripped_weights(self) -> list:
         """The wrapped layer's weights as numpy arrays, with compressed weights made effective."""
         effective = {id(slot.variable): slot.effective() for slot in self._slots}
+        effective.update(
+            {id(s.bias): s.effective_bias() for s in self._slots if s.bias is not None}
+        )
         return [(effective[id(w)] if id(w) in effective else w).numpy() for w in self.layer.weights]

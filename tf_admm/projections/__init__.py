@@ -2,8 +2,9 @@
 
 The Z-step of ADMM is ``Z <- argmin_{Z in S} ||Z - (W + U)||^2``: a projection onto the set ``S``
 of allowed weights. Each function here solves one such problem and knows nothing about Keras:
-``sparsity`` (at most k nonzeros), ``levels`` (uniform or power-of-two quantization levels with a
-fitted scale) and ``kmeans`` (free cluster centroids).
+``sparsity`` (at most k nonzeros), ``structured`` (at most k filters, input channels, GEMM
+columns or blocks, or n nonzeros in every run of m inputs), ``levels`` (uniform or
+power-of-two quantization levels with a fitted scale) and ``kmeans`` (free cluster centroids).
 """
 
 from tf_admm.projections.kmeans import (
@@ -34,6 +35,26 @@ from tf_admm.projections.sparsity import (
     stage_keep_count,
     top_k_mask,
 )
+from tf_admm.projections.structured import (
+    Layout,
+    Structure,
+    block_mask,
+    channel_mask,
+    column_mask,
+    filter_mask,
+    gemm_shape,
+    group_count,
+    group_norms,
+    group_size,
+    n_of_m_mask,
+    project_blocks,
+    project_channels,
+    project_columns,
+    project_filters,
+    project_n_of_m,
+    project_structured,
+    structured_mask,
+)
 
 __all__ = [
     "KMeansResult",
@@ -58,4 +79,22 @@ __all__ = [
     "top_k_mask",
     "uniform_levels",
     "update_centroids",
+    "Layout",
+    "Structure",
+    "block_mask",
+    "channel_mask",
+    "column_mask",
+    "filter_mask",
+    "gemm_shape",
+    "group_count",
+    "group_norms",
+    "group_size",
+    "n_of_m_mask",
+    "project_blocks",
+    "project_channels",
+    "project_columns",
+    "project_filters",
+    "project_n_of_m",
+    "project_structured",
+    "structured_mask",
 ]

@@ -1,0 +1,568 @@
+"""A physically smaller model after filter pruning: removed filters leave the network.
+
+``shrink(model)`` finds the filters (output channels) of Conv1D/2D/3D and Dense layers whose
+kernel is entirely zero, as filter pruning (``Rule(structure="filter")``) leaves them, and
+rebuilds the model without them. A removed filter takes with it its output channel, its bias,
+the matching entries of every per-channel layer on the way to the next layer that mixes
+channels (BatchNormalization, DepthwiseConv1D/2D, activations, pooling, padding, dropout, and
+a Concatenate along the channels, where the channels sit at their input's offset) and the
+matching input channels of that consumer (Conv1D/2D/3D or Dense, also after Flatten or global
+pooling).
+
+A zero filter still outputs a value that does not depend on the input: its bias, through the
+per-channel layers after it (a BatchNormalization's shift, a ReLU). So that the smaller model
+computes exactly what the masked one does, that value is folded into the consumer's bias: for
+a Dense consumer always (each removed input contributes a fixed vector), for a convolution
+when the value is the same at every position and the convolution pads nothing
+(``padding="valid"`` or a 1x1 kernel). Constant channels that meet a zero-padded window (or a
+consumer without bias) cannot become a bias, but the consumer is linear in its inputs: one of
+them stays as a carrier, its consumer weights taking the others' scaled by the ratio of their
+values, and the others go. A channel whose value varies across positions (zero padding on the
+way) stays; :func:`shrink_plan` says which and why. With ``structure="filter"`` the bias is
+masked with the filters, so without a BatchNormalization after it a removed filter outputs 0
+and nothing needs folding.
+
+Not grouped yet: layers whose outputs meet in Add, Multiply or any other multi-input layer but
+Concatenate (residual partners would have to lose the same channels), a layer feeding several
+layers, zero filters of depthwise layers, nested models, and channels-first data.
+Those are refused with a :class:`ShrinkError` naming the layer, never shrunk wrongly.
+
+Example:
+  >>> small = tf_admm.shrink(tf_admm.strip(admm))  # admm trained with structure="filter"
+  >>> np.allclose(small(x), tf_admm.strip(admm)(x), atol=1e-5)
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from tf_admm import cloning
+from tf_admm.compat import keras, tf
+
+__all__ = ["LayerShrink", "ShrinkError", "shrink", "shrink_plan"]
+
+_layers = keras.layers
+
+# Layers whose filters shrink removes (their kernel's last axis is the output channel).
+_PRODUCERS = (_layers.Conv1D, _layers.Conv2D, _layers.Conv3D, _layers.Dense)
+_NOT_PRODUCERS = (
+    _layers.Conv1DTranspose,
+    _layers.Conv2DTranspose,
+    _layers.Conv3DTranspose,
+    _layers.DepthwiseConv1D,
+    _layers.DepthwiseConv2D,
+    _layers.SeparableConv1D,
+    _layers.SeparableConv2D,
+)
+# Layers that mix channels and so end a chain: their input channels are removed.
+_CONSUMERS = (_layers.Conv1D, _layers.Conv2D, _layers.Conv3D, _layers.Dense)
+# Elementwise layers (no weights, identity at inference or one function of each value): a
+# removed channel passes them anywhere, after a Flatten too.
+_ELEMENTWISE = (
+    _layers.Activation,
+    _layers.ReLU,
+    _layers.LeakyReLU,
+    _layers.ELU,
+    _layers.ThresholdedReLU,
+    _layers.Dropout,
+    _layers.GaussianNoise,
+    _layers.GaussianDropout,
+    _layers.AlphaDropout,
+)
+# Per-channel layers on a (..., channels) tensor. BatchNormalization and the depthwise
+# convolutions have per-channel weights, sliced along.
+_PER_CHANNEL = _ELEMENTWISE + (
+    _layers.BatchNormalization,
+    _layers.DepthwiseConv1D,
+    _layers.DepthwiseConv2D,
+    _layers.SpatialDropout1D,
+    _layers.SpatialDropout2D,
+    _layers.SpatialDropout3D,
+    _layers.MaxPooling1D,
+    _layers.MaxPooling2D,
+    _layers.MaxPooling3D,
+    _layers.AveragePooling1D,
+    _layers.AveragePooling2D,
+    _layers.AveragePooling3D,
+    _layers.GlobalMaxPooling1D,
+    _layers.GlobalMaxPooling2D,
+    _layers.GlobalMaxPooling3D,
+    _layers.GlobalAveragePooling1D,
+    _layers.GlobalAveragePooling2D,
+    _layers.GlobalAveragePooling3D,
+    _layers.ZeroPadding1D,
+    _layers.ZeroPadding2D,
+    _layers.ZeroPadding3D,
+    _layers.Cropping1D,
+    _layers.Cropping2D,
+    _layers.Cropping3D,
+    _layers.UpSampling1D,
+    _layers.UpSampling2D,
+    _layers.UpSampling3D,
+)
+
+
+class ShrinkError(ValueError):
+    """The model has a structure ``shrink`` cannot rebuild without changing its outputs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShrink:
+    """What shrinking does to one layer with zero filters.
+
+    Attributes:
+      layer: the layer's name.
+      filters: its output channels before.
+      removed: the output channels removed (indices), their inputs with them.
+      kept_zero: zero filters kept, with why (``{index: reason}``).
+      chain: the per-channel layers sliced along, in order.
+      consumer: the layer whose input channels are removed (None: the filters feed the output
+        and nothing is removed).
+      carrier: a zero filter kept to carry the fixed outputs of ``carried`` into the consumer
+        (they meet its zero padding, so no bias can stand for them): the consumer's weights
+        for the carrier's channel take theirs, scaled by the ratio of the fixed values.
+      carried: the removed filters whose fixed outputs the carrier carries.
+    """
+
+    layer: str
+    filters: int
+    removed: tuple[int, ...]
+    kept_zero: dict[int, str]
+    chain: tuple[str, ...]
+    consumer: str | None
+    carrier: int | None = None
+    carried: tuple[int, ...] = ()
+
+
+def _graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
+    """({layer: its input layers}, {layer: the layers it feeds}, names of output layers)."""
+    view = model
+    if isinstance(model, keras.Sequential):
+        view = keras.Model(model.inputs, model.outputs, name=model.name)
+    config = view.get_config()
+    inputs: dict[str, list[str]] = {}
+    consumers: dict[str, list[str]] = {entry["name"]: [] for entry in config["layers"]}
+
+    def sources(value) -> list[str]:
+        if isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str):
+            return [value[0]]
+        if isinstance(value, (list, tuple)):
+            return [name for item in value for name in sources(item)]
+        return []
+
+    for entry in config["layers"]:
+        names = sources(entry.get("inbound_nodes", []))
+        inputs[entry["name"]] = names
+        for name in names:
+            consumers[name].append(entry["name"])
+    outputs = {item[0] for item in config["output_layers"]}
+    return inputs, consumers, outputs
+
+
+def _is_producer(layer) -> bool:
+    return isinstance(layer, _PRODUCERS) and not isinstance(layer, _NOT_PRODUCERS)
+
+
+def _describe(layer) -> str:
+    return f"'{layer.name}' ({type(layer).__name__})"
+
+
+def _follow(model, layer, graph):
+    """(per-channel layers after ``layer``, the consumer or None, {concatenation: offset of
+    this path's channels in its output}) along a single path."""
+    inputs, consumers, outputs = graph
+    chain = []
+    offsets: dict[str, int] = {}
+    current = layer
+    while True:
+        if current.name in outputs:
+            return chain, None, offsets
+        following = consumers[current.name]
+        if len(following) != 1:
+            raise ShrinkError(
+                f"Layer {_describe(current)} (after filter-pruned {_describe(layer)}): Expected "
+                f"its output to feed one layer, to remove the same channels there; received: "
+                f"it feeds {[model.get_layer(n).name for n in following]} (branches are not "
+                "grouped yet)"
+            )
+        nxt = model.get_layer(following[0])
+        if isinstance(nxt, keras.Model):
+            raise ShrinkError(
+                f"Layer {_describe(nxt)}: Expected a flat model; received a nested model after "
+                f"filter-pruned {_describe(layer)}"
+            )
+        if isinstance(nxt, (_layers.Add, _layers.Multiply, _layers.Subtract, _layers.Average)):
+            raise ShrinkError(
+                f"Layer {_describe(nxt)} joins the channels of filter-pruned {_describe(layer)} "
+                "with another layer's: Expected a chain without residual connections; tf_admm."
+                "shrink does not group residual partners yet (prune them alike and keep them "
+                "whole, or leave those layers unstructured)"
+            )
+        if getattr(nxt, "data_format", "channels_last") == "channels_first" or (
+            isinstance(nxt, _layers.BatchNormalization)
+            and list(np.atleast_1d(nxt.axis)) not in ([-1], [len(nxt.input_shape) - 1])
+        ):
+            raise ShrinkError(
+                f"Layer {_describe(nxt)}: Expected channels last after filter-pruned "
+                f"{_describe(layer)}; received channels first"
+            )
+        if isinstance(nxt, _layers.Activation) and nxt.get_config()["activation"] == "softmax":
+            raise ShrinkError(
+                f"Layer {_describe(nxt)}: Expected a per-channel layer after filter-pruned "
+                f"{_describe(layer)}; received softmax, which mixes channels"
+            )
+        flattened = any(isinstance(step, _layers.Flatten) for step in chain)
+        if isinstance(nxt, _layers.Concatenate) and not flattened:
+            sources = inputs[nxt.name]
+            if nxt.axis not in (-1, len(nxt.output_shape) - 1) or sources.count(current.name) != 1:
+                raise ShrinkError(
+                    f"Layer {_describe(nxt)} after filter-pruned {_describe(layer)}: Expected a "
+                    f"concatenation along the channel axis of distinct inputs; received: "
+                    f"axis={nxt.axis}, inputs={sources}"
+                )
+            before = sources[: sources.index(current.name)]
+            offsets[nxt.name] = sum(int(model.get_layer(n).output_shape[-1]) for n in before)
+            chain.append(nxt)
+            current = nxt
+            continue
+        if isinstance(nxt, _ELEMENTWISE) or (
+            not flattened and isinstance(nxt, _PER_CHANNEL + (_layers.Flatten,))
+        ):
+            chain.append(nxt)
+            current = nxt
+            continue
+        if isinstance(nxt, _CONSUMERS) and not isinstance(nxt, _NOT_PRODUCERS):
+            if getattr(nxt, "groups", 1) != 1:
+                raise ShrinkError(
+                    f"Layer {_describe(nxt)}: Expected groups=1 after filter-pruned "
+                    f"{_describe(layer)}; received: groups={nxt.groups}"
+                )
+            return chain, nxt, offsets
+        raise ShrinkError(
+            f"Layer {_describe(nxt)} follows filter-pruned {_describe(layer)}: Expected a "
+            "per-channel layer (BatchNormalization, DepthwiseConv, activation, pooling, dropout, "
+            "padding, Flatten, Concatenate) or a Conv/Dense consumer; received a layer shrink does "
+            "not know (multi-input layers other than Concatenate are not grouped yet)"
+        )
+
+
+_DEPTHWISE = (_layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
+
+
+def _multiplier(layer) -> int:
+    return int(layer.depth_multiplier) if isinstance(layer, _DEPTHWISE) else 1
+
+
+def _constant_inputs(layer, chain, offsets) -> np.ndarray:
+    """What the consumer receives from the zero filters: the chain run on the producer's bias.
+
+    A zero filter outputs its activated bias everywhere, whatever the input, and the chain is per
+    channel, so the consumer's input channels fed by it hold these values for every sample.
+    Returns the consumer's input for one sample (channels last, or flat after Flatten).
+    """
+    shape = layer.output_shape
+    if any(d is None for d in shape[1:]):
+        raise ShrinkError(
+            f"Layer {_describe(layer)}: Expected a static output shape to fold the constant "
+            f"output of its zero filters; received: shape={shape}"
+        )
+    bias = layer.bias.numpy() if layer.use_bias else np.zeros(shape[-1], np.float32)
+    x = tf.constant(np.broadcast_to(bias, (1,) + tuple(shape[1:])).astype(np.float32))
+    x = layer.activation(x)  # The layer's own activation, applied to its output.
+    for step in chain:
+        if step.name in offsets:
+            # Only this path's channels matter: the other inputs are left at zero.
+            start = offsets[step.name]
+            joined = np.zeros((1,) + tuple(step.output_shape[1:]), np.float32)
+            joined[..., start : start + x.shape[-1]] = x.numpy()
+            x = tf.constant(joined)
+        else:
+            x = step(x, training=False)
+    return np.asarray(x.numpy()[0], np.float64)
+
+
+def _images(channels, chain, offsets) -> list[list[int]]:
+    """For each producer channel, its channels at the consumer's input (before any Flatten):
+    a depthwise convolution with multiplier M maps channel c to c*M .. c*M+M-1, a
+    concatenation shifts it by the channels of the inputs before this path's."""
+    images = [[c] for c in channels]
+    for step in chain:
+        m = _multiplier(step)
+        if m > 1:
+            images = [[c * m + j for c in image for j in range(m)] for image in images]
+        if step.name in offsets:
+            images = [[c + offsets[step.name] for c in image] for image in images]
+    return images
+
+
+@dataclasses.dataclass
+class _Chain:
+    """A producer's path to its consumer and the fixed values its zero filters feed it."""
+
+    chain: list
+    consumer: Any
+    values: np.ndarray  # The consumer's input for one sample from the producer's bias.
+    flatten: Any  # The Flatten on the way, if any.
+    offsets: dict[str, int]  # Where a concatenation on the way puts this path's channels.
+
+    def rows(self, image: list[int]) -> np.ndarray:
+        """Input rows of the consumer (flat indices after Flatten, else channels) of ``image``."""
+        if self.flatten is None:
+            return np.asarray(image, np.int64)
+        channels = int(self.flatten.input_shape[-1])
+        # Flatten reads (..., C) row-major: flat index = position * C + channel.
+        return np.flatnonzero(np.isin(np.arange(self.values.size) % channels, image))
+
+    def fixed(self, image: list[int]) -> np.ndarray:
+        """The fixed input the channels ``image`` give: (positions, channels), or flat."""
+        if self.flatten is not None:
+            return self.values.reshape(-1)[self.rows(image)]
+        return self.values.reshape(-1, self.values.shape[-1])[:, image]
+
+    def why_not(self, image: list[int]) -> str | None:
+        """Why these channels cannot be removed exactly, or None if they can."""
+        fixed = self.fixed(image)
+        consumer = self.consumer
+        if not np.any(fixed):
+            return None
+        if not consumer.use_bias:
+            return f"its fixed output meets '{consumer.name}', which has no bias to fold it into"
+        if self.flatten is not None:
+            return None
+        if np.any(fixed != fixed[:1]):
+            return "its fixed output varies across positions (padding on the way)"
+        pads = (
+            not isinstance(consumer, _layers.Dense)
+            and consumer.padding != "valid"
+            and any(k > 1 for k in consumer.kernel_size)
+        )
+        if pads:
+            return (
+                f"its fixed output ({float(fixed.flat[0]):.3g}) meets the zero padding of "
+                f"'{consumer.name}' (padding={consumer.padding!r})"
+            )
+        return None
+
+    def carriable(self, image: list[int]) -> bool:
+        """Whether the channels ``image`` hold one nonzero value each at every position, so
+        that another such channel can carry them (a convolution is linear in its input)."""
+        if self.flatten is not None:
+            return False
+        fixed = self.fixed(image)
+        return bool(np.any(fixed)) and not np.any(fixed != fixed[:1])
+
+    def fold(self, image: list[int]) -> np.ndarray:
+        """What the channels ``image`` add to every output of the consumer, as a bias."""
+        kernel = self.consumer.kernel.numpy().astype(np.float64)
+        if self.flatten is not None:
+            rows = self.rows(image)
+            return self.values.reshape(-1)[rows] @ kernel[rows]
+        constants = self.fixed(image)[0]
+        if isinstance(self.consumer, _layers.Dense):
+            return constants @ kernel[image]
+        # A valid (or 1x1) convolution sees every kernel tap on a constant input.
+        taps = kernel[..., image, :].reshape(-1, len(image), kernel.shape[-1])
+        return np.einsum("pco,c->o", taps, constants)
+
+
+def _plan_layer(model, layer, graph):
+    kernel = layer.kernel.numpy()
+    filters = kernel.shape[-1]
+    zero = [int(o) for o in np.flatnonzero(~np.any(kernel.reshape(-1, filters) != 0, axis=0))]
+    if not zero:
+        return None
+    chain, consumer, offsets = _follow(model, layer, graph)
+    names = tuple(step.name for step in chain)
+    if consumer is None:
+        reason = "its output is a model output"
+        return LayerShrink(layer.name, filters, (), {o: reason for o in zero}, names, None), None
+    flatten = next((s for s in chain if isinstance(s, _layers.Flatten)), None)
+    path = _Chain(chain, consumer, _constant_inputs(layer, chain, offsets), flatten, offsets)
+    kept_zero: dict[int, str] = {}
+    removed = []
+    images = dict(zip(zero, _images(zero, chain, offsets)))
+    for channel in zero:
+        reason = path.why_not(images[channel])
+        if reason is None:
+            removed.append(channel)
+        else:
+            kept_zero[channel] = reason
+    carriable = [c for c in kept_zero if path.carriable(images[c])]
+    carrier, carried = None, ()
+    if len(carriable) >= 2:
+        # One kept channel carries the others: the consumer is linear in its input channels.
+        carrier, carried = carriable[0], tuple(carriable[1:])
+        kept_zero[carrier] = (
+            f"carries the fixed outputs of removed filters {list(carried)} into "
+            f"'{consumer.name}' ({kept_zero[carrier]})"
+        )
+        for channel in carried:
+            del kept_zero[channel]
+        removed = sorted(removed + list(carried))
+    if len(removed) == filters:
+        kept_zero[removed[-1]] = "a layer keeps at least one filter"
+        removed = removed[:-1]
+    plan = LayerShrink(
+        layer.name, filters, tuple(removed), kept_zero, names, consumer.name, carrier, carried
+    )
+    return plan, path
+
+
+def shrink_plan(model: keras.Model) -> list[LayerShrink]:
+    """What :func:`shrink` would remove, per layer with zero filters, without rebuilding.
+
+    Raises:
+      ShrinkError: as :func:`shrink` does.
+    """
+    return [plan for plan, _ in _plans(_plain(model))]
+
+
+def _plans(model):
+    graph = _graph(model)
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise ShrinkError(
+                f"Layer {_describe(layer)}: Expected a flat Sequential or functional model; "
+                "received a nested model (shrink it on its own)"
+            )
+        if _is_producer(layer) and layer.built:
+            result = _plan_layer(model, layer, graph)
+            if result is not None:
+                found.append(result)
+    return found
+
+
+def _plain(model):
+    from tf_admm.strip import strip  # noqa: PLC0415 (strip imports the wrapper)
+
+    cloning.check_built(model)
+    if hasattr(model, "admm_wrappers"):
+        model = strip(model)
+    if cloning.is_subclassed(model):
+        raise ShrinkError(
+            f"Model '{model.name}': Expected a Sequential or functional model; received a "
+            "subclassed model"
+        )
+    return model
+
+
+def shrink(model: keras.Model) -> keras.Model:
+    """A smaller model computing what ``model`` computes, without its zero filters.
+
+    Example:
+      >>> spec = tf_admm.Spec(rules=[tf_admm.Rule(layer_type="Conv2D", structure="filter",
+      ...                                          sparsity=0.5)])
+      >>> # ... admm_wrap, fit ...
+      >>> small = tf_admm.shrink(admm)  # strips first
+
+    Args:
+      model: a stripped (or ADMM, stripped first) Sequential or functional ``tf_keras`` model.
+
+    Returns:
+      A new model of the same class and layer names whose pruned Conv/Dense layers have fewer
+      filters (and their per-channel followers and consumers fewer channels); its outputs
+      equal ``model``'s up to float rounding.
+
+    Raises:
+      ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (residual
+        Add/Multiply, branches, nested or subclassed models).
+    """
+    model = _plain(model)
+    # Per layer: channels dropped (sets, as several paths may meet at a concatenation's
+    # followers) and the bias folded in.
+    edits: dict[str, dict[str, Any]] = {}
+
+    def drop(layer_name: str, field: str, channels) -> None:
+        edits.setdefault(layer_name, {}).setdefault(field, set()).update(channels)
+
+    for plan, path in _plans(model):
+        if not plan.removed:
+            continue
+        drop(plan.layer, "drop_out", plan.removed)
+        channels = list(plan.removed)
+        for step in path.chain:
+            if isinstance(step, _layers.BatchNormalization):
+                drop(step.name, "drop_channels", channels)
+            elif isinstance(step, _DEPTHWISE):
+                m = _multiplier(step)
+                drop(step.name, "drop_channels", channels)
+                channels = [c * m + j for c in channels for j in range(m)]
+                drop(step.name, "drop_bias", channels)
+            elif step.name in path.offsets:
+                channels = [c + path.offsets[step.name] for c in channels]
+        consumer = edits.setdefault(path.consumer.name, {})
+        drop(path.consumer.name, "drop_in", path.rows(channels).tolist())
+        folded = [c for c in plan.removed if c not in set(plan.carried)]
+        folded_image = sorted(
+            ch for image in _images(folded, path.chain, path.offsets) for ch in image
+        )
+        if folded_image:
+            consumer["fold"] = consumer.get("fold", 0.0) + path.fold(folded_image)
+        if plan.carrier is not None:
+            (image,) = _images([plan.carrier], path.chain, path.offsets)
+            values = path.fixed(image)[0]
+            target = image[int(np.argmax(np.abs(values)))]
+            scale = values[int(np.argmax(np.abs(values)))]
+            ratios: dict[int, float] = {}
+            for image in _images(list(plan.carried), path.chain, path.offsets):
+                for channel, value in zip(image, path.fixed(image)[0]):
+                    ratios[channel] = value / scale
+            consumer.setdefault("carry", []).append((target, ratios))
+    return _copy(model, edits)
+
+
+def _kept(size: int, dropped) -> list[int]:
+    dropped = set(dropped or ())
+    return [i for i in range(size) if i not in dropped]
+
+
+def _copy(model, edits):
+    def new_layer(layer):
+        config = layer.get_config()
+        change = edits.get(layer.name, {})
+        if "drop_out" in change:
+            field = "filters" if "filters" in config else "units"
+            config[field] -= len(change["drop_out"])
+        return layer.__class__.from_config(config)
+
+    def fill(old, new):
+        change = edits.get(old.name)
+        weights = [w.copy() for w in old.get_weights()]
+        if not change:
+            new.set_weights(weights)
+            return
+        if isinstance(old, _layers.BatchNormalization):
+            keep = _kept(weights[0].shape[0], change["drop_channels"])
+            weights = [w[keep] for w in weights]
+        elif isinstance(old, _DEPTHWISE):
+            kernel = weights[0]
+            weights[0] = kernel[..., _kept(kernel.shape[-2], change["drop_channels"]), :]
+            if old.use_bias:
+                weights[1] = weights[1][_kept(weights[1].shape[0], change["drop_bias"])]
+        else:
+            kernel = weights[0]
+            for target, ratios in change.get("carry", []):
+                carried = kernel.astype(np.float64)[..., target, :]
+                for channel, ratio in ratios.items():
+                    carried = carried + ratio * kernel[..., channel, :].astype(np.float64)
+                kernel = kernel.copy()
+                kernel[..., target, :] = carried.astype(kernel.dtype)
+            if "fold" in change and old.use_bias:
+                folded = weights[1].astype(np.float64) + change["fold"]
+                weights[1] = folded.astype(weights[1].dtype)
+            if "drop_in" in change:
+                kernel = np.take(kernel, _kept(kernel.shape[-2], change["drop_in"]), axis=-2)
+            if "drop_out" in change:
+                keep = _kept(kernel.shape[-1], change["drop_out"])
+                kernel = kernel[..., keep]
+                if old.use_bias:
+                    weights[1] = weights[1][keep]
+            weights[0] = kernel
+        new.set_weights(weights)
+
+    return cloning.rebuild(model, new_layer, fill)

@@ -1,0 +1,280 @@
+"""tf_admm.shrink: zero filters leave the network and the outputs stay the masked model's."""
+
+import numpy as np
+import pytest
+
+import tf_admm
+from tf_admm import keras
+from tf_admm.shrink import ShrinkError, shrink, shrink_plan
+from tf_admm.testing import compile_for_classification, small_data
+
+_layers = keras.layers
+
+
+def _randomize(model, seed=0):
+    """Random weights everywhere (nonzero biases and BatchNorm statistics too)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        weights = [w + rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in weights]
+        if isinstance(layer, _layers.BatchNormalization):
+            weights[-1] = np.abs(weights[-1]) + 0.5  # Moving variance.
+        layer.set_weights(weights)
+    return model
+
+
+def _zero_filters(model, filters):
+    for name, zero in filters.items():
+        layer = model.get_layer(name)
+        weights = layer.get_weights()
+        weights[0][..., zero] = 0.0
+        layer.set_weights(weights)
+    return model
+
+
+def _mobile_like():
+    """Conv -> BN -> ReLU -> Depthwise(x2) -> 1x1 Conv -> pool -> Conv -> Flatten -> Dense."""
+    inputs = keras.Input((10, 10, 3))
+    h = _layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    h = _layers.BatchNormalization(name="bn1")(h)
+    h = _layers.ReLU(name="relu1")(h)
+    h = _layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")(h)
+    h = _layers.BatchNormalization(name="bn2")(h)
+    h = _layers.Conv2D(6, 1, activation="relu", name="pointwise")(h)
+    h = _layers.MaxPooling2D(name="pool")(h)
+    h = _layers.Conv2D(5, 3, activation="tanh", name="conv3")(h)
+    h = _layers.Flatten(name="flatten")(h)
+    h = _layers.Dropout(0.5, name="dropout")(h)
+    h = _layers.Dense(12, activation="relu", name="fc1")(h)
+    outputs = _layers.Dense(3, name="fc2")(h)
+    return _randomize(keras.Model(inputs, outputs, name="mobile_like"))
+
+
+ZEROS = {"conv1": [1, 4], "pointwise": [0, 5], "conv3": [2], "fc1": [3, 7, 8]}
+
+
+def _inputs(shape, seed=1):
+    return np.random.default_rng(seed).normal(size=(4, *shape)).astype(np.float32)
+
+
+def _assert_same_outputs(small, model, shape):
+    x = _inputs(shape)
+    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=0, atol=1e-5)
+
+
+def test_shrunk_model_has_fewer_channels_everywhere_and_the_same_outputs():
+    model = _zero_filters(_mobile_like(), ZEROS)
+    small = shrink(model)
+    _assert_same_outputs(small, model, (10, 10, 3))
+    shapes = {layer.name: [tuple(w.shape) for w in layer.weights] for layer in small.layers}
+    assert shapes["conv1"] == [(3, 3, 3, 6), (6,)]
+    assert shapes["bn1"] == [(6,)] * 4
+    assert shapes["depthwise"] == [(3, 3, 6, 2), (12,)]  # Multiplier 2: 12 outputs of 16.
+    assert shapes["bn2"] == [(12,)] * 4
+    assert shapes["pointwise"] == [(1, 1, 12, 4), (4,)]
+    assert shapes["conv3"] == [(3, 3, 4, 4), (4,)]
+    assert shapes["fc1"] == [(2 * 2 * 4, 9), (9,)]  # Flatten of 2x2x4.
+    assert shapes["fc2"] == [(9, 3), (3,)]
+    assert small.count_params() < model.count_params()
+    assert [layer.name for layer in small.layers] == [layer.name for layer in model.layers]
+
+
+def test_plan_names_what_is_removed_and_the_path_to_the_consumer():
+    plans = {p.layer: p for p in shrink_plan(_zero_filters(_mobile_like(), ZEROS))}
+    assert plans["conv1"].removed == (1, 4)
+    assert plans["conv1"].chain == ("bn1", "relu1", "depthwise", "bn2")
+    assert plans["conv1"].consumer == "pointwise"
+    assert plans["conv3"].chain == ("flatten", "dropout") and plans["conv3"].consumer == "fc1"
+    assert plans["fc1"].removed == (3, 7, 8) and plans["fc1"].consumer == "fc2"
+
+
+def test_sequential_stays_sequential_with_global_pooling_before_dense():
+    model = keras.Sequential(
+        [
+            keras.Input((9, 9, 2)),
+            _layers.Conv2D(6, 3, activation="relu", name="conv1"),
+            _layers.Conv2D(7, 3, name="conv2"),
+            _layers.GlobalAveragePooling2D(name="gap"),
+            _layers.Dense(4, name="head"),
+        ],
+        name="seq",
+    )
+    model = _zero_filters(_randomize(model), {"conv1": [0, 2, 3], "conv2": [6]})
+    small = shrink(model)
+    assert isinstance(small, keras.Sequential)
+    assert small.get_layer("conv1").kernel.shape == (3, 3, 2, 3)
+    assert small.get_layer("conv2").kernel.shape == (3, 3, 3, 6)
+    assert small.get_layer("head").kernel.shape == (6, 4)
+    _assert_same_outputs(small, model, (9, 9, 2))
+
+
+def test_fixed_output_meeting_zero_padding_keeps_the_channel_and_says_why():
+    inputs = keras.Input((6, 6, 1))
+    h = _layers.Conv2D(4, 3, name="conv1")(inputs)  # Bias: a zero filter outputs its bias.
+    h = _layers.Conv2D(3, 3, padding="same", name="conv2")(h)
+    h = _layers.Conv2D(2, 3, padding="same", use_bias=False, name="conv3")(h)
+    outputs = _layers.Conv2D(2, 1, name="conv4")(h)
+    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"conv1": [1], "conv3": [0]})
+    # conv3 has no bias, so its zero filter outputs exactly 0 and can go.
+    plans = {p.layer: p for p in shrink_plan(model)}
+    assert plans["conv1"].removed == ()
+    assert "zero padding of 'conv2' (padding='same')" in plans["conv1"].kept_zero[1]
+    assert plans["conv3"].removed == (0,)
+    small = shrink(model)
+    assert small.get_layer("conv1").kernel.shape[-1] == 4
+    assert small.get_layer("conv4").kernel.shape == (1, 1, 1, 2)
+    _assert_same_outputs(small, model, (6, 6, 1))
+
+
+def test_zero_filters_of_an_output_layer_stay_and_one_filter_always_stays():
+    inputs = keras.Input((5,))
+    h = _layers.Dense(3, name="hidden")(inputs)
+    outputs = _layers.Dense(2, name="out")(h)
+    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"hidden": [0, 1, 2]})
+    model = _zero_filters(model, {"out": [1]})
+    plans = {p.layer: p for p in shrink_plan(model)}
+    assert plans["hidden"].removed == (0, 1)
+    assert plans["hidden"].kept_zero == {2: "a layer keeps at least one filter"}
+    assert plans["out"].removed == () and plans["out"].consumer is None
+    small = shrink(model)
+    assert small.get_layer("hidden").kernel.shape == (5, 1)
+    _assert_same_outputs(small, model, (5,))
+
+
+def _residual():
+    inputs = keras.Input((6, 6, 4))
+    h = _layers.Conv2D(4, 1, name="expand")(inputs)
+    h = _layers.Add(name="add")([h, inputs])
+    return keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
+
+
+def _concatenated(axis=-1):
+    inputs = keras.Input((6, 6, 4))
+    a = _layers.Conv2D(3, 1, name="left")(inputs)
+    b = _layers.Conv2D(3, 1, name="right")(inputs)
+    h = _layers.Concatenate(axis=axis, name="concat")([a, b])
+    return keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
+
+
+def _branching():
+    inputs = keras.Input((4,))
+    h = _layers.Dense(3, name="trunk")(inputs)
+    return keras.Model(inputs, [_layers.Dense(2, name="a")(h), _layers.Dense(2, name="b")(h)])
+
+
+@pytest.mark.parametrize(
+    "make, zero, message",
+    [
+        (
+            _residual,
+            {"expand": [1]},
+            r"Layer 'add' \(Add\) joins the channels of filter-pruned 'expand' \(Conv2D\) with "
+            r"another layer's: Expected a chain without residual connections",
+        ),
+        (
+            lambda: _concatenated(axis=1),
+            {"left": [0]},
+            r"Layer 'concat' \(Concatenate\) after filter-pruned 'left' \(Conv2D\): Expected a "
+            r"concatenation along the channel axis of distinct inputs; received: axis=1",
+        ),
+        (
+            _branching,
+            {"trunk": [0]},
+            r"Layer 'trunk' \(Dense\).*Expected its output to feed one layer.*'a', 'b'",
+        ),
+    ],
+)
+def test_structures_not_grouped_yet_are_refused_naming_the_layer(make, zero, message):
+    model = _zero_filters(_randomize(make()), zero)
+    with pytest.raises(ShrinkError, match=message):
+        shrink(model)
+
+
+def test_model_without_zero_filters_is_copied_unchanged():
+    model = _mobile_like()
+    small = shrink(model)
+    assert small is not model and small.count_params() == model.count_params()
+    _assert_same_outputs(small, model, (10, 10, 3))
+
+
+def test_filter_pruned_admm_model_shrinks_to_its_masked_outputs():
+    inputs = keras.Input((8, 8, 1))
+    h = _layers.Conv2D(8, 3, name="conv")(inputs)
+    h = _layers.BatchNormalization(name="bn")(h)
+    h = _layers.ReLU(name="relu")(h)
+    h = _layers.Conv2D(8, 3, name="conv2", activation="relu")(h)
+    h = _layers.Conv2D(4, 3, padding="same", name="conv3", activation="relu")(h)
+    h = _layers.Flatten(name="flatten")(h)
+    h = _layers.Dense(16, activation="relu", name="fc1")(h)
+    model = keras.Model(inputs, _layers.Dense(3, name="fc2")(h), name="cnn")
+    spec = tf_admm.Spec(
+        rules=[
+            tf_admm.Rule(pattern="conv.*", structure="filter", keep=3),
+            tf_admm.Rule(name="fc1", structure="filter", sparsity=0.5),
+        ],
+        admm_rounds=2,
+        update_every=2,
+        update_unit="step",
+    )
+    admm = compile_for_classification(tf_admm.admm_wrap(model, spec))
+    x, y = small_data(48)
+    admm.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=tf_admm.callbacks())
+    assert admm.phase is tf_admm.Phase.RETRAIN
+    masked = tf_admm.strip(admm)
+    small = tf_admm.shrink(admm)
+    assert small.get_layer("conv").kernel.shape == (3, 3, 1, 3)
+    assert small.get_layer("bn").gamma.shape == (3,)
+    assert small.get_layer("conv2").kernel.shape == (3, 3, 3, 3)
+    # conv2's removed filters lost their bias too: relu(0) = 0 meets conv3's zero padding.
+    assert small.get_layer("conv3").kernel.shape == (3, 3, 3, 3)
+    assert small.get_layer("fc1").kernel.shape == (4 * 4 * 3, 8)
+    assert small.get_layer("fc2").kernel.shape == (8, 3)
+    np.testing.assert_allclose(small(x).numpy(), masked(x).numpy(), rtol=0, atol=1e-5)
+
+
+def test_concatenation_drops_each_inputs_channels_at_its_offset():
+    inputs = keras.Input((7, 7, 2))
+    left = _layers.Conv2D(3, 3, activation="relu", name="left")(inputs)
+    right = _layers.Conv2D(4, 3, name="right")(inputs)
+    right = _layers.BatchNormalization(name="right_bn")(right)
+    h = _layers.Concatenate(name="concat")([left, right])
+    h = _layers.BatchNormalization(name="bn")(h)
+    h = _layers.DepthwiseConv2D(3, name="depthwise")(h)
+    h = _layers.Flatten(name="flatten")(h)
+    outputs = _layers.Dense(3, name="head")(h)
+    model = _randomize(keras.Model(inputs, outputs))
+    model = _zero_filters(model, {"left": [1], "right": [0, 3]})
+    small = shrink(model)
+    assert small.get_layer("left").kernel.shape[-1] == 2
+    assert small.get_layer("right").kernel.shape[-1] == 2
+    assert small.get_layer("right_bn").gamma.shape == (2,)
+    assert small.get_layer("bn").gamma.shape == (4,)  # 7 channels less left's 1 and right's 2.
+    assert small.get_layer("depthwise").depthwise_kernel.shape == (3, 3, 4, 1)
+    assert small.get_layer("head").kernel.shape == (3 * 3 * 4, 3)
+    _assert_same_outputs(small, model, (7, 7, 2))
+
+
+def test_one_zero_filter_carries_the_others_into_a_zero_padded_convolution():
+    inputs = keras.Input((6, 6, 2))
+    h = _layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    h = _layers.BatchNormalization(name="bn")(h)
+    h = _layers.ReLU(name="relu")(h)
+    outputs = _layers.Conv2D(3, 3, padding="same", name="conv2")(h)
+    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"conv1": [0, 2, 5, 6, 7]})
+    bn = model.get_layer("bn")
+    gamma, beta, mean, variance = bn.get_weights()
+    beta[[0, 2, 5, 6, 7]] = [0.4, -3.0, 0.7, 1.1, 0.9]  # Channel 2: relu of a negative shift.
+    mean[[0, 2, 5, 6, 7]] = 0.0
+    bn.set_weights([gamma, beta, mean, variance])
+    (plan,) = shrink_plan(model)
+    assert plan.carrier == 0 and plan.carried == (5, 6, 7)
+    assert plan.removed == (2, 5, 6, 7)
+    assert (
+        "carries the fixed outputs of removed filters [5, 6, 7] into 'conv2'" in (plan.kept_zero[0])
+    )
+    small = shrink(model)
+    assert small.get_layer("conv1").kernel.shape == (3, 3, 2, 4)
+    assert small.get_layer("conv2").kernel.shape == (3, 3, 4, 3)
+    _assert_same_outputs(small, model, (6, 6, 2))
