@@ -280,6 +280,56 @@ def test_save_and_load_mid_admm_continue_identically(tmp_path):
         np.testing.assert_allclose(restored[key], original[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_backup_and_restore_resumes_as_an_uninterrupted_run(tmp_path):
+    spec = tf_admm.Spec(
+        default=tf_admm.Rule(sparsity=0.8), update_unit="step", update_every=3, admm_rounds=3
+    )
+    x, y = _data(_convnet())
+
+    def run(backup_dir, interrupt):
+        keras.utils.clear_session()
+        keras.utils.set_random_seed(3)
+        admm = _compile(tf_admm.admm_wrap(_convnet(), spec))
+        extra = [_Interrupt()] if interrupt else []
+        callbacks = tf_admm.callbacks(backup_dir=backup_dir) + extra
+        kwargs = dict(batch_size=8, epochs=4, shuffle=False, verbose=0)
+        if interrupt:
+            with pytest.raises(KeyboardInterrupt):
+                admm.fit(x, y, callbacks=callbacks, **kwargs)
+            keras.utils.clear_session()
+            keras.utils.set_random_seed(3)
+            admm = _compile(tf_admm.admm_wrap(_convnet(), spec))
+            admm.fit(x, y, callbacks=tf_admm.callbacks(backup_dir=backup_dir), **kwargs)
+        else:
+            admm.fit(x, y, callbacks=callbacks, **kwargs)
+        return _slot_state(admm)
+
+    resumed = run(str(tmp_path / "resumed"), interrupt=True)
+    straight = run(str(tmp_path / "straight"), interrupt=False)
+    # 4 steps per epoch: rounds end at steps 3, 6 and 9; the interruption falls in round 3.
+    assert int(straight["admm_round"]) == 3 and int(straight["admm_phase"]) == 1
+    for key in straight:
+        np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_nonfinite_loss_stops_training_with_the_step():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
+    spec = tf_admm.Spec(default=tf_admm.Rule(sparsity=0.5), update_unit="step")
+    admm = tf_admm.admm_wrap(model, spec)
+    admm.compile(keras.optimizers.SGD(1.0), "mse")
+    x = np.ones((8, 4), "float32")
+    y = np.full((8, 2), np.nan, "float32")
+    with pytest.raises(tf_admm.NonFiniteError, match="loss=nan") as caught:
+        admm.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=tf_admm.callbacks())
+    assert caught.value.step == 1 and caught.value.epoch == 0
+
+
 def test_stripped_model_holds_only_keras_classes_and_loads(tmp_path):
     model = _convnet(sequential=True)
     admm = _compile(tf_admm.admm_wrap(model, tf_admm.Spec(default=tf_admm.Rule(sparsity=0.9))))

@@ -65,6 +65,10 @@ class AdmmUpdate(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        # BackupAndRestore (after this callback) may have restored older counters in its
+        # on_train_begin; between epochs the state is synced, so reading it costs no sync.
+        self._refresh(self.model)
+        self._finished = False
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin = batch
