@@ -62,6 +62,10 @@ def _startup_lines_filtered():
 
 
 with _startup_lines_filtered() if "tensorflow" not in sys.modules else contextlib.nullcontext():
+    # Keras 3 is imported here too, for the Keras 3 adapter (tf_admm.keras3): on the
+    # TensorFlow backend its import loads more of TensorFlow's native libraries, which write
+    # the same lines.
+    import keras as _keras3  # noqa: F401
     import tensorflow as tf
     import tf_keras as keras
 

@@ -9,6 +9,9 @@ the phase machine (:mod:`tf_admm.phases`), the projections and the allocation ar
 See ``docs/keras3.md``.
 """
 
+# First: tf_admm.compat loads TensorFlow and Keras 3 with the lines their native libraries write
+# at start-up filtered (see there); the modules below import keras themselves.
+from tf_admm import compat  # noqa: F401
 from tf_admm.keras3.callback import AdmmUpdate, callbacks
 from tf_admm.keras3.model import AdmmModel, admm_wrap, owns, plan, wrappers
 from tf_admm.keras3.strip import strip

@@ -150,6 +150,7 @@ class AdmmModel(keras.Model):
         return Phase.RETRAIN
 
     def begin_quantization(self) -> None:
+        """Quantization ADMM: not on Keras 3 yet (``admm_wrap`` refuses such a spec)."""
         raise NotImplementedError("Quantization is not available on Keras 3 yet")
 
     def advance(self, unit: Unit) -> dict[str, Any]:

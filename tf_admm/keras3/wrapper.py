@@ -113,6 +113,7 @@ class AdmmWrapper(keras.layers.Wrapper):
         return self._slots
 
     def build(self, input_shape=None):
+        """Builds the wrapped layer, then the ADMM variables of each target weight."""
         if not self.layer.built:
             self.layer.build(input_shape)
         for target in self.targets:
@@ -134,6 +135,7 @@ class AdmmWrapper(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, *args, training=None, **kwargs):
+        """Runs the wrapped layer with ``mask * W`` in place of each compressed weight."""
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         # object.__setattr__ bypasses Keras' attribute tracking, which would otherwise track
@@ -148,6 +150,7 @@ class AdmmWrapper(keras.layers.Wrapper):
                 object.__setattr__(self.layer, slot.attribute, slot.variable)
 
     def compute_output_shape(self, input_shape):
+        """The wrapped layer's output shape."""
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self) -> dict[str, Any]:
