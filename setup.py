@@ -57,6 +57,8 @@ setuptools.setup(
             "pdoc>=14",
             # tools/wheel_check.sh builds the wheel with it.
             "build>=1",
+            # The Keras 3 adapter's tests run on the JAX backend too (CPU wheel).
+            "jax>=0.4.30",
         ],
         "docs": ["pdoc>=14"],
         "bench": ["matplotlib>=3.7"],

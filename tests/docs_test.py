@@ -1,4 +1,4 @@
-"""The code in README.md and docs/guide.md runs as written.
+"""The code in README.md, docs/guide.md and docs/keras3.md runs as written.
 
 Each file's ```python blocks run in order in one namespace (a block may use what an earlier
 block of the same file defined), in a fresh working folder. Other fenced blocks must say what
@@ -13,7 +13,7 @@ import traceback
 import pytest
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_DOCS = ["README.md", "docs/guide.md"]
+_DOCS = ["README.md", "docs/guide.md", "docs/keras3.md"]
 _FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _LANGUAGES = {"python", "bash", "text", "json"}
 

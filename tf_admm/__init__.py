@@ -1,6 +1,8 @@
-"""tf-admm: ADMM weight pruning and quantization for TensorFlow/Keras (tf_keras)."""
+"""tf-admm: ADMM weight pruning and quantization for TensorFlow/Keras (tf_keras and Keras 3)."""
 
-from tf_admm import allocation, planning, projections, report, storage
+# keras3: the Keras 3 adapter. Importing it registers its classes with Keras 3, so that
+# keras.models.load_model reads a wrapped Keras 3 model without custom_objects.
+from tf_admm import allocation, keras3, planning, projections, report, storage
 from tf_admm.compat import keras, tf
 from tf_admm.planning import LayerPlan, Plan, Target, WeightPlan
 from tf_admm.registry import CompressibleLayer
@@ -47,6 +49,7 @@ __all__ = [
     "allocation",
     "callbacks",
     "keras",
+    "keras3",
     "load_model",
     "plan",
     "planning",

@@ -5,7 +5,8 @@ with the legacy Keras 2 package ``tf_keras``. tf-admm builds on ``tf_keras`` so 
 freely between tfmot and tf-admm. Setting ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported
 also makes ``tf.keras`` resolve to ``tf_keras`` for code that still spells it that way.
 
-Every module imports ``keras`` and ``tf`` from here, never directly.
+Every module of the tf_keras adapter imports ``keras`` and ``tf`` from here, never directly; the
+Keras 3 adapter (:mod:`tf_admm.keras3`) imports ``keras`` (Keras 3) itself.
 """
 
 import contextlib
@@ -61,7 +62,22 @@ def _startup_lines_filtered():
 
 
 with _startup_lines_filtered() if "tensorflow" not in sys.modules else contextlib.nullcontext():
+    # Keras 3 is imported here too, for the Keras 3 adapter (tf_admm.keras3): on the
+    # TensorFlow backend its import loads more of TensorFlow's native libraries, which write
+    # the same lines.
+    import keras as _keras3  # noqa: F401
     import tensorflow as tf
     import tf_keras as keras
 
-__all__ = ["keras", "tf"]
+__all__ = ["keras", "keras3_adapter", "tf"]
+
+
+def keras3_adapter(model):
+    """The Keras 3 adapter (:mod:`tf_admm.keras3`) if ``model`` is a Keras 3 model (``import
+    keras``), else None: the public functions pick the adapter from the model they are given."""
+    keras3 = sys.modules.get("keras")
+    if keras3 is None or not isinstance(model, getattr(keras3, "Model", ())):
+        return None
+    from tf_admm import keras3 as adapter
+
+    return adapter

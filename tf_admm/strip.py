@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tf_admm import cloning, subclassed
+from tf_admm import cloning, compat, subclassed
 from tf_admm.compat import keras
 from tf_admm.wrapper import AdmmWrapper
 
@@ -20,8 +20,12 @@ def strip(model: keras.Model) -> keras.Model:
 
     Returns:
       A ``keras.Model`` (or ``keras.Sequential``) without any tf-admm layer; for an ADMM model
-      made from a subclassed model, an instance of the user's class.
+      made from a subclassed model, an instance of the user's class. A Keras 3 ADMM model
+      gives a plain Keras 3 model (:func:`tf_admm.keras3.strip`).
     """
+    adapter = compat.keras3_adapter(model)
+    if adapter is not None:
+        return adapter.strip(model)
     if getattr(model, "subclassed", False):
         return subclassed.strip(model.wrapped_model, _strip_graph)
     if cloning.is_subclassed(model):

@@ -22,7 +22,6 @@ that follows it can save the bad state.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import inspect
 import math
 from typing import Any
@@ -31,9 +30,10 @@ import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import allocation, cloning, planning, projections, registry, subclassed
+from tf_admm import allocation, cloning, compat, phases, planning, projections, registry, subclassed
 from tf_admm.allocation import Allocation
 from tf_admm.compat import keras, tf
+from tf_admm.phases import Phase
 from tf_admm.planning import Target
 from tf_admm.spec import Spec, Unit
 from tf_admm.wrapper import AdmmWrapper
@@ -49,16 +49,6 @@ __all__ = [
     "shared_weights",
     "wrappers",
 ]
-
-
-class Phase(enum.IntEnum):
-    """Where a model is in its compression run."""
-
-    ADMM = 0  # Pruning ADMM.
-    RETRAIN = 1  # Masked retraining after the hard projection.
-    QUANT_ADMM = 2  # ADMM onto the quantization levels.
-    QUANT_LOCK = 3  # Iterative quantization: part of the weights locked, the rest retrains.
-    QUANT_RETRAIN = 4  # Everything locked; k-means centroids may train.
 
 
 def wrappers(model: keras.Model) -> list[AdmmWrapper]:
@@ -235,6 +225,9 @@ def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
     Raises:
       ValueError: as :func:`admm_wrap` does, when the spec does not fit the model.
     """
+    adapter = compat.keras3_adapter(model)
+    if adapter is not None:
+        return adapter.plan(model, spec)
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
@@ -356,16 +349,22 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     Args:
       model: a built Sequential or Functional ``tf_keras`` model (nested models allowed), or
         a built (called) subclassed ``keras.Model``: its layers are found through Keras' layer
-        tracking and wrapped in a copy (see ``docs/guide.md``, "Subclassed models").
+        tracking and wrapped in a copy (see ``docs/guide.md``, "Subclassed models"). Or a
+        Sequential or Functional Keras 3 model (``import keras``, any backend): the Keras 3
+        adapter wraps it (pruning only for now; see ``docs/keras3.md``).
       spec: a :class:`~tf_admm.Spec` or its dict form.
 
     Returns:
-      An :class:`AdmmModel` with the same weights, ready to compile and fit.
+      An :class:`AdmmModel` with the same weights, ready to compile and fit (for a Keras 3
+      model, a :class:`tf_admm.keras3.AdmmModel`).
 
     Raises:
       ValueError: naming the rule, layer and field, when the spec does not fit the model; for
         a subclassed model also when its call() creates layers or bypasses a wrapped layer.
     """
+    adapter = compat.keras3_adapter(model)
+    if adapter is not None:
+        return adapter.admm_wrap(model, spec)
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
@@ -618,65 +617,10 @@ class AdmmModel(keras.Model):
     def advance(self, unit: Unit) -> dict[str, Any]:
         """Runs the Z/U update or phase change that is due after one more ``unit``.
 
-        Returns a dict describing what happened (empty if nothing was due).
+        Returns a dict describing what happened (empty if nothing was due); see
+        :func:`tf_admm.phases.advance`.
         """
-        phase = self.phase
-        if unit is not self.spec.update_unit:
-            return {}
-        done = int(self.admm_round.numpy())
-        last_stage = self.spec.stage_at(done) == len(self.spec.prune_stages) - 1
-        if phase is self.final_phase and (self.spec.quantizes or last_stage):
-            return {}
-        elapsed = int((self.admm_step if unit is Unit.STEP else self.admm_epoch).numpy())
-        if elapsed < (done + 1) * self.spec.update_every:
-            return {}
-        round_ = done + 1
-        self.admm_round.assign(round_)
-        bounds = self.spec.phase_boundaries()
-        schedule = self.spec.rho
-        event: dict[str, Any] = {"round": round_, "phase": phase.name}
-        stages, starts = self.spec.prune_stages, self.spec.stage_starts()
-        stage = self.spec.stage_at(done)
-        if phase is Phase.ADMM:
-            index = done - starts[stage]
-            # Each weight follows the schedule from its own initial rho, capped at its maximum.
-            for wrapper in self._wrappers:
-                wrapper.admm_update(
-                    stages[stage], rho=lambda initial: schedule(index + 1, initial=initial)
-                )
-            if round_ >= starts[stage] + self.spec.admm_rounds:
-                for wrapper in self._wrappers:
-                    wrapper.hard_project(stages[stage])
-                self.admm_phase.assign(int(Phase.RETRAIN))
-                event["next"] = "hard projection, masked retraining"
-                if len(stages) > 1:
-                    event["stage"] = f"{stage + 1}/{len(stages)}"
-                phase = Phase.RETRAIN
-        if phase is Phase.RETRAIN and stage + 1 < len(stages) and round_ >= starts[stage + 1]:
-            for wrapper in self._wrappers:
-                wrapper.begin_stage(stages[stage + 1])
-            self.admm_phase.assign(int(Phase.ADMM))
-            event["next"] = f"pruning stage {stage + 2}/{len(stages)}: ADMM"
-        elif phase is Phase.RETRAIN and self.spec.quantizes and round_ >= bounds["quant_start"]:
-            self.begin_quantization()
-            event["next"] = "quantization ADMM"
-        elif phase is Phase.QUANT_ADMM:
-            index = round_ - bounds["quant_start"]
-            for wrapper in self._wrappers:
-                wrapper.quant_update(rho=lambda initial: schedule(index, initial=initial))
-            if round_ >= bounds["quant_admm"]:
-                phase = Phase.QUANT_LOCK
-                self.admm_phase.assign(int(phase))
-        if phase is Phase.QUANT_LOCK:
-            step = round_ - bounds["quant_admm"]
-            fraction = self.spec.quant_fractions[step]
-            for wrapper in self._wrappers:
-                wrapper.quant_lock(fraction, first=step == 0)
-            event["locked"] = fraction
-            if step + 1 >= len(self.spec.quant_fractions):
-                self.admm_phase.assign(int(Phase.QUANT_RETRAIN))
-                event["next"] = "all weights on levels; training shared values"
-        return event
+        return phases.advance(self, unit)
 
     def get_config(self) -> dict[str, Any]:
         # The wrapped subclassed model serializes as the user's class; where its wrappers are
@@ -926,15 +870,17 @@ def callbacks(
       **tensorboard_kwargs: passed to ``keras.callbacks.TensorBoard``.
 
     Returns:
-      A list to pass as (or extend) ``fit(callbacks=...)``.
+      A list to pass as (or extend) ``fit(callbacks=...)``; a Keras 3 ``AdmmModel.fit`` runs
+      the Keras 3 twins of these callbacks (``tf_admm.keras3.callbacks``).
     """
     result: list[keras.callbacks.Callback] = [AdmmUpdate()]
+    # keras3_twin: what a Keras 3 AdmmModel.fit runs instead (tf_admm.keras3.callbacks).
     if log_dir is not None:
-        result.append(keras.callbacks.TensorBoard(log_dir=log_dir, **tensorboard_kwargs))
+        board = keras.callbacks.TensorBoard(log_dir=log_dir, **tensorboard_kwargs)
+        board.keras3_twin = ("TensorBoard", dict(log_dir=log_dir, **tensorboard_kwargs))
+        result.append(board)
     if backup_dir is not None:
-        result.append(
-            keras.callbacks.BackupAndRestore(
-                backup_dir, save_freq=backup_freq, delete_checkpoint=delete_backup
-            )
-        )
+        backup = dict(save_freq=backup_freq, delete_checkpoint=delete_backup)
+        result.append(keras.callbacks.BackupAndRestore(backup_dir, **backup))
+        result[-1].keras3_twin = ("BackupAndRestore", dict(backup_dir=backup_dir, **backup))
     return result

@@ -32,8 +32,10 @@ from tf_admm.projections.levels import (
 from tf_admm.projections.sparsity import (
     keep_count,
     project_top_k,
+    project_top_k_numpy,
     stage_keep_count,
     top_k_mask,
+    top_k_mask_numpy,
 )
 from tf_admm.projections.structured import (
     Layout,
@@ -74,9 +76,11 @@ __all__ = [
     "power_of_two_levels",
     "project_to_levels",
     "project_top_k",
+    "project_top_k_numpy",
     "stage_keep_count",
     "relative_error",
     "top_k_mask",
+    "top_k_mask_numpy",
     "uniform_levels",
     "update_centroids",
     "Layout",

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -98,3 +99,39 @@ def project_top_k(x: tf.Tensor, k: int) -> tf.Tensor:
       The projection, of ``x``'s shape and dtype.
     """
     return x * top_k_mask(x, k)
+
+
+def top_k_mask_numpy(x: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_k_mask` on host values: NumPy in, NumPy out, the same entries kept.
+
+    For Keras adapters whose backend is not TensorFlow (Keras 3 on JAX), which run their Z-step
+    on host copies of the weights between training steps.
+
+    Args:
+      x: an array of any shape.
+      k: number of entries to keep, 0 <= k <= size of ``x``.
+
+    Returns:
+      An array of ``x``'s shape and dtype holding exactly ``k`` ones.
+    """
+    x = np.asarray(x)
+    flat = np.abs(x).reshape(-1)
+    if not 0 <= k <= flat.size:
+        raise ValueError(f"Expected k in [0, {flat.size}]; received: k={k}")
+    # A stable sort of the negated magnitudes puts the lower index first among equal ones, as
+    # tf.math.top_k does.
+    kept = np.argsort(-flat, kind="stable")[:k]
+    mask = np.zeros(flat.size, dtype=x.dtype)
+    mask[kept] = 1
+    return mask.reshape(x.shape)
+
+
+def project_top_k_numpy(x: np.ndarray, k: int) -> np.ndarray:
+    """:func:`project_top_k` on host values: ``argmin_{z : ||z||_0 <= k} ||z - x||_2^2``.
+
+    Example:
+      >>> project_top_k_numpy(np.array([0.5, -2.0, 1.0, 0.1]), 2)
+      array([ 0., -2.,  1.,  0.])
+    """
+    x = np.asarray(x)
+    return x * top_k_mask_numpy(x, k)

@@ -94,3 +94,21 @@ def test_stage_keep_count_examples_and_bounds():
     for bad in [(10, 0, 0.5), (10, 11, 0.5), (10, 5, 0.0), (10, 5, 1.5)]:
         with pytest.raises(ValueError, match="Expected"):
             sparsity.stage_keep_count(*bad)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("k", [0, 1, 5])
+def test_numpy_top_k_keeps_the_same_entries_as_tensorflow(shape, k):
+    rng = np.random.default_rng(k)
+    # Rounded to one decimal so that equal magnitudes (ties) occur.
+    x = np.round(rng.normal(size=shape), 1).astype(np.float32)
+    x[..., 0] = -x[..., -1]
+    np.testing.assert_array_equal(sparsity.top_k_mask_numpy(x, k), top_k_mask(x, k).numpy())
+    np.testing.assert_array_equal(
+        sparsity.project_top_k_numpy(x, k), project_top_k(tf.constant(x), k).numpy()
+    )
+
+
+def test_numpy_top_k_rejects_k_out_of_range():
+    with pytest.raises(ValueError, match="Expected k in"):
+        sparsity.top_k_mask_numpy(np.ones(3), 4)

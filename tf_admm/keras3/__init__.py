@@ -1,0 +1,30 @@
+"""The Keras 3 adapter: ADMM pruning for ``import keras`` models on TensorFlow and JAX.
+
+The public functions :func:`tf_admm.admm_wrap`, :func:`tf_admm.strip` and :func:`tf_admm.plan`
+hand a Keras 3 model to this package (and ``AdmmModel.fit`` takes :func:`tf_admm.callbacks`'
+list); it holds only what differs from the tf_keras adapter: the wrapper (masked weight through
+``keras.ops``), the model (penalty in ``compute_loss``), the callback (updates where the JAX
+state is synced), the layer registry and strip. Spec resolution (:mod:`tf_admm.resolution`),
+the phase machine (:mod:`tf_admm.phases`), the projections and the allocation are shared.
+See ``docs/keras3.md``.
+"""
+
+# First: tf_admm.compat loads TensorFlow and Keras 3 with the lines their native libraries write
+# at start-up filtered (see there); the modules below import keras themselves.
+from tf_admm import compat  # noqa: F401
+from tf_admm.keras3.callback import AdmmUpdate, callbacks
+from tf_admm.keras3.model import AdmmModel, admm_wrap, owns, plan, wrappers
+from tf_admm.keras3.strip import strip
+from tf_admm.keras3.wrapper import AdmmWrapper
+
+__all__ = [
+    "AdmmModel",
+    "AdmmUpdate",
+    "AdmmWrapper",
+    "admm_wrap",
+    "callbacks",
+    "owns",
+    "plan",
+    "strip",
+    "wrappers",
+]

@@ -1,0 +1,222 @@
+"""The Keras 3 ADMM model: penalty in ``compute_loss``, counters as model variables.
+
+``admm_wrap`` clones the user's Sequential or Functional Keras 3 model with
+``keras.models.clone_model``, putting each targeted layer in an
+:class:`~tf_admm.keras3.wrapper.AdmmWrapper`, and returns an :class:`AdmmModel` over the
+clone's graph. The penalty ``sum_i rho_i / 2 * ||mask_i * W_i - Z_i + U_i||^2`` enters the loss
+in :meth:`AdmmModel.compute_loss`, which every Keras 3 trainer (TensorFlow, JAX, PyTorch) calls
+inside its differentiated function with the current variable values (on JAX through the
+stateless scope of ``stateless_compute_loss``): one override instead of a ``train_step`` per
+backend. The phase machine is :func:`tf_admm.phases.advance`, shared with the tf_keras adapter,
+run between steps by :class:`~tf_admm.keras3.callback.AdmmUpdate`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import keras
+from keras import ops
+
+from tf_admm import phases, planning, resolution
+from tf_admm.keras3 import registry
+from tf_admm.keras3.wrapper import AdmmWrapper
+from tf_admm.phases import Phase
+from tf_admm.spec import Spec, Unit
+
+__all__ = ["AdmmModel", "admm_wrap", "owns", "plan", "wrappers"]
+
+
+def owns(model) -> bool:
+    """Whether ``model`` is a Keras 3 model (``import keras``), not a tf_keras one."""
+    return isinstance(model, keras.Model)
+
+
+def wrappers(model: keras.Model) -> list[AdmmWrapper]:
+    """Every ADMM wrapper in ``model``, nested models included, in layer order."""
+    return [la for la in registry.leaf_layers(model) if isinstance(la, AdmmWrapper)]
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"Expected a Keras 3 Model; received: model of type "
+            f"{type(model).__module__}.{type(model).__name__}"
+        )
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            raise ValueError(
+                f"Model '{model.name}': Expected a model with a known input shape; received a "
+                "Sequential model that is not built. Start it with keras.Input(shape=...)"
+            )
+        return
+    if not hasattr(model, "_run_through_graph"):
+        raise ValueError(
+            f"Model '{model.name}' ({type(model).__name__}): Expected a Sequential or Functional "
+            "Keras 3 model; subclassed Keras 3 models are not supported yet (docs/keras3.md)"
+        )
+
+
+def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
+    """What :func:`admm_wrap` would compress in a Keras 3 model (see :func:`tf_admm.plan`)."""
+    if not isinstance(spec, Spec):
+        spec = Spec.from_dict(spec)
+    _check_model(model)
+    return resolution.resolve(model, spec, registry.ACCESS)[2]
+
+
+def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    return layer.__class__.from_config(layer.get_config())
+
+
+def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
+    """An ADMM-trainable copy of a Keras 3 model; ``model`` itself is left untouched.
+
+    Called by :func:`tf_admm.admm_wrap` for Keras 3 models; see there.
+    """
+    if not isinstance(spec, Spec):
+        spec = Spec.from_dict(spec)
+    _check_model(model)
+    if spec.quantizes:
+        raise ValueError(
+            "Spec: Expected pruning rules only for a Keras 3 model; quantization (bits, "
+            "clusters) is not available on Keras 3 yet (docs/keras3.md)"
+        )
+    targets, spec, readable = resolution.resolve(model, spec, registry.ACCESS)
+    resolution.log(readable)
+    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
+
+    def wrap(layer):
+        copy = _copy(layer)
+        new = AdmmWrapper(copy, targets[id(layer)]) if id(layer) in targets else copy
+        pairs.append((layer, new))
+        return new
+
+    clone = keras.models.clone_model(model, clone_function=wrap, recursive=True)
+    for old, new in pairs:
+        if isinstance(new, AdmmWrapper):
+            new.layer.set_weights(old.get_weights())
+            new.initialize(spec.prune_stages[0])
+        else:
+            new.set_weights(old.get_weights())
+    return AdmmModel(
+        inputs=clone.inputs,
+        outputs=clone.outputs,
+        name=model.name,
+        spec=spec,
+        from_sequential=isinstance(model, keras.Sequential),
+    )
+
+
+@keras.saving.register_keras_serializable(package="tf_admm")
+class AdmmModel(keras.Model):
+    """A Keras 3 functional model trained with ADMM. Build it with :func:`tf_admm.admm_wrap`."""
+
+    def __init__(
+        self,
+        *args,
+        spec: Spec | dict[str, Any] | None = None,
+        from_sequential: bool = False,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if spec is None:
+            raise ValueError("AdmmModel: Expected spec; received: spec=None (use admm_wrap)")
+        self.spec = spec if isinstance(spec, Spec) else Spec.from_dict(spec)
+        # Remembered so that strip() gives back a Sequential model for a Sequential one.
+        self.from_sequential = bool(from_sequential)
+        # int32: JAX has no int64 unless x64 is enabled.
+        state = dict(shape=(), dtype="int32", initializer="zeros", trainable=False)
+        self.admm_step = self.add_weight(name="admm_step", **state)
+        self.admm_epoch = self.add_weight(name="admm_epoch", **state)
+        self.admm_round = self.add_weight(name="admm_round", **state)
+        self.admm_phase = self.add_weight(name="admm_phase", **state)
+        self.penalty_tracker = keras.metrics.Mean(name="admm_penalty")
+
+    @property
+    def admm_wrappers(self) -> list[AdmmWrapper]:
+        """The model's ADMM wrappers, in layer order (a new list each time)."""
+        return wrappers(self)
+
+    @property
+    def phase(self) -> Phase:
+        """The :class:`~tf_admm.Phase` the model is in (read between steps)."""
+        return Phase(phases.read(self.admm_phase))
+
+    @property
+    def final_phase(self) -> Phase:
+        """The open-ended last phase of this model's spec."""
+        return Phase.RETRAIN
+
+    def begin_quantization(self) -> None:
+        """Quantization ADMM: not on Keras 3 yet (``admm_wrap`` refuses such a spec)."""
+        raise NotImplementedError("Quantization is not available on Keras 3 yet")
+
+    def advance(self, unit: Unit) -> dict[str, Any]:
+        """Runs the Z/U update or phase change due after one more ``unit`` (between steps, with
+        the backend's state synced); see :func:`tf_admm.phases.advance`."""
+        return phases.advance(self, unit)
+
+    def admm_penalty(self):
+        """sum_i rho_i / 2 ||mask_i * W_i - Z_i + U_i||^2 in the ADMM phase, else 0."""
+        active = ops.cast(ops.equal(self.admm_phase, int(Phase.ADMM)), "float32")
+        terms = [wrapper.penalty() for wrapper in self.admm_wrappers]
+        return active * ops.sum(ops.stack(terms))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if not training:
+            return loss
+        penalty = self.admm_penalty()
+        self.admm_step.assign_add(1)
+        self.penalty_tracker.update_state(penalty)
+        # The reported training loss includes the penalty that is being minimised.
+        return loss + ops.cast(penalty, loss.dtype)
+
+    def admm_logs(self) -> dict[str, float]:
+        """Residuals, rho, round, phase and per-layer sparsity, as of now (between steps)."""
+        parts = [w.residual_parts() for w in self.admm_wrappers]
+        gap, size = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        slots = [s for w in self.admm_wrappers for s in w.slots]
+        logs = {
+            "primal_residual": (gap / max(size, 1e-30)) ** 0.5,
+            "dual_residual": sum(float(ops.convert_to_numpy(s.dual_residual)) for s in slots),
+            "rho": max(float(ops.convert_to_numpy(s.rho)) for s in slots),
+            "admm_round": phases.read(self.admm_round),
+            "admm_phase": phases.read(self.admm_phase),
+        }
+        for wrapper in self.admm_wrappers:
+            logs[f"{wrapper.layer.name}_sparsity"] = wrapper.sparsity()
+        return logs
+
+    def fit(self, *args, **kwargs):
+        from tf_admm.keras3 import callback as callbacks_module
+
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        given = bound.arguments.get("callbacks") or []
+        if not isinstance(given, (list, tuple)):
+            given = [given]
+        given = [callbacks_module.for_keras3(c) for c in given]
+        bound.arguments["callbacks"] = given
+        updates = [i for i, c in enumerate(given) if isinstance(c, callbacks_module.AdmmUpdate)]
+        if not updates:
+            raise ValueError(
+                f"Model '{self.name}': Expected the ADMM update callback among the callbacks; "
+                "received none. Add it: model.fit(..., callbacks=tf_admm.callbacks())"
+            )
+        for index, callback in enumerate(given[: updates[0]]):
+            if isinstance(callback, callbacks_module.CHECKPOINTING):
+                raise ValueError(
+                    f"Model '{self.name}': Expected checkpointing callbacks after the ADMM update "
+                    f"callback; received: callbacks[{index}]={type(callback).__name__} before "
+                    f"callbacks[{updates[0]}]=AdmmUpdate. Put it after, or let "
+                    "tf_admm.callbacks(backup_dir=...) order them"
+                )
+        return super().fit(*bound.args[1:], **bound.kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["spec"] = self.spec.to_dict()
+        config["from_sequential"] = self.from_sequential
+        return config

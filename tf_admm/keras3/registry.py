@@ -1,0 +1,149 @@
+"""Which weights of a Keras 3 layer ADMM may compress, and where the layer reads them.
+
+A weight is named by its Keras 3 variable name within the layer (``"kernel"``; the tf_keras
+adapter's :mod:`tf_admm.registry` names attribute paths). Keras 3 layers keep a variable in an
+attribute that is not always its name (``Dense`` keeps ``kernel`` in ``_kernel`` behind a
+property that adds LoRA), so :func:`resolve` looks for the attribute that holds the variable
+itself: that is where the wrapper hands the layer the masked weight while it runs.
+
+Registered today: ``Dense``, ``Conv1D``, ``Conv2D``, ``DepthwiseConv1D`` and
+``DepthwiseConv2D`` (a subclass inherits its base's entry). Any other layer's variables can be
+chosen by a rule's ``weights``, by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+
+__all__ = ["ACCESS", "compressible_weights", "find", "leaf_layers", "resolve", "supports"]
+
+_layers = keras.layers
+
+# Looked up along the class's MRO, most derived first.
+_REGISTRY: dict[type, tuple[str, ...]] = {
+    _layers.Dense: ("kernel",),
+    _layers.Conv1D: ("kernel",),
+    _layers.Conv2D: ("kernel",),
+    _layers.DepthwiseConv1D: ("kernel",),
+    _layers.DepthwiseConv2D: ("kernel",),
+}
+
+
+def _registered(layer) -> tuple[str, ...] | None:
+    for cls in type(layer).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return None
+
+
+def _own_variables(layer) -> dict[str, keras.Variable]:
+    """The layer's own variables (not those of layers inside it), by name."""
+    found: dict[str, keras.Variable] = {}
+    for variable in layer._trainable_variables + layer._non_trainable_variables:
+        found.setdefault(variable.name, variable)
+    return found
+
+
+def supports(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` is of a registered type (or a subclass of one)."""
+    return _registered(layer) is not None
+
+
+def compressible_weights(layer: keras.layers.Layer) -> tuple[str, ...]:
+    """Names of the weights ADMM compresses by default in a built layer.
+
+    Raises:
+      ValueError: naming the layer, if it offers none.
+    """
+    names = _registered(layer)
+    if names is None:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) has no compressible weights: "
+            f"Expected one of {sorted(t.__name__ for t in _REGISTRY)} or a subclass of one; "
+            "or name its variables with a rule's weights"
+        )
+    for name in names:
+        resolve(layer, name)
+    return names
+
+
+def find(layer: keras.layers.Layer, weight) -> str:
+    """The name of ``weight``: a variable name of the layer, its path (``"dense/kernel"``) or
+    the variable itself.
+
+    Raises:
+      ValueError: naming the layer and its variables, if nothing matches.
+    """
+    own = _own_variables(layer)
+    for name, variable in own.items():
+        if weight is variable or weight in (name, variable.path):
+            return name
+    raise ValueError(
+        f"Layer '{layer.name}' ({type(layer).__name__}): Expected a weight among its "
+        f"variables {sorted(own)}; received: weight={weight!r}"
+    )
+
+
+def resolve(layer: keras.layers.Layer, name: str) -> tuple[keras.Variable, str]:
+    """``(variable, attribute)``: the layer's variable called ``name`` and the attribute of the
+    layer that holds it (where the wrapper substitutes the masked weight).
+
+    Raises:
+      ValueError: if the layer has no such variable, or reads it through no attribute.
+    """
+    variable = _own_variables(layer).get(name)
+    if variable is None:
+        find(layer, name)  # Raises, listing the layer's variables.
+    for attribute, value in vars(layer).items():
+        if value is variable:
+            return variable, attribute
+    raise ValueError(
+        f"Layer '{layer.name}' ({type(layer).__name__}), weight '{name}': Expected the layer to "
+        "hold the variable in an attribute that its call() reads; found none"
+    )
+
+
+def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of ``model``, nested Sequential and Functional models flattened."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
+class _Access:
+    """:class:`tf_admm.resolution.LayerAccess` for Keras 3 models."""
+
+    leaf_layers = staticmethod(leaf_layers)
+    supports = staticmethod(supports)
+    compressible_weights = staticmethod(compressible_weights)
+    find = staticmethod(find)
+
+    @staticmethod
+    def is_wrapped(layer) -> bool:
+        from tf_admm.keras3.wrapper import AdmmWrapper
+
+        return isinstance(layer, AdmmWrapper)
+
+    @staticmethod
+    def shape(layer, name: str) -> tuple[int, ...]:
+        return tuple(resolve(layer, name)[0].shape)
+
+    @staticmethod
+    def values(layer, name: str) -> np.ndarray:
+        return keras.ops.convert_to_numpy(resolve(layer, name)[0])
+
+    @staticmethod
+    def untouched(layer) -> tuple[str, ...]:
+        return tuple(
+            f"{name} {'x'.join(str(d) for d in variable.shape)}"
+            for name, variable in _own_variables(layer).items()
+            if variable.trainable and len(variable.shape) >= 2
+        )
+
+
+ACCESS = _Access()

@@ -1,0 +1,109 @@
+"""The phase machine of a compression run, written once for every Keras adapter.
+
+An ADMM model (the tf_keras :class:`tf_admm.AdmmModel` or the Keras 3
+:class:`tf_admm.keras3.AdmmModel`) keeps its progress in four integer variables: ``admm_step``,
+``admm_epoch``, ``admm_round`` and ``admm_phase``. :func:`advance` reads them, decides which
+Z/U update or phase change is due after one more step or epoch, asks the model's wrappers to
+run it and writes the counters back. It knows nothing about Keras: the variables are read with
+``numpy()`` and written with ``assign``, which both Keras generations offer, and the
+wrappers are asked through their transition methods (``admm_update``, ``hard_project``,
+``begin_stage``, ``quant_update``, ``quant_lock``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from tf_admm.spec import Unit
+
+__all__ = ["Phase", "advance"]
+
+
+class Phase(enum.IntEnum):
+    """Where a model is in its compression run."""
+
+    ADMM = 0  # Pruning ADMM.
+    RETRAIN = 1  # Masked retraining after the hard projection.
+    QUANT_ADMM = 2  # ADMM onto the quantization levels.
+    QUANT_LOCK = 3  # Iterative quantization: part of the weights locked, the rest retrains.
+    QUANT_RETRAIN = 4  # Everything locked; k-means centroids may train.
+
+
+def read(variable) -> int:
+    """The value of an integer counter variable (tf.Variable, a tf.distribute variable or a
+    Keras 3 Variable: all of them have ``numpy()``)."""
+    return int(variable.numpy())
+
+
+def advance(model, unit: Unit) -> dict[str, Any]:
+    """Runs the Z/U update or phase change of ``model`` that is due after one more ``unit``.
+
+    Args:
+      model: an ADMM model: ``spec``, ``admm_wrappers``, ``final_phase``,
+        ``begin_quantization()`` and the counters ``admm_step``, ``admm_epoch``,
+        ``admm_round`` and ``admm_phase``.
+      unit: the unit that just ended (a step or an epoch).
+
+    Returns:
+      A dict describing what happened (empty if nothing was due).
+    """
+    spec = model.spec
+    phase = Phase(read(model.admm_phase))
+    if unit is not spec.update_unit:
+        return {}
+    done = read(model.admm_round)
+    last_stage = spec.stage_at(done) == len(spec.prune_stages) - 1
+    if phase is model.final_phase and (spec.quantizes or last_stage):
+        return {}
+    elapsed = read(model.admm_step if unit is Unit.STEP else model.admm_epoch)
+    if elapsed < (done + 1) * spec.update_every:
+        return {}
+    wrappers = model.admm_wrappers
+    round_ = done + 1
+    model.admm_round.assign(round_)
+    bounds = spec.phase_boundaries()
+    schedule = spec.rho
+    event: dict[str, Any] = {"round": round_, "phase": phase.name}
+    stages, starts = spec.prune_stages, spec.stage_starts()
+    stage = spec.stage_at(done)
+    if phase is Phase.ADMM:
+        index = done - starts[stage]
+        # Each weight follows the schedule from its own initial rho, capped at its maximum.
+        for wrapper in wrappers:
+            wrapper.admm_update(
+                stages[stage], rho=lambda initial: schedule(index + 1, initial=initial)
+            )
+        if round_ >= starts[stage] + spec.admm_rounds:
+            for wrapper in wrappers:
+                wrapper.hard_project(stages[stage])
+            model.admm_phase.assign(int(Phase.RETRAIN))
+            event["next"] = "hard projection, masked retraining"
+            if len(stages) > 1:
+                event["stage"] = f"{stage + 1}/{len(stages)}"
+            phase = Phase.RETRAIN
+    if phase is Phase.RETRAIN and stage + 1 < len(stages) and round_ >= starts[stage + 1]:
+        for wrapper in wrappers:
+            wrapper.begin_stage(stages[stage + 1])
+        model.admm_phase.assign(int(Phase.ADMM))
+        event["next"] = f"pruning stage {stage + 2}/{len(stages)}: ADMM"
+    elif phase is Phase.RETRAIN and spec.quantizes and round_ >= bounds["quant_start"]:
+        model.begin_quantization()
+        event["next"] = "quantization ADMM"
+    elif phase is Phase.QUANT_ADMM:
+        index = round_ - bounds["quant_start"]
+        for wrapper in wrappers:
+            wrapper.quant_update(rho=lambda initial: schedule(index, initial=initial))
+        if round_ >= bounds["quant_admm"]:
+            phase = Phase.QUANT_LOCK
+            model.admm_phase.assign(int(phase))
+    if phase is Phase.QUANT_LOCK:
+        step = round_ - bounds["quant_admm"]
+        fraction = spec.quant_fractions[step]
+        for wrapper in wrappers:
+            wrapper.quant_lock(fraction, first=step == 0)
+        event["locked"] = fraction
+        if step + 1 >= len(spec.quant_fractions):
+            model.admm_phase.assign(int(Phase.QUANT_RETRAIN))
+            event["next"] = "all weights on levels; training shared values"
+    return event
