@@ -43,7 +43,10 @@ from tflite_export.inputs import (
     MAX_REPRESENTATIVE_SAMPLES,
     check_model,
     check_path,
+    input_names,
+    is_keras3,
     keras_outputs,
+    output_names,
     prepare_inputs,
 )
 from tflite_export.integer import OutputChecker
@@ -105,7 +108,11 @@ def export(
     Args:
       model: a plain (stripped) ``tf_keras`` model: functional, Sequential with an input
         shape, or subclassed and built (called on a batch, or ``model.build(input_shape)``;
-        its file's inputs are then named ``input``, ``input_<i>`` or by dict key).
+        its file's inputs are then named ``input``, ``input_<i>`` or by dict key). Or a
+        plain Keras 3 model (``import keras``; e.g. from :func:`tf_admm.strip`), functional or
+        Sequential with known inputs, on the TensorFlow backend (a model trained on another
+        backend is saved as ``.keras`` and loaded in a TensorFlow-backend process); Keras 3
+        models export to float32 LiteRT only (target ``"litert"``, float32 activations).
       path: where to write the file.
       target: a :class:`Target`: ``"litert"`` (LiteRT), ``"tflm"`` (TFLite Micro, float32
         model, LUT weights) or ``"tflm_int8"`` (TFLite Micro, full-integer model with int8
@@ -154,7 +161,8 @@ def export(
       Keras weights left as the converter wrote them and why (``skipped_weights``).
 
     Raises:
-      ExportError: for a wrapped (unstripped) model, a model whose inputs are unknown, an
+      ExportError: for a wrapped (unstripped) model, a model whose inputs are unknown, a Keras
+        3 model on a backend other than TensorFlow or for an int8 or TFLite Micro file, an
         unwritable path, an unknown target or encoding, or a requested encoding that does not
         apply to a weight;
         :class:`~tflite_export.conversion.ConversionError` when the converter cannot lower the
@@ -175,6 +183,14 @@ def export(
     )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ExportError(f"Expected batch_size >= 1; received: batch_size={batch_size!r}")
+    if is_keras3(model) and (target.micro or integer):
+        kind = "TFLite Micro" if target.micro else "full-integer (int8 activations)"
+        raise ExportError(
+            f"Expected target 'litert' with float32 activations for a Keras 3 model (Keras 3 "
+            f"models export float-only for now); received: target={target.value!r}, a {kind} "
+            f"file (export the tf_keras model for it, or pass activations='float32' to use "
+            f"representative_data for verification only)"
+        )
     if target.micro:
         plugin = TflmPlugin(target is Target.TFLM_INT8, tolerance)
     elif integer:
@@ -297,7 +313,7 @@ def verify_file(
         raise VerificationError(f"Expected a LiteRT file; received: {error}") from None
     if is_full_integer(parsed) or isinstance(tolerance, verify.Int8Tolerance):
         checker = OutputChecker(
-            data, inputs, expected, tolerance, list(model.input_names), list(model.output_names)
+            data, inputs, expected, tolerance, input_names(model), output_names(model)
         )
         checks = checker.check(data)
     else:
@@ -306,8 +322,8 @@ def verify_file(
             inputs,
             expected,
             tolerance=1e-4 if tolerance is None else tolerance,
-            input_names=list(model.input_names),
-            output_names=list(model.output_names),
+            input_names=input_names(model),
+            output_names=output_names(model),
         )
     if not all(c.passed for c in checks):
         LITERT_WORDING.fail("the file", checks)

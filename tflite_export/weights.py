@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tf_admm.compat import keras
+from tf_admm.compat import keras, keras3
 from tflite_export import flatbuffer
 from tflite_export.layouts import Layout, find_layouts
 
@@ -168,7 +168,7 @@ def keras_layers(model: keras.Model) -> list[keras.layers.Layer]:
     found = []
 
     def walk(layer):
-        if isinstance(layer, keras.Model):
+        if isinstance(layer, (keras.Model, keras3.Model)):
             for inner in layer.layers:
                 walk(inner)
         else:
@@ -184,14 +184,16 @@ def _weight_name(layer: keras.layers.Layer, variable) -> str:
     for attribute, value in vars(layer).items():
         if value is variable and not attribute.startswith("_"):
             return attribute
-    segments = variable.name.split(":")[0].split("/")
+    # A Keras 3 variable's name is its attribute's ("kernel"); its path has the layer scopes.
+    name = variable.path if isinstance(variable, keras3.Variable) else variable.name
+    segments = name.split(":")[0].split("/")
     if layer.name in segments[:-1]:
         segments = segments[len(segments) - 1 - segments[::-1].index(layer.name) :]
     segments = segments[1:] or segments
     cells = {
         inner.cell.name
         for inner in layer._flatten_layers()
-        if isinstance(getattr(inner, "cell", None), keras.layers.Layer)
+        if isinstance(getattr(inner, "cell", None), (keras.layers.Layer, keras3.layers.Layer))
     }
     inner = [s for s in segments[:-1] if s not in cells]
     return "/".join([*inner, segments[-1]])
