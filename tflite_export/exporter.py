@@ -1,8 +1,9 @@
 """``export``: a stripped tf_admm model to a verified, compactly encoded ``.tflite`` file.
 
 1. Check the arguments: the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``; a
-   subclassed model is called on ``keras.Input`` tensors of its known signature,
-   :mod:`tflite_export.inputs`), the path and the options of the target.
+   subclassed model is called on ``keras.Input`` tensors of its known signature; or a plain
+   Keras 3 model on the TensorFlow backend, :mod:`tflite_export.inputs`), the path and the
+   options of the target.
 2. Run the export pipeline (:func:`tflite_export.pipeline.run`) with the target's plug-in:
    :mod:`tflite_export.float_target` (LiteRT, float32 activations: no representative data, or
    ``activations="float32"``), :mod:`tflite_export.integer_target` (LiteRT, full-integer: int8
@@ -44,7 +45,6 @@ from tflite_export.inputs import (
     check_model,
     check_path,
     input_names,
-    is_keras3,
     keras_outputs,
     output_names,
     prepare_inputs,
@@ -111,8 +111,7 @@ def export(
         its file's inputs are then named ``input``, ``input_<i>`` or by dict key). Or a
         plain Keras 3 model (``import keras``; e.g. from :func:`tf_admm.strip`), functional or
         Sequential with known inputs, on the TensorFlow backend (a model trained on another
-        backend is saved as ``.keras`` and loaded in a TensorFlow-backend process); Keras 3
-        models export to float32 LiteRT only (target ``"litert"``, float32 activations).
+        backend is saved as ``.keras`` and loaded in a TensorFlow-backend process).
       path: where to write the file.
       target: a :class:`Target`: ``"litert"`` (LiteRT), ``"tflm"`` (TFLite Micro, float32
         model, LUT weights) or ``"tflm_int8"`` (TFLite Micro, full-integer model with int8
@@ -162,7 +161,7 @@ def export(
 
     Raises:
       ExportError: for a wrapped (unstripped) model, a model whose inputs are unknown, a Keras
-        3 model on a backend other than TensorFlow or for an int8 or TFLite Micro file, an
+        3 model on a backend other than TensorFlow, an
         unwritable path, an unknown target or encoding, or a requested encoding that does not
         apply to a weight;
         :class:`~tflite_export.conversion.ConversionError` when the converter cannot lower the
@@ -183,14 +182,6 @@ def export(
     )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ExportError(f"Expected batch_size >= 1; received: batch_size={batch_size!r}")
-    if is_keras3(model) and (target.micro or integer):
-        kind = "TFLite Micro" if target.micro else "full-integer (int8 activations)"
-        raise ExportError(
-            f"Expected target 'litert' with float32 activations for a Keras 3 model (Keras 3 "
-            f"models export float-only for now); received: target={target.value!r}, a {kind} "
-            f"file (export the tf_keras model for it, or pass activations='float32' to use "
-            f"representative_data for verification only)"
-        )
     if target.micro:
         plugin = TflmPlugin(target is Target.TFLM_INT8, tolerance)
     elif integer:

@@ -170,19 +170,36 @@ def test_model_trained_on_jax_exports_on_tensorflow_and_jax_export_names_the_fix
         np.testing.assert_allclose(outputs, jax_outputs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (
-            {"representative_data": np.zeros((4, 8, 8, 1), np.float32)},
-            r"target 'litert' with float32 activations for a Keras 3 model.*full-integer",
-        ),
-        ({"target": "tflm"}, r"Keras 3 models export float-only.*target='tflm'.*TFLite Micro"),
-    ],
-)
-def test_keras3_int8_and_micro_targets_are_refused_naming_the_target(tmp_path, kwargs, message):
-    with pytest.raises(exporter.ExportError, match=message):
-        exporter.export(_convnet(), str(tmp_path / "m.tflite"), **kwargs)
+# Per target, what a pruned kernel of the small convnet is stored as (the tf_keras choices for
+# these weights): int8 LiteRT keeps dense int8 (sparse int8 indices cost more at this size),
+# TFLite Micro stores the kernels as LUTs of their distinct values.
+_TARGETS = {
+    "litert_int8": ({}, {Encoding.INT8, Encoding.SPARSE_INT8}),
+    "tflm": ({"target": "tflm"}, {Encoding.LUT, Encoding.FLOAT32}),
+    "tflm_int8": ({"target": "tflm_int8"}, {Encoding.LUT, Encoding.INT8}),
+}
+
+
+@pytest.mark.parametrize("target", _TARGETS)
+def test_keras3_model_exports_full_integer_and_tflm_with_exact_zeros(target, tmp_path):
+    kwargs, allowed = _TARGETS[target]
+    if kwargs.get("target", "").startswith("tflm"):
+        pytest.importorskip("tflite_micro", reason="pip install -e '.[tflm]'")
+    plain = _pruned(_convnet())
+    x = np.random.default_rng(2).normal(size=(64, 8, 8, 1)).astype("float32")
+    path = str(tmp_path / f"{target}.tflite")
+    report = exporter.export(plain, path, representative_data=x, **kwargs)
+    nonzeros = {
+        name: int(np.count_nonzero(keras.ops.convert_to_numpy(plain.get_layer(name).kernel)))
+        for name in ("conv", "fc")
+    }
+    assert {w.label: w.nonzeros for w in report.weights} == nonzeros
+    assert {w.encoding for w in report.weights} <= allowed, report.weights
+    assert all(c.passed for c in report.checks)
+    assert report.file_bytes == os.path.getsize(path)
+    if target == "litert_int8":
+        checks = exporter.verify_file(path, plain, representative_data=x)
+        assert all(c.passed for c in checks)
 
 
 def test_keras3_wrapped_or_inputless_models_are_refused_with_the_fix(tmp_path):

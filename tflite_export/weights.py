@@ -101,13 +101,18 @@ def _depthwise(kernel: np.ndarray) -> np.ndarray:
     return kernel.reshape(1, kernel.shape[0], kernel.shape[1], -1)
 
 
-# Exact layer class -> (weight attribute, Keras layout -> TFLite layout). Exact classes only:
-# DepthwiseConv2D subclasses Conv2D but keeps another weight in another layout.
+# Exact layer class -> (weight attribute, Keras layout -> TFLite layout), tf_keras and Keras 3.
+# Exact classes only: DepthwiseConv2D subclasses Conv2D but keeps another weight in another
+# layout (Keras 3 calls it ``kernel``, tf_keras ``depthwise_kernel``).
 SUPPORTED_LAYERS: dict[type, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     keras.layers.Dense: ("kernel", _dense),
     keras.layers.Conv1D: ("kernel", _conv1d),
     keras.layers.Conv2D: ("kernel", _conv2d),
     keras.layers.DepthwiseConv2D: ("depthwise_kernel", _depthwise),
+    keras3.layers.Dense: ("kernel", _dense),
+    keras3.layers.Conv1D: ("kernel", _conv1d),
+    keras3.layers.Conv2D: ("kernel", _conv2d),
+    keras3.layers.DepthwiseConv2D: ("kernel", _depthwise),
 }
 
 
