@@ -6,7 +6,8 @@ freely between tfmot and tf-admm. Setting ``TF_USE_LEGACY_KERAS=1`` before Tenso
 also makes ``tf.keras`` resolve to ``tf_keras`` for code that still spells it that way.
 
 Every module of the tf_keras adapter imports ``keras`` and ``tf`` from here, never directly; the
-Keras 3 adapter (:mod:`tf_admm.keras3`) imports ``keras`` (Keras 3) itself.
+Keras 3 adapter (:mod:`tf_admm.keras3`) imports ``keras`` (Keras 3) itself, and code that takes
+either kind of model (``tflite_export``) names Keras 3 ``keras3`` from here.
 """
 
 import contextlib
@@ -65,11 +66,11 @@ with _startup_lines_filtered() if "tensorflow" not in sys.modules else contextli
     # Keras 3 is imported here too, for the Keras 3 adapter (tf_admm.keras3): on the
     # TensorFlow backend its import loads more of TensorFlow's native libraries, which write
     # the same lines.
-    import keras as _keras3  # noqa: F401
+    import keras as keras3
     import tensorflow as tf
     import tf_keras as keras
 
-__all__ = ["keras", "keras3_adapter", "tf"]
+__all__ = ["keras", "keras3", "keras3_adapter", "tf"]
 
 
 def keras3_adapter(model):

@@ -25,8 +25,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tf_admm.compat import keras, tf
+from tf_admm.compat import keras, keras3, tf
 from tflite_export.errors import ExportError
+from tflite_export.inputs import input_specs, output_names
 from tflite_export.weights import keras_layers
 
 __all__ = [
@@ -55,21 +56,24 @@ class ConversionError(ExportError):
 
 
 def _serving_function(model: keras.Model, batch_size: int | None):
+    # A Keras 3 model on the TensorFlow backend is traced like a tf_keras one: its call runs
+    # TensorFlow operations on the function's placeholders and reads its tf.Variables.
     specs = []
-    for tensor, name in zip(model.inputs, model.input_names):
-        shape = tensor.shape.as_list()
+    for spec in input_specs(model):
+        shape = spec.shape.as_list()
         if batch_size is not None and shape:
             shape[0] = batch_size
-        specs.append(tf.TensorSpec(shape, tensor.dtype, name=name))
+        specs.append(tf.TensorSpec(shape, spec.dtype, name=spec.name))
+    names = output_names(model)
 
     @tf.function(input_signature=specs)
     def serving_default(*args):
         outputs = model(list(args) if len(args) > 1 else args[0], training=False)
         if isinstance(outputs, Mapping):
-            outputs = [outputs[name] for name in model.output_names]
+            outputs = [outputs[name] for name in names]
         elif not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        return dict(zip(model.output_names, outputs))
+        return dict(zip(names, outputs))
 
     return serving_default.get_concrete_function()
 
@@ -93,13 +97,23 @@ def converter_for(
         root = model
     else:
         root = tf.Module()
-        root.model_variables = list(model.variables)
+        root.model_variables = _tf_variables(model)
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], root)
+
+
+def _tf_variables(model: keras.Model) -> list[tf.Variable]:
+    """The ``tf.Variable`` objects behind the model's variables. A Keras 3 variable on the
+    TensorFlow backend is no ``tf.Variable`` but holds one (``.value``); given the Keras 3
+    variables, the converter does not find them in the saved root and leaves READ_VARIABLE
+    operators on uninitialized resources in the file instead of constants."""
+    if isinstance(model, keras3.Model):
+        return [variable.value for variable in model.variables]
+    return list(model.variables)
 
 
 def static_batch(model: keras.Model) -> int | None:
     """The batch the model's inputs fix, or ``None`` when it is dynamic."""
-    batches = {t.shape.as_list()[0] if t.shape.rank else None for t in model.inputs}
+    batches = {t.shape.as_list()[0] if t.shape.rank else None for t in input_specs(model)}
     return batches.pop() if len(batches) == 1 and None not in batches else None
 
 
@@ -159,7 +173,7 @@ def _loops_over_time(model: keras.Model) -> bool:
     a loop, i.e. is not unrolled: its tensor list needs a static batch."""
     for layer in keras_layers(model):
         for inner in layer._flatten_layers():
-            if isinstance(inner, keras.layers.RNN) and not inner.unroll:
+            if isinstance(inner, (keras.layers.RNN, keras3.layers.RNN)) and not inner.unroll:
                 return True
     return False
 

@@ -1,8 +1,9 @@
 """``export``: a stripped tf_admm model to a verified, compactly encoded ``.tflite`` file.
 
 1. Check the arguments: the model (a plain ``tf_keras`` model, no ``tf_admm.AdmmWrapper``; a
-   subclassed model is called on ``keras.Input`` tensors of its known signature,
-   :mod:`tflite_export.inputs`), the path and the options of the target.
+   subclassed model is called on ``keras.Input`` tensors of its known signature; or a plain
+   Keras 3 model on the TensorFlow backend, :mod:`tflite_export.inputs`), the path and the
+   options of the target.
 2. Run the export pipeline (:func:`tflite_export.pipeline.run`) with the target's plug-in:
    :mod:`tflite_export.float_target` (LiteRT, float32 activations: no representative data, or
    ``activations="float32"``), :mod:`tflite_export.integer_target` (LiteRT, full-integer: int8
@@ -43,7 +44,9 @@ from tflite_export.inputs import (
     MAX_REPRESENTATIVE_SAMPLES,
     check_model,
     check_path,
+    input_names,
     keras_outputs,
+    output_names,
     prepare_inputs,
 )
 from tflite_export.integer import OutputChecker
@@ -105,7 +108,10 @@ def export(
     Args:
       model: a plain (stripped) ``tf_keras`` model: functional, Sequential with an input
         shape, or subclassed and built (called on a batch, or ``model.build(input_shape)``;
-        its file's inputs are then named ``input``, ``input_<i>`` or by dict key).
+        its file's inputs are then named ``input``, ``input_<i>`` or by dict key). Or a
+        plain Keras 3 model (``import keras``; e.g. from :func:`tf_admm.strip`), functional or
+        Sequential with known inputs, on the TensorFlow backend (a model trained on another
+        backend is saved as ``.keras`` and loaded in a TensorFlow-backend process).
       path: where to write the file.
       target: a :class:`Target`: ``"litert"`` (LiteRT), ``"tflm"`` (TFLite Micro, float32
         model, LUT weights) or ``"tflm_int8"`` (TFLite Micro, full-integer model with int8
@@ -154,7 +160,8 @@ def export(
       Keras weights left as the converter wrote them and why (``skipped_weights``).
 
     Raises:
-      ExportError: for a wrapped (unstripped) model, a model whose inputs are unknown, an
+      ExportError: for a wrapped (unstripped) model, a model whose inputs are unknown, a Keras
+        3 model on a backend other than TensorFlow, an
         unwritable path, an unknown target or encoding, or a requested encoding that does not
         apply to a weight;
         :class:`~tflite_export.conversion.ConversionError` when the converter cannot lower the
@@ -297,7 +304,7 @@ def verify_file(
         raise VerificationError(f"Expected a LiteRT file; received: {error}") from None
     if is_full_integer(parsed) or isinstance(tolerance, verify.Int8Tolerance):
         checker = OutputChecker(
-            data, inputs, expected, tolerance, list(model.input_names), list(model.output_names)
+            data, inputs, expected, tolerance, input_names(model), output_names(model)
         )
         checks = checker.check(data)
     else:
@@ -306,8 +313,8 @@ def verify_file(
             inputs,
             expected,
             tolerance=1e-4 if tolerance is None else tolerance,
-            input_names=list(model.input_names),
-            output_names=list(model.output_names),
+            input_names=input_names(model),
+            output_names=output_names(model),
         )
     if not all(c.passed for c in checks):
         LITERT_WORDING.fail("the file", checks)

@@ -40,6 +40,7 @@ from tflite_export.candidates import (
 )
 from tflite_export.conversion import convert_float_any_batch
 from tflite_export.encodings import Encoding
+from tflite_export.inputs import input_names, input_specs, output_names
 from tflite_export.pipeline import Target, TargetPlugin, litert_report
 from tflite_export.report import ExportReport
 from tflite_export.weights import WeightTensor, find_weight_tensors, skipped_weights
@@ -316,8 +317,8 @@ class _Builder:
         self.inputs = inputs
         self.expected = expected
         self.tolerance = tolerance
-        self.input_names = list(model.input_names)
-        self.output_names = list(model.output_names)
+        self.input_names = input_names(model)
+        self.output_names = output_names(model)
         self._lossy_reference: dict[tuple, list[np.ndarray]] = {}
         # Per weight, the candidate that leaves the converter's tensor as it is.
         self.baseline: dict[tuple[int, int], Candidate] = {}
@@ -366,7 +367,7 @@ def _file_notes(
     exporter fixed, recurrent state kept between invocations, layers run as WHILE loops."""
     notes = []
     if file_batch is not None and not any(
-        t.shape.rank and t.shape[0] == file_batch for t in model.inputs
+        t.shape.rank and t.shape[0] == file_batch for t in input_specs(model)
     ):
         notes.append(
             f"inputs fixed to batch {file_batch}: the converter needs a static batch for the "

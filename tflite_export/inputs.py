@@ -2,7 +2,12 @@
 
 :func:`check_model` accepts a plain ``tf_keras`` model (no ``tf_admm.AdmmWrapper``) with known
 inputs; a built subclassed model is called on ``keras.Input`` tensors of its input signature,
-which gives the converter a functional model. :func:`prepare_inputs` turns the
+which gives the converter a functional model. It also accepts a plain Keras 3 model (``import
+keras``: functional or Sequential with known inputs, e.g. from :func:`tf_admm.strip`) on the
+TensorFlow backend, whose calls the converter traces like a tf_keras model's. The rest of the
+exporter reads a model of either kind through :func:`input_specs`, :func:`input_names`,
+:func:`output_names` and :func:`keras_outputs` (weights through
+:func:`tflite_export.weights.kernel_weights`). :func:`prepare_inputs` turns the
 ``representative_data`` argument (arrays, a dict, an iterable, a callable; see
 :func:`tflite_export.export`) into one array per model input, or draws random samples.
 """
@@ -17,7 +22,7 @@ import numpy as np
 
 import tf_admm
 from tf_admm import subclassed
-from tf_admm.compat import keras, tf
+from tf_admm.compat import keras, keras3, tf
 from tflite_export.errors import ExportError
 
 __all__ = [
@@ -25,18 +30,30 @@ __all__ = [
     "batch_size_of",
     "check_model",
     "check_path",
+    "input_names",
+    "input_specs",
+    "is_keras3",
     "keras_outputs",
+    "output_names",
     "prepare_inputs",
 ]
 
 
+def is_keras3(model: Any) -> bool:
+    """Whether ``model`` is a Keras 3 model (``import keras``), not a tf_keras one."""
+    return isinstance(model, keras3.Model)
+
+
 def check_model(model: Any) -> keras.Model:
-    """``model`` checked: a plain tf_keras model with known inputs. A subclassed model comes
-    back as a functional model calling it on inputs of its known signature."""
+    """``model`` checked: a plain tf_keras model with known inputs, or a plain Keras 3 one on
+    the TensorFlow backend (:func:`_check_keras3`). A subclassed tf_keras model comes back as a
+    functional model calling it on inputs of its known signature."""
+    if is_keras3(model):
+        return _check_keras3(model)
     if not isinstance(model, keras.Model):
         raise ExportError(
-            f"Expected a tf_keras Model (tf_admm.compat.keras); received: "
-            f"model={type(model).__module__}.{type(model).__name__}"
+            f"Expected a tf_keras Model (tf_admm.compat.keras) or a Keras 3 Model (import "
+            f"keras); received: model={type(model).__module__}.{type(model).__name__}"
         )
     wrapped = [m.name for m in model.submodules if isinstance(m, tf_admm.AdmmWrapper)]
     if isinstance(model, tf_admm.AdmmWrapper):
@@ -49,6 +66,75 @@ def check_model(model: Any) -> keras.Model:
     if model.built and model.inputs:
         return model
     return _functional(model)
+
+
+def _check_keras3(model: Any) -> Any:
+    """A Keras 3 ``model`` checked: the TensorFlow backend (the converter traces TensorFlow
+    functions), no tf_admm Keras 3 wrappers, and known inputs (functional or Sequential)."""
+    backend = keras3.backend.backend()
+    if backend != "tensorflow":
+        raise ExportError(
+            f"Model {model.name!r}: Expected a Keras 3 model on the TensorFlow backend (the "
+            f"TFLite converter traces TensorFlow functions); received: Keras 3 backend "
+            f"{backend!r} (save it with model.save('model.keras'), then load it with "
+            f"keras.models.load_model in a process started with KERAS_BACKEND=tensorflow and "
+            f"export it there)"
+        )
+    from tf_admm import keras3 as adapter  # the Keras 3 adapter's classes
+
+    wrapped = [
+        layer.name
+        for layer in model._flatten_layers(include_self=True)
+        if isinstance(layer, (adapter.AdmmWrapper, adapter.AdmmModel))
+    ]
+    if wrapped:
+        raise ExportError(
+            "Expected a stripped model without tf_admm wrappers: call tf_admm.strip(model) "
+            f"before exporting; received: tf_admm Keras 3 layers={wrapped}"
+        )
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # a Sequential without inputs raises
+        inputs = None
+    if not inputs:
+        raise ExportError(
+            f"Model {model.name!r} ({type(model).__name__}): Expected a Keras 3 functional or "
+            "Sequential model with known inputs; received: a model without inputs (start a "
+            "Sequential with keras.Input(shape); a subclassed Keras 3 model is exported by "
+            "wrapping it: keras.Model(inputs, model(inputs)) with inputs = keras.Input(shape))"
+        )
+    return model
+
+
+def _keras3_name(tensor: Any) -> str:
+    """The name of the layer that made a Keras 3 symbolic tensor (an ``Input``'s name)."""
+    history = getattr(tensor, "_keras_history", None)
+    return getattr(getattr(history, "operation", None), "name", None) or tensor.name
+
+
+def input_names(model: Any) -> list[str]:
+    """The model's input names, in input order (the file's input names)."""
+    if is_keras3(model):
+        return [_keras3_name(tensor) for tensor in model.inputs]
+    return list(model.input_names)
+
+
+def output_names(model: Any) -> list[str]:
+    """The model's output names, in output order (the file's output names)."""
+    if is_keras3(model):
+        names = getattr(model, "output_names", None)  # Functional has them, Sequential not
+        return list(names) if names else [_keras3_name(tensor) for tensor in model.outputs]
+    return list(model.output_names)
+
+
+def input_specs(model: Any) -> list[tf.TensorSpec]:
+    """One ``tf.TensorSpec`` per model input (batch axis included), named by
+    :func:`input_names`: the shape and dtype of each input whatever the Keras."""
+    specs = []
+    for tensor, name in zip(model.inputs, input_names(model)):
+        shape = list(tensor.shape) if is_keras3(model) else tensor.shape.as_list()
+        specs.append(tf.TensorSpec(shape, tf.as_dtype(tensor.dtype), name=name))
+    return specs
 
 
 def _functional(model: keras.Model) -> keras.Model:
@@ -135,14 +221,15 @@ def prepare_inputs(
     if callable(data) and not _is_arrays(data):
         data = data()
     count = len(model.inputs)
+    names = input_names(model)
     if isinstance(data, Mapping):
-        missing = [name for name in model.input_names if name not in data]
+        missing = [name for name in names if name not in data]
         if missing:
             raise ExportError(
                 f"Expected representative_data with a key per model input "
-                f"{list(model.input_names)}; received: keys={sorted(map(str, data))}"
+                f"{names}; received: keys={sorted(map(str, data))}"
             )
-        return _input_arrays(model, [data[name] for name in model.input_names])
+        return _input_arrays(model, [data[name] for name in names])
     if _is_arrays(data) or (isinstance(data, (list, tuple)) and len(data) == count):
         arrays = [data] if not isinstance(data, (list, tuple)) else list(data)
         if len(arrays) != count:
@@ -166,7 +253,7 @@ def _is_arrays(value: Any) -> bool:
 def _random_inputs(model: keras.Model, batch_size: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = []
-    for tensor in model.inputs:
+    for tensor in input_specs(model):
         shape = [batch_size if d is None else d for d in tensor.shape.as_list()]
         if None in shape[1:]:
             raise ExportError(
@@ -184,7 +271,7 @@ def _random_inputs(model: keras.Model, batch_size: int, seed: int) -> list[np.nd
 def _input_arrays(model: keras.Model, data: Sequence[Any]) -> list[np.ndarray]:
     """``data`` (one array-like per input) as arrays of the inputs' dtypes, shapes checked."""
     arrays = []
-    for tensor, array in zip(model.inputs, data):
+    for tensor, array in zip(input_specs(model), data):
         array = np.asarray(array, dtype=tensor.dtype.as_numpy_dtype)
         wanted = tensor.shape.as_list()
         if array.ndim != len(wanted) or any(
@@ -216,16 +303,18 @@ def _fits_input(value: Any, tensor) -> bool:
 
 def _element_inputs(model: keras.Model, element: Any, depth: int = 0) -> list[np.ndarray]:
     """One element of an iterable as one batch per input (a lone sample gets a batch axis)."""
+    specs = input_specs(model)
     if isinstance(element, Mapping):
-        if not all(name in element for name in model.input_names):
+        names = input_names(model)
+        if not all(name in element for name in names):
             raise ExportError(
                 f"Expected representative_data elements with a key per model input "
-                f"{list(model.input_names)}; received: keys={sorted(map(str, element))}"
+                f"{names}; received: keys={sorted(map(str, element))}"
             )
-        parts = [element[name] for name in model.input_names]
+        parts = [element[name] for name in names]
     elif isinstance(element, (list, tuple)):
-        if len(element) == len(model.inputs) and all(
-            _fits_input(part, tensor) for part, tensor in zip(element, model.inputs)
+        if len(element) == len(specs) and all(
+            _fits_input(part, tensor) for part, tensor in zip(element, specs)
         ):
             parts = list(element)
         elif 1 <= len(element) <= 3 and depth == 0:
@@ -234,7 +323,7 @@ def _element_inputs(model: keras.Model, element: Any, depth: int = 0) -> list[np
         else:
             raise ExportError(
                 f"Expected representative_data elements shaped like the model inputs "
-                f"{[t.shape.as_list() for t in model.inputs]}; received: a {type(element).__name__}"
+                f"{[t.shape.as_list() for t in specs]}; received: a {type(element).__name__}"
                 f" of {len(element)} items"
             )
     elif len(model.inputs) == 1:
@@ -245,7 +334,7 @@ def _element_inputs(model: keras.Model, element: Any, depth: int = 0) -> list[np
             f"({len(model.inputs)}); received: {type(element).__name__}"
         )
     batches = []
-    for part, tensor in zip(parts, model.inputs):
+    for part, tensor in zip(parts, specs):
         array = np.asarray(part)
         if array.ndim == len(tensor.shape) - 1:
             array = array[None]
@@ -283,7 +372,7 @@ def keras_outputs(model: keras.Model, inputs: list[np.ndarray]) -> list[np.ndarr
     outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
     if not isinstance(outputs, (list, tuple)):
         if isinstance(outputs, Mapping):
-            outputs = [outputs[name] for name in model.output_names]
+            outputs = [outputs[name] for name in output_names(model)]
         else:
             outputs = [outputs]
     return [np.asarray(o) for o in outputs]

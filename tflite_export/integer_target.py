@@ -60,6 +60,7 @@ from tflite_export.candidates import (
 from tflite_export.conversion import convert_float
 from tflite_export.encodings import Encoding
 from tflite_export.errors import ExportError, VerificationError
+from tflite_export.inputs import input_names, output_names
 from tflite_export.integer import INTEGER_ENCODINGS, OutputChecker, convert_int8
 from tflite_export.pipeline import Target, TargetPlugin, as_encoding, litert_report
 from tflite_export.report import ExportReport
@@ -536,7 +537,12 @@ class IntegerPlugin(TargetPlugin):
         self.float_file = convert_float(model)
         self.reference = convert_int8(model, inputs, int8_io=self.int8_io)
         self.checker = OutputChecker(
-            self.reference, inputs, expected, self.tolerance, model.input_names, model.output_names
+            self.reference,
+            inputs,
+            expected,
+            self.tolerance,
+            input_names(model),
+            output_names(model),
         )
         self.parsed = flatbuffer.read_model(self.reference)
         self.weights = find_weight_tensors(self.parsed, model, quantized=True)

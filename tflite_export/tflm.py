@@ -57,7 +57,7 @@ from tf_admm.compat import keras
 from tflite_export import flatbuffer, lut, verify
 from tflite_export.candidates import Wording, weight_checks
 from tflite_export.errors import ExportError
-from tflite_export.inputs import keras_outputs, prepare_inputs
+from tflite_export.inputs import input_names, keras_outputs, output_names, prepare_inputs
 from tflite_export.integer import convert_int8, dequantize, io_quantization, quantize
 from tflite_export.weights import (
     find_weight_tensors,
@@ -323,8 +323,8 @@ class LutVerifier:
         self.expected = expected
         self.tolerance = tolerance
         self.integer = integer
-        self.input_names = list(model.input_names)
-        self.output_names = list(model.output_names)
+        self.input_names = input_names(model)
+        self.output_names = output_names(model)
         self.io_inputs, self.io_outputs = io_quantization(
             uncompressed, self.input_names, self.output_names
         )

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tf_admm.compat import keras
+from tf_admm.compat import keras, keras3
 from tflite_export import flatbuffer
 from tflite_export.layouts import Layout, find_layouts
 
@@ -101,13 +101,18 @@ def _depthwise(kernel: np.ndarray) -> np.ndarray:
     return kernel.reshape(1, kernel.shape[0], kernel.shape[1], -1)
 
 
-# Exact layer class -> (weight attribute, Keras layout -> TFLite layout). Exact classes only:
-# DepthwiseConv2D subclasses Conv2D but keeps another weight in another layout.
+# Exact layer class -> (weight attribute, Keras layout -> TFLite layout), tf_keras and Keras 3.
+# Exact classes only: DepthwiseConv2D subclasses Conv2D but keeps another weight in another
+# layout (Keras 3 calls it ``kernel``, tf_keras ``depthwise_kernel``).
 SUPPORTED_LAYERS: dict[type, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     keras.layers.Dense: ("kernel", _dense),
     keras.layers.Conv1D: ("kernel", _conv1d),
     keras.layers.Conv2D: ("kernel", _conv2d),
     keras.layers.DepthwiseConv2D: ("depthwise_kernel", _depthwise),
+    keras3.layers.Dense: ("kernel", _dense),
+    keras3.layers.Conv1D: ("kernel", _conv1d),
+    keras3.layers.Conv2D: ("kernel", _conv2d),
+    keras3.layers.DepthwiseConv2D: ("kernel", _depthwise),
 }
 
 
@@ -168,7 +173,7 @@ def keras_layers(model: keras.Model) -> list[keras.layers.Layer]:
     found = []
 
     def walk(layer):
-        if isinstance(layer, keras.Model):
+        if isinstance(layer, (keras.Model, keras3.Model)):
             for inner in layer.layers:
                 walk(inner)
         else:
@@ -184,14 +189,16 @@ def _weight_name(layer: keras.layers.Layer, variable) -> str:
     for attribute, value in vars(layer).items():
         if value is variable and not attribute.startswith("_"):
             return attribute
-    segments = variable.name.split(":")[0].split("/")
+    # A Keras 3 variable's name is its attribute's ("kernel"); its path has the layer scopes.
+    name = variable.path if isinstance(variable, keras3.Variable) else variable.name
+    segments = name.split(":")[0].split("/")
     if layer.name in segments[:-1]:
         segments = segments[len(segments) - 1 - segments[::-1].index(layer.name) :]
     segments = segments[1:] or segments
     cells = {
         inner.cell.name
         for inner in layer._flatten_layers()
-        if isinstance(getattr(inner, "cell", None), keras.layers.Layer)
+        if isinstance(getattr(inner, "cell", None), (keras.layers.Layer, keras3.layers.Layer))
     }
     inner = [s for s in segments[:-1] if s not in cells]
     return "/".join([*inner, segments[-1]])

@@ -1,0 +1,212 @@
+"""``export`` and ``verify_file`` on Keras 3 (``import keras``) models, TensorFlow backend.
+
+pytest's process runs Keras 3 on TensorFlow (its default). The JAX case trains and strips in a
+subprocess started with ``KERAS_BACKEND=jax`` (as ``tf_admm/keras3/backends_test.py`` does),
+which saves the model as ``.keras`` and also tries to export it there; this process loads the
+file on TensorFlow and exports it.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tf_admm
+from tflite_export import exporter, flatbuffer, verify
+from tflite_export.encodings import Encoding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Keras kernel layout -> TFLite's: Conv2D HWIO -> OHWI, Dense (in, out) -> (out, in).
+_TFLITE_LAYOUT = {"conv": lambda k: k.transpose(3, 0, 1, 2), "fc": lambda k: k.T}
+_SPEC = dict(
+    rules=[tf_admm.Rule(name="conv", sparsity=0.75), tf_admm.Rule(name="fc", sparsity=0.9)],
+    update_unit="step",
+    update_every=2,
+    admm_rounds=2,
+)
+
+
+@pytest.fixture(autouse=True)
+def _keras3_seed():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(3)
+    yield
+    keras.utils.clear_session()
+
+
+def _convnet() -> keras.Model:
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)
+    h = keras.layers.Flatten(name="flatten")(h)
+    return keras.Model(inputs, keras.layers.Dense(3, name="fc")(h), name="net")
+
+
+def _pruned(model: keras.Model) -> keras.Model:
+    """``model`` ADMM-pruned (2 rounds of 2 steps, then masked retraining) and stripped."""
+    admm = tf_admm.admm_wrap(model, tf_admm.Spec(**_SPEC))
+    admm.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8, 8, 1)).astype("float32")
+    admm.fit(x, np.arange(32) % 3, batch_size=8, epochs=2, verbose=0, callbacks=tf_admm.callbacks())
+    return tf_admm.strip(admm)
+
+
+def _assert_stored_sparse_and_exact(model: keras.Model, path: str, report) -> None:
+    """Every kernel stored sparse with its exact nonzeros, decoding to the Keras kernel."""
+    with open(path, "rb") as handle:
+        parsed = flatbuffer.read_model(handle.read())
+    names = {flatbuffer.tensor_name(t): i for i, t in enumerate(parsed.subgraphs[0].tensors)}
+    choices = {w.label: w for w in report.weights}
+    assert set(choices) == {"conv", "fc"}
+    for name, choice in choices.items():
+        kernel = keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+        assert choice.encoding is Encoding.SPARSE_FLOAT32, (name, choice)
+        assert choice.nonzeros == np.count_nonzero(kernel) < kernel.size
+        decoded = flatbuffer.decode_tensor(parsed, 0, names[choice.tensor_name])
+        np.testing.assert_array_equal(decoded, _TFLITE_LAYOUT[name](kernel))
+    assert [c.runtime for c in report.checks] == list(verify.LITERT_RUNTIMES)
+    assert all(c.passed for c in report.checks)
+    parts = report.file
+    assert report.file_bytes == os.path.getsize(path)
+    assert parts.tensor_bytes + parts.metadata_bytes + parts.overhead_bytes == report.file_bytes
+    assert report.float_file_bytes > report.file_bytes
+
+
+def _interpreter_outputs(path: str, x: np.ndarray) -> list[np.ndarray]:
+    """The file's outputs on ``x`` in each runtime (XNNPACK, builtin kernels)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return [
+        verify.run(data, [x], runtime=runtime, input_names=["image"], output_names=["fc"])[0]
+        for runtime in verify.LITERT_RUNTIMES
+    ]
+
+
+def test_admm_pruned_keras3_model_exports_exact_nonzeros_sparse_and_matches_keras(tmp_path):
+    model = _convnet()
+    planned = {
+        row.layer: row.weights[0].kept
+        for row in tf_admm.plan(model, tf_admm.Spec(**_SPEC)).layers
+        if row.weights
+    }
+    plain = _pruned(model)
+    path = str(tmp_path / "pruned.tflite")
+    report = exporter.export(plain, path)
+    _assert_stored_sparse_and_exact(plain, path, report)
+    assert {w.label: w.nonzeros for w in report.weights} == planned
+    assert report.skipped_weights == ()
+    x = np.random.default_rng(1).normal(size=(5, 8, 8, 1)).astype("float32")
+    for outputs in _interpreter_outputs(path, x):
+        np.testing.assert_allclose(outputs, plain.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    checks = exporter.verify_file(path, plain, representative_data=x)
+    assert all(c.passed for c in checks) and len(checks) == len(verify.LITERT_RUNTIMES)
+
+
+def test_keras3_sequential_exports_with_its_layer_names(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, name="hidden"), keras.layers.Dense(2, name="out")]
+    )
+    report = exporter.export(model, str(tmp_path / "seq.tflite"))
+    assert [w.label for w in report.weights] == ["hidden", "out"]
+    assert [o.output for o in report.checks[0].outputs] == ["out"]
+
+
+_JAX_SCRIPT = """
+import os, sys
+import keras
+import numpy as np
+sys.path.insert(0, {root!r})
+import tf_admm
+import tflite_export
+from tflite_export import keras3_test
+
+assert keras.backend.backend() == "jax", keras.backend.backend()
+keras.utils.set_random_seed(3)
+plain = keras3_test._pruned(keras3_test._convnet())
+plain.save({out!r} + ".keras")
+x = np.random.default_rng(1).normal(size=(5, 8, 8, 1)).astype("float32")
+np.save({out!r} + ".npy", x)
+np.save({out!r} + "_out.npy", np.asarray(plain.predict(x, verbose=0)))
+try:
+    tflite_export.export(plain, {out!r} + ".tflite")
+except tflite_export.ExportError as error:
+    print("ExportError:", error)
+"""
+
+
+def test_model_trained_on_jax_exports_on_tensorflow_and_jax_export_names_the_fix(tmp_path):
+    pytest.importorskip("jax", reason="pip install -e '.[test]' installs jax")
+    out = str(tmp_path / "jax_trained")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERAS_"))}
+    env["KERAS_BACKEND"] = "jax"
+    script = textwrap.dedent(_JAX_SCRIPT).format(root=ROOT, out=out)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    shown = f"exit {result.returncode}\n{result.stdout[-8000:]}\n{result.stderr[-8000:]}"
+    assert result.returncode == 0, shown
+    assert "ExportError:" in result.stdout, shown
+    message = result.stdout.split("ExportError:", 1)[1]
+    assert "backend 'jax'" in message and "KERAS_BACKEND=tensorflow" in message, message
+    assert not os.path.exists(out + ".tflite")
+
+    plain = keras.models.load_model(out + ".keras")
+    x, jax_outputs = np.load(out + ".npy"), np.load(out + "_out.npy")
+    np.testing.assert_allclose(plain.predict(x, verbose=0), jax_outputs, rtol=1e-5, atol=1e-5)
+    path = str(tmp_path / "jax_trained.tflite")
+    report = exporter.export(plain, path, representative_data=x, activations="float32")
+    _assert_stored_sparse_and_exact(plain, path, report)
+    for outputs in _interpreter_outputs(path, x):
+        np.testing.assert_allclose(outputs, jax_outputs, rtol=1e-5, atol=1e-5)
+
+
+# Per target, what a pruned kernel of the small convnet is stored as (the tf_keras choices for
+# these weights): int8 LiteRT keeps dense int8 (sparse int8 indices cost more at this size),
+# TFLite Micro stores the kernels as LUTs of their distinct values.
+_TARGETS = {
+    "litert_int8": ({}, {Encoding.INT8, Encoding.SPARSE_INT8}),
+    "tflm": ({"target": "tflm"}, {Encoding.LUT, Encoding.FLOAT32}),
+    "tflm_int8": ({"target": "tflm_int8"}, {Encoding.LUT, Encoding.INT8}),
+}
+
+
+@pytest.mark.parametrize("target", _TARGETS)
+def test_keras3_model_exports_full_integer_and_tflm_with_exact_zeros(target, tmp_path):
+    kwargs, allowed = _TARGETS[target]
+    if kwargs.get("target", "").startswith("tflm"):
+        pytest.importorskip("tflite_micro", reason="pip install -e '.[tflm]'")
+    plain = _pruned(_convnet())
+    x = np.random.default_rng(2).normal(size=(64, 8, 8, 1)).astype("float32")
+    path = str(tmp_path / f"{target}.tflite")
+    report = exporter.export(plain, path, representative_data=x, **kwargs)
+    nonzeros = {
+        name: int(np.count_nonzero(keras.ops.convert_to_numpy(plain.get_layer(name).kernel)))
+        for name in ("conv", "fc")
+    }
+    assert {w.label: w.nonzeros for w in report.weights} == nonzeros
+    assert {w.encoding for w in report.weights} <= allowed, report.weights
+    assert all(c.passed for c in report.checks)
+    assert report.file_bytes == os.path.getsize(path)
+    if target == "litert_int8":
+        checks = exporter.verify_file(path, plain, representative_data=x)
+        assert all(c.passed for c in checks)
+
+
+def test_keras3_wrapped_or_inputless_models_are_refused_with_the_fix(tmp_path):
+    admm = tf_admm.admm_wrap(_convnet(), tf_admm.Spec(default=tf_admm.Rule(sparsity=0.5)))
+    with pytest.raises(exporter.ExportError, match=r"tf_admm\.strip"):
+        exporter.export(admm, str(tmp_path / "wrapped.tflite"))
+    unbuilt = keras.Sequential([keras.layers.Dense(2)], name="bare")
+    with pytest.raises(exporter.ExportError, match=r"'bare'.*keras\.Input\(shape\)"):
+        exporter.export(unbuilt, str(tmp_path / "bare.tflite"))
+    assert not os.listdir(tmp_path)
