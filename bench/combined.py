@@ -61,8 +61,8 @@ from tf_admm.compat import keras, tf
 from tf_admm.projections import keep_count
 from tflite_export import flatbuffer, verify
 from tflite_export.exporter import converter_for
+from tflite_export.keras_weights import SUPPORTED_LAYERS
 from tflite_export.report import gzip_size
-from tflite_export.weights import SUPPORTED_LAYERS
 
 __all__ = [
     "CENTROID_INITS",

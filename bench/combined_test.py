@@ -11,7 +11,7 @@ from bench import combined
 from recipes import models
 from tf_admm.compat import keras, tf
 from tf_admm.projections import keep_count
-from tflite_export.weights import SUPPORTED_LAYERS
+from tflite_export.keras_weights import SUPPORTED_LAYERS
 
 
 def test_budget_gives_both_libraries_the_same_epochs_with_pruning_ending_together():

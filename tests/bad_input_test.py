@@ -656,11 +656,11 @@ CASES = [
         r"Expected a tf_keras Model .*received: model of type tf_keras\..*\.Dense",
     ),
     (
-        "keras3_model",
-        lambda env: _wrap({"name": "fc", "sparsity": 0.5}, model=_keras3_model()),
+        "keras3_model_quantizing_rule",
+        lambda env: _wrap({"name": "fc", "bits": 4}, model=_keras3_model()),
         ValueError,
-        r"Expected a tf_keras Model \(import Keras through tf_admm.compat or tf_keras\); "
-        r"received: model of type keras\.src\..*Sequential",
+        r"Spec: Expected pruning rules only for a Keras 3 model; quantization \(bits, "
+        r"clusters\) is not available on Keras 3 yet",
     ),
     (
         "unbuilt_sequential",
@@ -753,10 +753,13 @@ CASES = [
         r"received a subclassed model that was never called or built.*model.build",
     ),
     (
-        "export_keras3_model",
-        lambda env: tflite_export.export(_keras3_model(), str(env.tmp_path / "m.tflite")),
+        "export_keras3_model_not_stripped",
+        lambda env: tflite_export.export(
+            _wrap({"name": "fc", "sparsity": 0.5}, model=_keras3_model()),
+            str(env.tmp_path / "m.tflite"),
+        ),
         tflite_export.ExportError,
-        r"Expected a tf_keras Model .*received: model=keras\.src\.",
+        r"Expected a stripped model without tf_admm wrappers: call tf_admm.strip\(model\)",
     ),
     (
         "export_path_under_a_file",

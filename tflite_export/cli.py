@@ -31,8 +31,8 @@ import tf_admm
 from tf_admm.compat import keras
 from tflite_export import exporter
 from tflite_export.encodings import Encoding
+from tflite_export.keras_weights import SUPPORTED_LAYERS, keras_layers
 from tflite_export.report import ExportReport
-from tflite_export.weights import SUPPORTED_LAYERS, keras_layers
 
 _ENCODINGS = ["auto", *(e.value for e in Encoding)]
 

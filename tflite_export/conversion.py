@@ -28,7 +28,7 @@ from typing import Any
 from tf_admm.compat import keras, keras3, tf
 from tflite_export.errors import ExportError
 from tflite_export.inputs import input_specs, output_names
-from tflite_export.weights import keras_layers
+from tflite_export.keras_weights import keras_layers
 
 __all__ = [
     "ConversionError",

@@ -12,6 +12,7 @@ import tf_admm
 from tf_admm.compat import keras
 from tflite_export import encodings, exporter, flatbuffer, float_target, verify
 from tflite_export.encodings import Encoding
+from tflite_export.keras_weights import SUPPORTED_LAYERS
 from tflite_export.testing import (
     LAYER_KINDS,
     kernel_of,
@@ -21,7 +22,6 @@ from tflite_export.testing import (
     random_zeros,
     small_model,
 )
-from tflite_export.weights import SUPPORTED_LAYERS
 
 # Output channel axis of each kind's Keras kernel (per-channel levels).
 _KERAS_CHANNEL_AXIS = {"dense": -1, "conv2d": -1, "depthwise": None}

@@ -7,7 +7,7 @@ keras``: functional or Sequential with known inputs, e.g. from :func:`tf_admm.st
 TensorFlow backend, whose calls the converter traces like a tf_keras model's. The rest of the
 exporter reads a model of either kind through :func:`input_specs`, :func:`input_names`,
 :func:`output_names` and :func:`keras_outputs` (weights through
-:func:`tflite_export.weights.kernel_weights`). :func:`prepare_inputs` turns the
+:func:`tflite_export.keras_weights.kernel_weights`). :func:`prepare_inputs` turns the
 ``representative_data`` argument (arrays, a dict, an iterable, a callable; see
 :func:`tflite_export.export`) into one array per model input, or draws random samples.
 """

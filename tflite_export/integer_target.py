@@ -62,15 +62,13 @@ from tflite_export.encodings import Encoding
 from tflite_export.errors import ExportError, VerificationError
 from tflite_export.inputs import input_names, output_names
 from tflite_export.integer import INTEGER_ENCODINGS, OutputChecker, convert_int8
+from tflite_export.keras_weights import SUPPORTED_LAYERS, keras_kernels, keras_layers
 from tflite_export.pipeline import Target, TargetPlugin, as_encoding, litert_report
 from tflite_export.report import ExportReport
 from tflite_export.weights import (
-    SUPPORTED_LAYERS,
     WeightTensor,
     consumers,
     find_weight_tensors,
-    keras_kernels,
-    keras_layers,
     skipped_weights,
 )
 

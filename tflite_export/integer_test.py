@@ -8,6 +8,7 @@ import pytest
 from tflite_export import exporter, flatbuffer, integer, integer_target, verify
 from tflite_export.encodings import Encoding
 from tflite_export.inputs import prepare_inputs
+from tflite_export.keras_weights import SUPPORTED_LAYERS
 from tflite_export.testing import (
     LAYER_KINDS,
     kernel_of,
@@ -17,7 +18,6 @@ from tflite_export.testing import (
     random_zeros,
     small_model,
 )
-from tflite_export.weights import SUPPORTED_LAYERS
 
 _schema = flatbuffer.schema
 _LEVEL_BITS = 3  # codes -4 .. 4: int4

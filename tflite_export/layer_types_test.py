@@ -22,8 +22,8 @@ import pytest
 from tf_admm.compat import keras
 from tflite_export import conversion, exporter, flatbuffer
 from tflite_export.encodings import Encoding
+from tflite_export.keras_weights import kernel_weights
 from tflite_export.testing import on_levels, prune
-from tflite_export.weights import kernel_weights
 
 layers = keras.layers
 

@@ -35,8 +35,9 @@ from tflite_export.candidates import Candidate, keep_options, select_or_keep
 from tflite_export.encodings import Encoding
 from tflite_export.errors import ExportError
 from tflite_export.inputs import batch_size_of, keras_outputs, prepare_inputs
+from tflite_export.keras_weights import keras_layers, kernel_weights
 from tflite_export.report import ExportReport, FileBytes, WeightChoice, account, gzip_size
-from tflite_export.weights import WeightTensor, keras_layers, kernel_weights
+from tflite_export.weights import WeightTensor
 
 __all__ = [
     "Activations",

@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = "tflite_export"
 _DIR = os.path.dirname(os.path.abspath(__file__))
-MAX_LINES = 625  # "about 600": weights.py, the largest, is 622
+MAX_LINES = 625  # "about 600": verify.py, the largest, is 612
 
 
 def _modules():

@@ -25,6 +25,7 @@ from tflite_export.encodings import Encoding
 from tflite_export.errors import ExportError
 from tflite_export.inputs import batch_size_of
 from tflite_export.integer import convert_int8
+from tflite_export.keras_weights import keras_kernels
 from tflite_export.pipeline import Target, TargetPlugin, as_encoding
 from tflite_export.report import ExportReport, FileBytes, LutBytes, WeightChoice, account, gzip_size
 from tflite_export.tflm import (
@@ -37,7 +38,7 @@ from tflite_export.tflm import (
     read_luts,
     write_luts,
 )
-from tflite_export.weights import WeightTensor, find_weight_tensors, keras_kernels, skipped_weights
+from tflite_export.weights import WeightTensor, find_weight_tensors, skipped_weights
 
 __all__ = ["TflmPlugin"]
 

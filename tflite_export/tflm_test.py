@@ -5,8 +5,9 @@ import pytest
 
 from tflite_export import exporter, flatbuffer, lut, tflm, tflm_target, verify
 from tflite_export.encodings import Encoding
+from tflite_export.keras_weights import SUPPORTED_LAYERS
 from tflite_export.testing import LAYER_KINDS, kernel_of, small_model
-from tflite_export.weights import SUPPORTED_LAYERS, find_weight_tensors
+from tflite_export.weights import find_weight_tensors
 
 pytest.importorskip(
     "tflite_micro", reason="needs tflite-micro, the optional [tflm] extra: pip install -e '.[tflm]'"

@@ -11,35 +11,32 @@ The converter renames, re-lays out and splits Keras weights, so a tensor is matc
 weight by content, whatever the layer type: :func:`tflite_export.layouts.find_layouts` finds the
 slice, transpose and reshape that make the tensor from the weight, bit for bit (an INT8 tensor:
 within half a quantization step of each value). Every weight of rank 2 or more other than a bias
-is looked for (:func:`kernel_weights`). Tensors that match no Keras weight (the converter folded
-something into them) keep their TFLite name and are still encoded, since every encoding is
-checked in the interpreter; Keras weights found in no weight tensor are listed, with the reason,
-by :func:`skipped_weights`.
+is looked for (:func:`tflite_export.keras_weights.kernel_weights`). Tensors that match no Keras
+weight (the converter folded something into them) keep their TFLite name and are still encoded,
+since every encoding is checked in the interpreter; Keras weights found in no weight tensor are
+listed, with the reason, by :func:`skipped_weights`.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from tf_admm.compat import keras, keras3
+from tf_admm.compat import keras
 from tflite_export import flatbuffer
+from tflite_export.keras_weights import keras_layers, kernel_weights
 from tflite_export.layouts import Layout, find_layouts
 
 __all__ = [
-    "SUPPORTED_LAYERS",
     "Consumer",
     "SkippedWeight",
     "WeightTensor",
     "consumers",
     "find_weight_tensors",
     "is_full_integer",
-    "kernel_weights",
-    "keras_kernels",
-    "keras_layers",
     "skipped_weights",
 ]
 
@@ -82,37 +79,6 @@ _FLOAT_WEIGHT_OPERANDS: dict[int, tuple[tuple[int, int], ...]] = {
     _OPS.LSTM: _LSTM_WEIGHTS,
     _OPS.UNIDIRECTIONAL_SEQUENCE_RNN: ((1, 0), (2, 0)),
     _OPS.RNN: ((1, 0), (2, 0)),
-}
-
-
-def _dense(kernel: np.ndarray) -> np.ndarray:
-    return kernel.T
-
-
-def _conv1d(kernel: np.ndarray) -> np.ndarray:
-    return kernel.transpose(2, 0, 1)[:, None]
-
-
-def _conv2d(kernel: np.ndarray) -> np.ndarray:
-    return kernel.transpose(3, 0, 1, 2)
-
-
-def _depthwise(kernel: np.ndarray) -> np.ndarray:
-    return kernel.reshape(1, kernel.shape[0], kernel.shape[1], -1)
-
-
-# Exact layer class -> (weight attribute, Keras layout -> TFLite layout), tf_keras and Keras 3.
-# Exact classes only: DepthwiseConv2D subclasses Conv2D but keeps another weight in another
-# layout (Keras 3 calls it ``kernel``, tf_keras ``depthwise_kernel``).
-SUPPORTED_LAYERS: dict[type, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
-    keras.layers.Dense: ("kernel", _dense),
-    keras.layers.Conv1D: ("kernel", _conv1d),
-    keras.layers.Conv2D: ("kernel", _conv2d),
-    keras.layers.DepthwiseConv2D: ("depthwise_kernel", _depthwise),
-    keras3.layers.Dense: ("kernel", _dense),
-    keras3.layers.Conv1D: ("kernel", _conv1d),
-    keras3.layers.Conv2D: ("kernel", _conv2d),
-    keras3.layers.DepthwiseConv2D: ("kernel", _depthwise),
 }
 
 
@@ -160,77 +126,6 @@ class WeightTensor:
         if self.layer is None:
             return self.tensor_name
         return self.name or self.layer
-
-
-def _close(values: np.ndarray, allowed: np.ndarray, expected: np.ndarray) -> bool:
-    if not np.any(allowed):
-        return bool(np.array_equal(values, expected))
-    return bool(np.all(np.abs(values.astype(np.float64) - expected) <= allowed))
-
-
-def keras_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every layer of ``model``, nested models flattened, in model order."""
-    found = []
-
-    def walk(layer):
-        if isinstance(layer, (keras.Model, keras3.Model)):
-            for inner in layer.layers:
-                walk(inner)
-        else:
-            found.append(layer)
-
-    walk(model)
-    return found
-
-
-def _weight_name(layer: keras.layers.Layer, variable) -> str:
-    """The attribute holding ``variable``, else its variable path inside the layer (RNN cell
-    scopes left out: an LSTM's ``kernel``, a MultiHeadAttention's ``query/kernel``)."""
-    for attribute, value in vars(layer).items():
-        if value is variable and not attribute.startswith("_"):
-            return attribute
-    # A Keras 3 variable's name is its attribute's ("kernel"); its path has the layer scopes.
-    name = variable.path if isinstance(variable, keras3.Variable) else variable.name
-    segments = name.split(":")[0].split("/")
-    if layer.name in segments[:-1]:
-        segments = segments[len(segments) - 1 - segments[::-1].index(layer.name) :]
-    segments = segments[1:] or segments
-    cells = {
-        inner.cell.name
-        for inner in layer._flatten_layers()
-        if isinstance(getattr(inner, "cell", None), (keras.layers.Layer, keras3.layers.Layer))
-    }
-    inner = [s for s in segments[:-1] if s not in cells]
-    return "/".join([*inner, segments[-1]])
-
-
-def kernel_weights(layer: keras.layers.Layer) -> list[tuple[str, object]]:
-    """``(name, variable)`` of the layer's weights that may be compressed: rank 2 or more, not
-    a bias (kernels, embeddings, recurrent kernels, attention projections); unbuilt: none."""
-    if not layer.built:
-        return []
-    found = []
-    seen = set()
-    for variable in layer.weights:
-        if len(variable.shape) < 2 or id(variable) in seen:
-            continue
-        seen.add(id(variable))
-        name = _weight_name(layer, variable)
-        if name.split("/")[-1].endswith("bias"):
-            continue
-        found.append((name, variable))
-    return found
-
-
-def keras_kernels(model: keras.Model) -> dict[str, np.ndarray]:
-    """Layer name -> the kernel of every supported layer, in TFLite's layout."""
-    kernels = {}
-    for layer in keras_layers(model):
-        entry = SUPPORTED_LAYERS.get(type(layer))
-        if entry is not None and layer.built:
-            attribute, to_tflite = entry
-            kernels[layer.name] = to_tflite(np.asarray(getattr(layer, attribute).numpy()))
-    return kernels
 
 
 def is_full_integer(model) -> bool:
@@ -567,8 +462,9 @@ def _readers(model, weight: WeightTensor) -> list[str]:
 def skipped_weights(
     model, keras_model: keras.Model, weights: Sequence[WeightTensor], *, quantized: bool = False
 ) -> list[SkippedWeight]:
-    """Every compressible Keras weight (:func:`kernel_weights`) of ``keras_model``, or part of
-    one, that none of ``weights`` (the file's matched weight tensors) holds, and why.
+    """Every compressible Keras weight (:func:`tflite_export.keras_weights.kernel_weights`) of
+    ``keras_model``, or part of one, that none of ``weights`` (the file's matched weight
+    tensors) holds, and why.
 
     Args:
       model: the parsed file.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tf_admm.compat import keras
-from tflite_export import exporter, flatbuffer, weights
+from tflite_export import exporter, flatbuffer, keras_weights, weights
 from tflite_export.testing import LAYER_KINDS, small_model
 
 
@@ -16,7 +16,7 @@ def test_each_supported_kernel_is_found_in_its_tflite_layout(kind):
     assert set(found) == {"target", "head"}
     for name, weight in found.items():
         layer = model.get_layer(name)
-        attribute, to_tflite = weights.SUPPORTED_LAYERS[type(layer)]
+        attribute, to_tflite = keras_weights.SUPPORTED_LAYERS[type(layer)]
         assert weight.weight == attribute and weight.layer_type == type(layer).__name__
         np.testing.assert_array_equal(
             flatbuffer.decode_tensor(parsed, weight.subgraph, weight.tensor),
@@ -53,4 +53,8 @@ def test_nested_models_are_flattened():
     inner = small_model("dense")
     inputs = keras.Input((24,))
     outer = keras.Model(inputs, keras.layers.Dense(2, name="top")(inner(inputs)))
-    assert [layer.name for layer in weights.keras_layers(outer)][-3:] == ["target", "head", "top"]
+    assert [layer.name for layer in keras_weights.keras_layers(outer)][-3:] == [
+        "target",
+        "head",
+        "top",
+    ]
