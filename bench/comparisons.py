@@ -242,22 +242,44 @@ class Comparison:
         return math.inf if theirs is None else ours / theirs
 
     @property
-    def at_least_twice(self) -> bool:
-        factor = self.factor
-        return factor is not None and factor >= 2 - _EPSILON
+    def at_least_twice(self) -> bool | None:
+        """Whether tf-admm's highest ratio is at least twice tfmot's, on the measured grid; None
+        while the measured ratios cannot tell.
+
+        When tfmot reaches none of the measured ratios, its highest lies below the lowest one,
+        so the answer is yes only if tf-admm's is at least twice that lowest ratio. When
+        tf-admm's highest is the highest ratio measured it is a lower bound, so a factor under 2
+        is no answer either.
+        """
+        ours, theirs = self.highest["tf_admm"], self.highest["tfmot"]
+        if ours is None:
+            return None if theirs is None else False
+        if theirs is None:
+            return True if ours >= 2 * min(self.ratios) - _EPSILON else None
+        if ours / theirs >= 2 - _EPSILON:
+            return True
+        return None if ours == self.top_ratio else False
 
     def verdict(self) -> str:
         """One line: both highest ratios and whether tf-admm's is at least twice tfmot's."""
         if not self.ratios:
             return f"{self.title}: no ratio measured for both libraries yet."
         highest = self.highest
+        lowest = min(self.ratios)
 
         def text(ratio: float | None) -> str:
             if ratio is None:
-                return "none of the measured ratios"
+                return f"none of the measured ratios (below {lowest:g}x)"
             bound = " (the highest ratio measured)" if ratio == self.top_ratio else ""
             return f"{ratio:g}x{bound}"
 
+        answer = self.at_least_twice
+        if answer is None and highest["tf_admm"] is None:
+            ending = "not decided yet: neither reaches a measured ratio; measure lower ones."
+        elif answer is None:
+            ending = "not decided yet: measure lower ratios for tfmot or higher ones for tf-admm."
+        else:
+            ending = "at least 2x." if answer else "NOT at least 2x."
         factor = self.factor
         if factor is None:
             ratio_text = "tf-admm reaches none"
@@ -268,8 +290,7 @@ class Comparison:
         return (
             f"{self.title}: highest ratio within {self.tolerance_points:g} point of dense "
             f"(mean test gap over seeds): tf-admm {text(highest['tf_admm'])}, tfmot "
-            f"{text(highest['tfmot'])}; {ratio_text}: "
-            + ("at least 2x." if self.at_least_twice else "NOT at least 2x.")
+            f"{text(highest['tfmot'])}; {ratio_text}: {ending}"
         )
 
 

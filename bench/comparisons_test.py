@@ -159,14 +159,37 @@ def test_verdict_when_one_library_reaches_none_and_at_the_highest_ratio_measured
     only_ours = [record("tf_admm:lamp", 100, 0, -0.05), record("tfmot:lamp", 100, 0, -0.5)]
     same = comparisons.same_allocation(comparisons.cells(only_ours), 0.1)
     assert same.highest == {"tf_admm": 100.0, "tfmot": None}
-    assert same.at_least_twice
+    # tfmot's highest is somewhere below 100x, the lowest ratio measured: not decided.
+    assert same.at_least_twice is None
     assert (
-        "tf-admm 100x (the highest ratio measured), tfmot none of the measured ratios; "
-        "tfmot reaches none: at least 2x." in same.verdict()
+        "tf-admm 100x (the highest ratio measured), tfmot none of the measured ratios (below "
+        "100x); tfmot reaches none: not decided yet: measure lower ratios for tfmot or higher "
+        "ones for tf-admm." in same.verdict()
     )
+    # With 50x measured and missed by tfmot, tf-admm's 100x is at least twice tfmot's.
+    lower = only_ours + [record("tf_admm:lamp", 50, 0, 0.0), record("tfmot:lamp", 50, 0, -0.2)]
+    same = comparisons.same_allocation(comparisons.cells(lower), 0.1)
+    assert same.at_least_twice is True
+    assert same.verdict().endswith("tfmot reaches none: at least 2x.")
+    # tf-admm at the highest ratio measured, tfmot one step below: a lower bound, not decided.
+    bound = [
+        record("tf_admm:lamp", 100, 0, -0.05),
+        record("tf_admm:lamp", 50, 0, 0.0),
+        record("tfmot:lamp", 100, 0, -0.5),
+        record("tfmot:lamp", 50, 0, -0.05),
+    ]
+    same = comparisons.same_allocation(comparisons.cells(bound), 0.1)
+    assert same.factor == 2.0 and same.at_least_twice is True
+    bound[0] = record("tf_admm:lamp", 100, 0, -0.5)
+    same = comparisons.same_allocation(comparisons.cells(bound), 0.1)
+    assert same.factor == 1.0 and same.at_least_twice is False
+    # Both reach the highest ratio measured: tf-admm's may go further, so not decided.
+    top = [record("tf_admm:lamp", 100, 0, -0.05), record("tfmot:lamp", 100, 0, -0.05)]
+    same = comparisons.same_allocation(comparisons.cells(top), 0.1)
+    assert same.factor == 1.0 and same.at_least_twice is None
     neither = [record("tf_admm:lamp", 100, 0, -0.5), record("tfmot:lamp", 100, 0, -0.05)]
     same = comparisons.same_allocation(comparisons.cells(neither), 0.1)
-    assert same.factor is None and not same.at_least_twice
+    assert same.factor is None and same.at_least_twice is False
     assert "tf-admm reaches none: NOT at least 2x." in same.verdict()
     alone = comparisons.cells([record("tf_admm:lamp", 100, 0, -0.05)])
     assert (
@@ -186,3 +209,13 @@ def test_summary_prints_both_comparisons_with_their_verdicts():
     text = comparisons.format_summary(records(), 0.1)
     assert "-0.10 ± 0.07" in text
     assert text.count("at least 2x.") == 2 and "NOT at least 2x." in text
+
+
+def test_verdict_when_neither_reaches_a_measured_ratio_asks_for_lower_ones():
+    missed = [record("tf_admm:lamp", 100, 0, -0.6), record("tfmot:lamp", 100, 0, -0.9)]
+    same = comparisons.same_allocation(comparisons.cells(missed), 0.5)
+    assert same.at_least_twice is None
+    assert same.verdict().endswith(
+        "tf-admm reaches none: not decided yet: neither reaches a measured ratio; measure "
+        "lower ones."
+    )

@@ -405,7 +405,7 @@ def _frontier_shortfalls(doc, where: str) -> list[str]:
                 + ("none of the measured ratios" if ours is None else f"{ours:g}x")
                 + "."
             )
-        elif not comparison.at_least_twice and comparison.ratios:
+        elif comparison.at_least_twice is False and comparison.ratios:
             found.append(
                 f"{what}: tf-admm's highest ratio within {tolerance:g} point of dense is not 2x "
                 f"tfmot's ({ours:g}x against {theirs:g}x)."

@@ -8,6 +8,7 @@ variant, library, table, JSON file and plot is produced.
 import json
 import math
 import os
+import re
 
 import pytest
 
@@ -211,7 +212,12 @@ def test_results_report_from_the_smoke_outputs(
     assert "| 100x | tf_admm:lamp | 2 | 100.0x |" in markdown
     assert "| 100x | tfmot:uniform | 2 | 100.0x |" in markdown
     assert "### Same allocation (tf_admm:lamp against tfmot:lamp)" in markdown
-    assert markdown.count("at least 2x.**") == 2
+    # Both comparisons end in a verdict (which one depends on the smoke run's noise).
+    verdicts = re.findall(r"\*\*(?:Same allocation|Best practice) .*\*\*", markdown)
+    assert len(verdicts) == 2
+    assert all(
+        v.endswith(("at least 2x.**", "tf-admm.**", "lower ones.**", "yet.**")) for v in verdicts
+    )
     assert "| config | tf-admm prune + quantize | 3 |" in markdown
     assert "| config | tfmot prune + cluster + PCQAT | 3 |" in markdown
     assert "| lenet5 | admm |" in markdown and "| vgg | tfmot |" in markdown
