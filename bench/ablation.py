@@ -28,12 +28,11 @@ import os
 import time
 
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import app, flags
 
 import tf_admm
-from bench import common
-from recipes import data, models
+from bench import common, sweep
+from recipes import models
 from tf_admm.compat import keras, tf
 
 SIZES = {"conv1": 500, "conv2": 25_000, "fc1": 400_000, "fc2": 5_000}
@@ -69,27 +68,20 @@ class Settings:
 
 def mnist_arrays(data_dir: str | None = None):
     """(train, validation, test) as (float images, labels) pairs; validation is MNIST's last
-    5,000 training images."""
-    directory = data.prepare_mnist(data_dir)
-    splits = {}
-    for split in ("train", "test"):
-        examples = tfds.load(
-            "mnist", split=split, data_dir=directory, as_supervised=True, batch_size=-1
-        )
-        images, labels = tfds.as_numpy(examples)
-        splits[split] = (images.astype(np.float32) / 255.0, labels)
-    (x, y), test = splits["train"], splits["test"]
-    return (x[:-VALIDATION], y[:-VALIDATION]), (x[-VALIDATION:], y[-VALIDATION:]), test
+    5,000 training images (:func:`bench.sweep.load_arrays`)."""
+    return sweep.load_arrays(sweep.Protocol(validation_examples=VALIDATION), data_dir)
 
 
 def _batches(arrays, settings: Settings, seed: int) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices(arrays).shuffle(len(arrays[0]), seed=seed)
-    return ds.batch(settings.batch_size).prefetch(4)
+    return sweep.batches(arrays, settings.batch_size, seed)
 
 
-def accuracy(model: keras.Model, arrays) -> float:
-    logits = model.predict(arrays[0], batch_size=1000, verbose=0)
-    return float(np.mean(np.argmax(logits, -1) == arrays[1]))
+accuracy = sweep.accuracy
+
+
+def cosine(step: int, admm_steps: int, retrain_steps: int) -> float:
+    """1e-3 through ADMM, then cosine from 1e-3 to 1e-5 over the retraining steps."""
+    return sweep.cosine_rate(step, admm_steps, retrain_steps, 1e-3, 1e-5)
 
 
 def dense_model(settings: Settings, train, model_fn=models.lenet5) -> keras.Model:
@@ -118,14 +110,6 @@ def dense_model(settings: Settings, train, model_fn=models.lenet5) -> keras.Mode
     )
     model.save_weights(path)
     return model
-
-
-def cosine(step: int, admm_steps: int, retrain_steps: int) -> float:
-    """1e-3 through ADMM, then cosine from 1e-3 to 1e-5 over the retraining steps."""
-    done = step - admm_steps
-    if done < 0:
-        return 1e-3
-    return 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * min(done / retrain_steps, 1)))
 
 
 class _StepLearningRate(keras.callbacks.Callback):

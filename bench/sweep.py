@@ -51,6 +51,8 @@ from recipes import data, models, run_files
 from tf_admm.compat import keras, tf
 
 __all__ = [
+    "accuracy",
+    "batches",
     "ALLOCATIONS",
     "DATASETS",
     "LIBRARIES",
@@ -171,7 +173,8 @@ def load_arrays(protocol: Protocol, data_dir: str | None = None):
     return train, (x[-held:], y[-held:]), test
 
 
-def _batches(arrays, batch_size: int, seed: int) -> tf.data.Dataset:
+def batches(arrays, batch_size: int, seed: int) -> tf.data.Dataset:
+    """``(images, labels)`` arrays as shuffled batches (the same order for the same seed)."""
     ds = tf.data.Dataset.from_tensor_slices(arrays).shuffle(len(arrays[0]), seed=seed)
     return ds.batch(batch_size).prefetch(4)
 
@@ -229,7 +232,7 @@ def dense_model(protocol: Protocol, seed: int, train, work_dir: str, verbose: in
     _compile(model, protocol)
     steps = steps_per_epoch(protocol, train) * protocol.pretrain_epochs
     model.fit(
-        _batches(train, protocol.batch_size, seed),
+        batches(train, protocol.batch_size, seed),
         epochs=protocol.pretrain_epochs,
         verbose=verbose,
         callbacks=[
@@ -277,7 +280,7 @@ def _fit(model, protocol: Protocol, train, seed: int, callbacks, verbose: int):
         )
     )
     return model.fit(
-        _batches(train, protocol.batch_size, seed + 1),
+        batches(train, protocol.batch_size, seed + 1),
         epochs=protocol.epochs,
         verbose=verbose,
         callbacks=[*callbacks, rate],
