@@ -43,7 +43,7 @@ _PROTOCOL = sweep.Protocol()
 class Settings:
     """Everything ``run`` needs, so tests can call it without flags.
 
-    The protocol fields (``dataset`` to ``train_examples``) are those of
+    The protocol fields (``dataset`` to ``distill_temperature``) are those of
     :class:`bench.sweep.Protocol`, with its defaults.
 
     Attributes:
@@ -73,6 +73,8 @@ class Settings:
     rho_multiplier: float = _PROTOCOL.rho_multiplier
     validation_examples: int = _PROTOCOL.validation_examples
     train_examples: int | None = _PROTOCOL.train_examples
+    distill_weight: float = _PROTOCOL.distill_weight
+    distill_temperature: float = _PROTOCOL.distill_temperature
     seeds: tuple[int, ...] = (0, 1, 2)
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     arms: tuple[str, ...] = DEFAULT_ARMS
@@ -200,7 +202,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "format": 2,
         "command": settings.command,
         "settings": dataclasses.asdict(settings),
-        "protocol": dataclasses.asdict(protocol),
+        "protocol": protocol.identity(),
         "tolerance_points": settings.tolerance,
         "machine": machine,
         "start": start,
@@ -263,6 +265,15 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
         ),
         "train_examples": flags.DEFINE_integer(
             "train_examples", None, "Only the first N training images (smoke)."
+        ),
+        "distill_weight": flags.DEFINE_float(
+            "distill_weight",
+            d.distill_weight,
+            "Share of the dense model's soft targets in the loss while pruning and retraining "
+            "(0: labels only).",
+        ),
+        "distill_temperature": flags.DEFINE_float(
+            "distill_temperature", d.distill_temperature, "Temperature of the soft targets."
         ),
         "run_missing": flags.DEFINE_bool(
             "run_missing", True, "Run points that are not cached (--norun_missing: skip them)."

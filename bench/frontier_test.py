@@ -41,7 +41,7 @@ def test_settings_refuse_bad_fields_naming_them(fields, message):
 
 def _cache(work_dir, protocol, seed, arm, ratio, test):
     record = {
-        "protocol": dataclasses.asdict(protocol),
+        "protocol": protocol.identity(),
         "seed": seed,
         "arm": arm,
         "library": arm.split(":")[0],
@@ -96,7 +96,7 @@ def test_cached_points_only_make_a_document_and_missing_ones_are_listed(tmp_path
         written = json.load(f)
     assert written["benchmark"] == "frontier" and written["format"] == 2
     assert written["command"] == "python -m bench.frontier --test"
-    assert written["protocol"] == dataclasses.asdict(sweep.Protocol())
+    assert written["protocol"] == sweep.Protocol().identity()
     assert written["tolerance_points"] == 0.1
     for key in ("machine", "start", "end", "settings"):
         assert key in written

@@ -47,7 +47,7 @@ import tensorflow_datasets as tfds
 import tf_admm
 from bench import common
 from bench.common import tfmot
-from recipes import data, models, run_files
+from recipes import data, distillation, models, run_files
 from tf_admm.compat import keras, tf
 
 __all__ = [
@@ -120,6 +120,11 @@ class Protocol:
     rho_multiplier: float = 1.042
     validation_examples: int = 5_000
     train_examples: int | None = None  # Smoke runs: only the first N training images.
+    # Knowledge distillation from the point's own dense model during pruning and retraining
+    # (recipes.distillation; 0: labels only). Added after the first points were recorded: at
+    # 0 these fields are left out of the protocol's identity, so those points still match.
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -134,15 +139,24 @@ class Protocol:
         for name in ("pretrain_epochs", "batch_size", "update_every", "validation_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Expected {name} >= 1; received: {name}={getattr(self, name)}")
+        distillation.check_settings(self.distill_weight, self.distill_temperature)
         if not (self.rho > 0 and self.rho_multiplier >= 1):
             raise ValueError(
                 "Expected rho > 0 and rho_multiplier >= 1; received: "
                 f"rho={self.rho}, rho_multiplier={self.rho_multiplier}"
             )
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that tell protocols apart (every field, except the distillation fields
+        when there is no distillation: points recorded before they existed still match)."""
+        fields = dataclasses.asdict(self)
+        if self.distill_weight == 0:
+            del fields["distill_weight"], fields["distill_temperature"]
+        return fields
+
     def key(self) -> str:
-        """A short hash of every field: points of different protocols never mix."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """A short hash of :meth:`identity`: points of different protocols never mix."""
+        text = json.dumps(self.identity(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -208,11 +222,23 @@ class _StepLearningRate(keras.callbacks.Callback):
         self.step += 1
 
 
-def _compile(model: keras.Model, protocol: Protocol) -> keras.Model:
-    model.compile(
-        keras.optimizers.Adam(protocol.learning_rate), common.classification_loss(), ["accuracy"]
-    )
+def _compile(model: keras.Model, protocol: Protocol, distill: bool = False) -> keras.Model:
+    if distill and protocol.distill_weight > 0:
+        loss = distillation.DistillationLoss(protocol.distill_weight, protocol.distill_temperature)
+        metrics = [distillation.LabelAccuracy()]
+    else:
+        loss, metrics = common.classification_loss(), ["accuracy"]
+    model.compile(keras.optimizers.Adam(protocol.learning_rate), loss, metrics)
     return model
+
+
+def _with_teacher(protocol: Protocol, dense: keras.Model, train):
+    """``train`` with label rows ``[label, dense logits...]`` when the protocol distills."""
+    if protocol.distill_weight == 0:
+        return train
+    logits = dense.predict(train[0], batch_size=1000, verbose=0).astype(np.float32)
+    rows = np.concatenate([train[1].astype(np.float32)[:, None], logits], axis=1)
+    return train[0], rows
 
 
 def dense_model(protocol: Protocol, seed: int, train, work_dir: str, verbose: int = 0):
@@ -296,7 +322,7 @@ def _tf_admm(protocol: Protocol, dense, kept: Mapping[str, int], train, seed, ve
         update_unit="step",
         admm_rounds=max(1, protocol.prune_epochs * steps // protocol.update_every),
     )
-    model = _compile(tf_admm.admm_wrap(dense, spec), protocol)
+    model = _compile(tf_admm.admm_wrap(dense, spec), protocol, distill=True)
     _fit(model, protocol, train, seed, tf_admm.callbacks(), verbose)
     if model.phase is not tf_admm.Phase.RETRAIN:
         raise RuntimeError(f"Expected tf-admm to reach retraining; received: phase={model.phase}")
@@ -318,7 +344,7 @@ def _tfmot(protocol: Protocol, dense, kept: Mapping[str, int], train, seed, verb
         )
 
     sparsities = {name: 1.0 - kept[name] / sizes[name] for name in kept}
-    model = _compile(common.tfmot_prune(dense, sparsities, schedule), protocol)
+    model = _compile(common.tfmot_prune(dense, sparsities, schedule), protocol, distill=True)
     _fit(model, protocol, train, seed, [tfmot.sparsity.keras.UpdatePruningStep()], verbose)
     return common.tfmot_strip(model)
 
@@ -342,7 +368,7 @@ def read_point(
         return None
     with open(path, encoding="utf-8") as f:
         record = json.load(f)
-    return record if record.get("protocol") == dataclasses.asdict(protocol) else None
+    return record if record.get("protocol") == protocol.identity() else None
 
 
 def run_point(
@@ -381,13 +407,18 @@ def run_point(
     load_start = common.load_average()
     compress = _tf_admm if arm.library == "tf_admm" else _tfmot
     plain = compress(
-        protocol, _fresh_dense(protocol, seed, train, work_dir), kept, train, seed, verbose
+        protocol,
+        _fresh_dense(protocol, seed, train, work_dir),
+        kept,
+        _with_teacher(protocol, dense, train),
+        seed,
+        verbose,
     )
     seconds = time.perf_counter() - start
     nonzeros = {name: int(np.count_nonzero(w)) for name, w in kernels(plain).items()}
     weights = sum(w.size for w in kernels(plain).values())
     record = {
-        "protocol": dataclasses.asdict(protocol),
+        "protocol": protocol.identity(),
         "seed": seed,
         "arm": str(arm),
         "library": arm.library,

@@ -30,6 +30,8 @@ def test_arm_parses_library_and_allocation_and_names_bad_fields():
         ({"update_every": 0}, "update_every >= 1"),
         ({"rho": 0.0}, "rho > 0"),
         ({"rho_multiplier": 0.9}, "rho_multiplier >= 1"),
+        ({"distill_weight": 1.5}, "distillation weight"),
+        ({"distill_weight": 0.5, "distill_temperature": 0.0}, "distillation temperature"),
     ],
 )
 def test_protocol_refuses_bad_fields(fields, message):
@@ -41,6 +43,18 @@ def test_protocol_key_changes_with_any_field():
     assert sweep.Protocol().key() == sweep.Protocol().key()
     assert sweep.Protocol().key() != sweep.Protocol(rho=1e-3).key()
     assert sweep.Protocol().key() != sweep.Protocol(dataset="fashion_mnist").key()
+
+
+def test_protocol_without_distillation_keeps_the_key_of_the_points_recorded_before_it():
+    # The key of docs/data/sweep/points/mnist_e442964f8f_*: adding the distillation fields must
+    # not orphan them.
+    assert sweep.Protocol().key() == "e442964f8f"
+    assert sweep.Protocol(dataset="fashion_mnist").key() == "450b7436c5"
+    assert "distill_weight" not in sweep.Protocol().identity()
+    distilled = sweep.Protocol(distill_weight=0.5)
+    assert distilled.identity()["distill_weight"] == 0.5
+    assert distilled.key() != sweep.Protocol().key()
+    assert distilled.key() != sweep.Protocol(distill_weight=0.5, distill_temperature=2).key()
 
 
 def test_cosine_rate_holds_then_decays_to_the_floor():
@@ -103,3 +117,37 @@ def test_every_arm_keeps_exactly_the_allocation_and_a_point_is_read_back(tmp_pat
     # Another protocol is a different point, not the cached one.
     other = sweep.Protocol(epochs=2, prune_epochs=1, pretrain_epochs=1, batch_size=64)
     assert sweep.point_path(str(tmp_path), other, 0, sweep.Arm.parse("tf_admm:lamp"), 100) != path
+
+
+def test_a_distilled_point_trains_on_the_dense_models_logits(tmp_path, monkeypatch):
+    protocol = sweep.Protocol(
+        epochs=2,
+        prune_epochs=1,
+        pretrain_epochs=1,
+        batch_size=64,
+        update_every=2,
+        distill_weight=0.5,
+    )
+    arrays = (_arrays(), _arrays(64, 1), _arrays(64, 2))
+    seen = {}
+    real_fit = sweep._fit
+
+    def spy(model, protocol, train, seed, callbacks, verbose):
+        seen["rows"], seen["loss"] = train[1], model.loss
+        return real_fit(model, protocol, train, seed, callbacks, verbose)
+
+    monkeypatch.setattr(sweep, "_fit", spy)
+    record = sweep.run_point(
+        protocol, 0, sweep.Arm.parse("tf_admm:lamp"), 100, work_dir=str(tmp_path), arrays=arrays
+    )
+    dense = sweep.dense_model(protocol, 0, arrays[0], str(tmp_path))
+    logits = dense.predict(arrays[0][0], verbose=0)
+    assert seen["rows"].shape == (256, 11)
+    np.testing.assert_array_equal(seen["rows"][:, 0], arrays[0][1])
+    np.testing.assert_allclose(seen["rows"][:, 1:], logits, rtol=1e-5, atol=1e-5)
+    assert seen["loss"].weight == 0.5 and seen["loss"].temperature == 4.0
+    assert record["nonzeros"] == record["kept"] and sum(record["kept"].values()) == 4_305
+    assert record["protocol"]["distill_weight"] == 0.5
+    assert "_" + protocol.key() + "_" in sweep.point_path(
+        str(tmp_path), protocol, 0, sweep.Arm.parse("tf_admm:lamp"), 100
+    )
