@@ -7,7 +7,9 @@ groups of runs that differ in it alone: ``without`` and ``with``. A run is eithe
 * a ``bench.ablation`` output (one JSON file per run: its settings, ``test``, ``validation``,
   ``dense_test``, ``dense_validation``, ``ratio``), whose command is rebuilt from its settings,
 * or a recipe's ``results.json`` (``dense_accuracy``, ``pruned_accuracy``, ``validation``,
-  ``pruning_ratio`` and ``run``: command, commit, seed).
+  ``pruning_ratio`` and ``run``: command, commit, seed),
+* or a ``bench.frontier`` point (``bench.sweep``'s record: ``protocol``, ``arm``, ``dense``,
+  ``test``, ``validation``, ``provenance``), whose command is rebuilt from its protocol.
 
 The ingredients are data, a JSON file (``--ingredients``, e.g. ``bench/ablation_167x.json``)::
 
@@ -61,6 +63,25 @@ _ABLATION_DEFAULTS = {
 }
 
 
+# bench.sweep.Protocol's defaults (without its dataset): a frontier command names only the
+# protocol fields that differ from them. bench/ablation_table_test.py checks they are the same.
+_FRONTIER_DEFAULTS = {
+    "epochs": 40,
+    "prune_epochs": 24,
+    "pretrain_epochs": 12,
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "final_learning_rate": 1e-5,
+    "update_every": 100,
+    "rho": 3e-4,
+    "rho_multiplier": 1.042,
+    "validation_examples": 5_000,
+    "train_examples": None,
+    "distill_weight": 0.0,
+    "distill_temperature": 4.0,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One run, as the table uses it (gaps in accuracy points).
@@ -93,16 +114,33 @@ def _ablation_command(result: Mapping[str, Any]) -> str:
             value = list(value)
         if value is None or value == default:
             continue
-        if isinstance(value, list):
-            text = ",".join(str(v) for v in value)
-        else:
-            text = f"{value:g}" if isinstance(value, float) else str(value)
+        text = ",".join(str(v) for v in value) if isinstance(value, list) else _flag_text(value)
         args.append(f"--{name}={text}")
     return " ".join(["python -m bench.ablation", *args])
 
 
+def _flag_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _frontier_command(record: Mapping[str, Any]) -> str:
+    protocol = record["protocol"]
+    args = [
+        f"--dataset={protocol['dataset']}",
+        f"--seeds={record['seed']}",
+        f"--ratios={record['target_ratio']:g}",
+        f"--arms={record['arm']}",
+    ]
+    for name, default in _FRONTIER_DEFAULTS.items():
+        value = protocol.get(name, default)
+        if value is not None and value != default:
+            args.append(f"--{name}={_flag_text(value)}")
+    return " ".join(["python -m bench.frontier", *args])
+
+
 def load_run(path: str) -> Run:
-    """A :class:`Run` from a ``bench.ablation`` output or a recipe's ``results.json``.
+    """A :class:`Run` from a ``bench.ablation`` output, a recipe's ``results.json`` or a
+    ``bench.frontier`` point.
 
     Raises:
       ValueError: if the file is neither.
@@ -118,6 +156,16 @@ def load_run(path: str) -> Run:
             ratio=float(result["ratio"]),
             test_gap=100 * (result["test"] - result["dense_test"]),
             validation_gap=100 * (result["validation"] - result["dense_validation"]),
+        )
+    if "protocol" in result and "arm" in result and "dense" in result:
+        return Run(
+            path=path,
+            command=_frontier_command(result),
+            commit=(result.get("provenance") or {}).get("commit"),
+            seed=result.get("seed"),
+            ratio=float(result["achieved_ratio"]),
+            test_gap=100 * (result["test"] - result["dense"]["test"]),
+            validation_gap=100 * (result["validation"] - result["dense"]["validation"]),
         )
     if "pruned_accuracy" in result and "dense_accuracy" in result:
         run = result.get("run") or {}
@@ -136,8 +184,9 @@ def load_run(path: str) -> Run:
             ),
         )
     raise ValueError(
-        "Expected a bench.ablation output (variant, test, dense_test) or a recipe's "
-        f"results.json (pruned_accuracy, dense_accuracy); received: {path}"
+        "Expected a bench.ablation output (variant, test, dense_test), a recipe's "
+        "results.json (pruned_accuracy, dense_accuracy) or a bench.frontier point (protocol, "
+        f"arm, dense); received: {path}"
     )
 
 

@@ -63,6 +63,39 @@ def test_ablation_defaults_are_bench_ablations_so_commands_name_only_what_differ
         assert value == expected, name
 
 
+def test_frontier_defaults_are_the_sweep_protocols_so_commands_name_only_what_differs():
+    from bench import sweep
+
+    defaults = dataclasses.asdict(sweep.Protocol())
+    del defaults["dataset"]
+    assert ablation_table._FRONTIER_DEFAULTS == defaults
+
+
+def test_a_frontier_point_is_a_run_with_its_gaps_and_rebuilt_command(tmp_path):
+    protocol = dict(ablation_table._FRONTIER_DEFAULTS, dataset="mnist")
+    protocol.update(epochs=60, prune_epochs=36, rho_multiplier=1.028, distill_weight=0.5)
+    record = {
+        "protocol": protocol,
+        "seed": 2,
+        "arm": "tf_admm:lamp",
+        "target_ratio": 167.0,
+        "achieved_ratio": 166.99,
+        "dense": {"validation": 0.9930, "test": 0.9923},
+        "validation": 0.9911,
+        "test": 0.9916,
+        "provenance": {"command": "python -m bench.frontier ...", "commit": "abc123", "seed": 2},
+    }
+    path = tmp_path / "point.json"
+    path.write_text(json.dumps(record), encoding="utf-8")
+    run = ablation_table.load_run(str(path))
+    assert run.test_gap == pytest.approx(-0.07) and run.validation_gap == pytest.approx(-0.19)
+    assert (run.seed, run.ratio, run.commit) == (2, 166.99, "abc123")
+    assert run.command == (
+        "python -m bench.frontier --dataset=mnist --seeds=2 --ratios=167 --arms=tf_admm:lamp "
+        "--epochs=60 --prune_epochs=36 --rho_multiplier=1.028 --distill_weight=0.5"
+    )
+
+
 def test_rows_give_each_ingredients_mean_gaps_and_what_it_adds(tmp_path):
     runs = tmp_path / "ablation"
     runs.mkdir()
@@ -134,7 +167,7 @@ def test_rows_give_each_ingredients_mean_gaps_and_what_it_adds(tmp_path):
 def test_unknown_files_and_incomplete_ingredients_are_refused(tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"benchmark": "overhead"}), encoding="utf-8")
-    with pytest.raises(ValueError, match="bench.ablation output .* or a recipe's results.json"):
+    with pytest.raises(ValueError, match="bench.ablation output .* or a bench.frontier point"):
         ablation_table.load_run(str(other))
     with pytest.raises(ValueError, match="'without' and 'with'"):
         ablation_table.Ingredient.from_config({"name": "x", "with": ["a"]})
