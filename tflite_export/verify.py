@@ -47,6 +47,7 @@ __all__ = [
     "compare_outputs",
     "error_message",
     "fixed_batch",
+    "litert_interpreter",
     "litert_tensors",
     "run",
     "top1_agreement",
@@ -71,6 +72,16 @@ _RESOLVERS = {  # LiteRT only
     Runtime.DEFAULT_DELEGATE: _interpreter.OpResolverType.AUTO,
     Runtime.BUILTIN: _interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
 }
+
+
+def litert_interpreter(data: bytes, runtime: Runtime, **options):
+    """A LiteRT interpreter of ``data`` with ``runtime``'s kernels, not allocated yet.
+
+    ``options`` go to ``Interpreter`` (``num_threads``, ``experimental_preserve_all_tensors``).
+    """
+    return _interpreter.Interpreter(
+        model_content=bytes(data), experimental_op_resolver_type=_RESOLVERS[runtime], **options
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,11 +365,7 @@ def litert_tensors(
     """
     model = flatbuffer.read_model(data)
     inputs, _ = _file_order(model, inputs, input_names)
-    interpreter = _interpreter.Interpreter(
-        model_content=bytes(data),
-        experimental_op_resolver_type=_RESOLVERS[Runtime.BUILTIN],
-        experimental_preserve_all_tensors=True,
-    )
+    interpreter = litert_interpreter(data, Runtime.BUILTIN, experimental_preserve_all_tensors=True)
     details = interpreter.get_input_details()
     for detail, value in zip(details, inputs):
         sample = np.asarray(value)[:1]
@@ -445,9 +452,7 @@ def run(
     runtime = Runtime(runtime)
     if runtime is Runtime.TFLM:
         return _run_tflm(data, inputs, input_names, output_names)
-    interpreter = _interpreter.Interpreter(
-        model_content=bytes(data), experimental_op_resolver_type=_RESOLVERS[runtime]
-    )
+    interpreter = litert_interpreter(data, runtime)
     signatures = interpreter.get_signature_list()
     if signatures:
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
