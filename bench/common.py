@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,7 +38,6 @@ __all__ = [
     "format_table",
     "load_average",
     "machine_info",
-    "median",
     "nonzero_counts",
     "snapshot",
     "tfmot",
@@ -237,10 +235,6 @@ def write_json(path: str, data: Mapping[str, Any]) -> None:
 
 def classification_loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
 
 
 class BatchTimer(keras.callbacks.Callback):

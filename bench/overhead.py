@@ -30,14 +30,14 @@ threshold, step), optimizer slots excluded.
 from __future__ import annotations
 
 import dataclasses
-import time
+import functools
 from typing import Any
 
 import numpy as np
 from absl import app, flags, logging
 
 import tf_admm
-from bench import common, tables
+from bench import common, tables, timing
 from bench.common import tfmot
 from recipes import models
 from tf_admm.compat import keras, tf
@@ -190,13 +190,13 @@ def _fit(variant: _Variant, dataset, steps: int, timer=None) -> None:
 
 def _admm_update_ms(model: tf_admm.AdmmModel, repeats: int = 5) -> float:
     """Median time of one Z/U update over all wrappers (run once per ADMM round)."""
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
+
+    def update():
         for wrapper in model.admm_wrappers:
             wrapper.admm_update()
-        times.append(time.perf_counter() - start)
-    return 1e3 * common.median(times[1:])
+
+    timing.warm_up(update, 1)
+    return 1e3 * timing.median(timing.time_calls(update, repeats))
 
 
 def _time_model(settings: Settings, model_name: str) -> dict[str, Any]:
@@ -204,15 +204,23 @@ def _time_model(settings: Settings, model_name: str) -> dict[str, Any]:
     dataset = _synthetic(settings, input_shape)
     variants = [_build(name, settings, model_fn) for name in settings.variants]
     for variant in variants:  # Traces the train function outside the timed fits.
-        _fit(variant, dataset, 2)
-    for _ in range(settings.repeats):
-        for variant in variants:
-            timer = common.BatchTimer()
-            _fit(variant, dataset, settings.warmup + settings.steps, timer)
-            variant.intervals.append(timer.intervals[settings.warmup :])
+        timing.warm_up(functools.partial(_fit, variant, dataset, 2), 1)
+
+    def timed_fit(variant: _Variant) -> list[float]:
+        """One repeat: a fit of warmup + steps steps; the steps after the warm-up."""
+        timer = common.BatchTimer()
+        _fit(variant, dataset, settings.warmup + settings.steps, timer)
+        return timer.intervals[settings.warmup :]
+
+    # Every variant once per repeat, always in the same order.
+    repeats = timing.interleaved(
+        [functools.partial(timed_fit, v) for v in variants], settings.repeats, rotate=False
+    )
+    for variant, intervals in zip(variants, repeats):
+        variant.intervals.extend(intervals)
     plain = next(v for v in variants if v.name == "plain")
-    plain_medians = [common.median(r) for r in plain.intervals]
-    plain_median = common.median([t for r in plain.intervals for t in r])
+    plain_medians = [timing.median(r) for r in plain.intervals]
+    plain_median = timing.median([t for r in plain.intervals for t in r])
     parameters = sum(v.shape.num_elements() for v in plain.model.trainable_weights)
     result: dict[str, Any] = {
         "input_shape": list(input_shape),
@@ -224,11 +232,11 @@ def _time_model(settings: Settings, model_name: str) -> dict[str, Any]:
     }
     for variant in variants:
         flat = [t for r in variant.intervals for t in r]
-        paired = [common.median(r) / p for r, p in zip(variant.intervals, plain_medians)]
+        paired = [timing.median(r) / p for r, p in zip(variant.intervals, plain_medians)]
         entry = {
-            "median_ms": 1e3 * common.median(flat),
+            "median_ms": 1e3 * timing.median(flat),
             "mean_ms": 1e3 * float(np.mean(flat)),
-            "ratio": common.median(flat) / plain_median,
+            "ratio": timing.median(flat) / plain_median,
             "ratio_per_repeat": paired,
             "extra_state_bytes": 0
             if variant.name == "plain"

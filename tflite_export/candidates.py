@@ -33,16 +33,20 @@ __all__ = [
     "QUANTIZATION_BYTES_PER_CHANNEL",
     "TENSOR_OVERHEAD",
     "Candidate",
+    "FileBuilder",
     "Wording",
     "build_file",
+    "densify_weight",
     "distinct_detail",
     "failure_reason",
     "fit_levels",
     "keep_options",
     "layout_detail",
+    "quantization",
     "rank",
     "select",
     "select_or_keep",
+    "sparse_constant",
     "weight_checks",
 ]
 
@@ -200,6 +204,71 @@ def build_file(
         if not candidate.baseline:
             candidate.apply(editor, weights[key])
     return flatbuffer.write_model(editor.finish())
+
+
+class FileBuilder:
+    """Writes a target's file for an assignment of candidates: the converter's file
+    (``reference``) with every planned weight re-encoded. A target adds ``check``.
+
+    Attributes:
+      reference: the converter's file.
+      weights: the weight tensors, by (subgraph, tensor).
+      baseline: per weight, the candidate that leaves the converter's tensor as it is.
+    """
+
+    def __init__(self, reference: bytes, weights: Iterable[WeightTensor]):
+        self.reference = reference
+        self.weights = {(w.subgraph, w.tensor): w for w in weights}
+        self.baseline: dict[Key, Candidate] = {}
+
+    def build(self, plan: Mapping[Key, Candidate]) -> bytes:
+        return build_file(self.reference, self.weights, plan)
+
+
+def quantization(scales: Any, axis: int | None, zero_point: int = 0) -> Any:
+    """TFLite quantization parameters: one scale per tensor, or per channel along ``axis``,
+    each with ``zero_point``."""
+    parameters = flatbuffer.schema.QuantizationParametersT()
+    parameters.scale = np.asarray(scales, np.float32).reshape(-1)
+    parameters.zeroPoint = np.full(parameters.scale.size, zero_point, np.int64)
+    parameters.quantizedDimension = int(axis) if axis is not None else 0
+    return parameters
+
+
+def sparse_constant(
+    editor: flatbuffer.ModelEditor,
+    weight: WeightTensor,
+    suffix: str,
+    values: np.ndarray,
+    tensor_type: int,
+    dtype: Any,
+    layout: encodings.SparseLayout,
+) -> int:
+    """Adds a constant tensor ``<weight>/<suffix>`` of ``values``' shape holding, in TFLite's
+    sparse format, its values at ``layout``'s positions as ``dtype``; returns its index."""
+    return editor.add_tensor(
+        weight.subgraph,
+        f"{weight.tensor_name}/{suffix}",
+        values.shape,
+        tensor_type,
+        values.reshape(-1)[layout.positions].astype(dtype),
+        sparsity=flatbuffer.sparsity_parameters(layout),
+    )
+
+
+def densify_weight(
+    editor: flatbuffer.ModelEditor,
+    weight: WeightTensor,
+    suffix: str,
+    values: np.ndarray,
+    tensor_type: int,
+    dtype: Any,
+    layout: encodings.SparseLayout,
+) -> None:
+    """Makes the weight tensor the output of a DENSIFY reading :func:`sparse_constant`."""
+    editor.release_constant(weight.subgraph, weight.tensor)
+    source = sparse_constant(editor, weight, suffix, values, tensor_type, dtype, layout)
+    editor.add_densify(weight.subgraph, source, weight.tensor)
 
 
 def select(

@@ -20,7 +20,6 @@ lie on a uniform grid is stored as integer codes (``LEVELS``, exact); otherwise 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -32,11 +31,14 @@ from tflite_export.candidates import (
     QUANTIZATION_BYTES_PER_CHANNEL,
     TENSOR_OVERHEAD,
     Candidate,
-    build_file,
+    FileBuilder,
+    densify_weight,
     distinct_detail,
     fit_levels,
     layout_detail,
+    quantization,
     rank,
+    sparse_constant,
 )
 from tflite_export.conversion import convert_float_any_batch
 from tflite_export.encodings import Encoding
@@ -68,14 +70,6 @@ _AUTO_FLOAT = (
     Encoding.FLOAT16,
     Encoding.SPARSE_FLOAT16,
 )
-
-
-def _quantization(scale: np.ndarray, axis: int | None, zero_point: int = 0) -> Any:
-    parameters = _schema.QuantizationParametersT()
-    parameters.scale = np.atleast_1d(np.asarray(scale, np.float32))
-    parameters.zeroPoint = np.full(parameters.scale.size, zero_point, np.int64)
-    parameters.quantizedDimension = int(axis) if axis is not None else 0
-    return parameters
 
 
 def _stored_codes(fit: encodings.UniformFit) -> np.ndarray | bytes:
@@ -115,19 +109,9 @@ def _dense_candidate(values: np.ndarray) -> Candidate:
 
 def _sparse_float_candidate(values: np.ndarray) -> Candidate:
     layout = encodings.best_sparse_layout(values != 0, 4)
-    stored = values.reshape(-1)[layout.positions].astype(np.float32)
 
     def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
-        editor.release_constant(weight.subgraph, weight.tensor)
-        source = editor.add_tensor(
-            weight.subgraph,
-            f"{weight.tensor_name}/sparse",
-            values.shape,
-            _TYPES.FLOAT32,
-            stored,
-            sparsity=flatbuffer.sparsity_parameters(layout),
-        )
-        editor.add_densify(weight.subgraph, source, weight.tensor)
+        densify_weight(editor, weight, "sparse", values, _TYPES.FLOAT32, np.float32, layout)
 
     estimate = layout.stored_bytes(4) + TENSOR_OVERHEAD + OPERATOR_OVERHEAD
     return Candidate(
@@ -144,7 +128,7 @@ def _levels_candidate(encoding: Encoding, fit: encodings.UniformFit) -> Candidat
             fit.codes.shape,
             _CODE_TENSOR_TYPES[fit.code_type],
             _stored_codes(fit),
-            quantization=_quantization(fit.scale, fit.axis, fit.zero_point),
+            quantization=quantization(fit.scale, fit.axis, fit.zero_point),
         )
         editor.add_dequantize(weight.subgraph, _dequantize_version(fit), source, weight.tensor)
 
@@ -163,24 +147,18 @@ def _sparse_levels_candidate(
     fit: encodings.UniformFit, encoding: Encoding = Encoding.SPARSE_LEVELS
 ) -> Candidate:
     layout = encodings.best_sparse_layout(fit.codes != 0, 1)
-    stored = fit.codes.reshape(-1)[layout.positions].astype(np.int8)
 
     def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
         editor.release_constant(weight.subgraph, weight.tensor)
-        source = editor.add_tensor(
-            weight.subgraph,
-            f"{weight.tensor_name}/sparse_int8",
-            fit.codes.shape,
-            _TYPES.INT8,
-            stored,
-            sparsity=flatbuffer.sparsity_parameters(layout),
+        source = sparse_constant(
+            editor, weight, "sparse_int8", fit.codes, _TYPES.INT8, np.int8, layout
         )
         codes = editor.add_tensor(
             weight.subgraph,
             f"{weight.tensor_name}/int8",
             fit.codes.shape,
             _TYPES.INT8,
-            quantization=_quantization(fit.scale, fit.axis),
+            quantization=quantization(fit.scale, fit.axis),
         )
         editor.add_densify(weight.subgraph, source, codes)
         editor.add_dequantize(
@@ -213,13 +191,8 @@ def _float16_candidate(values: np.ndarray, sparse: bool) -> Candidate:
                 halves,
             )
         else:
-            stored = editor.add_tensor(
-                weight.subgraph,
-                f"{weight.tensor_name}/sparse_float16",
-                values.shape,
-                _TYPES.FLOAT16,
-                halves.reshape(-1)[layout.positions],
-                sparsity=flatbuffer.sparsity_parameters(layout),
+            stored = sparse_constant(
+                editor, weight, "sparse_float16", halves, _TYPES.FLOAT16, np.float16, layout
             )
             source = editor.add_tensor(
                 weight.subgraph, f"{weight.tensor_name}/float16", values.shape, _TYPES.FLOAT16
@@ -308,23 +281,17 @@ def _candidates(
     return found, skipped
 
 
-class _Builder:
+class _Builder(FileBuilder):
     """Writes a file for an assignment of candidates and verifies it."""
 
     def __init__(self, float_file, weights, inputs, expected, tolerance, model):
-        self.float_file = float_file
-        self.weights = {(w.subgraph, w.tensor): w for w in weights}
+        super().__init__(float_file, weights)
         self.inputs = inputs
         self.expected = expected
         self.tolerance = tolerance
         self.input_names = input_names(model)
         self.output_names = output_names(model)
         self._lossy_reference: dict[tuple, list[np.ndarray]] = {}
-        # Per weight, the candidate that leaves the converter's tensor as it is.
-        self.baseline: dict[tuple[int, int], Candidate] = {}
-
-    def build(self, plan: Mapping[tuple[int, int], Candidate]) -> bytes:
-        return build_file(self.float_file, self.weights, plan)
 
     def _expected(self, plan: Mapping[tuple[int, int], Candidate]) -> list[np.ndarray]:
         lossy = tuple(sorted(k for k, c in plan.items() if c.max_error > 0))
@@ -333,7 +300,7 @@ class _Builder:
         if lossy not in self._lossy_reference:
             # Lossy weights: the reference is the float file holding the decoded weights,
             # run with builtin kernels; the float file itself was checked against Keras.
-            model = flatbuffer.read_model(self.float_file)
+            model = flatbuffer.read_model(self.reference)
             editor = flatbuffer.ModelEditor(model)
             for key in lossy:
                 weight = self.weights[key]

@@ -49,11 +49,13 @@ from tflite_export.candidates import (
     QUANTIZATION_BYTES_PER_CHANNEL,
     TENSOR_OVERHEAD,
     Candidate,
-    build_file,
+    FileBuilder,
+    densify_weight,
     distinct_detail,
     failure_reason,
     fit_levels,
     layout_detail,
+    quantization,
     rank,
     weight_checks,
 )
@@ -79,14 +81,6 @@ _TYPES = _schema.TensorType
 
 _INT8_LIMIT = 127  # symmetric int8 weights: codes in [-127, 127]
 _HALF_STEP = 0.5 + 1e-3  # a rounded value's distance in steps, with float slack
-
-
-def _quantization(scales: np.ndarray, axis: int) -> Any:
-    parameters = _schema.QuantizationParametersT()
-    parameters.scale = np.asarray(scales, np.float32).reshape(-1)
-    parameters.zeroPoint = np.zeros(parameters.scale.size, np.int64)
-    parameters.quantizedDimension = int(axis)
-    return parameters
 
 
 def _tensor_scales(tensor) -> tuple[np.ndarray, int]:
@@ -174,28 +168,14 @@ def _apply_levels(
             else:
                 tensor.buffer = editor.add_buffer(codes.astype(np.int8))
         else:
-            _densify_into(editor, weight, codes, layout)
-        tensor.quantization = _quantization(scales, axis)
+            densify_weight(editor, weight, "sparse_int8", codes, _TYPES.INT8, np.int8, layout)
+        tensor.quantization = quantization(scales, axis)
         for bias_index, bias_codes, bias_scales in biases:
             bias = subgraph.tensors[bias_index]
             bias.buffer = editor.add_buffer(bias_codes.astype(np.int32))
-            bias.quantization = _quantization(bias_scales, 0)
+            bias.quantization = quantization(bias_scales, 0)
 
     return apply
-
-
-def _densify_into(editor, weight: WeightTensor, codes: np.ndarray, layout) -> None:
-    """Makes the weight tensor the output of a DENSIFY reading its nonzero int8 codes."""
-    editor.release_constant(weight.subgraph, weight.tensor)
-    source = editor.add_tensor(
-        weight.subgraph,
-        f"{weight.tensor_name}/sparse_int8",
-        codes.shape,
-        _TYPES.INT8,
-        codes.reshape(-1)[layout.positions].astype(np.int8),
-        sparsity=flatbuffer.sparsity_parameters(layout),
-    )
-    editor.add_densify(weight.subgraph, source, weight.tensor)
 
 
 def _baseline(
@@ -224,7 +204,7 @@ def _sparse_int8(baseline: Candidate, axis: int, num_biases: int) -> Candidate:
     layout = encodings.best_sparse_layout(codes != 0, 1)
 
     def apply(editor: flatbuffer.ModelEditor, weight: WeightTensor) -> None:
-        _densify_into(editor, weight, codes, layout)
+        densify_weight(editor, weight, "sparse_int8", codes, _TYPES.INT8, np.int8, layout)
 
     estimate = (
         layout.stored_bytes(1)
@@ -396,7 +376,7 @@ def _keras_biases(model: keras.Model) -> dict[str, np.ndarray]:
     return biases
 
 
-class _Builder:
+class _Builder(FileBuilder):
     """Writes a full-integer file for an assignment of candidates and verifies it."""
 
     def __init__(
@@ -406,14 +386,9 @@ class _Builder:
         checker: OutputChecker,
         biases: Mapping[tuple[int, int], np.ndarray],
     ):
-        self.int8_file = int8_file
-        self.weights = {(w.subgraph, w.tensor): w for w in weights}
+        super().__init__(int8_file, weights)
         self.checker = checker
         self.biases = biases  # (subgraph, bias tensor) -> the real bias it must hold
-        self.baseline: dict[tuple[int, int], Candidate] = {}
-
-    def build(self, plan: Mapping[tuple[int, int], Candidate]) -> bytes:
-        return build_file(self.int8_file, self.weights, plan)
 
     def check(self, data: bytes, plan) -> tuple[verify.RuntimeCheck, ...]:
         checks = list(self.checker.check(data))
