@@ -145,5 +145,12 @@ class _Access:
             if variable.trainable and len(variable.shape) >= 2
         )
 
+    # Structured pruning is tf_keras only: every rule with a structure is refused by name.
+    structured_layers = "none on Keras 3 yet; see docs/keras3.md"
+
+    @staticmethod
+    def structure_layout(layer, name: str) -> str | None:
+        return None
+
 
 ACCESS = _Access()
