@@ -21,7 +21,8 @@ from absl import logging
 from tf_admm import allocation, planning, projections
 from tf_admm.allocation import Allocation
 from tf_admm.planning import Target
-from tf_admm.spec import Rule, Spec
+from tf_admm.rule import Rule
+from tf_admm.spec import Spec
 
 __all__ = ["LayerAccess", "choose", "log", "resolve", "shared_weights"]
 
