@@ -25,13 +25,13 @@ import inspect
 import math
 from typing import Any
 
-import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import cloning, compat, phases, planning, registry, resolution, subclassed
+from tf_admm import cloning, compat, finite, phases, planning, registry, resolution, subclassed
 from tf_admm.access import ACCESS
 from tf_admm.compat import keras, tf
+from tf_admm.finite import NonFiniteError
 from tf_admm.phases import Phase
 from tf_admm.spec import Spec, Unit
 from tf_admm.wrapper import AdmmWrapper
@@ -39,7 +39,6 @@ from tf_admm.wrapper import AdmmWrapper
 __all__ = [
     "AdmmModel",
     "AdmmUpdate",
-    "NonFiniteError",
     "Phase",
     "admm_wrap",
     "callbacks",
@@ -421,82 +420,7 @@ class AdmmModel(keras.Model):
         return model
 
 
-class NonFiniteError(FloatingPointError):
-    """Training produced a NaN or infinite loss or variable; raised by :class:`AdmmUpdate`.
-
-    Attributes:
-      epoch: the Keras epoch (0-based) in which it was found.
-      step: the model's ADMM step count (``admm_step``) when it was found.
-      loss: the epoch's mean training loss so far, if known.
-      culprits: ``(layer, variable, nan_count, inf_count, size)`` for every non-finite variable,
-        where ``variable`` reads like ``"U (kernel_dual)"``: W, Z, U, rho and levels are the
-        ADMM symbols of a compressed weight; other weights go by their own names.
-    """
-
-    def __init__(
-        self,
-        epoch: int,
-        step: int,
-        loss: float | None,
-        culprits: list[tuple[str, str, int, int, int]],
-    ):
-        self.epoch, self.step, self.loss, self.culprits = epoch, step, loss, culprits
-        found = "; ".join(
-            f"layer '{layer}' {variable}: {nan} NaN and {inf} Inf of {size}"
-            for layer, variable, nan, inf, size in culprits
-        )
-        received = [f"loss={loss}"] if loss is not None and not math.isfinite(loss) else []
-        received += [found] if found else []
-        super().__init__(
-            f"Training stopped at epoch {epoch} (ADMM step {step}): Expected a finite loss and "
-            f"finite weights and ADMM variables; received: {'; '.join(received)}. No checkpoint "
-            "was written after this was found: the last one (e.g. the BackupAndRestore backup) "
-            "holds the last good state. Lower the learning rate or rho, or look for bad inputs"
-        )
-
-    def __reduce__(self):
-        return type(self), (self.epoch, self.step, self.loss, self.culprits)
-
-
 _CHECKPOINTING = (keras.callbacks.BackupAndRestore, keras.callbacks.ModelCheckpoint)
-
-# The ADMM symbols of a slot's variables, in the order the error message lists them.
-_SYMBOLS = (
-    ("W", "variable"),
-    ("Z", "auxiliary"),
-    ("U", "dual"),
-    ("rho", "rho"),
-    ("levels", "levels"),
-)
-
-
-def _short_name(variable: tf.Variable) -> str:
-    return variable.name.split("/")[-1].split(":")[0]
-
-
-def _named_float_variables(model: keras.Model) -> list[tuple[str, str, tf.Variable]]:
-    """(layer, label, variable) for every floating-point weight of ``model``, ADMM ones first."""
-    named: list[tuple[str, str, tf.Variable]] = []
-    for layer in cloning.leaf_layers(model):
-        name, seen = layer.name, set()
-        if isinstance(layer, AdmmWrapper):
-            name = layer.layer.name
-            for slot in layer.slots:
-                for symbol, attribute in _SYMBOLS:
-                    variable = getattr(slot, attribute)
-                    if variable is not None:
-                        named.append((name, f"{symbol} ({_short_name(variable)})", variable))
-                        seen.add(id(variable))
-        for variable in layer.weights:
-            if id(variable) not in seen and variable.dtype.is_floating:
-                named.append((name, _short_name(variable), variable))
-                seen.add(id(variable))
-    return named
-
-
-@tf.function
-def _finite_flags(variables):
-    return tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
 
 
 class AdmmUpdate(keras.callbacks.Callback):
@@ -527,7 +451,7 @@ class AdmmUpdate(keras.callbacks.Callback):
                 "AdmmUpdate: Expected to train a model made by tf_admm.admm_wrap; received: "
                 f"model of type {type(self.model).__name__}"
             )
-        self._named = _named_float_variables(self.model) if self.check_finite else []
+        self._named = finite.named_float_variables(self.model) if self.check_finite else []
 
     def _check(self, logs, variables: bool) -> None:
         """Raises NonFiniteError if the loss in ``logs`` or (if asked) a variable is not finite."""
@@ -539,22 +463,9 @@ class AdmmUpdate(keras.callbacks.Callback):
         bad_loss = loss is not None and not math.isfinite(loss)
         if not (bad_loss or variables):
             return
-        flags = _finite_flags([v for _, _, v in self._named]).numpy()
-        if not bad_loss and flags.all():
+        culprits = finite.culprits(self._named)
+        if not bad_loss and not culprits:
             return
-        culprits = []
-        for (layer, label, variable), finite in zip(self._named, flags):
-            if not finite:
-                value = variable.numpy()
-                culprits.append(
-                    (
-                        layer,
-                        label,
-                        int(np.isnan(value).sum()),
-                        int(np.isinf(value).sum()),
-                        value.size,
-                    )
-                )
         step = int(self.model.admm_step.numpy())
         raise NonFiniteError(self._epoch, step, loss, culprits)
 

@@ -19,9 +19,9 @@ import keras
 import numpy as np
 
 from tf_admm import phases
+from tf_admm.finite import NonFiniteError
 from tf_admm.keras3.model import AdmmModel
 from tf_admm.spec import Unit
-from tf_admm.training import NonFiniteError
 
 __all__ = ["AdmmUpdate", "callbacks", "for_keras3"]
 
