@@ -168,6 +168,7 @@ class FrozenCounts(dict):
     """A dict that refuses changes (the ``allocated`` counts of a frozen :class:`Spec`)."""
 
     def _refuse(self, *args, **kwargs):
+        """Refused: the counts of a frozen spec do not change (raises TypeError)."""
         raise TypeError("Spec.allocated cannot change: use dataclasses.replace(spec, ...)")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
