@@ -2,7 +2,7 @@
 
 :data:`ACCESS` is the tf_keras :class:`~tf_admm.resolution.LayerAccess`: layers through
 :func:`tf_admm.cloning.leaf_layers` (nested models flattened), weights by attribute path through
-:mod:`tf_admm.registry`. The Keras 3 twin is :data:`tf_admm.keras3.registry.ACCESS`.
+:mod:`tf_admm.registry`. The Keras 3 twin is :data:`tf_admm.keras3.access.ACCESS`.
 """
 
 from __future__ import annotations

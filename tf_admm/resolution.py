@@ -1,10 +1,10 @@
 """Resolving a spec against a model's layers: which weights are compressed, to what, and why not.
 
 Written once for every Keras adapter: the adapter hands in a :class:`LayerAccess` that finds
-layers and weights in its Keras generation's models (the Keras 3 adapter's is
-:data:`tf_admm.keras3.registry.ACCESS`); everything here is plain Python over names, shapes and
-NumPy values. The result is the :class:`~tf_admm.planning.Target` of every compressed weight,
-the spec with a ``target_ratio`` budget allocated, and the readable
+layers and weights in its Keras generation's models (:data:`tf_admm.access.ACCESS` for tf_keras,
+:data:`tf_admm.keras3.access.ACCESS` for Keras 3); everything here is plain Python over names,
+shapes and NumPy values. The result is the :class:`~tf_admm.planning.Target` of every
+compressed weight, the spec with a ``target_ratio`` budget allocated, and the readable
 :class:`~tf_admm.planning.Plan`.
 """
 
