@@ -4,6 +4,7 @@
 # keras.models.load_model reads a wrapped Keras 3 model without custom_objects.
 from tf_admm import allocation, keras3, planning, projections, report, storage
 from tf_admm.compat import keras, tf
+from tf_admm.finite import NonFiniteError
 from tf_admm.planning import LayerPlan, Plan, Target, WeightPlan
 from tf_admm.registry import CompressibleLayer
 from tf_admm.saving import ModelFileError, load_model
@@ -14,7 +15,6 @@ from tf_admm.strip import strip
 from tf_admm.training import (
     AdmmModel,
     AdmmUpdate,
-    NonFiniteError,
     Phase,
     admm_wrap,
     callbacks,

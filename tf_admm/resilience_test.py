@@ -8,8 +8,8 @@ import pytest
 
 import tf_admm
 from tf_admm import keras, tf
+from tf_admm.finite import NonFiniteError
 from tf_admm.testing import compile_for_classification, small_convnet, small_data
-from tf_admm.training import NonFiniteError
 
 SPARSITY = {"conv": 0.5, "depthwise": 0.6, "fc1": 0.9, "fc2": 0.7}
 

@@ -1,10 +1,10 @@
 """Resolving a spec against a model's layers: which weights are compressed, to what, and why not.
 
 Written once for every Keras adapter: the adapter hands in a :class:`LayerAccess` that finds
-layers and weights in its Keras generation's models (the Keras 3 adapter's is
-:data:`tf_admm.keras3.registry.ACCESS`); everything here is plain Python over names, shapes and
-NumPy values. The result is the :class:`~tf_admm.planning.Target` of every compressed weight,
-the spec with a ``target_ratio`` budget allocated, and the readable
+layers and weights in its Keras generation's models (:data:`tf_admm.access.ACCESS` for tf_keras,
+:data:`tf_admm.keras3.access.ACCESS` for Keras 3); everything here is plain Python over names,
+shapes and NumPy values. The result is the :class:`~tf_admm.planning.Target` of every
+compressed weight, the spec with a ``target_ratio`` budget allocated, and the readable
 :class:`~tf_admm.planning.Plan`.
 """
 
@@ -21,7 +21,8 @@ from absl import logging
 from tf_admm import allocation, planning, projections
 from tf_admm.allocation import Allocation
 from tf_admm.planning import Target
-from tf_admm.spec import Rule, Spec
+from tf_admm.rule import Rule
+from tf_admm.spec import Spec
 
 __all__ = ["LayerAccess", "choose", "log", "resolve", "shared_weights"]
 
@@ -52,6 +53,14 @@ class LayerAccess(Protocol):
 
     def untouched(self, layer) -> tuple[str, ...]:
         """The layer's trainable weights of rank 2 or more, as ``"name shape"``."""
+
+    def structure_layout(self, layer, name: str) -> str | None:
+        """The GEMM-view layout (``"dense"`` or ``"depthwise"``) of a weight for structured
+        pruning, or None if the adapter cannot prune that weight in structures."""
+
+    @property
+    def structured_layers(self) -> str:
+        """Which weights structured pruning takes, for the error about one it cannot."""
 
 
 Chosen = dict[int, tuple[Any, Rule, list[str], str]]
@@ -114,17 +123,21 @@ def resolve(
         rho = rule.rho if rule.rho is not None else spec.rho.initial
         targets = []
         for name in names:
-            size = math.prod(access.shape(layer, name))
+            shape = tuple(int(d) for d in access.shape(layer, name))
+            structure = _structure(layer, name, rule, where, shape, access)
+            size = math.prod(shape)
+            groups = Target(name, 0.0, 0.0, **structure).groups(shape)
             if spec.shares_budget(rule):
                 sparsity = 1.0 - spec.allocated[f"{layer.name}/{name}"] / size
             else:
-                if rule.keep is not None and rule.keep > size:
+                if rule.keep is not None and rule.keep > groups:
+                    what = f"{structure['structure']} groups" if structure else "entries"
                     raise ValueError(
                         f"Spec {where}, layer '{layer.name}', weight '{name}': "
-                        f"Expected keep <= the weight's {size} entries; received: keep={rule.keep}"
+                        f"Expected keep <= the weight's {groups} {what}; received: keep={rule.keep}"
                     )
-                sparsity = rule.sparsity_for(size)
-            kept = projections.keep_count(size, sparsity)
+                sparsity = rule.sparsity_for(groups)
+            kept = Target(name, sparsity, 0.0, **structure).kept(shape)
             if rule.quantizes and rule.num_levels > kept:
                 given = f"clusters={rule.clusters}" if rule.clusters else f"bits={rule.bits}"
                 raise ValueError(
@@ -142,10 +155,37 @@ def resolve(
                     clusters=rule.clusters,
                     per_channel=rule.per_channel,
                     centroid_update=spec.centroid_update.value,
+                    **structure,
                 )
             )
         resolved[key] = tuple(targets)
     return resolved, spec, _readable(model, chosen, resolved, left_out, access)
+
+
+def _structure(
+    layer, name: str, rule: Rule, where: str, shape: tuple[int, ...], access: LayerAccess
+) -> dict[str, Any]:
+    """The structure fields of the Target for weight ``name`` of ``layer`` under ``rule``
+    (empty when the rule prunes single weights); checks that the weight can have them."""
+    if rule.structure is None:
+        return {}
+    culprit = f"Spec {where}, layer '{layer.name}' ({type(layer).__name__}), weight '{name}'"
+    layout = access.structure_layout(layer, name)
+    if layout is None:
+        raise ValueError(
+            f"{culprit}: Expected a weight with filters, input channels and a GEMM view "
+            f"({access.structured_layers}); received: structure={rule.structure.value!r}"
+        )
+    fields = dict(structure=rule.structure.value, layout=layout, block=rule.block)
+    fields.update(n=rule.n, m=rule.m)
+    try:
+        if rule.structure is projections.Structure.N_OF_M:
+            projections.structured.check_n_of_m(shape, rule.n, rule.m, layout)
+        else:
+            projections.group_count(shape, rule.structure, layout, rule.block)
+    except ValueError as error:
+        raise ValueError(f"{culprit}: {error}") from None
+    return fields
 
 
 def _readable(model, chosen: Chosen, targets, left_out, access: LayerAccess) -> planning.Plan:
@@ -153,7 +193,7 @@ def _readable(model, chosen: Chosen, targets, left_out, access: LayerAccess) -> 
     for layer in access.leaf_layers(model):
         if not layer.weights:
             continue
-        size = sum(math.prod(w.shape) for w in layer.weights)
+        size = sum(math.prod(int(d) for d in w.shape) for w in layer.weights)
         kind = type(layer).__name__
         if id(layer) in left_out:
             row = planning.LayerPlan(layer.name, kind, size, reason=left_out[id(layer)])
@@ -163,8 +203,7 @@ def _readable(model, chosen: Chosen, targets, left_out, access: LayerAccess) -> 
         weights = []
         for target in targets[id(layer)]:
             shape = tuple(int(d) for d in access.shape(layer, target.weight))
-            kept = projections.keep_count(math.prod(shape), target.sparsity)
-            weights.append(planning.WeightPlan(target=target, shape=shape, kept=kept))
+            weights.append(planning.WeightPlan(target=target, shape=shape, kept=target.kept(shape)))
         reason = None if any(w.compresses for w in weights) else planning.KEEPS_ALL
         rows.append(planning.LayerPlan(layer.name, kind, size, where, tuple(weights), reason))
     return planning.Plan(model.name, tuple(rows))

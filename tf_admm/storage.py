@@ -3,7 +3,8 @@
 Pure numpy; no TensorFlow or Keras. A compressed layer is described by how many weights it has,
 which of them are nonzero, how many bits each stored value takes and how big its codebook is.
 From that this module counts bits the way the papers do, per layer and in total, and prints the
-ratios they print.
+ratios they print. The bit costs of the encoding itself (gaps, fillers, the best index width,
+codebooks) are in :mod:`tf_admm.sparse_encoding`; their names are re-exported here.
 
 Storage model
 -------------
@@ -90,10 +91,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+from tf_admm.sparse_encoding import (
+    BASELINE_BITS,
+    DEFAULT_MAX_INDEX_BITS,
+    MAX_INDEX_BITS,
+    MAX_VALUE_BITS,
+    SparseEncodingCost,
+    StorageError,
+    argmin_index_bits,
+    as_positions,
+    best_index_bits,
+    bits_for_levels,
+    check_int,
+    codebook_size_bits,
+    count_fillers,
+    fail,
+    fillers_by_index_bits,
+    relative_gaps,
+    relative_index_cost,
+    zero_runs,
+)
 
 __all__ = [
     "BASELINE_BITS",
@@ -114,273 +136,6 @@ __all__ = [
     "relative_index_cost",
     "storage_report",
 ]
-
-BASELINE_BITS = 32
-"""Bits per weight of the uncompressed baseline (32-bit floats), as in both papers."""
-
-MAX_INDEX_BITS = 32
-"""Largest relative-index width accepted; gaps beyond 2**32 need no wider codes in practice."""
-
-_DEFAULT_MAX_INDEX_BITS = 16
-_MAX_VALUE_BITS = 64
-
-
-class StorageError(ValueError):
-    """A storage description was given a value outside what it accepts."""
-
-
-def _fail(where: str, expected: str, field: str, value: Any) -> StorageError:
-    shown = value
-    if isinstance(value, np.ndarray):
-        shown = f"array(shape={value.shape}, dtype={value.dtype})"
-    return StorageError(f"{where}: Expected {expected}; received: {field}={shown!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(where: str, field: str, value: Any, low: int, high: int | None = None) -> int:
-    if not _is_int(value) or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise _fail(where, f"{field} to be an integer {bound}", field, value)
-    return int(value)
-
-
-def _as_positions(where: str, positions: Any, num_weights: int | None = None) -> np.ndarray:
-    """Validates flat nonzero positions and returns them as a 1-D int64 array."""
-    array = np.asarray(positions)
-    if array.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise _fail(where, "positions to be a 1-D array of integers", "positions", array)
-    array = array.astype(np.int64, copy=False)
-    if array[0] < 0:
-        raise _fail(where, "positions >= 0", "positions[0]", int(array[0]))
-    steps = np.diff(array)
-    if steps.size and steps.min() <= 0:
-        bad = int(np.argmax(steps <= 0))
-        raise _fail(
-            where,
-            "strictly increasing positions",
-            f"positions[{bad}:{bad + 2}]",
-            array[bad : bad + 2].tolist(),
-        )
-    if num_weights is not None and array[-1] >= num_weights:
-        raise _fail(
-            where, f"positions < num_weights ({num_weights})", "positions[-1]", int(array[-1])
-        )
-    return array
-
-
-def _zero_runs(positions: np.ndarray) -> np.ndarray:
-    """Zeros skipped before each nonzero, ``g - 1``, for validated positions."""
-    return np.diff(positions, prepend=-1) - 1
-
-
-def relative_gaps(positions: Any) -> np.ndarray:
-    """Gaps between consecutive nonzeros, the first counted from position -1.
-
-    Args:
-      positions: strictly increasing flat indices of the nonzeros.
-
-    Returns:
-      int64 array ``g`` with ``g[0] = positions[0] + 1`` and ``g[i] = positions[i] -
-      positions[i - 1]``; every gap is >= 1.
-
-    Raises:
-      StorageError: if the positions are not strictly increasing non-negative integers.
-
-    Example:
-      >>> relative_gaps([0, 3, 4, 20, 39]).tolist()
-      [1, 3, 1, 16, 19]
-    """
-    return np.diff(_as_positions("relative_gaps", positions), prepend=-1)
-
-
-def count_fillers(positions: Any, index_bits: int) -> int:
-    """Filler entries relative indexing with ``index_bits`` bits needs for these nonzeros.
-
-    ``F(p) = sum_i floor((g_i - 1) / 2**p)`` with the gaps of :func:`relative_gaps` (see the
-    module docstring for the encoding).
-
-    Args:
-      positions: strictly increasing flat indices of the nonzeros.
-      index_bits: bits ``p`` per relative index, in ``[1, MAX_INDEX_BITS]``.
-
-    Returns:
-      The number of filler (zero-valued) entries.
-
-    Raises:
-      StorageError: on invalid positions or index bits.
-
-    Example:
-      >>> count_fillers([0, 3, 4, 20, 39], index_bits=3)
-      3
-    """
-    where = "count_fillers"
-    p = _check_int(where, "index_bits", index_bits, 1, MAX_INDEX_BITS)
-    runs = _zero_runs(_as_positions(where, positions))
-    return int(np.sum(runs >> p))
-
-
-def fillers_by_index_bits(
-    positions: Any, max_index_bits: int = _DEFAULT_MAX_INDEX_BITS
-) -> dict[int, int]:
-    """Filler counts for every index width ``p = 1 .. max_index_bits`` in one pass per ``p``.
-
-    Args:
-      positions: strictly increasing flat indices of the nonzeros.
-      max_index_bits: largest ``p`` to evaluate, in ``[1, MAX_INDEX_BITS]``.
-
-    Returns:
-      ``{p: F(p)}`` for ``p = 1 .. max_index_bits``.
-
-    Raises:
-      StorageError: on invalid positions or ``max_index_bits``.
-
-    Example:
-      >>> fillers_by_index_bits([0, 3, 4, 20, 39], max_index_bits=5)
-      {1: 17, 2: 7, 3: 3, 4: 1, 5: 0}
-    """
-    where = "fillers_by_index_bits"
-    top = _check_int(where, "max_index_bits", max_index_bits, 1, MAX_INDEX_BITS)
-    runs = _zero_runs(_as_positions(where, positions))
-    counts: dict[int, int] = {}
-    # floor(z / 2**p) == (z >> (p - 1)) >> 1: shift in place once per p instead of from scratch,
-    # and stop scanning once every run fits (all later counts are zero).
-    for p in range(1, top + 1):
-        if runs.size:
-            runs >>= 1
-            runs = runs[runs > 0] if p % 4 == 0 else runs
-        counts[p] = int(runs.sum()) if runs.size else 0
-    return counts
-
-
-@dataclasses.dataclass(frozen=True)
-class SparseEncodingCost:
-    """Bits of one layer's nonzeros under relative indexing with a fixed index width.
-
-    Attributes:
-      index_bits_per_entry: bits ``p`` per relative index.
-      bits_per_value: bits ``b`` per stored value.
-      num_nonzeros: nonzero weights ``k``.
-      num_fillers: filler entries ``F(p)``.
-    """
-
-    index_bits_per_entry: int
-    bits_per_value: int
-    num_nonzeros: int
-    num_fillers: int
-
-    @property
-    def num_entries(self) -> int:
-        """Stored entries: nonzeros plus fillers."""
-        return self.num_nonzeros + self.num_fillers
-
-    @property
-    def value_bits(self) -> int:
-        """Bits of all stored value codes, fillers included."""
-        return self.num_entries * self.bits_per_value
-
-    @property
-    def index_bits(self) -> int:
-        """Bits of all relative indices, fillers included."""
-        return self.num_entries * self.index_bits_per_entry
-
-    @property
-    def total_bits(self) -> int:
-        """Value plus index bits (no codebook)."""
-        return self.value_bits + self.index_bits
-
-
-def relative_index_cost(positions: Any, index_bits: int, bits_per_value: int) -> SparseEncodingCost:
-    """Cost of storing the nonzeros at ``positions`` with ``index_bits``-bit relative indices.
-
-    Args:
-      positions: strictly increasing flat indices of the nonzeros.
-      index_bits: bits ``p`` per relative index, in ``[1, MAX_INDEX_BITS]``.
-      bits_per_value: bits ``b`` per stored value, in ``[1, 64]``.
-
-    Returns:
-      A :class:`SparseEncodingCost` (codebook not included).
-
-    Raises:
-      StorageError: on invalid arguments.
-
-    Example:
-      >>> cost = relative_index_cost([0, 3, 4, 20, 39], index_bits=3, bits_per_value=2)
-      >>> cost.num_fillers, cost.value_bits, cost.index_bits, cost.total_bits
-      (3, 16, 24, 40)
-    """
-    where = "relative_index_cost"
-    p = _check_int(where, "index_bits", index_bits, 1, MAX_INDEX_BITS)
-    b = _check_int(where, "bits_per_value", bits_per_value, 1, _MAX_VALUE_BITS)
-    array = _as_positions(where, positions)
-    fillers = int(np.sum(_zero_runs(array) >> p))
-    return SparseEncodingCost(p, b, int(array.size), fillers)
-
-
-def _argmin_index_bits(num_nonzeros: int, fillers: Mapping[int, int], bits_per_value: int) -> int:
-    costs = {p: (num_nonzeros + f) * (bits_per_value + p) for p, f in fillers.items()}
-    return min(costs, key=lambda p: (costs[p], p))
-
-
-def best_index_bits(
-    positions: Any, bits_per_value: int, max_index_bits: int = _DEFAULT_MAX_INDEX_BITS
-) -> int:
-    """Index width ``p`` that minimises ``(k + F(p)) * (b + p)``; the smallest on ties.
-
-    Args:
-      positions: strictly increasing flat indices of the nonzeros.
-      bits_per_value: bits ``b`` per stored value, in ``[1, 64]``.
-      max_index_bits: search ``p = 1 .. max_index_bits``, at most ``MAX_INDEX_BITS``.
-
-    Returns:
-      The best ``p``.
-
-    Raises:
-      StorageError: on invalid arguments.
-
-    Example:
-      >>> best_index_bits([0, 3, 4, 20, 39], bits_per_value=2)
-      5
-    """
-    where = "best_index_bits"
-    b = _check_int(where, "bits_per_value", bits_per_value, 1, _MAX_VALUE_BITS)
-    top = _check_int(where, "max_index_bits", max_index_bits, 1, MAX_INDEX_BITS)
-    array = _as_positions(where, positions)
-    return _argmin_index_bits(int(array.size), fillers_by_index_bits(array, top), b)
-
-
-def bits_for_levels(num_levels: int) -> int:
-    """Bits per value code for ``num_levels`` distinct values: ``ceil(log2(num_levels))``, >= 1.
-
-    In sparse storage the fillers store the value zero, so count zero among the levels when the
-    quantizer's levels do not already include it.
-
-    Example:
-      >>> bits_for_levels(8), bits_for_levels(9), bits_for_levels(2), bits_for_levels(1)
-      (3, 4, 1, 1)
-    """
-    levels = _check_int("bits_for_levels", "num_levels", num_levels, 1)
-    return max(1, (levels - 1).bit_length())
-
-
-def codebook_size_bits(num_shared_values: int, bits_per_shared_value: int = BASELINE_BITS) -> int:
-    """Codebook bits: ``num_shared_values * bits_per_shared_value``.
-
-    Use ``2**b`` (or the number of clusters) shared 32-bit values for trained quantization,
-    ``1`` (the scale) for uniform levels, ``0`` for raw floats.
-
-    Example:
-      >>> codebook_size_bits(256), codebook_size_bits(1), codebook_size_bits(0)
-      (8192, 32, 0)
-    """
-    where = "codebook_size_bits"
-    count = _check_int(where, "num_shared_values", num_shared_values, 0)
-    bits = _check_int(where, "bits_per_shared_value", bits_per_shared_value, 1, _MAX_VALUE_BITS)
-    return count * bits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,33 +164,33 @@ class LayerStorage:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
-            raise _fail("LayerStorage", "name to be a non-empty string", "name", self.name)
+            raise fail("LayerStorage", "name to be a non-empty string", "name", self.name)
         where = f"layer {self.name!r}"
         set_ = object.__setattr__  # frozen: normalise numpy integers to int for JSON
-        set_(self, "num_weights", _check_int(where, "num_weights", self.num_weights, 1))
+        set_(self, "num_weights", check_int(where, "num_weights", self.num_weights, 1))
         set_(
             self,
             "num_nonzeros",
-            _check_int(where, "num_nonzeros", self.num_nonzeros, 0, self.num_weights),
+            check_int(where, "num_nonzeros", self.num_nonzeros, 0, self.num_weights),
         )
         set_(
             self,
             "bits_per_value",
-            _check_int(where, "bits_per_value", self.bits_per_value, 1, _MAX_VALUE_BITS),
+            check_int(where, "bits_per_value", self.bits_per_value, 1, MAX_VALUE_BITS),
         )
-        set_(self, "codebook_bits", _check_int(where, "codebook_bits", self.codebook_bits, 0))
+        set_(self, "codebook_bits", check_int(where, "codebook_bits", self.codebook_bits, 0))
         if not isinstance(self.sparse, (bool, np.bool_)):
-            raise _fail(where, "sparse to be a bool", "sparse", self.sparse)
+            raise fail(where, "sparse to be a bool", "sparse", self.sparse)
         set_(self, "sparse", bool(self.sparse))
         if self.sparse:
-            p = _check_int(
+            p = check_int(
                 where, "index_bits_per_entry", self.index_bits_per_entry, 1, MAX_INDEX_BITS
             )
             room = self.num_weights - self.num_nonzeros  # fillers sit on zero positions
-            fillers = _check_int(where, "num_fillers", self.num_fillers, 0, room)
+            fillers = check_int(where, "num_fillers", self.num_fillers, 0, room)
         else:
-            p = _check_int(where, "index_bits_per_entry (dense)", self.index_bits_per_entry, 0, 0)
-            fillers = _check_int(where, "num_fillers (dense)", self.num_fillers, 0, 0)
+            p = check_int(where, "index_bits_per_entry (dense)", self.index_bits_per_entry, 0, 0)
+            fillers = check_int(where, "num_fillers (dense)", self.num_fillers, 0, 0)
         set_(self, "index_bits_per_entry", p)
         set_(self, "num_fillers", fillers)
 
@@ -502,7 +257,7 @@ def layer_storage(
     codebook_bits: int = 0,
     sparse: bool = True,
     index_bits: int | None = None,
-    max_index_bits: int = _DEFAULT_MAX_INDEX_BITS,
+    max_index_bits: int = DEFAULT_MAX_INDEX_BITS,
 ) -> LayerStorage:
     """Storage profile of one layer from its weights, or from its nonzero positions.
 
@@ -535,7 +290,7 @@ def layer_storage(
       (5, 0, 35)
     """
     if not isinstance(name, str) or not name:
-        raise _fail("layer_storage", "name to be a non-empty string", "name", name)
+        raise fail("layer_storage", "name to be a non-empty string", "name", name)
     where = f"layer {name!r}"
     if (weights is None) == (positions is None):
         raise StorageError(
@@ -546,34 +301,34 @@ def layer_storage(
     if weights is not None:
         flat = np.asarray(weights).reshape(-1)
         if flat.size == 0:
-            raise _fail(where, "a non-empty weights array", "weights.size", 0)
-        if num_weights is not None and _check_int(where, "num_weights", num_weights, 1) != (
+            raise fail(where, "a non-empty weights array", "weights.size", 0)
+        if num_weights is not None and check_int(where, "num_weights", num_weights, 1) != (
             flat.size
         ):
-            raise _fail(
+            raise fail(
                 where, f"num_weights == weights.size ({flat.size})", "num_weights", num_weights
             )
         n = int(flat.size)
         nonzero_positions = np.flatnonzero(flat)
     else:
         if num_weights is None:
-            raise _fail(where, "num_weights together with positions", "num_weights", None)
-        n = _check_int(where, "num_weights", num_weights, 1)
-        nonzero_positions = _as_positions(where, positions, n)
-    b = _check_int(where, "bits_per_value", bits_per_value, 1, _MAX_VALUE_BITS)
-    codebook = _check_int(where, "codebook_bits", codebook_bits, 0)
+            raise fail(where, "num_weights together with positions", "num_weights", None)
+        n = check_int(where, "num_weights", num_weights, 1)
+        nonzero_positions = as_positions(where, positions, n)
+    b = check_int(where, "bits_per_value", bits_per_value, 1, MAX_VALUE_BITS)
+    codebook = check_int(where, "codebook_bits", codebook_bits, 0)
     if not isinstance(sparse, (bool, np.bool_)):
-        raise _fail(where, "sparse to be a bool", "sparse", sparse)
+        raise fail(where, "sparse to be a bool", "sparse", sparse)
     k = int(nonzero_positions.size)
     if not sparse:
         return LayerStorage(name, n, k, b, codebook, sparse=False)
     if index_bits is not None:
-        p = _check_int(where, "index_bits", index_bits, 1, MAX_INDEX_BITS)
-        fillers = int(np.sum(_zero_runs(nonzero_positions) >> p))
+        p = check_int(where, "index_bits", index_bits, 1, MAX_INDEX_BITS)
+        fillers = int(np.sum(zero_runs(nonzero_positions) >> p))
     else:
-        top = _check_int(where, "max_index_bits", max_index_bits, 1, MAX_INDEX_BITS)
+        top = check_int(where, "max_index_bits", max_index_bits, 1, MAX_INDEX_BITS)
         by_p = fillers_by_index_bits(nonzero_positions, top)
-        p = _argmin_index_bits(k, by_p, b)
+        p = argmin_index_bits(k, by_p, b)
         fillers = by_p[p]
     return LayerStorage(
         name, n, k, b, codebook, sparse=True, index_bits_per_entry=p, num_fillers=fillers
@@ -593,14 +348,14 @@ class StorageReport:
     def __post_init__(self):
         layers = tuple(self.layers)
         if not layers:
-            raise _fail("StorageReport", "at least one layer", "layers", self.layers)
+            raise fail("StorageReport", "at least one layer", "layers", self.layers)
         for index, layer in enumerate(layers):
             if not isinstance(layer, LayerStorage):
-                raise _fail("StorageReport", "LayerStorage items", f"layers[{index}]", layer)
+                raise fail("StorageReport", "LayerStorage items", f"layers[{index}]", layer)
         names = [layer.name for layer in layers]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise _fail("StorageReport", "unique layer names", "duplicate names", duplicates)
+            raise fail("StorageReport", "unique layer names", "duplicate names", duplicates)
         object.__setattr__(self, "layers", layers)
 
     def _sum(self, attribute: str) -> int:
@@ -741,7 +496,7 @@ def format_report(report: StorageReport) -> str:
       The table as one string (no trailing newline).
     """
     if not isinstance(report, StorageReport):
-        raise _fail("format_report", "a StorageReport", "report", report)
+        raise fail("format_report", "a StorageReport", "report", report)
     header = (
         "layer",
         "weights",

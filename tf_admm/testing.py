@@ -114,3 +114,9 @@ def sequence_data(
     for i, label in enumerate(labels):
         x[i, label * third : (label + 1) * third] += 1.0
     return x, labels.astype(np.int64)
+
+
+def random_positions(num_weights: int, num_nonzeros: int, seed: int) -> np.ndarray:
+    """Flat positions of exactly ``num_nonzeros`` nonzeros, uniformly at random."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_weights, size=num_nonzeros, replace=False))

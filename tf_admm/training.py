@@ -21,27 +21,24 @@ that follows it can save the bad state.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 from typing import Any
 
-import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import allocation, cloning, compat, phases, planning, projections, registry, subclassed
-from tf_admm.allocation import Allocation
+from tf_admm import cloning, compat, finite, phases, planning, registry, resolution, subclassed
+from tf_admm.access import ACCESS
 from tf_admm.compat import keras, tf
+from tf_admm.finite import NonFiniteError
 from tf_admm.phases import Phase
-from tf_admm.planning import Target
 from tf_admm.spec import Spec, Unit
 from tf_admm.wrapper import AdmmWrapper
 
 __all__ = [
     "AdmmModel",
     "AdmmUpdate",
-    "NonFiniteError",
     "Phase",
     "admm_wrap",
     "callbacks",
@@ -54,156 +51,6 @@ __all__ = [
 def wrappers(model: keras.Model) -> list[AdmmWrapper]:
     """Every ADMM wrapper in ``model``, nested models included, in layer order."""
     return [layer for layer in cloning.leaf_layers(model) if isinstance(layer, AdmmWrapper)]
-
-
-def _choose(
-    model: keras.Model, spec: Spec
-) -> tuple[dict[int, tuple[Any, Any, list[str], str]], dict[int, str]]:
-    """({id(layer): (layer, rule, weight names, where the rule is)}, {id(layer): why not} for
-    the layers no rule takes); validates every rule."""
-    chosen: dict[int, tuple[keras.layers.Layer, Any, list[str], str]] = {}
-    left_out: dict[int, str] = {}
-    used = [False] * len(spec.rules)
-    layers = list(cloning.leaf_layers(model))
-    for layer in layers:
-        if isinstance(layer, AdmmWrapper):
-            raise ValueError(
-                f"Layer '{layer.name}': Expected an unwrapped model; received a model that is "
-                "already ADMM-wrapped (strip it first with tf_admm.strip)"
-            )
-        index, rule = spec.rule_for(layer.name, type(layer).__name__)
-        if rule is None:
-            left_out[id(layer)] = planning.NO_RULE
-            continue
-        if index is not None:
-            used[index] = True
-        elif not registry.supports(layer):
-            # The default rule applies only to layers that have compressible weights.
-            left_out[id(layer)] = planning.unregistered(type(layer).__name__)
-            continue
-        where = f"rules[{index}] ({rule.describe()})" if index is not None else "default rule"
-        try:
-            if rule.weights:
-                names = [registry.find(layer, name) for name in rule.weights]
-            else:
-                names = list(registry.compressible_weights(layer))
-        except ValueError as error:
-            if rule.weights:
-                raise ValueError(f"Spec {where}, field 'weights': {error}") from None
-            raise ValueError(f"Spec {where} matches layer '{layer.name}': {error}") from None
-        if len(set(names)) != len(names):
-            raise ValueError(
-                f"Spec {where}, layer '{layer.name}': Expected distinct weights; received: "
-                f"weights={list(rule.weights)!r}, which name {names!r}"
-            )
-        chosen[id(layer)] = (layer, rule, list(names), where)
-    _check_rules_used(model, spec, layers, used)
-    if not chosen:
-        raise ValueError(f"Spec matches no compressible layer of model '{model.name}'")
-    return chosen, left_out
-
-
-def _plan(
-    model: keras.Model, spec: Spec
-) -> tuple[dict[int, tuple[Target, ...]], Spec, planning.Plan]:
-    """Resolves the spec against the model: ({id(layer): targets}, the spec with its
-    ``target_ratio`` budget split into ``allocated``, the readable plan); validates every
-    rule."""
-    chosen, left_out = _choose(model, spec)
-    spec = _allocate(spec, chosen.values())
-    resolved: dict[int, tuple[Target, ...]] = {}
-    for key, (layer, rule, names, where) in chosen.items():
-        rho = rule.rho if rule.rho is not None else spec.rho.initial
-        targets = []
-        for name in names:
-            shape = tuple(int(d) for d in registry.variable(layer, name).shape)
-            structure = _structure(layer, name, rule, where, shape)
-            size = int(np.prod(shape))
-            groups = Target(name, 0.0, 0.0, **structure).groups(shape)
-            if spec.shares_budget(rule):
-                sparsity = 1.0 - spec.allocated[f"{layer.name}/{name}"] / size
-            else:
-                if rule.keep is not None and rule.keep > groups:
-                    what = f"{structure['structure']} groups" if structure else "entries"
-                    raise ValueError(
-                        f"Spec {where}, layer '{layer.name}', weight '{name}': "
-                        f"Expected keep <= the weight's {groups} {what}; received: keep={rule.keep}"
-                    )
-                sparsity = rule.sparsity_for(groups)
-            kept = Target(name, sparsity, 0.0, **structure).kept(shape)
-            if rule.quantizes and rule.num_levels > kept:
-                given = f"clusters={rule.clusters}" if rule.clusters else f"bits={rule.bits}"
-                raise ValueError(
-                    f"Spec {where}, layer '{layer.name}', weight '{name}': Expected at most as "
-                    f"many quantization levels as kept weights ({kept}); received: {given} "
-                    f"({rule.num_levels} levels)"
-                )
-            targets.append(
-                Target(
-                    name,
-                    sparsity,
-                    float(rho),
-                    bits=rule.bits,
-                    scheme=None if rule.scheme is None else rule.scheme.value,
-                    clusters=rule.clusters,
-                    per_channel=rule.per_channel,
-                    centroid_update=spec.centroid_update.value,
-                    **structure,
-                )
-            )
-        resolved[key] = tuple(targets)
-    return resolved, spec, _readable(model, chosen, resolved, left_out)
-
-
-def _structure(layer, name: str, rule, where: str, shape: tuple[int, ...]) -> dict[str, Any]:
-    """The structure fields of the Target for weight ``name`` of ``layer`` under ``rule``
-    (empty when the rule prunes single weights); checks that the weight can have them."""
-    if rule.structure is None:
-        return {}
-    culprit = f"Spec {where}, layer '{layer.name}' ({type(layer).__name__}), weight '{name}'"
-    layout = registry.structure_layout(layer, name)
-    if layout is None:
-        raise ValueError(
-            f"{culprit}: Expected a weight with filters, input channels and a GEMM view "
-            f"({registry.STRUCTURED_LAYERS}); received: structure={rule.structure.value!r}"
-        )
-    fields = dict(structure=rule.structure.value, layout=layout, block=rule.block)
-    fields.update(n=rule.n, m=rule.m)
-    try:
-        if rule.structure is projections.Structure.N_OF_M:
-            projections.structured.check_n_of_m(shape, rule.n, rule.m, layout)
-        else:
-            projections.group_count(shape, rule.structure, layout, rule.block)
-    except ValueError as error:
-        raise ValueError(f"{culprit}: {error}") from None
-    return fields
-
-
-def _readable(model: keras.Model, chosen, targets, left_out: dict[int, str]) -> planning.Plan:
-    rows = []
-    for layer in cloning.leaf_layers(model):
-        if not layer.weights:
-            continue
-        size = sum(int(w.shape.num_elements()) for w in layer.weights)
-        kind = type(layer).__name__
-        if id(layer) in left_out:
-            untouched = tuple(
-                f"{path} {'x'.join(str(d) for d in w.shape)}"
-                for path, w in registry.variable_paths(layer).items()
-                if w.trainable and w.shape.rank >= 2
-            )
-            row = planning.LayerPlan(layer.name, kind, size, reason=left_out[id(layer)])
-            rows.append(dataclasses.replace(row, untouched=untouched))
-            continue
-        _, _, _, where = chosen[id(layer)]
-        weights = []
-        for t in targets[id(layer)]:
-            shape = tuple(int(d) for d in registry.variable(layer, t.weight).shape)
-            weights.append(planning.WeightPlan(target=t, shape=shape, kept=t.kept(shape)))
-        weights = tuple(weights)
-        reason = None if any(w.compresses for w in weights) else planning.KEEPS_ALL
-        rows.append(planning.LayerPlan(layer.name, kind, size, where, weights, reason))
-    return planning.Plan(model.name, tuple(rows))
 
 
 def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
@@ -231,21 +78,7 @@ def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
-    return _plan(model, spec)[2]
-
-
-def _log(readable: planning.Plan) -> None:
-    logging.info("%s", readable)
-    for row in readable.left_out:
-        if row.warn:
-            logging.warning(
-                "Layer '%s' (%s) holds trainable weights that tf_admm will not compress (%s): %s%s",
-                row.layer,
-                row.layer_type,
-                ", ".join(row.untouched),
-                row.reason,
-                f"; {planning.OPT_IN}" if row.reason != planning.NO_RULE else "",
-            )
+    return resolution.resolve(model, spec, ACCESS)[2]
 
 
 def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
@@ -257,83 +90,11 @@ def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
-    return _shared(spec, _choose(model, spec)[0].values())
-
-
-def _shared(spec: Spec, chosen) -> dict[str, tf.Variable]:
+    chosen = resolution.choose(model, spec, ACCESS)[0].values()
     return {
-        f"{layer.name}/{name}": registry.variable(layer, name)
-        for layer, rule, names, _ in chosen
-        if spec.shares_budget(rule)
-        for name in names
+        key: registry.variable(layer, name)
+        for key, (layer, name) in resolution.shared_weights(spec, chosen, ACCESS).items()
     }
-
-
-def _allocate(spec: Spec, chosen) -> Spec:
-    """``spec`` with ``allocated`` filled in for the weights that share ``target_ratio``."""
-    if spec.target_ratio is None:
-        return spec
-    shared = _shared(spec, chosen)
-    if not shared:
-        raise ValueError(
-            f"Spec target_ratio={spec.target_ratio!r}: Expected layers to share it (rules "
-            "without sparsity, ratio or keep of their own); received none: every rule that "
-            "matches gives its own pruning target"
-        )
-    if spec.allocated is not None:
-        given = dict(spec.allocated)
-        if set(given) != set(shared):
-            raise ValueError(
-                f"Spec allocated: Expected counts for exactly the weights sharing target_ratio "
-                f"{sorted(shared)}; received counts for {sorted(given)}"
-            )
-        for key, kept in given.items():
-            size = int(shared[key].shape.num_elements())
-            if kept > size:
-                raise ValueError(
-                    f"Spec allocated[{key!r}]: Expected at most the weight's {size} entries; "
-                    f"received: {kept}"
-                )
-        return spec
-    if spec.allocation is Allocation.SENSITIVITY:
-        raise ValueError(
-            "Spec allocation='sensitivity': Expected allocated counts, which need validation "
-            "data: use tf_admm.sensitivity_allocation(model, spec, evaluate) and wrap with the "
-            "spec it returns"
-        )
-    total = sum(int(v.shape.num_elements()) for v in shared.values())
-    keep = allocation.keep_for_ratio(total, spec.target_ratio, layers=len(shared))
-    counts = allocation.allocate(
-        {key: v.numpy() for key, v in shared.items()}, keep, spec.allocation.value
-    )
-    logging.info(
-        "Allocation (%s) of %d kept weights of %d (%.1fx): %s",
-        spec.allocation.value,
-        keep,
-        total,
-        total / keep,
-        ", ".join(f"{k} {c}" for k, c in counts.items()),
-    )
-    return dataclasses.replace(spec, allocated=counts)
-
-
-def _check_rules_used(model, spec: Spec, layers, used: list[bool]) -> None:
-    for index, rule in enumerate(spec.rules):
-        if not used[index]:
-            shadowed = [la for la in layers if rule.matches(la.name, type(la).__name__)]
-            if shadowed:
-                taken = {la.name: spec.rule_for(la.name, type(la).__name__)[0] for la in shadowed}
-                raise ValueError(
-                    f"Spec rules[{index}] ({rule.describe()}) matches only layers that earlier "
-                    "rules already take (the first matching rule wins): "
-                    + ", ".join(f"'{name}' by rules[{i}]" for name, i in taken.items())
-                    + "; move it before them or narrow the earlier rule"
-                )
-            candidates = [f"{la.name} ({type(la).__name__})" for la in layers]
-            raise ValueError(
-                f"Spec rules[{index}] ({rule.describe()}) matches no layer of model "
-                f"'{model.name}'; its layers are: {', '.join(candidates)}"
-            )
 
 
 def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
@@ -373,8 +134,8 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     prepared = None
     if cloning.is_subclassed(model):
         prepared = subclassed.prepare(model, _rule_named(spec))
-    targets, spec, readable = _plan(model, spec)
-    _log(readable)
+    targets, spec, readable = resolution.resolve(model, spec, ACCESS)
+    resolution.log(readable)
 
     def wrap(layer):
         copy = cloning.copy_layer(layer)
@@ -659,82 +420,7 @@ class AdmmModel(keras.Model):
         return model
 
 
-class NonFiniteError(FloatingPointError):
-    """Training produced a NaN or infinite loss or variable; raised by :class:`AdmmUpdate`.
-
-    Attributes:
-      epoch: the Keras epoch (0-based) in which it was found.
-      step: the model's ADMM step count (``admm_step``) when it was found.
-      loss: the epoch's mean training loss so far, if known.
-      culprits: ``(layer, variable, nan_count, inf_count, size)`` for every non-finite variable,
-        where ``variable`` reads like ``"U (kernel_dual)"``: W, Z, U, rho and levels are the
-        ADMM symbols of a compressed weight; other weights go by their own names.
-    """
-
-    def __init__(
-        self,
-        epoch: int,
-        step: int,
-        loss: float | None,
-        culprits: list[tuple[str, str, int, int, int]],
-    ):
-        self.epoch, self.step, self.loss, self.culprits = epoch, step, loss, culprits
-        found = "; ".join(
-            f"layer '{layer}' {variable}: {nan} NaN and {inf} Inf of {size}"
-            for layer, variable, nan, inf, size in culprits
-        )
-        received = [f"loss={loss}"] if loss is not None and not math.isfinite(loss) else []
-        received += [found] if found else []
-        super().__init__(
-            f"Training stopped at epoch {epoch} (ADMM step {step}): Expected a finite loss and "
-            f"finite weights and ADMM variables; received: {'; '.join(received)}. No checkpoint "
-            "was written after this was found: the last one (e.g. the BackupAndRestore backup) "
-            "holds the last good state. Lower the learning rate or rho, or look for bad inputs"
-        )
-
-    def __reduce__(self):
-        return type(self), (self.epoch, self.step, self.loss, self.culprits)
-
-
 _CHECKPOINTING = (keras.callbacks.BackupAndRestore, keras.callbacks.ModelCheckpoint)
-
-# The ADMM symbols of a slot's variables, in the order the error message lists them.
-_SYMBOLS = (
-    ("W", "variable"),
-    ("Z", "auxiliary"),
-    ("U", "dual"),
-    ("rho", "rho"),
-    ("levels", "levels"),
-)
-
-
-def _short_name(variable: tf.Variable) -> str:
-    return variable.name.split("/")[-1].split(":")[0]
-
-
-def _named_float_variables(model: keras.Model) -> list[tuple[str, str, tf.Variable]]:
-    """(layer, label, variable) for every floating-point weight of ``model``, ADMM ones first."""
-    named: list[tuple[str, str, tf.Variable]] = []
-    for layer in cloning.leaf_layers(model):
-        name, seen = layer.name, set()
-        if isinstance(layer, AdmmWrapper):
-            name = layer.layer.name
-            for slot in layer.slots:
-                for symbol, attribute in _SYMBOLS:
-                    variable = getattr(slot, attribute)
-                    if variable is not None:
-                        named.append((name, f"{symbol} ({_short_name(variable)})", variable))
-                        seen.add(id(variable))
-        for variable in layer.weights:
-            if id(variable) not in seen and variable.dtype.is_floating:
-                named.append((name, _short_name(variable), variable))
-                seen.add(id(variable))
-    return named
-
-
-@tf.function
-def _finite_flags(variables):
-    return tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
 
 
 class AdmmUpdate(keras.callbacks.Callback):
@@ -765,7 +451,7 @@ class AdmmUpdate(keras.callbacks.Callback):
                 "AdmmUpdate: Expected to train a model made by tf_admm.admm_wrap; received: "
                 f"model of type {type(self.model).__name__}"
             )
-        self._named = _named_float_variables(self.model) if self.check_finite else []
+        self._named = finite.named_float_variables(self.model) if self.check_finite else []
 
     def _check(self, logs, variables: bool) -> None:
         """Raises NonFiniteError if the loss in ``logs`` or (if asked) a variable is not finite."""
@@ -777,22 +463,9 @@ class AdmmUpdate(keras.callbacks.Callback):
         bad_loss = loss is not None and not math.isfinite(loss)
         if not (bad_loss or variables):
             return
-        flags = _finite_flags([v for _, _, v in self._named]).numpy()
-        if not bad_loss and flags.all():
+        culprits = finite.culprits(self._named)
+        if not bad_loss and not culprits:
             return
-        culprits = []
-        for (layer, label, variable), finite in zip(self._named, flags):
-            if not finite:
-                value = variable.numpy()
-                culprits.append(
-                    (
-                        layer,
-                        label,
-                        int(np.isnan(value).sum()),
-                        int(np.isinf(value).sum()),
-                        value.size,
-                    )
-                )
         step = int(self.model.admm_step.numpy())
         raise NonFiniteError(self._epoch, step, loss, culprits)
 

@@ -35,7 +35,8 @@ import numpy as np
 from tf_admm import projections, registry
 from tf_admm.compat import keras, tf
 from tf_admm.planning import Target
-from tf_admm.spec import CentroidUpdate, Scheme
+from tf_admm.rule import Scheme
+from tf_admm.spec import CentroidUpdate
 
 __all__ = ["AdmmWrapper"]
 

@@ -18,10 +18,10 @@ import math
 import keras
 import numpy as np
 
-from tf_admm import phases
+from tf_admm import phases, training
+from tf_admm.finite import NonFiniteError
 from tf_admm.keras3.model import AdmmModel
 from tf_admm.spec import Unit
-from tf_admm.training import NonFiniteError
 
 __all__ = ["AdmmUpdate", "callbacks", "for_keras3"]
 
@@ -158,8 +158,6 @@ def for_keras3(callback):
     Raises:
       ValueError: for any other tf_keras callback, which a Keras 3 ``fit`` cannot run.
     """
-    from tf_admm import training
-
     if isinstance(callback, training.AdmmUpdate):
         return AdmmUpdate(check_finite=callback.check_finite)
     twin = getattr(callback, "keras3_twin", None)

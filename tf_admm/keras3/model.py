@@ -21,6 +21,7 @@ from keras import ops
 
 from tf_admm import phases, planning, resolution
 from tf_admm.keras3 import registry
+from tf_admm.keras3.access import ACCESS
 from tf_admm.keras3.wrapper import AdmmWrapper
 from tf_admm.phases import Phase
 from tf_admm.spec import Spec, Unit
@@ -63,7 +64,7 @@ def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     _check_model(model)
-    return resolution.resolve(model, spec, registry.ACCESS)[2]
+    return resolution.resolve(model, spec, ACCESS)[2]
 
 
 def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -83,7 +84,7 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
             "Spec: Expected pruning rules only for a Keras 3 model; quantization (bits, "
             "clusters) is not available on Keras 3 yet (docs/keras3.md)"
         )
-    targets, spec, readable = resolution.resolve(model, spec, registry.ACCESS)
+    targets, spec, readable = resolution.resolve(model, spec, ACCESS)
     resolution.log(readable)
     pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
 

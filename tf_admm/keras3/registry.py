@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import keras
-import numpy as np
 
-__all__ = ["ACCESS", "compressible_weights", "find", "leaf_layers", "resolve", "supports"]
+__all__ = ["compressible_weights", "find", "leaf_layers", "own_variables", "resolve", "supports"]
 
 _layers = keras.layers
 
@@ -39,7 +38,7 @@ def _registered(layer) -> tuple[str, ...] | None:
     return None
 
 
-def _own_variables(layer) -> dict[str, keras.Variable]:
+def own_variables(layer) -> dict[str, keras.Variable]:
     """The layer's own variables (not those of layers inside it), by name."""
     found: dict[str, keras.Variable] = {}
     for variable in layer._trainable_variables + layer._non_trainable_variables:
@@ -77,7 +76,7 @@ def find(layer: keras.layers.Layer, weight) -> str:
     Raises:
       ValueError: naming the layer and its variables, if nothing matches.
     """
-    own = _own_variables(layer)
+    own = own_variables(layer)
     for name, variable in own.items():
         if weight is variable or weight in (name, variable.path):
             return name
@@ -94,7 +93,7 @@ def resolve(layer: keras.layers.Layer, name: str) -> tuple[keras.Variable, str]:
     Raises:
       ValueError: if the layer has no such variable, or reads it through no attribute.
     """
-    variable = _own_variables(layer).get(name)
+    variable = own_variables(layer).get(name)
     if variable is None:
         find(layer, name)  # Raises, listing the layer's variables.
     for attribute, value in vars(layer).items():
@@ -113,37 +112,3 @@ def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from leaf_layers(layer)
         else:
             yield layer
-
-
-class _Access:
-    """:class:`tf_admm.resolution.LayerAccess` for Keras 3 models."""
-
-    leaf_layers = staticmethod(leaf_layers)
-    supports = staticmethod(supports)
-    compressible_weights = staticmethod(compressible_weights)
-    find = staticmethod(find)
-
-    @staticmethod
-    def is_wrapped(layer) -> bool:
-        from tf_admm.keras3.wrapper import AdmmWrapper
-
-        return isinstance(layer, AdmmWrapper)
-
-    @staticmethod
-    def shape(layer, name: str) -> tuple[int, ...]:
-        return tuple(resolve(layer, name)[0].shape)
-
-    @staticmethod
-    def values(layer, name: str) -> np.ndarray:
-        return keras.ops.convert_to_numpy(resolve(layer, name)[0])
-
-    @staticmethod
-    def untouched(layer) -> tuple[str, ...]:
-        return tuple(
-            f"{name} {'x'.join(str(d) for d in variable.shape)}"
-            for name, variable in _own_variables(layer).items()
-            if variable.trainable and len(variable.shape) >= 2
-        )
-
-
-ACCESS = _Access()
