@@ -30,7 +30,17 @@ import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import allocation, cloning, compat, phases, planning, projections, registry, subclassed
+from tf_admm import (
+    allocation,
+    cloning,
+    compat,
+    grouping,
+    phases,
+    planning,
+    projections,
+    registry,
+    subclassed,
+)
 from tf_admm.allocation import Allocation
 from tf_admm.compat import keras, tf
 from tf_admm.phases import Phase
@@ -152,7 +162,8 @@ def _plan(
                 )
             )
         resolved[key] = tuple(targets)
-    return resolved, spec, _readable(model, chosen, resolved, left_out)
+    readable = grouping.annotate_plan(model, resolved, _readable(model, chosen, resolved, left_out))
+    return resolved, spec, readable
 
 
 def _structure(layer, name: str, rule, where: str, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -480,6 +491,8 @@ class AdmmModel(keras.Model):
         object.__setattr__(self, "_admm_trackers", trackers)
         for attribute, tracker in zip(("_loss_tracker", "_penalty_tracker"), trackers):
             object.__setattr__(self, attribute, tracker)
+        # Residual partners keep the same filters; BatchNorms after pruned filters are masked.
+        object.__setattr__(self, "_admm_ties", grouping.attach(self))
 
     @property
     def wrapped_model(self) -> keras.Model | None:
