@@ -546,8 +546,10 @@ def attach(model) -> list[TiedFilters]:
             for variable in (norm.gamma, norm.beta):
                 if variable is not None and variable.shape == (slot.groups,):
                     # Keras' optimizers apply variable.constraint after every update; the
-                    # layer's own constraint argument is read only when it builds.
-                    variable._constraint = _MaskedByFilters(slot, variable.constraint)
+                    # layer's own constraint argument is read only when it builds. A
+                    # distributed variable reads its components' constraint.
+                    for part in getattr(variable, "values", (variable,)):
+                        part._constraint = _MaskedByFilters(slot, part.constraint)
                     slot.followers.append(variable)
     ties = []
     for space in _grouped(model):
