@@ -22,10 +22,17 @@ way) stays; :func:`shrink_plan` says which and why. With ``structure="filter"`` 
 masked with the filters, so without a BatchNormalization after it a removed filter outputs 0
 and nothing needs folding.
 
-Not grouped yet: layers whose outputs meet in Add, Multiply or any other multi-input layer but
-Concatenate (residual partners would have to lose the same channels), a layer feeding several
-layers, zero filters of depthwise layers, nested models, and channels-first data.
-Those are refused with a :class:`ShrinkError` naming the layer, never shrunk wrongly.
+A consumer without bias gets one when a fixed value must be folded into it.
+
+Layers whose outputs meet at a residual Add (Multiply, Subtract, Average, Maximum, Minimum)
+or that feed several layers form channel groups (:mod:`tf_admm.grouping`): the channels zero
+in every member of a group leave every member, the per-channel layers on them and every
+layer reading them, with the same folding of fixed values. A group reaching a model input or
+output keeps its channels (:func:`shrink_plan` says why). Still refused, with a
+:class:`ShrinkError` naming the layer, never shrunk wrongly: tied channels reaching a layer
+that reshapes or mixes them (Reshape, Flatten, Concatenate, softmax), a depthwise multiplier
+other than 1 on tied channels, zero filters of depthwise layers, nested and subclassed
+models, and channels-first data.
 
 Example:
   >>> small = tf_admm.shrink(tf_admm.strip(admm))  # admm trained with structure="filter"
@@ -532,8 +539,8 @@ def shrink(model: keras.Model) -> keras.Model:
       equal ``model``'s up to float rounding.
 
     Raises:
-      ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (residual
-        Add/Multiply, branches, nested or subclassed models).
+      ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (tied
+        channels reaching a Reshape/Flatten/Concatenate, nested or subclassed models).
     """
     model = _plain(model)
     # Per layer: channels dropped (sets, as several paths may meet at a concatenation's
