@@ -366,3 +366,21 @@ def test_tied_filter_pruned_mobilenet_v2_shrinks_to_its_masked_outputs():
     assert shapes["project3"][-1] == shapes["project4"][-1] == 6
     assert shapes["expand2"][-1] == 8 and shapes["head"][-1] == 8
     _assert_same_outputs(small, plain, (8, 8, 1))
+
+
+@pytest.mark.parametrize("join", [_layers.Multiply, _layers.Subtract, _layers.Average])
+def test_fixed_values_meeting_at_a_join_fold_into_every_consumer(join):
+    inputs = keras.Input((4,))
+    a = _layers.Dense(5, activation="relu", name="a")(inputs)
+    b = _layers.Dense(5, name="b")(inputs)
+    h = join(name="join")([a, b])
+    outputs = [_layers.Dense(3, name="c")(h), _layers.Dense(2, name="d")(h)]
+    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"a": [2, 4], "b": [2]})
+    plans = {p.layer: p for p in shrink_plan(model)}
+    assert plans["a"].removed == plans["b"].removed == (2,)
+    assert "filter 4 of tied ['b'] is not zero" in plans["a"].kept_zero[4]
+    small = shrink(model)
+    assert small.get_layer("c").kernel.shape == (4, 3)
+    x = _inputs((4,))
+    for got, want in zip(small(x), model(x)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
