@@ -18,7 +18,7 @@ Training ties the members of a group with a filter rule (:class:`TiedFilters`): 
 and hard projection keep the ``k`` channels of largest summed squared norm across members
 (:func:`tf_admm.projections.project_coupled_filters`), and each BatchNormalization right after
 a filter-pruned layer has its ``gamma`` and ``beta`` masked with the filters, so a removed
-channel is exactly 0 after it (:func:`attach`). ``tf_admm.shrink`` then removes the shared
+channel is exactly 0 after it (:func:`attach_ties`). ``tf_admm.shrink`` then removes the shared
 channels from every member, follower and consumer.
 
 Example:
@@ -41,7 +41,7 @@ __all__ = [
     "ChannelGroup",
     "TiedFilters",
     "annotate_plan",
-    "attach",
+    "attach_ties",
     "channel_groups",
     "check_tied",
     "layer_graph",
@@ -524,7 +524,7 @@ def _functional(model) -> bool:
     return not any(isinstance(layer, keras.Model) for layer in model.layers)
 
 
-def attach(model) -> list[TiedFilters]:
+def attach_ties(model) -> list[TiedFilters]:
     """Ties the filter-pruned members of each channel group of an ADMM model and masks the
     BatchNormalization after each filter-pruned layer with its filters.
 

@@ -30,19 +30,10 @@ import numpy as np
 from absl import logging
 from tf_keras.src.engine import functional as _functional
 
-from tf_admm import (
-    allocation,
-    cloning,
-    compat,
-    grouping,
-    phases,
-    planning,
-    projections,
-    registry,
-    subclassed,
-)
+from tf_admm import allocation, cloning, compat, phases, planning, projections, registry, subclassed
 from tf_admm.allocation import Allocation
 from tf_admm.compat import keras, tf
+from tf_admm.grouping import annotate_plan, attach_ties
 from tf_admm.phases import Phase
 from tf_admm.planning import Target
 from tf_admm.spec import Spec, Unit
@@ -162,7 +153,7 @@ def _plan(
                 )
             )
         resolved[key] = tuple(targets)
-    readable = grouping.annotate_plan(model, resolved, _readable(model, chosen, resolved, left_out))
+    readable = annotate_plan(model, resolved, _readable(model, chosen, resolved, left_out))
     return resolved, spec, readable
 
 
@@ -492,7 +483,7 @@ class AdmmModel(keras.Model):
         for attribute, tracker in zip(("_loss_tracker", "_penalty_tracker"), trackers):
             object.__setattr__(self, attribute, tracker)
         # Residual partners keep the same filters; BatchNorms after pruned filters are masked.
-        object.__setattr__(self, "_admm_ties", grouping.attach(self))
+        object.__setattr__(self, "_admm_ties", attach_ties(self))
 
     @property
     def wrapped_model(self) -> keras.Model | None:

@@ -88,7 +88,7 @@ class _Slot:
         # takes its bias with it (tf_admm.shrink can then drop the channel).
         self.bias: tf.Variable | None = None
         # Layers tied to this one by a residual join keep the same filters: set by
-        # tf_admm.grouping.attach, which also lists the BatchNormalization gamma and beta after
+        # tf_admm.grouping.attach_ties, which also lists the BatchNormalization gamma and beta after
         # the layer, masked with its filters.
         self.tie = None
         self.followers: list[tf.Variable] = []
