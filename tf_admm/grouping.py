@@ -120,40 +120,60 @@ JOINS = (
 )
 
 
+# The same joins written as operators on Keras tensors (``x + h``): tf_keras records them as
+# TFOpLambda layers of these symbols.
+JOIN_SYMBOLS = frozenset(
+    {
+        "__operators__.add",
+        "math.add",
+        "math.subtract",
+        "math.multiply",
+        "math.maximum",
+        "math.minimum",
+    }
+)
+
+
+def is_join(layer, inputs: int) -> bool:
+    """Whether ``layer`` (with ``inputs`` input layers) joins channel ``c`` of its inputs."""
+    if isinstance(layer, JOINS):
+        return True
+    return getattr(layer, "symbol", None) in JOIN_SYMBOLS and inputs == 2
+
+
+def join(layer, values):
+    """``layer`` applied to the tensors ``values`` (one per input, in order)."""
+    if isinstance(layer, JOINS):
+        return layer(values, training=False)
+    return layer.function(*values)
+
+
 def describe(layer) -> str:
     return f"'{layer.name}' ({type(layer).__name__})"
 
 
 def layer_graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
-    """({layer: its input layers}, {layer: the layers it feeds}, names of output layers)."""
+    """({layer: its input layers}, {layer: the layers it feeds}, names of output layers).
+
+    Read from the model's own nodes (not its config, which custom layers may not offer); a
+    layer's inputs are in the order it was called with them.
+    """
     view = model
     if isinstance(model, keras.Sequential):
         view = keras.Model(model.inputs, model.outputs, name=model.name)
-    config = _functional_config(view)
     inputs: dict[str, list[str]] = {}
-    consumers: dict[str, list[str]] = {entry["name"]: [] for entry in config["layers"]}
-
-    def sources(value) -> list[str]:
-        if isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str):
-            return [value[0]]
-        if isinstance(value, (list, tuple)):
-            return [name for item in value for name in sources(item)]
-        return []
-
-    for entry in config["layers"]:
-        names = sources(entry.get("inbound_nodes", []))
-        inputs[entry["name"]] = names
-        for name in names:
-            consumers[name].append(entry["name"])
-    outputs = {item[0] for item in config["output_layers"]}
+    for depth in sorted(view._nodes_by_depth, reverse=True):  # Inputs first.
+        for node in view._nodes_by_depth[depth]:
+            names = inputs.setdefault(node.layer.name, [])
+            names.extend(parent.layer.name for parent in node.parent_nodes)
+    rank = {layer.name: index for index, layer in enumerate(view.layers)}
+    inputs = dict(sorted(inputs.items(), key=lambda item: rank.get(item[0], -1)))
+    consumers: dict[str, list[str]] = {name: [] for name in inputs}
+    for name, sources in inputs.items():
+        for source in sources:
+            consumers[source].append(name)
+    outputs = {tensor._keras_history.layer.name for tensor in view.outputs}
     return inputs, consumers, outputs
-
-
-def _functional_config(model) -> dict[str, Any]:
-    from tf_keras.src.engine import functional  # noqa: PLC0415 (private, read only here)
-
-    # The network part of the config only: an AdmmModel's own get_config adds its spec.
-    return functional.get_network_config(model, config={})
 
 
 def is_producer(layer) -> bool:
@@ -245,6 +265,11 @@ def topological(inputs: dict[str, list[str]], names=None) -> list[str]:
     return done
 
 
+def _channels(model, name: str):
+    shape = model.get_layer(name).output_shape
+    return (shape[0] if isinstance(shape, list) else shape)[-1]
+
+
 def _channels_last(layer) -> bool:
     if getattr(layer, "data_format", "channels_last") == "channels_first":
         return False
@@ -322,8 +347,8 @@ def spaces(
             space.tensors.append(name)
             of[name] = space
             continue
-        if isinstance(layer, JOINS) and len(sources) == len(inputs[name]):
-            channels = {shape[-1] for shape in layer.input_shape}
+        if is_join(layer, len(inputs[name])) and len(sources) == len(inputs[name]):
+            channels = {_channels(model, source) for source in inputs[name]}
             target = sources[0]
             for space in sources[1:]:
                 if space is not target:
@@ -501,10 +526,11 @@ def check_tied(model: keras.Model, targets: dict[int, tuple]) -> list[str]:
                 "rule (e.g. Rule(layer_type='Conv2D', structure='filter', sparsity=...)) or "
                 "equal keep counts"
             )
+        if not kept:
+            continue  # No member is filter-pruned: nothing to tie.
         line = f"tied filters: {group}"
-        if kept:
-            line += f"; each keeps the same {next(iter(kept.values()))} channels"
-        if loose and kept:
+        line += f"; each keeps the same {next(iter(kept.values()))} channels"
+        if loose:
             line += f"; not filter-pruned: {', '.join(loose)} (their channels stay)"
         lines.append(line)
     return lines

@@ -140,7 +140,7 @@ def _follow(model, layer, graph):
                 f"Layer {_describe(nxt)}: Expected a flat model; received a nested model after "
                 f"filter-pruned {_describe(layer)}"
             )
-        if isinstance(nxt, grouping.JOINS):
+        if grouping.is_join(nxt, len(inputs[nxt.name])):
             raise ShrinkError(
                 f"Layer {_describe(nxt)} joins the channels of filter-pruned {_describe(layer)} "
                 f"after the concatenation {[s.name for s in chain if s.name in offsets]}: "
@@ -482,8 +482,8 @@ class _Group:
                 continue
             layer = self.model.get_layer(name)
             sources = [values[s] for s in self.inputs[name]]
-            if isinstance(layer, grouping.JOINS):
-                values[name] = layer(sources, training=False)
+            if grouping.is_join(layer, len(sources)):
+                values[name] = grouping.join(layer, sources)
             else:
                 values[name] = layer(sources[0], training=False)
         return {n: np.asarray(v.numpy()[0], np.float64) for n, v in values.items()}

@@ -384,3 +384,19 @@ def test_fixed_values_meeting_at_a_join_fold_into_every_consumer(join):
     x = _inputs((4,))
     for got, want in zip(small(x), model(x)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
+
+
+def test_residual_written_as_an_operator_is_grouped_like_an_add_layer():
+    inputs = keras.Input((5, 5, 3))
+    stem = _layers.Conv2D(6, 1, use_bias=False, name="stem")(inputs)
+    branch = _layers.Conv2D(6, 3, padding="same", activation="relu", name="branch")(stem)
+    h = stem + branch  # A TFOpLambda, not an Add layer.
+    h = h * _layers.Conv2D(6, 1, name="gate")(inputs)
+    model = keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
+    model = _zero_filters(_randomize(model), {"stem": [0, 4], "branch": [0, 4], "gate": [4]})
+    plans = {p.layer: p for p in shrink_plan(model)}
+    assert plans["stem"].group == ("stem", "branch", "gate") and plans["stem"].removed == (4,)
+    assert len(plans["stem"].joins) == 2
+    small = shrink(model)
+    assert small.get_layer("head").kernel.shape == (1, 1, 5, 2)
+    _assert_same_outputs(small, model, (5, 5, 3))
