@@ -131,8 +131,8 @@ def _follow(model, layer, graph):
             raise ShrinkError(
                 f"Layer {_describe(current)} (after filter-pruned {_describe(layer)}): Expected "
                 f"its output to feed one layer, to remove the same channels there; received: "
-                f"it feeds {[model.get_layer(n).name for n in following]} (branches are not "
-                "grouped yet)"
+                f"it feeds {[model.get_layer(n).name for n in following]} (branches after a "
+                "concatenation are not grouped)"
             )
         nxt = model.get_layer(following[0])
         if isinstance(nxt, keras.Model):
@@ -191,7 +191,7 @@ def _follow(model, layer, graph):
             f"Layer {_describe(nxt)} follows filter-pruned {_describe(layer)}: Expected a "
             "per-channel layer (BatchNormalization, DepthwiseConv, activation, pooling, dropout, "
             "padding, Flatten, Concatenate) or a Conv/Dense consumer; received a layer shrink does "
-            "not know (multi-input layers other than Concatenate are not grouped yet)"
+            "not know"
         )
 
 
