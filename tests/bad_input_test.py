@@ -29,6 +29,7 @@ from tf_admm import Spec, SpecError
 from tf_admm.compat import keras
 from tf_admm.testing import (
     compile_for_classification,
+    mobilenet_v2_like,
     small_convnet,
     small_data,
     text_classifier,
@@ -137,6 +138,21 @@ def _nested_subclassed():
     inputs = keras.Input((4,))
     outputs = _Subclassed(name="inner")(inputs)
     return keras.Model(inputs, outputs, name="outer")
+
+
+def _tied_then_reshaped():
+    """Two Conv2D layers meeting at an Add, then a Reshape; filter 1 zero in both."""
+    inputs = keras.Input((4, 4, 2))
+    left = keras.layers.Conv2D(3, 1, name="left")(inputs)
+    right = keras.layers.Conv2D(3, 1, name="right")(inputs)
+    h = keras.layers.Add(name="add")([left, right])
+    h = keras.layers.Reshape((16, 3), name="reshape")(h)
+    model = keras.Model(inputs, keras.layers.Conv1D(2, 1, name="head")(h))
+    for name in ("left", "right"):
+        kernel, bias = model.get_layer(name).get_weights()
+        kernel[..., 1] = 0.0
+        model.get_layer(name).set_weights([kernel, bias])
+    return model
 
 
 def _no_compressible_layer():
@@ -333,6 +349,28 @@ CASES = [
         SpecError,
         r"Rule\(name='fc1'\): Expected block only with structure='block'; "
         r"received: structure='filter'",
+    ),
+    (
+        "structure_filter_tied_keeps_differ",
+        lambda env: tf_admm.admm_wrap(
+            mobilenet_v2_like(),
+            {
+                "rules": [
+                    {"name": "project1", "structure": "filter", "keep": 2},
+                    {"layer_type": "Conv2D", "structure": "filter", "keep": 4},
+                ]
+            },
+        ),
+        ValueError,
+        r"Layers \['project1', 'project2', 'stem'\] meet at \['add1', 'add2'\] and must keep "
+        r"the same filters: Expected one number of kept filters; received: .*'project1': 2",
+    ),
+    (
+        "structure_filter_shrink_tied_channels_reshaped",
+        lambda env: tf_admm.shrink(_tied_then_reshaped()),
+        tf_admm.ShrinkError,
+        r"Layer 'reshape' \(Reshape\) reads them and is a Reshape: Expected per-channel "
+        r"layers, joins .* tied to filter-pruned \['left', 'right'\]",
     ),
     (
         "n_without_structure_n_of_m",

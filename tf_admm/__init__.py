@@ -5,6 +5,7 @@
 from tf_admm import allocation, keras3, planning, projections, report, storage
 from tf_admm.compat import keras, tf
 from tf_admm.finite import NonFiniteError
+from tf_admm.grouping import ChannelGroup, channel_groups
 from tf_admm.planning import LayerPlan, Plan, Target, WeightPlan
 from tf_admm.registry import CompressibleLayer
 from tf_admm.saving import ModelFileError, load_model
@@ -34,6 +35,7 @@ __all__ = [
     "AdmmModel",
     "AdmmUpdate",
     "AdmmWrapper",
+    "ChannelGroup",
     "CompressibleLayer",
     "ModelFileError",
     "NonFiniteError",
@@ -48,6 +50,7 @@ __all__ = [
     "admm_wrap",
     "allocation",
     "callbacks",
+    "channel_groups",
     "keras",
     "keras3",
     "load_model",

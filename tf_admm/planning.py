@@ -215,10 +215,13 @@ class Plan:
     Attributes:
       model: the model's name.
       layers: one entry per layer that holds weights, in layer order.
+      groups: one line per group of filter-pruned layers tied by a residual join (they keep
+        the same filters; see :mod:`tf_admm.grouping`).
     """
 
     model: str
     layers: tuple[LayerPlan, ...]
+    groups: tuple[str, ...] = ()
 
     @property
     def compressed(self) -> tuple[LayerPlan, ...]:
@@ -286,4 +289,4 @@ class Plan:
             for line in lines
         ]
         rendered.insert(1, "-" * max(len(r) for r in rendered[:1]))
-        return "\n".join([self.summary(), *rendered])
+        return "\n".join([self.summary(), *rendered, *self.groups])

@@ -22,10 +22,17 @@ way) stays; :func:`shrink_plan` says which and why. With ``structure="filter"`` 
 masked with the filters, so without a BatchNormalization after it a removed filter outputs 0
 and nothing needs folding.
 
-Not grouped yet: layers whose outputs meet in Add, Multiply or any other multi-input layer but
-Concatenate (residual partners would have to lose the same channels), a layer feeding several
-layers, zero filters of depthwise layers, nested models, and channels-first data.
-Those are refused with a :class:`ShrinkError` naming the layer, never shrunk wrongly.
+A consumer without bias gets one when a fixed value must be folded into it.
+
+Layers whose outputs meet at a residual Add (Multiply, Subtract, Average, Maximum, Minimum)
+or that feed several layers form channel groups (:mod:`tf_admm.grouping`): the channels zero
+in every member of a group leave every member, the per-channel layers on them and every
+layer reading them, with the same folding of fixed values. A group reaching a model input or
+output keeps its channels (:func:`shrink_plan` says why). Still refused, with a
+:class:`ShrinkError` naming the layer, never shrunk wrongly: tied channels reaching a layer
+that reshapes or mixes them (Reshape, Flatten, Concatenate, softmax), a depthwise multiplier
+other than 1 on tied channels, zero filters of depthwise layers, nested and subclassed
+models, and channels-first data.
 
 Example:
   >>> small = tf_admm.shrink(tf_admm.strip(admm))  # admm trained with structure="filter"
@@ -40,70 +47,19 @@ from typing import Any
 
 import numpy as np
 
-from tf_admm import cloning
+from tf_admm import cloning, grouping
 from tf_admm.compat import keras, tf
 
 __all__ = ["LayerShrink", "ShrinkError", "shrink", "shrink_plan"]
 
 _layers = keras.layers
 
-# Layers whose filters shrink removes (their kernel's last axis is the output channel).
-_PRODUCERS = (_layers.Conv1D, _layers.Conv2D, _layers.Conv3D, _layers.Dense)
-_NOT_PRODUCERS = (
-    _layers.Conv1DTranspose,
-    _layers.Conv2DTranspose,
-    _layers.Conv3DTranspose,
-    _layers.DepthwiseConv1D,
-    _layers.DepthwiseConv2D,
-    _layers.SeparableConv1D,
-    _layers.SeparableConv2D,
-)
-# Layers that mix channels and so end a chain: their input channels are removed.
-_CONSUMERS = (_layers.Conv1D, _layers.Conv2D, _layers.Conv3D, _layers.Dense)
-# Elementwise layers (no weights, identity at inference or one function of each value): a
-# removed channel passes them anywhere, after a Flatten too.
-_ELEMENTWISE = (
-    _layers.Activation,
-    _layers.ReLU,
-    _layers.LeakyReLU,
-    _layers.ELU,
-    _layers.ThresholdedReLU,
-    _layers.Dropout,
-    _layers.GaussianNoise,
-    _layers.GaussianDropout,
-    _layers.AlphaDropout,
-)
-# Per-channel layers on a (..., channels) tensor. BatchNormalization and the depthwise
-# convolutions have per-channel weights, sliced along.
-_PER_CHANNEL = _ELEMENTWISE + (
-    _layers.BatchNormalization,
-    _layers.DepthwiseConv1D,
-    _layers.DepthwiseConv2D,
-    _layers.SpatialDropout1D,
-    _layers.SpatialDropout2D,
-    _layers.SpatialDropout3D,
-    _layers.MaxPooling1D,
-    _layers.MaxPooling2D,
-    _layers.MaxPooling3D,
-    _layers.AveragePooling1D,
-    _layers.AveragePooling2D,
-    _layers.AveragePooling3D,
-    _layers.GlobalMaxPooling1D,
-    _layers.GlobalMaxPooling2D,
-    _layers.GlobalMaxPooling3D,
-    _layers.GlobalAveragePooling1D,
-    _layers.GlobalAveragePooling2D,
-    _layers.GlobalAveragePooling3D,
-    _layers.ZeroPadding1D,
-    _layers.ZeroPadding2D,
-    _layers.ZeroPadding3D,
-    _layers.Cropping1D,
-    _layers.Cropping2D,
-    _layers.Cropping3D,
-    _layers.UpSampling1D,
-    _layers.UpSampling2D,
-    _layers.UpSampling3D,
-)
+# The layer tables live with the graph analysis (tf_admm.grouping).
+_PRODUCERS = grouping.PRODUCERS
+_NOT_PRODUCERS = grouping.NOT_PRODUCERS
+_CONSUMERS = grouping.CONSUMERS
+_ELEMENTWISE = grouping.ELEMENTWISE
+_PER_CHANNEL = grouping.PER_CHANNEL
 
 
 class ShrinkError(ValueError):
@@ -126,6 +82,12 @@ class LayerShrink:
         (they meet its zero padding, so no bias can stand for them): the consumer's weights
         for the carrier's channel take theirs, scaled by the ratio of the fixed values.
       carried: the removed filters whose fixed outputs the carrier carries.
+      group: for a layer tied to others by a residual join or a branch (see
+        :mod:`tf_admm.grouping`), every member of its group: they all lose the same
+        channels, those zero in every member. Empty for a plain chain.
+      joins: the joins (Add, Multiply, ...) tying the group.
+      consumers: every layer whose input channels are removed (for a group, all the layers
+        reading its channels; ``consumer`` is the first).
     """
 
     layer: str
@@ -136,31 +98,14 @@ class LayerShrink:
     consumer: str | None
     carrier: int | None = None
     carried: tuple[int, ...] = ()
+    group: tuple[str, ...] = ()
+    joins: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
 
 
 def _graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
     """({layer: its input layers}, {layer: the layers it feeds}, names of output layers)."""
-    view = model
-    if isinstance(model, keras.Sequential):
-        view = keras.Model(model.inputs, model.outputs, name=model.name)
-    config = view.get_config()
-    inputs: dict[str, list[str]] = {}
-    consumers: dict[str, list[str]] = {entry["name"]: [] for entry in config["layers"]}
-
-    def sources(value) -> list[str]:
-        if isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str):
-            return [value[0]]
-        if isinstance(value, (list, tuple)):
-            return [name for item in value for name in sources(item)]
-        return []
-
-    for entry in config["layers"]:
-        names = sources(entry.get("inbound_nodes", []))
-        inputs[entry["name"]] = names
-        for name in names:
-            consumers[name].append(entry["name"])
-    outputs = {item[0] for item in config["output_layers"]}
-    return inputs, consumers, outputs
+    return grouping.layer_graph(model)
 
 
 def _is_producer(layer) -> bool:
@@ -186,8 +131,8 @@ def _follow(model, layer, graph):
             raise ShrinkError(
                 f"Layer {_describe(current)} (after filter-pruned {_describe(layer)}): Expected "
                 f"its output to feed one layer, to remove the same channels there; received: "
-                f"it feeds {[model.get_layer(n).name for n in following]} (branches are not "
-                "grouped yet)"
+                f"it feeds {[model.get_layer(n).name for n in following]} (branches after a "
+                "concatenation are not grouped)"
             )
         nxt = model.get_layer(following[0])
         if isinstance(nxt, keras.Model):
@@ -195,12 +140,12 @@ def _follow(model, layer, graph):
                 f"Layer {_describe(nxt)}: Expected a flat model; received a nested model after "
                 f"filter-pruned {_describe(layer)}"
             )
-        if isinstance(nxt, (_layers.Add, _layers.Multiply, _layers.Subtract, _layers.Average)):
+        if grouping.is_join(nxt, len(inputs[nxt.name])):
             raise ShrinkError(
                 f"Layer {_describe(nxt)} joins the channels of filter-pruned {_describe(layer)} "
-                "with another layer's: Expected a chain without residual connections; tf_admm."
-                "shrink does not group residual partners yet (prune them alike and keep them "
-                "whole, or leave those layers unstructured)"
+                f"after the concatenation {[s.name for s in chain if s.name in offsets]}: "
+                "Expected a join of channels that come straight from Conv/Dense layers; "
+                "channels joined after a concatenation are not grouped"
             )
         if getattr(nxt, "data_format", "channels_last") == "channels_first" or (
             isinstance(nxt, _layers.BatchNormalization)
@@ -246,7 +191,7 @@ def _follow(model, layer, graph):
             f"Layer {_describe(nxt)} follows filter-pruned {_describe(layer)}: Expected a "
             "per-channel layer (BatchNormalization, DepthwiseConv, activation, pooling, dropout, "
             "padding, Flatten, Concatenate) or a Conv/Dense consumer; received a layer shrink does "
-            "not know (multi-input layers other than Concatenate are not grouped yet)"
+            "not know"
         )
 
 
@@ -329,8 +274,6 @@ class _Chain:
         consumer = self.consumer
         if not np.any(fixed):
             return None
-        if not consumer.use_bias:
-            return f"its fixed output meets '{consumer.name}', which has no bias to fold it into"
         if self.flatten is not None:
             return None
         if np.any(fixed != fixed[:1]):
@@ -418,23 +361,150 @@ def shrink_plan(model: keras.Model) -> list[LayerShrink]:
     Raises:
       ShrinkError: as :func:`shrink` does.
     """
-    return [plan for plan, _ in _plans(_plain(model))]
+    found, groups = _plans(_plain(model))
+    return [plan for plan, _ in found] + [plan for group in groups for plan in group.plans]
 
 
 def _plans(model):
+    """([(plan, _Chain)] for layers on a plain chain, [_Group] for channel groups)."""
     graph = _graph(model)
-    found = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             raise ShrinkError(
                 f"Layer {_describe(layer)}: Expected a flat Sequential or functional model; "
                 "received a nested model (shrink it on its own)"
             )
-        if _is_producer(layer) and layer.built:
+    groups = [_Group(model, space, graph) for space in grouping.grouped_spaces(model)]
+    grouped = {name for group in groups for name in group.space.members}
+    found = []
+    for layer in model.layers:
+        if _is_producer(layer) and layer.built and layer.name not in grouped:
             result = _plan_layer(model, layer, graph)
             if result is not None:
                 found.append(result)
-    return found
+    return found, [group for group in groups if group.plans]
+
+
+def _zero_filters(layer) -> set[int]:
+    kernel = layer.kernel.numpy()
+    filters = kernel.shape[-1]
+    return {int(o) for o in np.flatnonzero(~np.any(kernel.reshape(-1, filters) != 0, axis=0))}
+
+
+class _Group:
+    """What shrinking does to one channel group: the channels zero in every member leave
+    every member, follower and consumer, unless the group reaches a model input or output or
+    a consumer cannot take their fixed value as a bias."""
+
+    def __init__(self, model, space, graph):
+        self.model, self.space = model, space
+        self.inputs = graph[0]
+        self.removed: list[int] = []
+        self.values: dict[str, np.ndarray] = {}
+        self.plans: list[LayerShrink] = []
+        self.paths: dict[str, _Chain] = {}
+        members = [model.get_layer(name) for name in space.members]
+        zeros = {m.name: _zero_filters(m) for m in members if m.built}
+        if not any(zeros.values()):
+            return
+        filters = int(members[0].kernel.shape[-1])
+        common = set.intersection(*[zeros.get(m.name, set()) for m in members])
+        kept: dict[int, str] = {}
+        for channel in sorted(set().union(*zeros.values()) - common):
+            alive = [m.name for m in members if channel not in zeros.get(m.name, set())]
+            kept[channel] = f"filter {channel} of tied {alive} is not zero"
+        if common and space.fixed:
+            name, reason = next(iter(space.fixed.items()))
+            for channel in common:
+                kept[channel] = f"the tied channels reach '{name}', which {reason}"
+            common = set()
+        if common and space.unsupported:
+            name, reason = next(iter(space.unsupported.items()))
+            raise ShrinkError(
+                f"Layer {_describe(model.get_layer(name))} {reason}: Expected per-channel "
+                "layers, joins (Add, Multiply, ...) and Conv/Dense consumers on the channels "
+                f"tied to filter-pruned {list(space.members)}; received a layer shrink cannot "
+                "slice along them"
+            )
+        if common:
+            self.values = self._fixed_values(members)
+            for name in space.consumers:
+                consumer = model.get_layer(name)
+                (source,) = self.inputs[name]
+                path = _Chain([], consumer, self.values[source], None, {})
+                self.paths[name] = path
+                for channel in sorted(common):
+                    reason = path.why_not([channel])
+                    if reason is not None:
+                        kept.setdefault(channel, f"(tied, at '{name}') {reason}")
+                        common.discard(channel)
+        removed = sorted(common)
+        if len(removed) == filters:
+            kept[removed[-1]] = "a layer keeps at least one filter"
+            removed = removed[:-1]
+        self.removed = removed
+        consumer_names = tuple(space.consumers)
+        for member in members:
+            own = zeros.get(member.name, set())
+            if not own:
+                continue
+            self.plans.append(
+                LayerShrink(
+                    member.name,
+                    filters,
+                    tuple(removed),
+                    {c: r for c, r in sorted(kept.items()) if c in own},
+                    tuple(space.followers),
+                    consumer_names[0] if consumer_names else None,
+                    group=tuple(space.members),
+                    joins=tuple(space.joins),
+                    consumers=consumer_names,
+                )
+            )
+
+    def _fixed_values(self, members) -> dict[str, np.ndarray]:
+        """The output of every layer of the group when its members output their fixed values
+        (activated biases): one sample, as the consumers see it for removed channels."""
+        values: dict[str, Any] = {}
+        for member in members:
+            shape = member.output_shape
+            if any(d is None for d in shape[1:]):
+                raise ShrinkError(
+                    f"Layer {_describe(member)}: Expected a static output shape to fold the "
+                    f"constant output of its zero filters; received: shape={shape}"
+                )
+            bias = member.bias.numpy() if member.use_bias else np.zeros(shape[-1], np.float32)
+            x = np.broadcast_to(bias, (1,) + tuple(shape[1:])).astype(np.float32)
+            values[member.name] = member.activation(tf.constant(x))
+        order = [n for n in self.inputs if n in set(self.space.tensors)]
+        for name in grouping.topological(self.inputs, order):
+            if name in values:
+                continue
+            layer = self.model.get_layer(name)
+            sources = [values[s] for s in self.inputs[name]]
+            if grouping.is_join(layer, len(sources)):
+                values[name] = grouping.join(layer, sources)
+            else:
+                values[name] = layer(sources[0], training=False)
+        return {n: np.asarray(v.numpy()[0], np.float64) for n, v in values.items()}
+
+    def edits(self, drop, edits) -> None:
+        removed = self.removed
+        if not removed:
+            return
+        for name in self.space.members:
+            drop(name, "drop_out", removed)
+        for name in self.space.followers:
+            step = self.model.get_layer(name)
+            if isinstance(step, _layers.BatchNormalization):
+                drop(name, "drop_channels", removed)
+            elif isinstance(step, _DEPTHWISE):
+                drop(name, "drop_channels", removed)
+                drop(name, "drop_bias", removed)
+        for name, path in self.paths.items():
+            drop(name, "drop_in", removed)
+            consumer = edits.setdefault(name, {})
+            consumer["fold"] = consumer.get("fold", 0.0) + path.fold(removed)
 
 
 def _plain(model):
@@ -469,8 +539,8 @@ def shrink(model: keras.Model) -> keras.Model:
       equal ``model``'s up to float rounding.
 
     Raises:
-      ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (residual
-        Add/Multiply, branches, nested or subclassed models).
+      ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (tied
+        channels reaching a Reshape/Flatten/Concatenate, nested or subclassed models).
     """
     model = _plain(model)
     # Per layer: channels dropped (sets, as several paths may meet at a concatenation's
@@ -480,7 +550,10 @@ def shrink(model: keras.Model) -> keras.Model:
     def drop(layer_name: str, field: str, channels) -> None:
         edits.setdefault(layer_name, {}).setdefault(field, set()).update(channels)
 
-    for plan, path in _plans(model):
+    found, groups = _plans(model)
+    for group in groups:
+        group.edits(drop, edits)
+    for plan, path in found:
         if not plan.removed:
             continue
         drop(plan.layer, "drop_out", plan.removed)
@@ -521,6 +594,13 @@ def _kept(size: int, dropped) -> list[int]:
     return [i for i in range(size) if i not in dropped]
 
 
+def _adds_bias(layer, change) -> bool:
+    """Whether a consumer without bias gets one, for the fixed inputs folded into it."""
+    return (
+        "fold" in change and not getattr(layer, "use_bias", True) and bool(np.any(change["fold"]))
+    )
+
+
 def _copy(model, edits):
     def new_layer(layer):
         config = layer.get_config()
@@ -528,6 +608,8 @@ def _copy(model, edits):
         if "drop_out" in change:
             field = "filters" if "filters" in config else "units"
             config[field] -= len(change["drop_out"])
+        if _adds_bias(layer, change):
+            config["use_bias"] = True
         return layer.__class__.from_config(config)
 
     def fill(old, new):
@@ -552,7 +634,10 @@ def _copy(model, edits):
                     carried = carried + ratio * kernel[..., channel, :].astype(np.float64)
                 kernel = kernel.copy()
                 kernel[..., target, :] = carried.astype(kernel.dtype)
-            if "fold" in change and old.use_bias:
+            if _adds_bias(old, change):
+                # The fixed inputs removed need a bias to stand for them: the layer gets one.
+                weights.insert(1, np.zeros(kernel.shape[-1], kernel.dtype))
+            if "fold" in change and len(weights) > 1:
                 folded = weights[1].astype(np.float64) + change["fold"]
                 weights[1] = folded.astype(weights[1].dtype)
             if "drop_in" in change:
@@ -560,7 +645,7 @@ def _copy(model, edits):
             if "drop_out" in change:
                 keep = _kept(kernel.shape[-1], change["drop_out"])
                 kernel = kernel[..., keep]
-                if old.use_bias:
+                if len(weights) > 1:
                     weights[1] = weights[1][keep]
             weights[0] = kernel
         new.set_weights(weights)

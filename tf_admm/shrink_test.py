@@ -6,7 +6,7 @@ import pytest
 import tf_admm
 from tf_admm import keras
 from tf_admm.shrink import ShrinkError, shrink, shrink_plan
-from tf_admm.testing import compile_for_classification, small_data
+from tf_admm.testing import compile_for_classification, mobilenet_v2_like, small_data
 
 _layers = keras.layers
 
@@ -158,6 +158,15 @@ def _concatenated(axis=-1):
     return keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
 
 
+def _residual_reshaped():
+    inputs = keras.Input((6, 6, 4))
+    a = _layers.Conv2D(4, 1, name="expand")(inputs)
+    b = _layers.Conv2D(4, 1, name="other")(inputs)
+    h = _layers.Add(name="add")([a, b])
+    h = _layers.Reshape((36, 4), name="reshape")(h)
+    return keras.Model(inputs, _layers.Conv1D(2, 1, name="head")(h))
+
+
 def _branching():
     inputs = keras.Input((4,))
     h = _layers.Dense(3, name="trunk")(inputs)
@@ -168,21 +177,16 @@ def _branching():
     "make, zero, message",
     [
         (
-            _residual,
-            {"expand": [1]},
-            r"Layer 'add' \(Add\) joins the channels of filter-pruned 'expand' \(Conv2D\) with "
-            r"another layer's: Expected a chain without residual connections",
-        ),
-        (
             lambda: _concatenated(axis=1),
             {"left": [0]},
             r"Layer 'concat' \(Concatenate\) after filter-pruned 'left' \(Conv2D\): Expected a "
             r"concatenation along the channel axis of distinct inputs; received: axis=1",
         ),
         (
-            _branching,
-            {"trunk": [0]},
-            r"Layer 'trunk' \(Dense\).*Expected its output to feed one layer.*'a', 'b'",
+            _residual_reshaped,
+            {"expand": [1], "other": [1]},
+            r"Layer 'reshape' \(Reshape\) reads them and is a Reshape: Expected per-channel "
+            r"layers, joins .* tied to filter-pruned \['expand', 'other'\]",
         ),
     ],
 )
@@ -278,3 +282,121 @@ def test_one_zero_filter_carries_the_others_into_a_zero_padded_convolution():
     assert small.get_layer("conv1").kernel.shape == (3, 3, 2, 4)
     assert small.get_layer("conv2").kernel.shape == (3, 3, 4, 3)
     _assert_same_outputs(small, model, (6, 6, 2))
+
+
+def test_residual_partner_that_is_a_model_input_keeps_the_channel_and_says_why():
+    model = _zero_filters(_randomize(_residual()), {"expand": [1]})
+    (plan,) = shrink_plan(model)
+    assert plan.removed == () and plan.group == ("expand",) and plan.joins == ("add",)
+    assert "is a model input" in plan.kept_zero[1]
+    _assert_same_outputs(shrink(model), model, (6, 6, 4))
+
+
+def test_layer_feeding_several_layers_loses_its_zero_filters_in_each_of_them():
+    model = _zero_filters(_randomize(_branching()), {"trunk": [0, 2]})
+    (plan,) = shrink_plan(model)
+    assert plan.removed == (0, 2) and plan.consumers == ("a", "b")
+    small = shrink(model)
+    assert small.get_layer("a").kernel.shape == (1, 2)
+    assert small.get_layer("b").kernel.shape == (1, 2)
+    x = _inputs((4,))
+    for got, want in zip(small(x), model(x)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
+
+
+def _mask_filters(model, filters):
+    """Zero filters and the gamma and beta of the BatchNormalization after them, as filter
+    pruning leaves them (tf_admm.grouping masks those BatchNorms)."""
+    for name, zero in filters.items():
+        _zero_filters(model, {name: zero})
+        norm = model.get_layer(f"bn_{name}")
+        weights = norm.get_weights()
+        weights[0][zero] = 0.0
+        weights[1][zero] = 0.0
+        norm.set_weights(weights)
+    return model
+
+
+def test_mobilenet_v2_residual_groups_lose_their_shared_channels_with_the_same_outputs():
+    model = _randomize(mobilenet_v2_like())
+    tied_a = {name: [1, 5] for name in ("stem", "project1", "project2")}
+    tied_b = {name: [0, 3, 11] for name in ("project3", "project4")}
+    # project1's filter 2 is zero alone: its partners keep theirs, so channel 2 stays.
+    plain = {"project1": [1, 2, 5], "expand2": [4, 7], "expand4": [0], "head": [2, 3]}
+    _mask_filters(model, {**tied_a, **tied_b, **plain})
+    plans = {p.layer: p for p in shrink_plan(model)}
+    assert plans["stem"].group == ("stem", "project1", "project2")
+    assert plans["stem"].joins == ("add1", "add2")
+    assert set(plans["stem"].consumers) == {"project1", "expand2", "expand3"}
+    for name in tied_a:
+        assert plans[name].removed == (1, 5)
+    assert "filter 2 of tied ['stem', 'project2'] is not zero" in plans["project1"].kept_zero[2]
+    for name in tied_b:
+        assert plans[name].removed == (0, 3, 11) and plans[name].joins == ("add4",)
+    assert plans["expand2"].removed == (4, 7) and plans["expand2"].group == ()
+    small = shrink(model)
+    shapes = {layer.name: layer.kernel.shape for layer in small.layers if hasattr(layer, "kernel")}
+    assert shapes["stem"] == (3, 3, 1, 6)
+    assert small.get_layer("depthwise1").depthwise_kernel.shape == (3, 3, 6, 1)
+    assert shapes["project1"] == (1, 1, 6, 6) and shapes["expand2"] == (1, 1, 6, 14)
+    assert shapes["project2"] == (1, 1, 14, 6) and shapes["expand3"] == (1, 1, 6, 16)
+    assert shapes["project3"] == (1, 1, 16, 9) and shapes["expand4"] == (1, 1, 9, 23)
+    assert shapes["head"] == (1, 1, 9, 14) and shapes["classifier"] == (14, 3)
+    assert small.get_layer("bn_project2").gamma.shape == (6,)
+    assert small.count_params() < model.count_params()
+    _assert_same_outputs(small, model, (8, 8, 1))
+
+
+def test_tied_filter_pruned_mobilenet_v2_shrinks_to_its_masked_outputs():
+    spec = tf_admm.Spec(
+        rules=[tf_admm.Rule(layer_type="Conv2D", structure="filter", sparsity=0.5)],
+        update_every=2,
+        admm_rounds=2,
+        update_unit="step",
+    )
+    admm = compile_for_classification(tf_admm.admm_wrap(mobilenet_v2_like(), spec))
+    x, y = small_data(32)
+    admm.fit(x, y, batch_size=8, epochs=2, callbacks=tf_admm.callbacks(), verbose=0)
+    assert admm.phase == tf_admm.Phase.RETRAIN
+    plain = tf_admm.strip(admm)
+    small = shrink(plain)
+    shapes = {layer.name: layer.kernel.shape for layer in small.layers if hasattr(layer, "kernel")}
+    # Tied layers lost the same half of their filters, the plain chains theirs.
+    assert shapes["stem"][-1] == shapes["project1"][-1] == shapes["project2"][-1] == 4
+    assert shapes["project3"][-1] == shapes["project4"][-1] == 6
+    assert shapes["expand2"][-1] == 8 and shapes["head"][-1] == 8
+    _assert_same_outputs(small, plain, (8, 8, 1))
+
+
+@pytest.mark.parametrize("join", [_layers.Multiply, _layers.Subtract, _layers.Average])
+def test_fixed_values_meeting_at_a_join_fold_into_every_consumer(join):
+    inputs = keras.Input((4,))
+    a = _layers.Dense(5, activation="relu", name="a")(inputs)
+    b = _layers.Dense(5, name="b")(inputs)
+    h = join(name="join")([a, b])
+    outputs = [_layers.Dense(3, name="c")(h), _layers.Dense(2, name="d")(h)]
+    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"a": [2, 4], "b": [2]})
+    plans = {p.layer: p for p in shrink_plan(model)}
+    assert plans["a"].removed == plans["b"].removed == (2,)
+    assert "filter 4 of tied ['b'] is not zero" in plans["a"].kept_zero[4]
+    small = shrink(model)
+    assert small.get_layer("c").kernel.shape == (4, 3)
+    x = _inputs((4,))
+    for got, want in zip(small(x), model(x)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
+
+
+def test_residual_written_as_an_operator_is_grouped_like_an_add_layer():
+    inputs = keras.Input((5, 5, 3))
+    stem = _layers.Conv2D(6, 1, use_bias=False, name="stem")(inputs)
+    branch = _layers.Conv2D(6, 3, padding="same", activation="relu", name="branch")(stem)
+    h = stem + branch  # A TFOpLambda, not an Add layer.
+    h = h * _layers.Conv2D(6, 1, name="gate")(inputs)
+    model = keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
+    model = _zero_filters(_randomize(model), {"stem": [0, 4], "branch": [0, 4], "gate": [4]})
+    plans = {p.layer: p for p in shrink_plan(model)}
+    assert plans["stem"].group == ("stem", "branch", "gate") and plans["stem"].removed == (4,)
+    assert len(plans["stem"].joins) == 2
+    small = shrink(model)
+    assert small.get_layer("head").kernel.shape == (1, 1, 5, 2)
+    _assert_same_outputs(small, model, (5, 5, 3))

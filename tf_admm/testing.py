@@ -18,6 +18,50 @@ def small_convnet(name: str = "small") -> keras.Model:
     return keras.Model(inputs, outputs, name=name)
 
 
+def mobilenet_v2_like(name: str = "mobile_v2") -> keras.Model:
+    """A small MobileNet-v2-style model on 8x8x1 inputs, 3 classes: inverted residual blocks
+    (1x1 expand, 3x3 depthwise, linear 1x1 project, BatchNorm after each convolution,
+    ReLU6) with residual Adds, as in Sandler et al. (2018).
+
+    The stem and the projections of blocks 1 and 2 meet at ``add1`` and ``add2`` (one channel
+    group; the stem's output also feeds block 1's depthwise convolution); the projections of
+    blocks 3 and 4 meet at ``add4``.
+    """
+    layers = keras.layers
+
+    def norm(h, label, relu=True):
+        h = layers.BatchNormalization(name=f"bn_{label}")(h)
+        return layers.ReLU(6.0, name=f"relu_{label}")(h) if relu else h
+
+    def block(h, index, expand, out, stride=1):
+        x = h
+        if expand:
+            h = layers.Conv2D(expand, 1, use_bias=False, name=f"expand{index}")(h)
+            h = norm(h, f"expand{index}")
+        h = layers.DepthwiseConv2D(
+            3, strides=stride, padding="same", use_bias=False, name=f"depthwise{index}"
+        )(h)
+        h = norm(h, f"depthwise{index}")
+        h = layers.Conv2D(out, 1, use_bias=False, name=f"project{index}")(h)
+        h = norm(h, f"project{index}", relu=False)
+        if stride == 1 and int(x.shape[-1]) == out:
+            h = layers.Add(name=f"add{index}")([x, h])
+        return h
+
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    h = norm(h, "stem")
+    h = block(h, 1, None, 8)
+    h = block(h, 2, 16, 8)
+    h = block(h, 3, 16, 12, stride=2)
+    h = block(h, 4, 24, 12)
+    h = layers.Conv2D(16, 1, use_bias=False, name="head")(h)
+    h = norm(h, "head")
+    h = layers.GlobalAveragePooling2D(name="pool")(h)
+    outputs = layers.Dense(3, name="classifier")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def small_data(count: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Learnable 3-class images: the class sets which quadrant is bright."""
     rng = np.random.default_rng(seed)

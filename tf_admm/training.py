@@ -32,6 +32,7 @@ from tf_admm import cloning, compat, finite, phases, planning, registry, resolut
 from tf_admm.access import ACCESS
 from tf_admm.compat import keras, tf
 from tf_admm.finite import NonFiniteError
+from tf_admm.grouping import annotate_plan, attach_ties
 from tf_admm.phases import Phase
 from tf_admm.spec import Spec, Unit
 from tf_admm.wrapper import AdmmWrapper
@@ -51,6 +52,13 @@ __all__ = [
 def wrappers(model: keras.Model) -> list[AdmmWrapper]:
     """Every ADMM wrapper in ``model``, nested models included, in layer order."""
     return [layer for layer in cloning.leaf_layers(model) if isinstance(layer, AdmmWrapper)]
+
+
+def _resolve(model: keras.Model, spec: Spec):
+    """:func:`tf_admm.resolution.resolve` for a tf_keras model, its plan listing the filters
+    that residual joins tie together (:mod:`tf_admm.grouping`)."""
+    targets, spec, readable = resolution.resolve(model, spec, ACCESS)
+    return targets, spec, annotate_plan(model, targets, readable)
 
 
 def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
@@ -78,7 +86,7 @@ def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)
-    return resolution.resolve(model, spec, ACCESS)[2]
+    return _resolve(model, spec)[2]
 
 
 def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
@@ -134,7 +142,7 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     prepared = None
     if cloning.is_subclassed(model):
         prepared = subclassed.prepare(model, _rule_named(spec))
-    targets, spec, readable = resolution.resolve(model, spec, ACCESS)
+    targets, spec, readable = _resolve(model, spec)
     resolution.log(readable)
 
     def wrap(layer):
@@ -241,6 +249,8 @@ class AdmmModel(keras.Model):
         object.__setattr__(self, "_admm_trackers", trackers)
         for attribute, tracker in zip(("_loss_tracker", "_penalty_tracker"), trackers):
             object.__setattr__(self, attribute, tracker)
+        # Residual partners keep the same filters; BatchNorms after pruned filters are masked.
+        object.__setattr__(self, "_admm_ties", attach_ties(self))
 
     @property
     def wrapped_model(self) -> keras.Model | None:

@@ -88,6 +88,11 @@ class _Slot:
         # The layer's bias, masked with the filters for structure="filter": a removed filter
         # takes its bias with it (tf_admm.shrink can then drop the channel).
         self.bias: tf.Variable | None = None
+        # Layers tied to this one by a residual join keep the same filters: set by
+        # tf_admm.grouping.attach_ties, which also lists the BatchNormalization gamma and beta after
+        # the layer, masked with its filters.
+        self.tie = None
+        self.followers: list[tf.Variable] = []
 
     def filter_mask(self) -> tf.Tensor:
         """1 for each kept filter (output channel of the GEMM view), 0 for a removed one."""
@@ -101,10 +106,13 @@ class _Slot:
         """Weights (or groups) kept in a pruning stage at ``fraction`` of the final ratio."""
         return projections.stage_keep_count(self.groups, self.keep, fraction)
 
-    def keep_mask(self, values: tf.Tensor, keep: int) -> tf.Tensor:
+    def keep_mask(self, values: tf.Tensor, keep: int, values_of=None) -> tf.Tensor:
         """0/1 mask of the projection of ``values`` onto the set keeping ``keep`` weights or
-        groups: top-k magnitudes, or the target's structure."""
+        groups: top-k magnitudes, or the target's structure. A tied slot keeps the filters its
+        tie keeps, chosen from every member's ``values_of(slot)`` (``values`` for this one)."""
         target = self.target
+        if self.tie is not None and values_of is not None:
+            return self.tie.mask_for(self, values, keep, values_of)
         if target.structure is None:
             return projections.top_k_mask(values, keep)
         return projections.structured_mask(
@@ -117,9 +125,9 @@ class _Slot:
             m=target.m,
         )
 
-    def project_keep(self, values: tf.Tensor, keep: int) -> tf.Tensor:
+    def project_keep(self, values: tf.Tensor, keep: int, values_of=None) -> tf.Tensor:
         """The Euclidean projection of ``values`` whose mask :meth:`keep_mask` gives."""
-        return values * self.keep_mask(values, keep)
+        return values * self.keep_mask(values, keep, values_of)
 
     @property
     def channels(self) -> int:
@@ -189,6 +197,16 @@ class _Slot:
         index = projections.nearest_level_index(values, ascending, mask=self.mask, axis=-1)
         index = tf.maximum(index, 0)  # Pruned positions (-1) point at level 0, masked anyway.
         return index if order is None else tf.gather(order, index)
+
+
+def _shifted(slot: _Slot) -> tf.Tensor:
+    """W + U on the kept positions: what the pruning Z-step projects."""
+    return (slot.masked() + slot.dual) * slot.mask
+
+
+def _masked(slot: _Slot) -> tf.Tensor:
+    """W on the kept positions: what the hard projection and a new stage project."""
+    return slot.masked()
 
 
 @keras.utils.register_keras_serializable(package="tf_admm")
@@ -402,15 +420,17 @@ class AdmmWrapper(keras.layers.Wrapper):
             # W with earlier stages' zeros: where the mask is 0, W - Z and so U stay 0.
             weight = slot.masked()
             shifted = (weight + slot.dual) * slot.mask
-            auxiliary = slot.project_keep(shifted, slot.keep_at(fraction))
+            auxiliary = slot.project_keep(shifted, slot.keep_at(fraction), _shifted)
             self._step(slot, auxiliary, weight, rho)
 
     def hard_project(self, fraction: float = 1.0) -> None:
         """Keeps the stage's largest weights (or groups) for good: mask, W and Z agree; U <- 0."""
         for slot in self._select("prunes"):
-            mask = slot.keep_mask(slot.variable * slot.mask, slot.keep_at(fraction))
+            mask = slot.keep_mask(slot.variable * slot.mask, slot.keep_at(fraction), _masked)
             slot.mask.assign(mask)
             slot.variable.assign(slot.variable * mask)
+            for follower in slot.followers:
+                follower.assign(follower * tf.cast(slot.filter_mask(), follower.dtype))
             slot.auxiliary.assign(slot.variable)
             slot.dual.assign(tf.zeros_like(slot.dual))
 
@@ -424,7 +444,8 @@ class AdmmWrapper(keras.layers.Wrapper):
         for slot in self._select("prunes"):
             slot.variable.assign(slot.masked())
             slot.mask.assign(tf.ones_like(slot.mask))
-            slot.auxiliary.assign(slot.project_keep(slot.variable, slot.keep_at(fraction)))
+            keep = slot.keep_at(fraction)
+            slot.auxiliary.assign(slot.project_keep(slot.variable, keep, _masked))
             slot.dual.assign(tf.zeros_like(slot.dual))
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)

@@ -55,6 +55,7 @@ __all__ = [
     "channel_mask",
     "check_n_of_m",
     "column_mask",
+    "coupled_filter_masks",
     "filter_mask",
     "group_count",
     "group_norms",
@@ -64,6 +65,7 @@ __all__ = [
     "project_blocks",
     "project_channels",
     "project_columns",
+    "project_coupled_filters",
     "project_filters",
     "project_n_of_m",
     "project_structured",
@@ -290,6 +292,80 @@ def project_filters(x: tf.Tensor, k: int, layout: Layout | str = Layout.DENSE) -
              [ 1.,  0.,  0.]], dtype=float32)
     """
     return x * filter_mask(x, k, layout)
+
+
+def coupled_filter_masks(
+    kernels: Sequence[tf.Tensor], k: int, layouts: Sequence[Layout | str] | None = None
+) -> list[tf.Tensor]:
+    """0/1 masks keeping the same ``k`` filters in every kernel: the ``k`` output channels of
+    largest summed squared norm across the kernels.
+
+    Args:
+      kernels: kernels with the same number of filters (output channels of their GEMM views),
+        e.g. the convolutions whose outputs meet in a residual Add.
+      k: filters kept, the same channel indices in every kernel, in [0, outputs].
+      layouts: one layout per kernel (default ``"dense"`` for all).
+
+    Returns:
+      One mask per kernel, of its shape and dtype.
+
+    Raises:
+      ValueError: for no kernels, kernels with different filter counts or k out of range.
+    """
+    if not kernels:
+        raise ValueError("Expected at least one kernel; received: kernels=[]")
+    layouts = [Layout.DENSE] * len(kernels) if layouts is None else [Layout(x) for x in layouts]
+    kernels = [tf.convert_to_tensor(x) for x in kernels]
+    counts = [gemm_shape(x.shape, layout)[0] for x, layout in zip(kernels, layouts)]
+    if len(set(counts)) != 1:
+        raise ValueError(
+            f"Expected kernels with the same number of filters; received: filters={counts} "
+            f"for shapes {[tuple(x.shape) for x in kernels]}"
+        )
+    count = counts[0]
+    if not 0 <= k <= count:
+        raise ValueError(f"Expected k in [0, {count}] (filters per kernel); received: k={k}")
+    norms = tf.add_n(
+        [
+            tf.cast(group_norms(x, Structure.FILTER, layout), tf.float64)
+            for x, layout in zip(kernels, layouts)
+        ]
+    )
+    # Stable: among equal sums the lower output channel is kept.
+    _, indices = tf.math.top_k(norms, k=k, sorted=False)
+    kept = tf.scatter_nd(indices[:, None], tf.ones([k], tf.float64), shape=[count])
+    masks = []
+    for x, layout in zip(kernels, layouts):
+        rows = tf.broadcast_to(
+            tf.cast(kept, x.dtype)[:, None], [count, gemm_shape(x.shape, layout)[1]]
+        )
+        masks.append(_from_groups(rows, x.shape, Structure.FILTER, layout))
+    return masks
+
+
+def project_coupled_filters(
+    kernels: Sequence[tf.Tensor], k: int, layouts: Sequence[Layout | str] | None = None
+) -> list[tf.Tensor]:
+    """Euclidean projection onto kernels that keep the same ``k`` filters (output channels).
+
+    For kernels ``x_1 .. x_n`` with the same number of filters, solves
+    ``argmin_{z_1..z_n : all z_i zero outside one common set of k filters}
+    sum_i ||z_i - x_i||_2^2``. For a fixed set ``K`` the best ``z_i`` is ``x_i`` on ``K`` and
+    0 elsewhere, leaving ``sum_{c not in K} sum_i ||x_i[c]||^2`` outside; so the optimum keeps
+    the ``k`` channels ``c`` of largest summed squared norm ``sum_i ||x_i[c]||^2`` (ties: lower
+    channel first). This is the Z-step for layers tied by a residual Add, whose outputs must
+    lose the same channels for ``tf_admm.shrink`` to remove them.
+
+    Example:
+      >>> a = tf.constant([[3.0, 0.0, 1.0]])  # Filter norms 9, 0, 1.
+      >>> b = tf.constant([[0.0, 4.0, 2.0]])  # Filter norms 0, 16, 4: sums 9, 16, 5.
+      >>> [z.numpy() for z in project_coupled_filters([a, b], 2)]
+      [array([[3., 0., 0.]], dtype=float32), array([[0., 4., 0.]], dtype=float32)]
+
+    Arguments as for :func:`coupled_filter_masks`; returns the projected kernels.
+    """
+    masks = coupled_filter_masks(kernels, k, layouts)
+    return [tf.convert_to_tensor(x) * mask for x, mask in zip(kernels, masks)]
 
 
 def channel_mask(x: tf.Tensor, k: int, layout: Layout | str = Layout.DENSE) -> tf.Tensor:

@@ -250,3 +250,80 @@ def test_works_inside_tf_function():
 def test_bad_arguments_are_rejected(call, message):
     with pytest.raises(ValueError, match=message):
         call(tf.constant(_random((6, 4), seed=0)))
+
+
+# Kernels tied by a residual Add: the same output channels in each, any kernel shape.
+COUPLED = [
+    [(6, 4), (6, 4)],
+    [(2, 2, 3, 4), (1, 1, 5, 4), (7, 4)],
+    [(3, 3)],
+]
+
+
+def _filters(x):
+    return np.reshape(x, (-1, x.shape[-1]))
+
+
+@pytest.mark.parametrize(
+    "shapes", COUPLED, ids=lambda s: "+".join("x".join(map(str, t)) for t in s)
+)
+def test_coupled_filters_keep_one_support_in_every_kernel_brute_force(shapes):
+    count = shapes[0][-1]
+    for seed in range(3):
+        xs = [_random(shape, seed=20 + seed + i) for i, shape in enumerate(shapes)]
+        for k in range(0, count + 1):
+            zs = [z.numpy() for z in structured.project_coupled_filters(xs, k)]
+            supports = {tuple(np.flatnonzero(np.any(_filters(z) != 0, axis=0))) for z in zs}
+            assert len(supports) == 1 and len(supports.pop()) == k
+            for x, z in zip(xs, zs):  # Kept filters are untouched.
+                kept = np.any(_filters(z) != 0, axis=0)
+                np.testing.assert_array_equal(_filters(z)[:, kept], _filters(x)[:, kept])
+            # Every common support of k filters is tried: none is closer.
+            best = min(
+                sum(_distance(x, x * np.isin(np.arange(count), support)) for x in xs)
+                for support in itertools.combinations(range(count), k)
+            )
+            total = sum(_distance(x, z) for x, z in zip(xs, zs))
+            assert total == pytest.approx(best, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shapes", COUPLED, ids=lambda s: "+".join("x".join(map(str, t)) for t in s)
+)
+def test_coupled_filters_projection_is_idempotent_and_fixes_points_of_the_set(shapes):
+    count = shapes[0][-1]
+    xs = [_random(shape, seed=30 + i) for i, shape in enumerate(shapes)]
+    k = max(1, count // 2)
+    zs = structured.project_coupled_filters(xs, k)
+    again = structured.project_coupled_filters(zs, k)
+    for z, z2 in zip(zs, again):
+        np.testing.assert_array_equal(z2.numpy(), z.numpy())
+    # Fewer than k common filters: in the set, unchanged.
+    sparser = structured.project_coupled_filters(xs, k - 1)
+    for z, z2 in zip(sparser, structured.project_coupled_filters(sparser, k)):
+        np.testing.assert_array_equal(z2.numpy(), z.numpy())
+
+
+def test_coupled_filters_keep_the_largest_summed_norm_not_each_kernels_own():
+    a = tf.constant([[3.0, 0.0, 1.0]])
+    b = tf.constant([[0.0, 4.0, 2.0]])
+    za, zb = structured.project_coupled_filters([a, b], 2)
+    np.testing.assert_array_equal(za.numpy(), [[3.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(zb.numpy(), [[0.0, 4.0, 0.0]])
+    # A single kernel: the plain filter projection.
+    x = _random((2, 2, 3, 5), seed=3)
+    (z,) = structured.project_coupled_filters([x], 2)
+    np.testing.assert_array_equal(z.numpy(), structured.project_filters(x, 2).numpy())
+
+
+@pytest.mark.parametrize(
+    "kernels, k, message",
+    [
+        ([], 1, "at least one kernel"),
+        ([np.ones((3, 4)), np.ones((3, 5))], 1, "same number of filters"),
+        ([np.ones((3, 4))], 5, "k in \\[0, 4\\]"),
+    ],
+)
+def test_coupled_filters_bad_arguments_are_rejected(kernels, k, message):
+    with pytest.raises(ValueError, match=message):
+        structured.coupled_filter_masks([np.float32(x) for x in kernels], k)
