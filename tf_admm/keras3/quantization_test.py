@@ -363,3 +363,39 @@ def test_quantization_steps_match_the_tf_keras_adapter(quantization):
     np.testing.assert_array_equal(_host(mine.level_counts), reference.level_counts.numpy())
     np.testing.assert_allclose(mine.host_effective(), reference.effective().numpy(), rtol=1e-6)
     assert ours.quantization_state() == pytest.approx(theirs.quantization_state(), abs=1e-6)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+
+def test_backup_and_restore_mid_quantization_resumes_as_an_uninterrupted_run(tmp_path):
+    spec = _spec(
+        [tf_admm.Rule(name="fc1", sparsity=0.5, bits=2), tf_admm.Rule(name="fc2", clusters=4)],
+        quant_fractions=(0.5, 0.9, 1.0),
+    )
+    x, y = _data()
+
+    def run(backup_dir, interrupt):
+        keras.utils.clear_session()
+        keras.utils.set_random_seed(3)
+        admm = _wrap(spec)
+        kwargs = dict(batch_size=8, epochs=5, shuffle=False, verbose=0)
+        if interrupt:
+            callbacks = tf_admm.callbacks(backup_dir=backup_dir) + [_Interrupt()]
+            with pytest.raises(KeyboardInterrupt):
+                admm.fit(x, y, callbacks=callbacks, **kwargs)
+            assert admm.phase is Phase.QUANT_LOCK  # Stopped with 90% of the weights locked.
+            keras.utils.clear_session()
+            keras.utils.set_random_seed(3)
+            admm = _wrap(spec)
+        admm.fit(x, y, callbacks=tf_admm.callbacks(backup_dir=backup_dir), **kwargs)
+        return _quant_state(admm)
+
+    resumed = run(str(tmp_path / "resumed"), interrupt=True)
+    straight = run(str(tmp_path / "straight"), interrupt=False)
+    assert int(straight["admm_phase"]) == int(Phase.QUANT_RETRAIN)
+    for key in straight:
+        np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5, atol=1e-6, err_msg=key)
