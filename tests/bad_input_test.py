@@ -903,6 +903,17 @@ GAPS = [
         r"rules\[1\] \(name='fc1'\).*rules\[0\]",
         id="rule_shadowed_by_an_earlier_rule",
     ),
+    # Known gap: tf_admm.resolution drops a rule's structure for Keras 3 models, which then
+    # prune single weights without saying so (docs/keras3.md, issue 16).
+    pytest.param(
+        lambda env: _wrap(
+            {"name": "fc", "sparsity": 0.5, "structure": "filter"}, model=_keras3_model()
+        ),
+        ValueError,
+        r"structure='filter'.*Keras 3",
+        id="keras3_structure_rule_silently_unstructured",
+        marks=pytest.mark.xfail(strict=True, reason="structured pruning is not on Keras 3 yet"),
+    ),
 ]
 
 
