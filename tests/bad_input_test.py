@@ -167,6 +167,17 @@ def _keras3_model():
     return keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2, name="fc")])
 
 
+def _keras3_wrapper(target):
+    """Builds a Keras 3 AdmmWrapper from a target config (as a hand-edited .keras file holds)."""
+    import keras as keras3
+
+    from tf_admm.keras3 import AdmmWrapper
+
+    wrapper = AdmmWrapper(keras3.layers.Dense(2, name="fc"), [target])
+    wrapper.build((None, 4))
+    return wrapper
+
+
 def _export_to_read_only_directory(env):
     directory = env.tmp_path / "read_only"
     directory.mkdir()
@@ -694,11 +705,20 @@ CASES = [
         r"Expected a tf_keras Model .*received: model of type tf_keras\..*\.Dense",
     ),
     (
-        "keras3_model_quantizing_rule",
-        lambda env: _wrap({"name": "fc", "bits": 4}, model=_keras3_model()),
+        "keras3_levels_exceed_kept_weights",
+        lambda env: _wrap({"name": "fc", "sparsity": 0.5, "bits": 3}, model=_keras3_model()),
         ValueError,
-        r"Spec: Expected pruning rules only for a Keras 3 model; quantization \(bits, "
-        r"clusters\) is not available on Keras 3 yet",
+        r"Spec rules\[0\] \(name='fc'\), layer 'fc', weight 'kernel': Expected at most as many "
+        r"quantization levels as kept weights \(4\); received: bits=3 \(8 levels\)",
+    ),
+    (
+        "keras3_wrapper_config_with_more_clusters_than_kept_weights",
+        lambda env: _keras3_wrapper(
+            {"weight": "kernel", "sparsity": 0.5, "rho": 1.0, "scheme": "kmeans", "clusters": 5}
+        ),
+        ValueError,
+        r"Layer 'fc', weight 'kernel': Expected at most as many levels as kept weights \(4\); "
+        r"received: clusters=5",
     ),
     (
         "unbuilt_sequential",
@@ -920,6 +940,16 @@ GAPS = [
         ValueError,
         r"rules\[1\] \(name='fc1'\).*rules\[0\]",
         id="rule_shadowed_by_an_earlier_rule",
+    ),
+    # Structured pruning is not on Keras 3 yet: a structure rule is refused, not pruned as
+    # single weights (it was, silently, before the Keras 3 LayerAccess said so).
+    pytest.param(
+        lambda env: _wrap(
+            {"name": "fc", "sparsity": 0.5, "structure": "filter"}, model=_keras3_model()
+        ),
+        ValueError,
+        r"layer 'fc'.*Keras 3.*structure='filter'",
+        id="keras3_structure_rule_refused",
     ),
 ]
 

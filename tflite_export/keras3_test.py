@@ -210,3 +210,42 @@ def test_keras3_wrapped_or_inputless_models_are_refused_with_the_fix(tmp_path):
     with pytest.raises(exporter.ExportError, match=r"'bare'.*keras\.Input\(shape\)"):
         exporter.export(unbuilt, str(tmp_path / "bare.tflite"))
     assert not os.listdir(tmp_path)
+
+
+def test_admm_quantized_keras3_model_exports_its_levels_exactly(tmp_path):
+    # Pruned then put on 3-bit per-channel (conv) and 2-bit (fc) uniform levels by ADMM.
+    spec = tf_admm.Spec(
+        rules=[
+            tf_admm.Rule(name="conv", sparsity=0.5, bits=3, per_channel=True),
+            tf_admm.Rule(name="fc", sparsity=0.9, bits=2),
+        ],
+        update_unit="step",
+        update_every=2,
+        admm_rounds=2,
+        retrain_rounds=1,
+        quant_admm_rounds=1,
+        quant_fractions=(0.5, 1.0),
+    )
+    admm = tf_admm.admm_wrap(_convnet(), spec)
+    admm.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype("float32")
+    admm.fit(x, np.arange(32) % 3, batch_size=8, epochs=3, verbose=0, callbacks=tf_admm.callbacks())
+    assert admm.phase is tf_admm.Phase.QUANT_RETRAIN
+    plain = tf_admm.strip(admm)
+    path = str(tmp_path / "quantized.tflite")
+    report = exporter.export(plain, path)
+    with open(path, "rb") as handle:
+        parsed = flatbuffer.read_model(handle.read())
+    names = {flatbuffer.tensor_name(t): i for i, t in enumerate(parsed.subgraphs[0].tensors)}
+    choices = {w.label: w for w in report.weights}
+    assert choices["conv"].encoding in (Encoding.LEVELS, Encoding.SPARSE_LEVELS)
+    assert choices["fc"].encoding in (Encoding.LEVELS, Encoding.SPARSE_LEVELS)
+    for name, choice in choices.items():
+        kernel = keras.ops.convert_to_numpy(plain.get_layer(name).kernel)
+        assert choice.nonzeros == np.count_nonzero(kernel)
+        decoded = flatbuffer.decode_tensor(parsed, 0, names[choice.tensor_name])
+        np.testing.assert_array_equal(decoded, _TFLITE_LAYOUT[name](kernel))
+    assert all(c.passed for c in report.checks)
+    assert report.file_bytes < report.float_file_bytes
+    for outputs in _interpreter_outputs(path, x[:5]):
+        np.testing.assert_allclose(outputs, plain.predict(x[:5], verbose=0), rtol=1e-5, atol=1e-5)

@@ -1,11 +1,13 @@
-"""The Keras 3 adapter: ADMM pruning for ``import keras`` models on TensorFlow and JAX.
+"""The Keras 3 adapter: ADMM pruning and quantization for ``import keras`` models on TensorFlow
+and JAX.
 
 The public functions :func:`tf_admm.admm_wrap`, :func:`tf_admm.strip` and :func:`tf_admm.plan`
 hand a Keras 3 model to this package (and ``AdmmModel.fit`` takes :func:`tf_admm.callbacks`'
-list); it holds only what differs from the tf_keras adapter: the wrapper (masked weight through
-``keras.ops``), the model (penalty in ``compute_loss``), the callback (updates where the JAX
-state is synced), the layer registry and strip. Spec resolution (:mod:`tf_admm.resolution`),
-the phase machine (:mod:`tf_admm.phases`), the projections and the allocation are shared.
+list); it holds only what differs from the tf_keras adapter: the wrapper (masked, level-locked
+weight through ``keras.ops``), the model (penalty in ``compute_loss``), the callback (updates
+where the JAX state is synced), the layer registry and strip. Spec resolution
+(:mod:`tf_admm.resolution`), the phase machine (:mod:`tf_admm.phases`), the projections (with
+their NumPy twins) and the allocation are shared.
 See ``docs/keras3.md``.
 """
 

@@ -368,8 +368,6 @@ class _Subclassed(keras.Model):
 
 def test_bad_inputs_fail_with_the_fix_in_the_message():
     model = _convnet()
-    with pytest.raises(ValueError, match="quantization .* not available on Keras 3"):
-        tf_admm.admm_wrap(model, tf_admm.Spec(default=tf_admm.Rule(bits=4)))
     with pytest.raises(ValueError, match="rules\\[0\\] .* matches no layer"):
         tf_admm.admm_wrap(model, tf_admm.Spec(rules=[tf_admm.Rule(name="nope", sparsity=0.5)]))
     with pytest.raises(ValueError, match="field 'weights'.*Expected a weight among"):

@@ -3,7 +3,8 @@
 ``admm_wrap`` clones the user's Sequential or Functional Keras 3 model with
 ``keras.models.clone_model``, putting each targeted layer in an
 :class:`~tf_admm.keras3.wrapper.AdmmWrapper`, and returns an :class:`AdmmModel` over the
-clone's graph. The penalty ``sum_i rho_i / 2 * ||mask_i * W_i - Z_i + U_i||^2`` enters the loss
+clone's graph. The penalty ``sum_i rho_i / 2 * ||mask_i * W_i - Z_i + U_i||^2`` (over the
+pruned weights in pruning ADMM, the quantized ones in quantization ADMM) enters the loss
 in :meth:`AdmmModel.compute_loss`, which every Keras 3 trainer (TensorFlow, JAX, PyTorch) calls
 inside its differentiated function with the current variable values (on JAX through the
 stateless scope of ``stateless_compute_loss``): one override instead of a ``train_step`` per
@@ -79,11 +80,6 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     _check_model(model)
-    if spec.quantizes:
-        raise ValueError(
-            "Spec: Expected pruning rules only for a Keras 3 model; quantization (bits, "
-            "clusters) is not available on Keras 3 yet (docs/keras3.md)"
-        )
     targets, spec, readable = resolution.resolve(model, spec, ACCESS)
     resolution.log(readable)
     pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
@@ -101,13 +97,16 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
             new.initialize(spec.prune_stages[0])
         else:
             new.set_weights(old.get_weights())
-    return AdmmModel(
+    admm = AdmmModel(
         inputs=clone.inputs,
         outputs=clone.outputs,
         name=model.name,
         spec=spec,
         from_sequential=isinstance(model, keras.Sequential),
     )
+    if not spec.prunes:
+        admm.begin_quantization()
+    return admm
 
 
 @keras.saving.register_keras_serializable(package="tf_admm")
@@ -148,11 +147,13 @@ class AdmmModel(keras.Model):
     @property
     def final_phase(self) -> Phase:
         """The open-ended last phase of this model's spec."""
-        return Phase.RETRAIN
+        return Phase.QUANT_RETRAIN if self.spec.quantizes else Phase.RETRAIN
 
     def begin_quantization(self) -> None:
-        """Quantization ADMM: not on Keras 3 yet (``admm_wrap`` refuses such a spec)."""
-        raise NotImplementedError("Quantization is not available on Keras 3 yet")
+        """Enters quantization ADMM (after pruning, or at once for a spec that only quantizes)."""
+        for wrapper in self.admm_wrappers:
+            wrapper.quant_begin()
+        self.admm_phase.assign(int(Phase.QUANT_ADMM))
 
     def advance(self, unit: Unit) -> dict[str, Any]:
         """Runs the Z/U update or phase change due after one more ``unit`` (between steps, with
@@ -160,10 +161,14 @@ class AdmmModel(keras.Model):
         return phases.advance(self, unit)
 
     def admm_penalty(self):
-        """sum_i rho_i / 2 ||mask_i * W_i - Z_i + U_i||^2 in the ADMM phase, else 0."""
-        active = ops.cast(ops.equal(self.admm_phase, int(Phase.ADMM)), "float32")
-        terms = [wrapper.penalty() for wrapper in self.admm_wrappers]
-        return active * ops.sum(ops.stack(terms))
+        """sum_i rho_i / 2 ||mask_i * W_i - Z_i + U_i||^2 over the weights in an ADMM phase
+        (pruning or quantization), else 0."""
+        penalty = ops.zeros(())
+        for phase, kind in ((Phase.ADMM, "prunes"), (Phase.QUANT_ADMM, "quantizes")):
+            active = ops.cast(ops.equal(self.admm_phase, int(phase)), "float32")
+            terms = [wrapper.penalty(kind) for wrapper in self.admm_wrappers]
+            penalty = penalty + active * ops.sum(ops.stack(terms))
+        return penalty
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
@@ -187,8 +192,11 @@ class AdmmModel(keras.Model):
             "admm_round": phases.read(self.admm_round),
             "admm_phase": phases.read(self.admm_phase),
         }
+        quantizing = phases.read(self.admm_phase) >= int(Phase.QUANT_ADMM)
         for wrapper in self.admm_wrappers:
             logs[f"{wrapper.layer.name}_sparsity"] = wrapper.sparsity()
+            if quantizing:
+                logs.update(wrapper.quantization_state())
         return logs
 
     def fit(self, *args, **kwargs):

@@ -3,14 +3,25 @@
 For every compressed weight ``W`` the wrapper owns, as Keras 3 variables of the wrapper (so
 they are saved with the model and, on JAX, carried through ``fit`` with the rest of the
 non-trainable state): the auxiliary variable ``Z``, the scaled dual ``U``, the 0/1 ``mask``,
-the penalty parameter ``rho`` and the last dual residual ``rho * ||Z - Z_prev||``.
+the penalty parameter ``rho`` and the last dual residual ``rho * ||Z - Z_prev||``. A quantized
+weight also has its ``levels`` (uniform or power-of-two grid, or k-means centroids; per channel
+along the last axis if asked), the level ``assignment`` of every weight, the 0/1 ``locked`` map
+of weights fixed on their level and the ``level_counts`` of locked weights per level, as in the
+tf_keras adapter.
 
-While the layer runs, the wrapper hands it ``mask * W`` in place of the variable, through the
-attribute that holds it (:func:`tf_admm.keras3.registry.resolve`), computed with ``keras.ops``:
-pruned weights contribute nothing and get no gradient on any backend. The Z/U updates and the
-hard projection run between training steps on host copies (NumPy) of the synced variables,
-through the same projections as the tf_keras adapter (:func:`~tf_admm.projections.
-top_k_mask_numpy` keeps the same entries as :func:`~tf_admm.projections.top_k_mask`).
+While the layer runs, the wrapper hands it the effective weight in place of the variable,
+
+    effective = mask * (locked * levels[assignment] + (1 - locked) * W)
+
+through the attribute that holds it (:func:`tf_admm.keras3.registry.resolve`), computed with
+``keras.ops``: pruned weights contribute nothing and get no gradient on any backend, and locked
+weights sit exactly on their levels, their gradient going to the shared level (trainable k-means
+centroids), never to ``W``. The Z/U updates, the hard projection and the quantization steps
+(level fits, locking) run between training steps on host copies (NumPy) of the synced
+variables, through the NumPy twins of the tf_keras adapter's projections
+(:func:`~tf_admm.projections.top_k_mask_numpy`, :func:`~tf_admm.projections.fit_scale_numpy`,
+:func:`~tf_admm.projections.kmeans_numpy`, :func:`~tf_admm.projections.project_to_levels_numpy`),
+each tested to agree with its TensorFlow version.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from keras import ops
 from tf_admm import projections
 from tf_admm.keras3 import registry
 from tf_admm.planning import Target
+from tf_admm.spec import CentroidUpdate, Scheme
 
 __all__ = ["AdmmWrapper"]
 
@@ -65,6 +77,14 @@ class _Slot:
         self.mask: keras.Variable = None
         self.rho: keras.Variable = None
         self.dual_residual: keras.Variable = None
+        self.levels: keras.Variable | None = None
+        self.assignment: keras.Variable | None = None
+        self.locked: keras.Variable | None = None
+        self.level_counts: keras.Variable | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.variable.shape[-1]) if self.target.per_channel else 1
 
     def keep_at(self, fraction: float) -> int:
         """Weights kept in a pruning stage at ``fraction`` of the final compression ratio."""
@@ -76,6 +96,66 @@ class _Slot:
 
     def host_masked(self) -> np.ndarray:
         return _host(self.variable) * _host(self.mask)
+
+    def _flat_index(self, assignment):
+        """Index into the flattened levels: per-channel rows are ``num_levels`` apart."""
+        if not self.target.per_channel:
+            return assignment
+        offsets = np.arange(self.channels, dtype="int32") * self.target.num_levels
+        return assignment + offsets
+
+    def effective(self):
+        """``mask * (locked * levels[assignment] + (1 - locked) * W)`` as a backend tensor."""
+        weight = ops.cast(self.variable, self.mask.dtype)
+        if self.locked is not None:
+            index = self._flat_index(ops.convert_to_tensor(self.assignment))
+            values = ops.take(ops.reshape(self.levels, [-1]), index)
+            if self.target.centroid_update == CentroidUpdate.MEAN.value:
+                # Same value; the gradient reaching a level is the mean of its members'.
+                counts = ops.take(ops.reshape(self.level_counts, [-1]), index)
+                fixed = ops.stop_gradient(values)
+                values = fixed + (values - fixed) / ops.maximum(counts, 1.0)
+            weight = self.locked * values + (1.0 - self.locked) * weight
+        return weight * self.mask
+
+    def host_effective(self) -> np.ndarray:
+        """:meth:`effective` on host copies (between steps)."""
+        weight = self.host_masked()
+        if self.locked is None:
+            return weight
+        index = self._flat_index(_host(self.assignment))
+        values = _host(self.levels).reshape(-1)[index]
+        locked = _host(self.locked)
+        return (locked * values + (1.0 - locked) * weight) * _host(self.mask)
+
+    # Quantization helpers: host values, between steps.
+
+    def fit_levels(self, values: np.ndarray) -> np.ndarray:
+        """Levels fitted to the kept entries of ``values`` (scale search or k-means)."""
+        target, mask = self.target, _host(self.mask)
+        if target.scheme == Scheme.KMEANS.value:
+            return projections.kmeans_numpy(values, target.num_levels, mask=mask, seed=0).centroids
+        axis = -1 if target.per_channel else None
+        return projections.fit_scale_numpy(values, target.bits, target.scheme, mask, axis).levels
+
+    # Trained k-means centroids can pass each other, so ``levels`` (the variable's order, which
+    # assignments index) need not be sorted; the projections want them sorted.
+
+    def project(self, values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        return projections.project_to_levels_numpy(
+            values, np.sort(levels, axis=-1), mask=_host(self.mask), axis=-1
+        )
+
+    def nearest(self, values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Index into ``levels`` (as stored, sorted or not) of each weight's nearest level."""
+        # Per-channel grids (rank 2) are fitted, never trained: they stay sorted.
+        order = np.argsort(levels, kind="stable") if levels.ndim == 1 else None
+        ascending = levels if order is None else levels[order]
+        index = projections.nearest_level_index_numpy(
+            values, ascending, mask=_host(self.mask), axis=-1
+        )
+        index = np.maximum(index, 0)  # Pruned positions (-1) point at level 0, masked anyway.
+        return (index if order is None else order[index]).astype(np.int32)
 
 
 @keras.saving.register_keras_serializable(package="tf_admm")
@@ -100,11 +180,6 @@ class AdmmWrapper(keras.layers.Wrapper):
         self.targets = tuple(_target(layer.name, t) for t in targets)
         if not self.targets:
             raise ValueError(f"Layer '{layer.name}': Expected at least one target weight")
-        if any(t.quantizes for t in self.targets):
-            raise ValueError(
-                f"Layer '{layer.name}': Expected pruning targets only; quantization (bits, "
-                "clusters) is not available on Keras 3 yet (docs/keras3.md)"
-            )
         self._slots: list[_Slot] = []
 
     @property
@@ -131,18 +206,55 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.dual_residual = self.add_weight(
                 name=f"{name}_dual_residual", initializer="zeros", **scalar
             )
+            if target.quantizes:
+                self._add_quantization_state(slot)
             self._slots.append(slot)
         self.built = True
 
+    def _add_quantization_state(self, slot: _Slot) -> None:
+        target, name, shape = slot.target, slot.target.weight, slot.variable.shape
+        kept = target.kept(tuple(int(d) for d in shape))
+        if target.num_levels > kept:
+            raise ValueError(
+                f"Layer '{self.layer.name}', weight '{name}': Expected at most as many levels "
+                f"as kept weights ({kept}); received: "
+                f"{'clusters' if target.clusters else 'levels'}={target.num_levels}"
+            )
+        levels_shape = (
+            (slot.channels, target.num_levels) if target.per_channel else (target.num_levels,)
+        )
+        dtype = slot.variable.dtype
+        state = dict(initializer="zeros", trainable=False, dtype=dtype, autocast=False)
+        slot.levels = self.add_weight(
+            name=f"{name}_levels",
+            shape=levels_shape,
+            initializer="zeros",
+            trainable=target.scheme == Scheme.KMEANS.value
+            and target.centroid_update != CentroidUpdate.NONE.value,
+            dtype=dtype,
+            autocast=False,
+        )
+        slot.assignment = self.add_weight(
+            name=f"{name}_assignment",
+            shape=shape,
+            initializer="zeros",
+            trainable=False,
+            dtype="int32",
+        )
+        slot.locked = self.add_weight(name=f"{name}_locked", shape=shape, **state)
+        slot.level_counts = self.add_weight(
+            name=f"{name}_level_counts", shape=levels_shape, **state
+        )
+
     def call(self, inputs, *args, training=None, **kwargs):
-        """Runs the wrapped layer with ``mask * W`` in place of each compressed weight."""
+        """Runs the wrapped layer with the effective weight in place of each compressed one."""
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         # object.__setattr__ bypasses Keras' attribute tracking, which would otherwise track
         # the tensor as state of the layer.
         try:
             for slot in self._slots:
-                effective = ops.cast(slot.masked(), self.layer.compute_dtype)
+                effective = ops.cast(slot.effective(), self.layer.compute_dtype)
                 object.__setattr__(self.layer, slot.attribute, effective)
             return self.layer.call(inputs, *args, **kwargs)
         finally:
@@ -166,19 +278,30 @@ class AdmmWrapper(keras.layers.Wrapper):
         )
         return cls(layer, **config)
 
+    def _select(self, kind: str) -> list[_Slot]:
+        """The slots that prune or quantize (``kind``: ``"prunes"`` or ``"quantizes"``)."""
+        return [s for s in self._slots if getattr(s.target, kind)]
+
     def _pruned(self) -> list[_Slot]:
-        return [s for s in self._slots if s.target.prunes]
+        return self._select("prunes")
 
     # ADMM state transitions: between steps, on host copies of synced variables.
 
     def initialize(self, fraction: float = 1.0) -> None:
-        """Z <- top-k(W) for the first stage, U <- 0, mask open, rho at its start."""
+        """Z <- top-k(W) for the first stage, U <- 0, mask open, rho at its start.
+
+        For a weight that is only quantized the zeros already in W count as pruned and stay
+        zero (the mask starts at W != 0), as in the tf_keras adapter.
+        """
         for slot in self._slots:
             weight = _host(slot.variable)
             keep = slot.keep_at(fraction) if slot.target.prunes else slot.keep
             slot.auxiliary.assign(projections.project_top_k_numpy(weight, keep))
             slot.dual.assign(np.zeros_like(weight))
-            slot.mask.assign(np.ones_like(weight))
+            if slot.target.quantizes and not slot.target.prunes:
+                slot.mask.assign((weight != 0).astype(weight.dtype))
+            else:
+                slot.mask.assign(np.ones_like(weight))
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
@@ -234,13 +357,68 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
+    def quant_begin(self) -> None:
+        """Start of quantization ADMM: Z <- P_levels(W), U <- 0, rho back to its start."""
+        for slot in self._select("quantizes"):
+            weight = slot.host_masked()
+            levels = slot.fit_levels(weight)
+            slot.levels.assign(levels)
+            slot.auxiliary.assign(slot.project(weight, levels))
+            slot.dual.assign(np.zeros_like(weight))
+            slot.rho.assign(slot.target.rho)
+            slot.dual_residual.assign(0.0)
+
+    def quant_update(self, rho: Callable[[float], float] | None = None) -> None:
+        """One quantization Z/U update: levels refitted to W + U, Z <- P_levels(W + U).
+
+        Args:
+          rho: as in :meth:`admm_update`.
+        """
+        for slot in self._select("quantizes"):
+            weight = slot.host_masked()
+            shifted = weight + _host(slot.dual) * _host(slot.mask)
+            levels = slot.fit_levels(shifted)
+            slot.levels.assign(levels)
+            self._step(slot, slot.project(shifted, levels), weight, rho)
+
+    def quant_lock(self, fraction: float, first: bool) -> None:
+        """Locks ``fraction`` of the kept weights (cumulative) onto their nearest levels.
+
+        On the first call the levels are fitted to W and fixed; the weights nearest to a level
+        are locked first. Locked weights never leave their level afterwards.
+        """
+        for slot in self._select("quantizes"):
+            weight = slot.host_masked()
+            if first:
+                slot.levels.assign(slot.fit_levels(weight))
+                slot.locked.assign(np.zeros_like(weight))
+            levels = _host(slot.levels)
+            locked = _host(slot.locked).astype(bool)
+            kept = _host(slot.mask).astype(bool)
+            # Locked weights keep their assignment; the rest follow W to its nearest level.
+            assignment = np.where(locked, _host(slot.assignment), slot.nearest(weight, levels))
+            slot.assignment.assign(assignment.astype(np.int32))
+            distance = np.abs(weight - slot.project(weight, levels))
+            wanted = int(round(fraction * int(kept.sum())))
+            candidates = np.flatnonzero((kept & ~locked).ravel())
+            extra = max(0, wanted - int(locked.sum()))
+            order = candidates[np.argsort(distance.ravel()[candidates], kind="stable")]
+            new_locked = locked.ravel().copy()
+            new_locked[order[:extra]] = True
+            slot.locked.assign(new_locked.reshape(locked.shape).astype(weight.dtype))
+            counts = np.zeros(levels.size, weight.dtype)
+            index = slot._flat_index(assignment.astype(np.int32))
+            np.add.at(counts, index.ravel()[new_locked & kept.ravel()], 1.0)
+            slot.level_counts.assign(counts.reshape(levels.shape))
+
     # Quantities read inside the training step (keras.ops, differentiable).
 
-    def penalty(self):
-        """Sum of rho / 2 * ||mask * W - Z + U||^2 over the pruned weights."""
+    def penalty(self, kind: str = "prunes"):
+        """Sum of rho / 2 * ||mask * W - Z + U||^2 over the slots that prune or quantize
+        (``kind``)."""
         terms = [
             slot.rho / 2.0 * ops.sum(ops.square(slot.masked() - slot.auxiliary + slot.dual))
-            for slot in self._pruned()
+            for slot in self._select(kind)
         ]
         return ops.sum(ops.stack(terms)) if terms else ops.zeros(())
 
@@ -257,10 +435,26 @@ class AdmmWrapper(keras.layers.Wrapper):
 
     def sparsity(self) -> float:
         """Fraction of zeros among the effective compressed weights."""
-        zeros = sum(int(np.sum(slot.host_masked() == 0)) for slot in self._slots)
+        zeros = sum(int(np.sum(slot.host_effective() == 0)) for slot in self._slots)
         return zeros / sum(slot.size for slot in self._slots)
 
+    def quantization_state(self) -> dict[str, float]:
+        """Per quantized weight: fraction of kept weights locked and relative error to levels."""
+        logs = {}
+        for slot in self._select("quantizes"):
+            suffix = "" if slot.target.weight == "kernel" else f".{slot.target.weight}"
+            mask = _host(slot.mask)
+            locked = float(np.sum(_host(slot.locked) * mask))
+            logs[f"{self.layer.name}{suffix}_locked"] = locked / max(float(mask.sum()), 1.0)
+            effective = slot.host_effective()
+            projected = slot.project(effective, _host(slot.levels))
+            logs[f"{self.layer.name}{suffix}_quant_error"] = projections.relative_error_numpy(
+                effective, projected, mask=mask
+            )
+        return logs
+
     def stripped_weights(self) -> list[np.ndarray]:
-        """The wrapped layer's weights on the host, with compressed weights masked."""
-        effective = {id(slot.variable): slot.host_masked() for slot in self._slots}
+        """The wrapped layer's weights on the host, with compressed weights made effective
+        (masked, and locked weights on their levels)."""
+        effective = {id(slot.variable): slot.host_effective() for slot in self._slots}
         return [effective[id(w)] if id(w) in effective else _host(w) for w in self.layer.weights]

@@ -1,4 +1,5 @@
-"""Euclidean projections onto the ADMM constraint sets, as plain TensorFlow functions.
+"""Euclidean projections onto the ADMM constraint sets, as plain TensorFlow functions
+(and, where a Keras adapter needs them on host values, their ``*_numpy`` twins).
 
 The Z-step of ADMM is ``Z <- argmin_{Z in S} ||Z - (W + U)||^2``: a projection onto the set ``S``
 of allowed weights. Each function here solves one such problem and knows nothing about Keras:
@@ -11,6 +12,7 @@ from tf_admm.projections.kmeans import (
     KMeansResult,
     assign,
     kmeans,
+    kmeans_numpy,
     kmeans_plus_plus,
     linear_init,
     nearest_centroid,
@@ -20,13 +22,17 @@ from tf_admm.projections.levels import (
     LevelScheme,
     ScaleFit,
     fit_scale,
+    fit_scale_numpy,
     fraction_on_levels,
     make_levels,
     nearest_level_index,
+    nearest_level_index_numpy,
     paper_grid_multipliers,
     power_of_two_levels,
     project_to_levels,
+    project_to_levels_numpy,
     relative_error,
+    relative_error_numpy,
     uniform_levels,
 )
 from tf_admm.projections.sparsity import (
@@ -66,21 +72,26 @@ __all__ = [
     "ScaleFit",
     "assign",
     "fit_scale",
+    "fit_scale_numpy",
     "fraction_on_levels",
     "keep_count",
     "kmeans",
+    "kmeans_numpy",
     "kmeans_plus_plus",
     "linear_init",
     "make_levels",
     "nearest_centroid",
     "nearest_level_index",
+    "nearest_level_index_numpy",
     "paper_grid_multipliers",
     "power_of_two_levels",
     "project_to_levels",
+    "project_to_levels_numpy",
     "project_top_k",
     "project_top_k_numpy",
     "stage_keep_count",
     "relative_error",
+    "relative_error_numpy",
     "top_k_mask",
     "top_k_mask_numpy",
     "uniform_levels",

@@ -24,6 +24,7 @@ __all__ = [
     "KMeansResult",
     "assign",
     "kmeans",
+    "kmeans_numpy",
     "kmeans_plus_plus",
     "linear_init",
     "nearest_centroid",
@@ -53,7 +54,7 @@ class KMeansResult(NamedTuple):
 
 def _kept_values(w, mask, k: int, caller: str) -> np.ndarray:
     """The kept weights as a float64 vector, after validating ``k`` against their number."""
-    if not tf.executing_eagerly():
+    if caller != "kmeans_numpy" and not tf.executing_eagerly():
         raise RuntimeError(
             f"Expected eager execution for {caller} (NumPy-backed; call it outside tf.function); "
             "received: executing_eagerly=False"
@@ -213,7 +214,28 @@ def kmeans(
       ValueError: for ``k`` out of range, negative ``max_iter`` or an unknown ``init``.
       RuntimeError: inside ``tf.function``.
     """
-    values = _kept_values(w, mask, k, "kmeans")
+    result = kmeans_numpy(w, k, mask, seed, max_iter, init, caller="kmeans")
+    return result._replace(centroids=tf.constant(result.centroids, dtype=tf.float32))
+
+
+def kmeans_numpy(
+    w,
+    k: int,
+    mask=None,
+    seed: int = 0,
+    max_iter: int = 100,
+    init: str = "kmeans++",
+    *,
+    caller: str = "kmeans_numpy",
+) -> KMeansResult:
+    """:func:`kmeans` on host values, without TensorFlow: the same centroids as a float32
+    NumPy array (for Keras 3 on JAX, whose Z-step runs on host copies between steps).
+
+    Example:
+      >>> kmeans_numpy(np.array([0.0, 0.2, 0.9, 1.1, 5.0]), k=2).centroids
+      array([0.55, 5.  ], dtype=float32)
+    """
+    values = _kept_values(w, mask, k, caller)
     if max_iter < 0:
         raise ValueError(f"Expected max_iter >= 0; received: max_iter={max_iter}")
     if init == "kmeans++":
@@ -249,7 +271,7 @@ def kmeans(
             break
         cuts = new_cuts
     return KMeansResult(
-        centroids=tf.constant(centroids, dtype=tf.float32),
+        centroids=centroids.astype(np.float32),
         inertia_history=tuple(history),
         iterations=iterations,
         converged=converged,

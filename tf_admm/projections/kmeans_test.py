@@ -7,6 +7,7 @@ from tf_admm.compat import tf
 from tf_admm.projections.kmeans import (
     assign,
     kmeans,
+    kmeans_numpy,
     kmeans_plus_plus,
     linear_init,
     nearest_centroid,
@@ -210,3 +211,16 @@ def test_kmeans_inside_tf_function_fails_loudly():
 
     with pytest.raises(RuntimeError, match="Expected eager execution"):
         fit(tf.constant([0.0, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "linear"])
+def test_numpy_kmeans_equals_kmeans_and_runs_inside_tf_function(init):
+    w = np.random.default_rng(5).normal(size=(7, 9)).astype(np.float32)
+    mask = (np.abs(w) > 0.4).astype(np.float32)
+    host = kmeans_numpy(w, 5, mask=mask, seed=3, init=init)
+    eager = kmeans(w, 5, mask=mask, seed=3, init=init)
+    assert isinstance(host.centroids, np.ndarray) and host.centroids.dtype == np.float32
+    np.testing.assert_array_equal(host.centroids, eager.centroids.numpy())
+    assert host.inertia_history == eager.inertia_history
+    # No TensorFlow inside: it may run where TensorFlow is not executing eagerly.
+    tf.function(lambda: tf.constant(kmeans_numpy(w, 5, mask=mask).centroids))()
