@@ -22,18 +22,20 @@ from tf_admm.projections.levels import (
     LevelScheme,
     ScaleFit,
     fit_scale,
-    fit_scale_numpy,
     fraction_on_levels,
     make_levels,
     nearest_level_index,
-    nearest_level_index_numpy,
     paper_grid_multipliers,
     power_of_two_levels,
     project_to_levels,
-    project_to_levels_numpy,
     relative_error,
-    relative_error_numpy,
     uniform_levels,
+)
+from tf_admm.projections.levels_numpy import (
+    fit_scale_numpy,
+    nearest_level_index_numpy,
+    project_to_levels_numpy,
+    relative_error_numpy,
 )
 from tf_admm.projections.sparsity import (
     keep_count,

@@ -12,8 +12,9 @@ Two level families are built from a positive scale ``q`` and a bit width ``b`` (
 A scale is either one number for the whole tensor or one number per channel (along an ``axis``,
 the last one for Dense and Conv kernels); per-channel levels are a ``[channels, 2**b]`` tensor.
 
-Every function here is made of TensorFlow ops and runs eagerly or inside ``tf.function``, except
-the ``*_numpy`` twins at the end, which do the same on host (NumPy) values for Keras 3 on JAX.
+Every function here is made of TensorFlow ops and runs eagerly or inside ``tf.function``. Their
+``*_numpy`` twins, which do the same on host (NumPy) values for Keras 3 on JAX, are in
+``tf_admm.projections.levels_numpy``.
 """
 
 from __future__ import annotations
@@ -30,17 +31,13 @@ __all__ = [
     "LevelScheme",
     "ScaleFit",
     "fit_scale",
-    "fit_scale_numpy",
     "fraction_on_levels",
     "make_levels",
     "nearest_level_index",
-    "nearest_level_index_numpy",
     "paper_grid_multipliers",
     "power_of_two_levels",
     "project_to_levels",
-    "project_to_levels_numpy",
     "relative_error",
-    "relative_error_numpy",
     "uniform_levels",
 ]
 
@@ -48,8 +45,9 @@ MIN_BITS = 1
 MAX_BITS = 8
 
 # The smallest normal float32: scales are kept at or above it so that no level underflows to 0.
-_TINY = float(np.finfo(np.float32).tiny)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+SMALLEST_SCALE = float(np.finfo(np.float32).tiny)
+# The largest float32: no level may exceed it.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class LevelScheme(str, enum.Enum):
@@ -77,7 +75,8 @@ class ScaleFit(NamedTuple):
     projected: tf.Tensor
 
 
-def _check_bits(bits: int) -> int:
+def check_bits(bits: int) -> int:
+    """``bits`` as an int; refused unless an int in ``MIN_BITS .. MAX_BITS``."""
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
         raise TypeError(f"Expected bits to be an int; received: bits={bits!r}")
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -85,7 +84,8 @@ def _check_bits(bits: int) -> int:
     return int(bits)
 
 
-def _check_scheme(scheme: str | LevelScheme) -> LevelScheme:
+def check_scheme(scheme: str | LevelScheme) -> LevelScheme:
+    """``scheme`` as a ``LevelScheme``; a ValueError if it names none."""
     try:
         return LevelScheme(scheme)
     except ValueError:
@@ -93,7 +93,7 @@ def _check_scheme(scheme: str | LevelScheme) -> LevelScheme:
         raise ValueError(f"Expected scheme in {names}; received: scheme={scheme!r}") from None
 
 
-def _unit_levels(bits: int, scheme: LevelScheme) -> np.ndarray:
+def unit_levels(bits: int, scheme: LevelScheme) -> np.ndarray:
     """The levels for scale 1, sorted ascending, as float64."""
     per_side = 2 ** (bits - 1)
     if scheme is LevelScheme.UNIFORM:
@@ -113,7 +113,7 @@ def _levels_from_scale(scale, bits: int, scheme: LevelScheme) -> tf.Tensor:
         )
     if tf.executing_eagerly() and not bool(tf.reduce_all(scale > 0)):
         raise ValueError(f"Expected scale > 0; received: scale={scale.numpy()}")
-    unit = tf.constant(_unit_levels(bits, scheme), dtype=scale.dtype)
+    unit = tf.constant(unit_levels(bits, scheme), dtype=scale.dtype)
     return scale[..., None] * unit
 
 
@@ -134,7 +134,7 @@ def uniform_levels(scale, bits: int) -> tf.Tensor:
     Raises:
       ValueError: if ``bits`` is outside 1..8 or (eagerly) a scale is not positive.
     """
-    return _levels_from_scale(scale, _check_bits(bits), LevelScheme.UNIFORM)
+    return _levels_from_scale(scale, check_bits(bits), LevelScheme.UNIFORM)
 
 
 def power_of_two_levels(scale, bits: int) -> tf.Tensor:
@@ -157,7 +157,7 @@ def power_of_two_levels(scale, bits: int) -> tf.Tensor:
     Raises:
       ValueError: if ``bits`` is outside 1..8 or (eagerly) a scale is not positive.
     """
-    return _levels_from_scale(scale, _check_bits(bits), LevelScheme.POWER_OF_TWO)
+    return _levels_from_scale(scale, check_bits(bits), LevelScheme.POWER_OF_TWO)
 
 
 def make_levels(scale, bits: int, scheme: str | LevelScheme = LevelScheme.UNIFORM) -> tf.Tensor:
@@ -174,7 +174,7 @@ def make_levels(scale, bits: int, scheme: str | LevelScheme = LevelScheme.UNIFOR
     Raises:
       ValueError: for an unknown scheme, bits outside 1..8 or a non-positive scale.
     """
-    return _levels_from_scale(scale, _check_bits(bits), _check_scheme(scheme))
+    return _levels_from_scale(scale, check_bits(bits), check_scheme(scheme))
 
 
 def _to_rows(x: tf.Tensor, axis: int | None) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
@@ -452,8 +452,8 @@ def fit_scale(
     Raises:
       ValueError: for bits outside 1..8, an unknown scheme, a bad axis or negative counts.
     """
-    bits = _check_bits(bits)
-    scheme = _check_scheme(scheme)
+    bits = check_bits(bits)
+    scheme = check_scheme(scheme)
     if grid_size < 0 or refine_steps < 0:
         raise ValueError(
             "Expected grid_size >= 0 and refine_steps >= 0; "
@@ -472,15 +472,15 @@ def fit_scale(
     rows, restore = _to_rows(w, axis)
     kept, _ = _to_rows(kept_full, axis)
     rows64 = tf.cast(rows, tf.float64)
-    unit64 = _unit_levels(bits, scheme)
+    unit64 = unit_levels(bits, scheme)
     unit = tf.constant(unit64, dtype=w.dtype)
     unit64_t = tf.constant(unit64, dtype=tf.float64)
     top = float(unit64[-1])
     # Largest scale whose top level still fits float32 (only binding for 8-bit power-of-two).
-    max_scale = _FLOAT32_MAX / top / 2.0
+    max_scale = FLOAT32_MAX / top / 2.0
 
     def clip(scale64: tf.Tensor) -> tf.Tensor:
-        return tf.cast(tf.clip_by_value(scale64, _TINY, max_scale), w.dtype)
+        return tf.cast(tf.clip_by_value(scale64, SMALLEST_SCALE, max_scale), w.dtype)
 
     def evaluate(scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         level_rows = scale[:, None] * unit
@@ -537,203 +537,6 @@ def fit_scale(
     level_rows = best_scale[:, None] * unit
     projected = tf.gather(level_rows, _nearest_rows(rows, level_rows), batch_dims=1)
     projected = restore(tf.where(kept, projected, tf.zeros_like(projected)))
-    if axis is None:
-        return ScaleFit(best_scale[0], level_rows[0], projected)
-    return ScaleFit(best_scale, level_rows, projected)
-
-
-# Host (NumPy) twins, for Keras adapters whose backend is not TensorFlow (Keras 3 on JAX): they
-# run the Z-step on host copies of the weights between training steps. Same argmins, same tie
-# rules; levels_test.py checks that each agrees with its TensorFlow version.
-
-
-def _to_rows_numpy(x: np.ndarray, axis: int | None):
-    """``_to_rows`` on host values: ``[rows, n]`` and the function that restores the shape."""
-    if axis is None:
-        return x.reshape(1, -1), lambda rows: rows.reshape(x.shape)
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"Expected axis in [{-x.ndim}, {x.ndim}); received: axis={axis}")
-    moved = np.moveaxis(x, axis, 0)
-    return moved.reshape(moved.shape[0], -1), lambda r: np.moveaxis(r.reshape(moved.shape), 0, axis)
-
-
-def _nearest_rows_numpy(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """``_nearest_rows`` on host values: ``values`` ``[r, n]``, sorted ``levels`` ``[r, m]``."""
-    count = levels.shape[-1]
-    if count == 1:
-        return np.zeros(values.shape, np.int32)
-    upper_index = np.stack(
-        [np.searchsorted(row_levels, row, side="left") for row_levels, row in zip(levels, values)]
-    ).reshape(values.shape)
-    upper_index = np.clip(upper_index, 1, count - 1)
-    lower_index = upper_index - 1
-    upper = np.take_along_axis(levels, upper_index, axis=1)
-    lower = np.take_along_axis(levels, lower_index, axis=1)
-    to_upper, to_lower = np.abs(upper - values), np.abs(values - lower)
-    upper_wins_tie = (np.abs(upper) < np.abs(lower)) | (
-        (np.abs(upper) == np.abs(lower)) & (upper > lower)
-    )
-    take_upper = (to_upper < to_lower) | ((to_upper == to_lower) & upper_wins_tie)
-    return np.where(take_upper, upper_index, lower_index).astype(np.int32)
-
-
-def _prepare_numpy(w, levels, mask, axis: int):
-    w = np.asarray(w)
-    levels = np.asarray(levels, dtype=w.dtype)
-    if levels.ndim == 1:
-        rows, restore = _to_rows_numpy(w, None)
-        level_rows, row_axis = levels[None, :], None
-    elif levels.ndim == 2:
-        rows, restore = _to_rows_numpy(w, axis)
-        level_rows, row_axis = levels, axis
-        if w.shape[axis] != levels.shape[0]:
-            raise ValueError(
-                f"Expected one level row per channel ({w.shape[axis]} along axis {axis}); "
-                f"received: levels.shape={list(levels.shape)}"
-            )
-    else:
-        raise ValueError(
-            f"Expected 1-D levels or 2-D per-channel levels; received: levels.shape="
-            f"{list(levels.shape)}"
-        )
-    if levels.shape[-1] == 0:
-        raise ValueError("Expected at least one level; received: levels.shape[-1]=0")
-    if not np.all(np.diff(level_rows, axis=-1) >= 0):
-        raise ValueError(f"Expected levels sorted ascending; received: levels={levels.tolist()}")
-    if mask is None:
-        kept = np.ones(rows.shape, bool)
-    else:
-        kept, _ = _to_rows_numpy(np.asarray(mask).reshape(w.shape) != 0, row_axis)
-    return w, rows, level_rows, kept, restore
-
-
-def nearest_level_index_numpy(w, levels, mask=None, axis: int = -1) -> np.ndarray:
-    """:func:`nearest_level_index` on host values: NumPy in, NumPy out, the same indices.
-
-    Example:
-      >>> nearest_level_index_numpy(np.array([0.2, -0.8, 3.0]), [-1.0, -0.5, 0.5, 1.0])
-      array([2, 0, 3], dtype=int32)
-    """
-    _, rows, level_rows, kept, restore = _prepare_numpy(w, levels, mask, axis)
-    return restore(np.where(kept, _nearest_rows_numpy(rows, level_rows), -1).astype(np.int32))
-
-
-def project_to_levels_numpy(w, levels, mask=None, axis: int = -1) -> np.ndarray:
-    """:func:`project_to_levels` on host values: ``argmin_z ||z - w||_2^2`` with every kept
-    ``z_i`` a level and every pruned one 0 (same ties).
-
-    Example:
-      >>> project_to_levels_numpy(np.array([0.2, -0.8, 3.0, 0.7]), [-1.0, -0.5, 0.5, 1.0],
-      ...                         mask=np.array([1, 1, 1, 0]))
-      array([ 0.5, -1. ,  1. ,  0. ])
-    """
-    w, rows, level_rows, kept, restore = _prepare_numpy(w, levels, mask, axis)
-    index = _nearest_rows_numpy(rows, level_rows)
-    projected = np.take_along_axis(level_rows, index, axis=1)
-    return restore(np.where(kept, projected, np.zeros_like(projected)))
-
-
-def relative_error_numpy(w, projected, mask=None) -> float:
-    """:func:`relative_error` on host values: ``||w - projected|| / ||w||`` over kept entries."""
-    w = np.asarray(w, np.float64)
-    projected = np.asarray(projected, np.float64)
-    if mask is not None:
-        kept = np.asarray(mask).reshape(w.shape) != 0
-        w, projected = np.where(kept, w, 0.0), np.where(kept, projected, 0.0)
-    norm = float(np.linalg.norm(w))
-    return float(np.linalg.norm(w - projected)) / norm if norm > 0 else 0.0
-
-
-def fit_scale_numpy(
-    w,
-    bits: int,
-    scheme: str | LevelScheme = LevelScheme.UNIFORM,
-    mask=None,
-    axis: int | None = None,
-    grid_size: int = 24,
-    refine_steps: int = 8,
-) -> ScaleFit:
-    """:func:`fit_scale` on host values: the same candidate scales, refinement and choice
-    (``argmin_q min_{z ∈ L(q)} ||mask ⊙ (w - z)||^2`` approximately); NumPy arrays in the
-    returned ``ScaleFit``.
-
-    The nearest level inside the search is found by a search rather than ``fit_scale``'s
-    bit-level closed form; the two differ only on exact ties, which leave the error unchanged.
-
-    Example:
-      >>> fit = fit_scale_numpy(np.array([0.9, -1.1, 2.1, -0.1], np.float32), bits=2)
-      >>> fit.projected
-      array([ 0.9, -0.9,  1.8, -0.9], dtype=float32)
-    """
-    bits = _check_bits(bits)
-    scheme = _check_scheme(scheme)
-    if grid_size < 0 or refine_steps < 0:
-        raise ValueError(
-            "Expected grid_size >= 0 and refine_steps >= 0; "
-            f"received: grid_size={grid_size}, refine_steps={refine_steps}"
-        )
-    w = np.asarray(w)
-    if not np.issubdtype(w.dtype, np.floating):
-        raise ValueError(f"Expected a floating-point w; received: w.dtype={w.dtype.name}")
-    kept_full = np.ones(w.shape, bool) if mask is None else np.asarray(mask).reshape(w.shape) != 0
-    rows, restore = _to_rows_numpy(w, axis)
-    kept, _ = _to_rows_numpy(kept_full, axis)
-    rows64 = rows.astype(np.float64)
-    unit64 = _unit_levels(bits, scheme)
-    unit = unit64.astype(w.dtype)
-    top = float(unit64[-1])
-    max_scale = _FLOAT32_MAX / top / 2.0
-
-    def clip(scale64: np.ndarray) -> np.ndarray:
-        return np.clip(scale64, _TINY, max_scale).astype(w.dtype)
-
-    def evaluate(scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        index = _nearest_rows_numpy(
-            rows64 / scale.astype(np.float64)[:, None],
-            np.broadcast_to(unit64, (len(scale), unit64.size)),
-        )
-        projected = (scale[:, None] * unit)[np.arange(len(scale))[:, None], index]
-        diff = np.where(kept, rows64 - projected.astype(np.float64), 0.0)
-        return np.sum(np.square(diff), axis=1), index
-
-    max_abs = np.max(np.where(kept, np.abs(rows64), 0.0), axis=1)
-    base = max_abs / top
-    multipliers = np.concatenate(
-        [paper_grid_multipliers(), np.exp2(np.linspace(-6.0, 0.0, grid_size))]
-    )
-    candidates = clip(multipliers[:, None] * base[None, :])
-    if axis is not None:
-        overall = fit_scale_numpy(w, bits, scheme, mask, None, grid_size, refine_steps).scale
-        candidates = np.concatenate(
-            [candidates, np.full((1, base.size), overall, candidates.dtype)]
-        )
-    best_scale = candidates[0]
-    best_error, _ = evaluate(best_scale)
-    for scale in candidates[1:]:
-        error, _ = evaluate(scale)
-        better = error < best_error
-        best_scale, best_error = (
-            np.where(better, scale, best_scale),
-            np.where(better, error, best_error),
-        )
-    kept64 = kept.astype(np.float64)
-    scale = best_scale
-    _, index = evaluate(scale)
-    for _ in range(refine_steps):
-        assignment = unit64[index] * kept64
-        numerator = np.sum(rows64 * assignment, axis=1)
-        denominator = np.sum(np.square(assignment), axis=1)
-        least_squares = numerator / np.where(denominator > 0, denominator, 1.0)
-        scale = np.where(denominator > 0, clip(least_squares), scale)
-        error, index = evaluate(scale)
-        better = error < best_error
-        best_scale, best_error = (
-            np.where(better, scale, best_scale),
-            np.where(better, error, best_error),
-        )
-    level_rows = best_scale[:, None] * unit
-    projected = np.take_along_axis(level_rows, _nearest_rows_numpy(rows, level_rows), axis=1)
-    projected = restore(np.where(kept, projected, np.zeros_like(projected)))
     if axis is None:
         return ScaleFit(best_scale[0], level_rows[0], projected)
     return ScaleFit(best_scale, level_rows, projected)
