@@ -49,6 +49,16 @@ import numpy as np
 
 from tf_admm import cloning, grouping
 from tf_admm.compat import keras, tf
+from tf_admm.shrink_paths import (
+    DEPTHWISE,
+    Chain,
+    ShrinkError,
+    channel_images,
+    constant_inputs,
+    depth_multiplier,
+    describe,
+    follow_channels,
+)
 
 __all__ = ["LayerShrink", "ShrinkError", "shrink", "shrink_plan"]
 
@@ -57,13 +67,6 @@ _layers = keras.layers
 # The layer tables live with the graph analysis (tf_admm.grouping).
 _PRODUCERS = grouping.PRODUCERS
 _NOT_PRODUCERS = grouping.NOT_PRODUCERS
-_CONSUMERS = grouping.CONSUMERS
-_ELEMENTWISE = grouping.ELEMENTWISE
-_PER_CHANNEL = grouping.PER_CHANNEL
-
-
-class ShrinkError(ValueError):
-    """The model has a structure ``shrink`` cannot rebuild without changing its outputs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,222 +115,22 @@ def _is_producer(layer) -> bool:
     return isinstance(layer, _PRODUCERS) and not isinstance(layer, _NOT_PRODUCERS)
 
 
-def _describe(layer) -> str:
-    return f"'{layer.name}' ({type(layer).__name__})"
-
-
-def _follow(model, layer, graph):
-    """(per-channel layers after ``layer``, the consumer or None, {concatenation: offset of
-    this path's channels in its output}) along a single path."""
-    inputs, consumers, outputs = graph
-    chain = []
-    offsets: dict[str, int] = {}
-    current = layer
-    while True:
-        if current.name in outputs:
-            return chain, None, offsets
-        following = consumers[current.name]
-        if len(following) != 1:
-            raise ShrinkError(
-                f"Layer {_describe(current)} (after filter-pruned {_describe(layer)}): Expected "
-                f"its output to feed one layer, to remove the same channels there; received: "
-                f"it feeds {[model.get_layer(n).name for n in following]} (branches after a "
-                "concatenation are not grouped)"
-            )
-        nxt = model.get_layer(following[0])
-        if isinstance(nxt, keras.Model):
-            raise ShrinkError(
-                f"Layer {_describe(nxt)}: Expected a flat model; received a nested model after "
-                f"filter-pruned {_describe(layer)}"
-            )
-        if grouping.is_join(nxt, len(inputs[nxt.name])):
-            raise ShrinkError(
-                f"Layer {_describe(nxt)} joins the channels of filter-pruned {_describe(layer)} "
-                f"after the concatenation {[s.name for s in chain if s.name in offsets]}: "
-                "Expected a join of channels that come straight from Conv/Dense layers; "
-                "channels joined after a concatenation are not grouped"
-            )
-        if getattr(nxt, "data_format", "channels_last") == "channels_first" or (
-            isinstance(nxt, _layers.BatchNormalization)
-            and list(np.atleast_1d(nxt.axis)) not in ([-1], [len(nxt.input_shape) - 1])
-        ):
-            raise ShrinkError(
-                f"Layer {_describe(nxt)}: Expected channels last after filter-pruned "
-                f"{_describe(layer)}; received channels first"
-            )
-        if isinstance(nxt, _layers.Activation) and nxt.get_config()["activation"] == "softmax":
-            raise ShrinkError(
-                f"Layer {_describe(nxt)}: Expected a per-channel layer after filter-pruned "
-                f"{_describe(layer)}; received softmax, which mixes channels"
-            )
-        flattened = any(isinstance(step, _layers.Flatten) for step in chain)
-        if isinstance(nxt, _layers.Concatenate) and not flattened:
-            sources = inputs[nxt.name]
-            if nxt.axis not in (-1, len(nxt.output_shape) - 1) or sources.count(current.name) != 1:
-                raise ShrinkError(
-                    f"Layer {_describe(nxt)} after filter-pruned {_describe(layer)}: Expected a "
-                    f"concatenation along the channel axis of distinct inputs; received: "
-                    f"axis={nxt.axis}, inputs={sources}"
-                )
-            before = sources[: sources.index(current.name)]
-            offsets[nxt.name] = sum(int(model.get_layer(n).output_shape[-1]) for n in before)
-            chain.append(nxt)
-            current = nxt
-            continue
-        if isinstance(nxt, _ELEMENTWISE) or (
-            not flattened and isinstance(nxt, _PER_CHANNEL + (_layers.Flatten,))
-        ):
-            chain.append(nxt)
-            current = nxt
-            continue
-        if isinstance(nxt, _CONSUMERS) and not isinstance(nxt, _NOT_PRODUCERS):
-            if getattr(nxt, "groups", 1) != 1:
-                raise ShrinkError(
-                    f"Layer {_describe(nxt)}: Expected groups=1 after filter-pruned "
-                    f"{_describe(layer)}; received: groups={nxt.groups}"
-                )
-            return chain, nxt, offsets
-        raise ShrinkError(
-            f"Layer {_describe(nxt)} follows filter-pruned {_describe(layer)}: Expected a "
-            "per-channel layer (BatchNormalization, DepthwiseConv, activation, pooling, dropout, "
-            "padding, Flatten, Concatenate) or a Conv/Dense consumer; received a layer shrink does "
-            "not know"
-        )
-
-
-_DEPTHWISE = (_layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
-
-
-def _multiplier(layer) -> int:
-    return int(layer.depth_multiplier) if isinstance(layer, _DEPTHWISE) else 1
-
-
-def _constant_inputs(layer, chain, offsets) -> np.ndarray:
-    """What the consumer receives from the zero filters: the chain run on the producer's bias.
-
-    A zero filter outputs its activated bias everywhere, whatever the input, and the chain is per
-    channel, so the consumer's input channels fed by it hold these values for every sample.
-    Returns the consumer's input for one sample (channels last, or flat after Flatten).
-    """
-    shape = layer.output_shape
-    if any(d is None for d in shape[1:]):
-        raise ShrinkError(
-            f"Layer {_describe(layer)}: Expected a static output shape to fold the constant "
-            f"output of its zero filters; received: shape={shape}"
-        )
-    bias = layer.bias.numpy() if layer.use_bias else np.zeros(shape[-1], np.float32)
-    x = tf.constant(np.broadcast_to(bias, (1,) + tuple(shape[1:])).astype(np.float32))
-    x = layer.activation(x)  # The layer's own activation, applied to its output.
-    for step in chain:
-        if step.name in offsets:
-            # Only this path's channels matter: the other inputs are left at zero.
-            start = offsets[step.name]
-            joined = np.zeros((1,) + tuple(step.output_shape[1:]), np.float32)
-            joined[..., start : start + x.shape[-1]] = x.numpy()
-            x = tf.constant(joined)
-        else:
-            x = step(x, training=False)
-    return np.asarray(x.numpy()[0], np.float64)
-
-
-def _images(channels, chain, offsets) -> list[list[int]]:
-    """For each producer channel, its channels at the consumer's input (before any Flatten):
-    a depthwise convolution with multiplier M maps channel c to c*M .. c*M+M-1, a
-    concatenation shifts it by the channels of the inputs before this path's."""
-    images = [[c] for c in channels]
-    for step in chain:
-        m = _multiplier(step)
-        if m > 1:
-            images = [[c * m + j for c in image for j in range(m)] for image in images]
-        if step.name in offsets:
-            images = [[c + offsets[step.name] for c in image] for image in images]
-    return images
-
-
-@dataclasses.dataclass
-class _Chain:
-    """A producer's path to its consumer and the fixed values its zero filters feed it."""
-
-    chain: list
-    consumer: Any
-    values: np.ndarray  # The consumer's input for one sample from the producer's bias.
-    flatten: Any  # The Flatten on the way, if any.
-    offsets: dict[str, int]  # Where a concatenation on the way puts this path's channels.
-
-    def rows(self, image: list[int]) -> np.ndarray:
-        """Input rows of the consumer (flat indices after Flatten, else channels) of ``image``."""
-        if self.flatten is None:
-            return np.asarray(image, np.int64)
-        channels = int(self.flatten.input_shape[-1])
-        # Flatten reads (..., C) row-major: flat index = position * C + channel.
-        return np.flatnonzero(np.isin(np.arange(self.values.size) % channels, image))
-
-    def fixed(self, image: list[int]) -> np.ndarray:
-        """The fixed input the channels ``image`` give: (positions, channels), or flat."""
-        if self.flatten is not None:
-            return self.values.reshape(-1)[self.rows(image)]
-        return self.values.reshape(-1, self.values.shape[-1])[:, image]
-
-    def why_not(self, image: list[int]) -> str | None:
-        """Why these channels cannot be removed exactly, or None if they can."""
-        fixed = self.fixed(image)
-        consumer = self.consumer
-        if not np.any(fixed):
-            return None
-        if self.flatten is not None:
-            return None
-        if np.any(fixed != fixed[:1]):
-            return "its fixed output varies across positions (padding on the way)"
-        pads = (
-            not isinstance(consumer, _layers.Dense)
-            and consumer.padding != "valid"
-            and any(k > 1 for k in consumer.kernel_size)
-        )
-        if pads:
-            return (
-                f"its fixed output ({float(fixed.flat[0]):.3g}) meets the zero padding of "
-                f"'{consumer.name}' (padding={consumer.padding!r})"
-            )
-        return None
-
-    def carriable(self, image: list[int]) -> bool:
-        """Whether the channels ``image`` hold one nonzero value each at every position, so
-        that another such channel can carry them (a convolution is linear in its input)."""
-        if self.flatten is not None:
-            return False
-        fixed = self.fixed(image)
-        return bool(np.any(fixed)) and not np.any(fixed != fixed[:1])
-
-    def fold(self, image: list[int]) -> np.ndarray:
-        """What the channels ``image`` add to every output of the consumer, as a bias."""
-        kernel = self.consumer.kernel.numpy().astype(np.float64)
-        if self.flatten is not None:
-            rows = self.rows(image)
-            return self.values.reshape(-1)[rows] @ kernel[rows]
-        constants = self.fixed(image)[0]
-        if isinstance(self.consumer, _layers.Dense):
-            return constants @ kernel[image]
-        # A valid (or 1x1) convolution sees every kernel tap on a constant input.
-        taps = kernel[..., image, :].reshape(-1, len(image), kernel.shape[-1])
-        return np.einsum("pco,c->o", taps, constants)
-
-
 def _plan_layer(model, layer, graph):
     kernel = layer.kernel.numpy()
     filters = kernel.shape[-1]
     zero = [int(o) for o in np.flatnonzero(~np.any(kernel.reshape(-1, filters) != 0, axis=0))]
     if not zero:
         return None
-    chain, consumer, offsets = _follow(model, layer, graph)
+    chain, consumer, offsets = follow_channels(model, layer, graph)
     names = tuple(step.name for step in chain)
     if consumer is None:
         reason = "its output is a model output"
         return LayerShrink(layer.name, filters, (), {o: reason for o in zero}, names, None), None
     flatten = next((s for s in chain if isinstance(s, _layers.Flatten)), None)
-    path = _Chain(chain, consumer, _constant_inputs(layer, chain, offsets), flatten, offsets)
+    path = Chain(chain, consumer, constant_inputs(layer, chain, offsets), flatten, offsets)
     kept_zero: dict[int, str] = {}
     removed = []
-    images = dict(zip(zero, _images(zero, chain, offsets)))
+    images = dict(zip(zero, channel_images(zero, chain, offsets)))
     for channel in zero:
         reason = path.why_not(images[channel])
         if reason is None:
@@ -366,12 +169,12 @@ def shrink_plan(model: keras.Model) -> list[LayerShrink]:
 
 
 def _plans(model):
-    """([(plan, _Chain)] for layers on a plain chain, [_Group] for channel groups)."""
+    """([(plan, Chain)] for layers on a plain chain, [_Group] for channel groups)."""
     graph = _graph(model)
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             raise ShrinkError(
-                f"Layer {_describe(layer)}: Expected a flat Sequential or functional model; "
+                f"Layer {describe(layer)}: Expected a flat Sequential or functional model; "
                 "received a nested model (shrink it on its own)"
             )
     groups = [_Group(model, space, graph) for space in grouping.grouped_spaces(model)]
@@ -402,7 +205,7 @@ class _Group:
         self.removed: list[int] = []
         self.values: dict[str, np.ndarray] = {}
         self.plans: list[LayerShrink] = []
-        self.paths: dict[str, _Chain] = {}
+        self.paths: dict[str, Chain] = {}
         members = [model.get_layer(name) for name in space.members]
         zeros = {m.name: _zero_filters(m) for m in members if m.built}
         if not any(zeros.values()):
@@ -421,7 +224,7 @@ class _Group:
         if common and space.unsupported:
             name, reason = next(iter(space.unsupported.items()))
             raise ShrinkError(
-                f"Layer {_describe(model.get_layer(name))} {reason}: Expected per-channel "
+                f"Layer {describe(model.get_layer(name))} {reason}: Expected per-channel "
                 "layers, joins (Add, Multiply, ...) and Conv/Dense consumers on the channels "
                 f"tied to filter-pruned {list(space.members)}; received a layer shrink cannot "
                 "slice along them"
@@ -431,7 +234,7 @@ class _Group:
             for name in space.consumers:
                 consumer = model.get_layer(name)
                 (source,) = self.inputs[name]
-                path = _Chain([], consumer, self.values[source], None, {})
+                path = Chain([], consumer, self.values[source], None, {})
                 self.paths[name] = path
                 for channel in sorted(common):
                     reason = path.why_not([channel])
@@ -470,7 +273,7 @@ class _Group:
             shape = member.output_shape
             if any(d is None for d in shape[1:]):
                 raise ShrinkError(
-                    f"Layer {_describe(member)}: Expected a static output shape to fold the "
+                    f"Layer {describe(member)}: Expected a static output shape to fold the "
                     f"constant output of its zero filters; received: shape={shape}"
                 )
             bias = member.bias.numpy() if member.use_bias else np.zeros(shape[-1], np.float32)
@@ -498,7 +301,7 @@ class _Group:
             step = self.model.get_layer(name)
             if isinstance(step, _layers.BatchNormalization):
                 drop(name, "drop_channels", removed)
-            elif isinstance(step, _DEPTHWISE):
+            elif isinstance(step, DEPTHWISE):
                 drop(name, "drop_channels", removed)
                 drop(name, "drop_bias", removed)
         for name, path in self.paths.items():
@@ -561,8 +364,8 @@ def shrink(model: keras.Model) -> keras.Model:
         for step in path.chain:
             if isinstance(step, _layers.BatchNormalization):
                 drop(step.name, "drop_channels", channels)
-            elif isinstance(step, _DEPTHWISE):
-                m = _multiplier(step)
+            elif isinstance(step, DEPTHWISE):
+                m = depth_multiplier(step)
                 drop(step.name, "drop_channels", channels)
                 channels = [c * m + j for c in channels for j in range(m)]
                 drop(step.name, "drop_bias", channels)
@@ -572,17 +375,17 @@ def shrink(model: keras.Model) -> keras.Model:
         drop(path.consumer.name, "drop_in", path.rows(channels).tolist())
         folded = [c for c in plan.removed if c not in set(plan.carried)]
         folded_image = sorted(
-            ch for image in _images(folded, path.chain, path.offsets) for ch in image
+            ch for image in channel_images(folded, path.chain, path.offsets) for ch in image
         )
         if folded_image:
             consumer["fold"] = consumer.get("fold", 0.0) + path.fold(folded_image)
         if plan.carrier is not None:
-            (image,) = _images([plan.carrier], path.chain, path.offsets)
+            (image,) = channel_images([plan.carrier], path.chain, path.offsets)
             values = path.fixed(image)[0]
             target = image[int(np.argmax(np.abs(values)))]
             scale = values[int(np.argmax(np.abs(values)))]
             ratios: dict[int, float] = {}
-            for image in _images(list(plan.carried), path.chain, path.offsets):
+            for image in channel_images(list(plan.carried), path.chain, path.offsets):
                 for channel, value in zip(image, path.fixed(image)[0]):
                     ratios[channel] = value / scale
             consumer.setdefault("carry", []).append((target, ratios))
@@ -621,7 +424,7 @@ def _copy(model, edits):
         if isinstance(old, _layers.BatchNormalization):
             keep = _kept(weights[0].shape[0], change["drop_channels"])
             weights = [w[keep] for w in weights]
-        elif isinstance(old, _DEPTHWISE):
+        elif isinstance(old, DEPTHWISE):
             kernel = weights[0]
             weights[0] = kernel[..., _kept(kernel.shape[-2], change["drop_channels"]), :]
             if old.use_bias:
