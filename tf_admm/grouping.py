@@ -446,6 +446,8 @@ class TiedFilters:
         self._cache: dict[int, tuple[int, tf.Tensor, tf.Tensor]] = {}
 
     def mask_for(self, slot, values: tf.Tensor, keep: int, values_of: Callable) -> tf.Tensor:
+        """The mask of member ``slot`` keeping the group's ``keep`` shared filters: computed for
+        every member by the coupled projection at the first call, reused while values hold."""
         cached = self._cache.pop(id(slot), None)
         if cached is not None and cached[0] == keep:
             if bool(tf.reduce_all(tf.equal(cached[1], values))):

@@ -222,6 +222,7 @@ class FileBuilder:
         self.baseline: dict[Key, Candidate] = {}
 
     def build(self, plan: Mapping[Key, Candidate]) -> bytes:
+        """The reference file with every weight written as ``plan`` says."""
         return build_file(self.reference, self.weights, plan)
 
 
