@@ -12,13 +12,14 @@ registered with Keras.
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from typing import Any
 
-from tf_admm.compat import keras
+from tf_admm.compat import keras, keras3
 
-__all__ = ["ModelFileError", "check_model_file", "load_model"]
+__all__ = ["ModelFileError", "check_model_file", "keras_generation", "load_model"]
 
 # The first bytes of every HDF5 file (the legacy .h5 format).
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -93,10 +94,25 @@ def check_model_file(path: str | os.PathLike) -> None:
         raise _fail(path, "Expected a .keras or .h5 file or a SavedModel directory")
 
 
+def keras_generation(path: str | os.PathLike) -> int:
+    """3 for a ``.keras`` file written by Keras 3 (``import keras``), else 2 (``tf_keras``:
+    its ``.keras`` files, ``.h5`` files and SavedModel directories), from the archive's
+    ``metadata.json``. Check the file with :func:`check_model_file` first."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        return 2
+    with zipfile.ZipFile(path) as archive:
+        metadata = json.loads(archive.read("metadata.json"))
+    version = str(metadata.get("keras_version", ""))
+    return 3 if version.split(".")[0] == "3" else 2
+
+
 def load_model(
     path: str | os.PathLike, *, compile: bool = True, safe_mode: bool = True, **kwargs: Any
 ) -> keras.Model:
-    """Loads a model saved with ``model.save`` (wrapped, mid-ADMM or stripped).
+    """Loads a model saved with ``model.save`` (wrapped, mid-ADMM or stripped), by the Keras
+    that wrote it: a Keras 3 ``.keras`` file gives a Keras 3 model, anything else a ``tf_keras``
+    one (:func:`keras_generation`).
 
     Args:
       path: a ``.keras`` or ``.h5`` file, or a SavedModel directory.
@@ -115,4 +131,5 @@ def load_model(
     path = os.fspath(path)
     if path.endswith(".keras"):
         kwargs["safe_mode"] = safe_mode
-    return keras.models.load_model(path, compile=compile, **kwargs)
+    generation = keras3 if keras_generation(path) == 3 else keras
+    return generation.models.load_model(path, compile=compile, **kwargs)

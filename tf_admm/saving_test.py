@@ -41,6 +41,27 @@ def test_loads_a_wrapped_model_without_custom_objects(tmp_path):
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
 
 
+def test_a_keras3_file_loads_as_a_keras3_model_mid_admm(tmp_path):
+    import keras as keras3  # noqa: PLC0415 (Keras 3 beside this file's tf_keras)
+
+    inputs = keras3.Input((6,))
+    hidden = keras3.layers.Dense(8, name="hidden")(inputs)
+    model = keras3.Model(inputs, keras3.layers.Dense(3, name="fc")(hidden))
+    spec = tf_admm.Spec(rules=(tf_admm.Rule(name="hidden", sparsity=0.5),))
+    wrapped = tf_admm.admm_wrap(model, spec)
+    wrapped.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    path = _saved(tmp_path, wrapped)
+    assert saving.keras_generation(path) == 3
+    loaded = saving.load_model(path)
+    assert isinstance(loaded, tf_admm.keras3.AdmmModel)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(wrapped(x)))
+    # tf_keras files, .keras or .h5, stay tf_keras.
+    assert saving.keras_generation(_saved(tmp_path, _model(), "two.keras")) == 2
+    assert saving.keras_generation(_saved(tmp_path, _model(), "two.h5")) == 2
+    assert isinstance(saving.load_model(str(tmp_path / "two.keras")), keras.Model)
+
+
 def test_truncated_keras_file_is_named_with_its_size(tmp_path):
     data = open(_saved(tmp_path, _model()), "rb").read()
     cut = _write(tmp_path, "cut.keras", data[: len(data) // 2])

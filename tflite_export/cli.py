@@ -28,7 +28,6 @@ import numpy as np
 from absl import app, flags, logging
 
 import tf_admm
-from tf_admm.compat import keras
 from tflite_export import exporter
 from tflite_export.encodings import Encoding
 from tflite_export.keras_weights import SUPPORTED_LAYERS, keras_layers
@@ -153,7 +152,7 @@ def run(
         raise exporter.ExportError(
             f"Expected a saved Keras model; received: model={model_path!r} does not exist"
         )
-    model = keras.models.load_model(model_path, compile=False)
+    model = tf_admm.load_model(model_path, compile=False)  # Keras 3 files too
     if strip:
         model = tf_admm.strip(model)
     chosen = encoding

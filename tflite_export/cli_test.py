@@ -39,6 +39,20 @@ def test_run_exports_a_saved_model_and_writes_json(tmp_path):
     assert {w["label"]: w["encoding"] for w in saved["weights"]}["target"] == "sparse_levels"
 
 
+def test_run_exports_a_keras3_file(tmp_path):
+    import keras as keras3  # noqa: PLC0415 (Keras 3 beside the tf_keras test models)
+
+    inputs = keras3.Input((24,))
+    model = keras3.Model(inputs, keras3.layers.Dense(10, name="target")(inputs))
+    kernel = model.get_layer("target").kernel
+    kernel.assign(prune(np.asarray(kernel), 100))
+    path = str(tmp_path / "keras3.keras")
+    model.save(path)
+    report = cli.run(path, str(tmp_path / "model.tflite"))
+    assert [w.nonzeros for w in report.weights] == [int(np.count_nonzero(kernel))]
+    assert os.path.getsize(tmp_path / "model.tflite") == report.file_bytes
+
+
 def test_main_prints_the_tables(tmp_path, capsys):
     model_path = _saved(tmp_path, small_model("dense"))
     data_path = str(tmp_path / "inputs.npy")
