@@ -277,7 +277,9 @@ def _channels_last(layer) -> bool:
         return False
     if isinstance(layer, _layers.BatchNormalization):
         axis = list(np.atleast_1d(layer.axis))
-        return axis in ([-1], [len(layer.input_shape) - 1])
+        spec = layer.input_spec  # A wrapped layer has no input_shape; its input_spec the rank.
+        rank = spec.ndim if spec is not None and spec.ndim else len(layer.input_shape)
+        return axis in ([-1], [rank - 1])
     return True
 
 
