@@ -98,7 +98,9 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
         else:
             new.set_weights(old.get_weights())
     admm = AdmmModel(
-        inputs=clone.inputs,
+        # One input as one tensor, as the user built it: a one-element list makes Keras warn
+        # that the structure of the inputs does not match when the model gets one array.
+        inputs=clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs,
         outputs=clone.outputs,
         name=model.name,
         spec=spec,

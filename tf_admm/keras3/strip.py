@@ -34,7 +34,8 @@ def strip(model: keras.Model) -> keras.Model:
 
     # A plain Functional view of the same graph: cloning the AdmmModel itself would give
     # another AdmmModel.
-    view = keras.Model(inputs=model.inputs, outputs=model.outputs, name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # as admm_wrap built
+    view = keras.Model(inputs=inputs, outputs=model.outputs, name=model.name)
     plain = keras.models.clone_model(view, clone_function=unwrap, recursive=True)
     for old, new in pairs:
         new.set_weights(
