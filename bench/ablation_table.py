@@ -240,9 +240,22 @@ class Row:
         values = [getattr(r, field) for r in runs if getattr(r, field) is not None]
         return statistics.fmean(values) if values else None
 
+    def paired_seeds(self) -> list[int]:
+        """Seeds with runs on both sides: what the ingredient adds is measured on them alone
+        when there are any (seed-to-seed noise would otherwise count as its effect)."""
+        without = {r.seed for r in self.without if r.seed is not None}
+        return sorted(without & {r.seed for r in self.with_ if r.seed is not None})
+
     def added(self, field: str = "test_gap") -> float | None:
-        """Mean gap with the ingredient minus without it (None when a group is empty)."""
-        with_, without = self._mean(self.with_, field), self._mean(self.without, field)
+        """Mean gap with the ingredient minus without it, over :meth:`paired_seeds` when there
+        are any, else over every run (None when a group is empty)."""
+        seeds = set(self.paired_seeds())
+
+        def chosen(runs):
+            return [r for r in runs if r.seed in seeds] if seeds else list(runs)
+
+        with_ = self._mean(chosen(self.with_), field)
+        without = self._mean(chosen(self.without), field)
         return None if with_ is None or without is None else with_ - without
 
 
@@ -258,7 +271,7 @@ HEADER = (
     "adds (test)",
     "adds (validation)",
     "ratio",
-    "seeds",
+    "seeds (adds)",
     "command (with)",
     "commit",
 )
@@ -275,7 +288,7 @@ def _group(runs: Sequence[Run]) -> str:
 
 def _commands(runs: Sequence[Run]) -> str:
     """The distinct commands, the seed written as ``S`` (the seeds have their own column)."""
-    commands = dict.fromkeys(re.sub(r"--seed=\d+", "--seed=S", r.command) for r in runs)
+    commands = dict.fromkeys(re.sub(r"--(seeds?)=\d+", r"--\1=S", r.command) for r in runs)
     return "<br>".join(f"`{c}`" for c in commands) or "-"
 
 
@@ -287,7 +300,8 @@ def table_rows(rows: Sequence[Row]) -> list[tuple[str, ...]]:
         added = row.added()
         validation = row.added("validation_gap")
         ratios = sorted({round(r.ratio, 1) for r in runs})
-        seeds = sorted({r.seed for r in row.with_ if r.seed is not None})
+        paired = row.paired_seeds()
+        seeds = paired or sorted({r.seed for r in row.with_ if r.seed is not None})
         commits = sorted({r.commit[:8] for r in row.with_ if r.commit})
         found.append(
             (
@@ -310,7 +324,8 @@ def format_markdown(ratio: float, rows: Sequence[Row]) -> str:
     lines = [
         f"What each ingredient adds at {ratio:g}x: the mean gap to dense (test accuracy minus "
         "each run's own dense model, in points; ± sd over seeds) of the runs with the "
-        "ingredient minus that of the runs without it. Positive: the ingredient helps.",
+        "ingredient minus that of the runs without it, over the seeds both sides have (the "
+        "seeds column) when they share any. Positive: the ingredient helps.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|:---|---:|---:|---:|---:|---:|:---|:---|:---|",

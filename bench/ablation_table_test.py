@@ -164,6 +164,26 @@ def test_rows_give_each_ingredients_mean_gaps_and_what_it_adds(tmp_path):
     )
 
 
+def test_adds_compares_the_seeds_both_sides_have(tmp_path):
+    runs = tmp_path / "ablation"
+    runs.mkdir()
+    # Without: seed 0 only (-0.30). With: seeds 0, 1, 2 (-0.10, -0.40, -0.40; mean -0.30).
+    _ablation(runs, "api", "hand", 0, 0.9870, 0.9850)
+    for seed, test in ((0, 0.9890), (1, 0.9860), (2, 0.9860)):
+        _ablation(runs, "api", "lamp", seed, test, 0.9860)
+    (row,) = ablation_table.measure(
+        [
+            ablation_table.Ingredient(
+                "x", (str(runs / "api_hand_s*.json"),), (str(runs / "api_lamp_s*.json"),)
+            )
+        ]
+    )
+    assert row.paired_seeds() == [0]
+    assert row.added() == pytest.approx(0.20)  # seed 0: -0.10 - (-0.30), not 0.00 over all
+    cells = ablation_table.table_rows([row])[0]
+    assert cells[2] == "-0.30 ± 0.17 (n=3)" and cells[3] == "+0.20" and cells[6] == "0"
+
+
 def test_unknown_files_and_incomplete_ingredients_are_refused(tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"benchmark": "overhead"}), encoding="utf-8")
