@@ -6,7 +6,11 @@ An *arm* is a library and a per-layer allocation, written ``library:allocation``
 * ``tfmot:lamp``: tfmot's ``prune_low_magnitude`` with the very same kept counts (the same
   allocation for both: the optimizer alone differs);
 * ``tfmot:uniform``: tfmot as its guides use it, one sparsity for every layer;
-* ``global_magnitude`` is accepted too, for either library.
+* ``global_magnitude`` is accepted too, for either library;
+* ``tf_admm:default``: what a user gets from ``admm_wrap(model, Spec(target_ratio=R))`` with
+  nothing else: LAMP inside ``admm_wrap`` and the automatic schedule (100 Z/U rounds in the
+  first 60% of the fit, rho from 3e-4 x1.042); the protocol's ``rho``, ``rho_multiplier``,
+  ``update_every`` and ``prune_epochs`` are not given to the library (the learning rates are).
 
 Every arm of one seed starts from ONE dense LeNet-5 (trained once with a cosine learning rate
 and cached), sees the same batches, and gets the same epochs and learning rates:
@@ -68,7 +72,7 @@ __all__ = [
 ]
 
 LIBRARIES = ("tf_admm", "tfmot")
-ALLOCATIONS = ("lamp", "uniform", "global_magnitude")
+ALLOCATIONS = ("lamp", "uniform", "global_magnitude", "default")
 DATASETS = {"mnist": data.prepare_mnist, "fashion_mnist": data.prepare_fashion_mnist}
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
@@ -89,6 +93,11 @@ class Arm:
             raise ValueError(
                 f"Expected allocation in {list(ALLOCATIONS)}; "
                 f"received: allocation={self.allocation!r}"
+            )
+        if self.allocation == "default" and self.library != "tf_admm":
+            raise ValueError(
+                "Expected the 'default' arm with library 'tf_admm' (tf-admm's own defaults); "
+                f"received: {self.library}:default"
             )
 
     @classmethod
@@ -236,9 +245,8 @@ def _with_teacher(protocol: Protocol, dense: keras.Model, train):
     """``train`` with label rows ``[label, dense logits...]`` when the protocol distills."""
     if protocol.distill_weight == 0:
         return train
-    logits = dense.predict(train[0], batch_size=1000, verbose=0).astype(np.float32)
-    rows = np.concatenate([train[1].astype(np.float32)[:, None], logits], axis=1)
-    return train[0], rows
+    rows = distillation.targets(dense, train[0], train[1], batch_size=1000, divisor=1.0)
+    return train[0], rows.numpy()
 
 
 def dense_model(protocol: Protocol, seed: int, train, work_dir: str, verbose: int = 0):
@@ -279,11 +287,12 @@ def kernels(model: keras.Model) -> dict[str, np.ndarray]:
 
 
 def allocation_for(dense: keras.Model, ratio: float, method: str) -> dict[str, int]:
-    """Kept weights per layer for ``ratio`` over LeNet-5's four kernels, split by ``method``."""
+    """Kept weights per layer for ``ratio`` over LeNet-5's four kernels, split by ``method``
+    (``"default"``: tf-admm's default, LAMP)."""
     weights = kernels(dense)
     total = sum(w.size for w in weights.values())
     keep = tf_admm.allocation.keep_for_ratio(total, ratio, layers=len(weights))
-    return tf_admm.allocation.allocate(weights, keep, method)
+    return tf_admm.allocation.allocate(weights, keep, "lamp" if method == "default" else method)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,7 +331,23 @@ def _tf_admm(protocol: Protocol, dense, kept: Mapping[str, int], train, seed, ve
         update_unit="step",
         admm_rounds=max(1, protocol.prune_epochs * steps // protocol.update_every),
     )
-    model = _compile(tf_admm.admm_wrap(dense, spec), protocol, distill=True)
+    return _train_tf_admm(protocol, dense, spec, train, seed, verbose)
+
+
+def _tf_admm_defaults(protocol: Protocol, dense, kept: Mapping[str, int], train, seed, verbose):
+    """``Spec(target_ratio=...)`` alone; ``kept`` (LAMP's split) must be what admm_wrap picks."""
+    total = sum(w.size for w in kernels(dense).values())
+    spec = tf_admm.Spec(target_ratio=total / sum(kept.values()))
+    return _train_tf_admm(protocol, dense, spec, train, seed, verbose, expected=kept)
+
+
+def _train_tf_admm(protocol, dense, spec, train, seed, verbose, expected=None):
+    wrapped = tf_admm.admm_wrap(dense, spec)
+    if expected is not None:
+        chosen = {key.split("/")[0]: count for key, count in wrapped.spec.allocated.items()}
+        if chosen != dict(expected):
+            raise RuntimeError(f"Expected admm_wrap to keep {expected}; received: {chosen}")
+    model = _compile(wrapped, protocol, distill=True)
     _fit(model, protocol, train, seed, tf_admm.callbacks(), verbose)
     if model.phase is not tf_admm.Phase.RETRAIN:
         raise RuntimeError(f"Expected tf-admm to reach retraining; received: phase={model.phase}")
@@ -405,7 +430,10 @@ def run_point(
     keras.utils.set_random_seed(seed + 100)
     start = time.perf_counter()
     load_start = common.load_average()
-    compress = _tf_admm if arm.library == "tf_admm" else _tfmot
+    compress = {
+        "tf_admm": _tf_admm_defaults if arm.allocation == "default" else _tf_admm,
+        "tfmot": _tfmot,
+    }[arm.library]
     plain = compress(
         protocol,
         _fresh_dense(protocol, seed, train, work_dir),

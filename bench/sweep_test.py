@@ -151,3 +151,35 @@ def test_a_distilled_point_trains_on_the_dense_models_logits(tmp_path, monkeypat
     assert "_" + protocol.key() + "_" in sweep.point_path(
         str(tmp_path), protocol, 0, sweep.Arm.parse("tf_admm:lamp"), 100
     )
+
+
+def test_the_default_arm_gives_tf_admm_nothing_but_the_target(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="'default' arm with library 'tf_admm'.*tfmot:default"):
+        sweep.Arm.parse("tfmot:default")
+    protocol = sweep.Protocol(epochs=2, prune_epochs=1, pretrain_epochs=1, batch_size=64)
+    arrays = (_arrays(), _arrays(64, 1), _arrays(64, 2))
+    seen = {}
+
+    def train(protocol, dense, spec, train, seed, verbose, expected=None):
+        seen.update(spec=spec, expected=expected)
+        wrapped = sweep.tf_admm.admm_wrap(dense, spec)
+        seen["allocated"] = dict(wrapped.spec.allocated)
+        return sweep.tf_admm.strip(wrapped)  # Not trained: the dense weights.
+
+    monkeypatch.setattr(sweep, "_train_tf_admm", train)
+    record = sweep.run_point(
+        protocol, 0, sweep.Arm.parse("tf_admm:default"), 100, work_dir=str(tmp_path), arrays=arrays
+    )
+    spec = seen["spec"]
+    # Only the target: the automatic schedule and LAMP, none of the protocol's ADMM settings.
+    assert spec == sweep.tf_admm.Spec(target_ratio=spec.target_ratio) and spec.automatic
+    assert spec.rho == sweep.tf_admm.RhoSchedule(initial=3e-4, multiplier=1.042)
+    # The record's kept counts are LAMP's split, and admm_wrap chose exactly that split.
+    assert (
+        record["kept"]
+        == seen["expected"]
+        == sweep.allocation_for(
+            sweep.dense_model(protocol, 0, arrays[0], str(tmp_path)), 100, "lamp"
+        )
+    )
+    assert {k.split("/")[0]: v for k, v in seen["allocated"].items()} == record["kept"]

@@ -27,15 +27,21 @@ def check_settings(weight: float, temperature: float) -> None:
 
 
 def targets(
-    teacher: keras.Model, images: tf.Tensor, labels: tf.Tensor, batch_size: int = 1024
+    teacher: keras.Model,
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    batch_size: int = 1024,
+    divisor: float = 255.0,
 ) -> tf.Tensor:
-    """Rows ``[label, teacher logits...]`` (float32) for uint8 ``images`` scaled by 1/255.
+    """Rows ``[label, teacher logits...]`` (float32) for ``images`` divided by ``divisor``.
 
     Args:
       teacher: a model that maps images in [0, 1] to logits.
-      images: all training images (uint8), first axis the examples.
+      images: all training images (uint8 by default), first axis the examples.
       labels: their integer labels.
       batch_size: examples per forward pass.
+      divisor: what brings ``images`` to [0, 1] (255 for uint8; 1 for images that are
+        floats in [0, 1] already).
 
     Returns:
       A ``[examples, 1 + classes]`` float32 tensor.
@@ -43,7 +49,7 @@ def targets(
     logits = teacher.predict(
         tf.data.Dataset.from_tensor_slices(images)
         .batch(batch_size)
-        .map(lambda x: tf.cast(x, tf.float32) / 255.0),
+        .map(lambda x: tf.cast(x, tf.float32) / divisor),
         verbose=0,
     )
     labels = tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)

@@ -7,7 +7,8 @@ Z/U update or phase change is due after one more step or epoch, asks the model's
 run it and writes the counters back. It knows nothing about Keras: the variables are read with
 ``numpy()`` and written with ``assign``, which both Keras generations offer, and the
 wrappers are asked through their transition methods (``admm_update``, ``hard_project``,
-``begin_stage``, ``quant_update``, ``quant_lock``).
+``begin_stage``, ``quant_update``, ``quant_lock``). :func:`schedule` sizes an automatic
+schedule's rounds when training begins.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from absl import logging
+
 from tf_admm.spec import Unit
 
-__all__ = ["Phase", "advance"]
+__all__ = ["Phase", "advance", "schedule", "warn_if_unpruned"]
 
 
 class Phase(enum.IntEnum):
@@ -107,3 +110,54 @@ def advance(model, unit: Unit) -> dict[str, Any]:
             model.admm_phase.assign(int(Phase.QUANT_RETRAIN))
             event["next"] = "all weights on levels; training shared values"
     return event
+
+
+def schedule(model, params: dict[str, Any] | None) -> None:
+    """Fixes ``model.spec``'s automatic schedule for the ``fit`` that ``params`` describes
+    (Keras' callback params: ``epochs``, ``steps``); nothing once the spec has its rounds."""
+    spec = model.spec
+    if not spec.automatic:
+        return
+    params = params or {}
+    model.spec = spec.scheduled_for(params.get("epochs") or 1, params.get("steps"))
+    rounds = model.spec.scheduled_rounds()
+    logging.info(
+        "Automatic ADMM schedule: %d rounds of %d %s(s) (the first %.0f%% of this fit), then "
+        "retraining",
+        rounds,
+        model.spec.update_every,
+        model.spec.update_unit.value,
+        100 * model.spec.admm_fraction,
+    )
+    total = (params.get("epochs") or 1) * (
+        (params.get("steps") or 1) if model.spec.update_unit is Unit.STEP else 1
+    )
+    if rounds * model.spec.update_every > total:
+        logging.warning(
+            "This fit has %d %ss, fewer than the %d rounds of the automatic ADMM schedule: the "
+            "hard projection comes in a later fit. Give fit the whole training budget at once, "
+            "or set Spec(update_every=...)",
+            total,
+            model.spec.update_unit.value,
+            rounds,
+        )
+
+
+def warn_if_unpruned(model) -> None:
+    """Warns when ``model`` (an ADMM model) has not reached its final hard projection: its
+    weights are not pruned yet, and stripping it now keeps them all."""
+    spec = getattr(model, "spec", None)
+    if spec is None or not hasattr(model, "admm_phase") or not spec.prunes:
+        return
+    done = read(model.admm_round)
+    last_stage = spec.stage_at(done) == len(spec.prune_stages) - 1
+    if Phase(read(model.admm_phase)) is Phase.ADMM or not last_stage:
+        logging.warning(
+            "Model '%s' is in pruning round %d of %d, before its final hard projection: its "
+            "weights are not pruned yet, and the stripped model keeps them. Train on until "
+            "round %d (spec.phase_boundaries()['prune_admm'])",
+            model.name,
+            done,
+            spec.phase_boundaries()["prune_admm"],
+            spec.phase_boundaries()["prune_admm"],
+        )

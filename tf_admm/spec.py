@@ -6,6 +6,10 @@ other layer with compressible weights, the penalty parameter rho and its schedul
 timing of the ADMM updates. Everything is a frozen dataclass validated on construction and
 round-trips through plain dicts and JSON.
 
+With only a target (``Spec(target_ratio=167)``) the schedule is automatic: 100 Z/U rounds
+spread over the first 60% of the first ``fit``, rho from 3e-4 growing 1.042 per round, then
+masked retraining. Giving ``update_every`` fixes the schedule instead.
+
 Example:
   >>> spec = Spec(
   ...     rules=(Rule(name="conv1", sparsity=0.8), Rule(layer_type="Dense", ratio=50)),
@@ -69,6 +73,18 @@ class Unit(str, enum.Enum):
     EPOCH = "epoch"
 
 
+# The defaults of the schedule fields a Spec leaves None. With update_every unset (the automatic
+# schedule, chosen by measurement on LeNet-5/MNIST: docs/experiments.md, 2026-12-07): 100 rounds
+# of steps sized by the first fit, rho from 3e-4 growing 1.042 per round (about 60x over them).
+# With update_every given (a fixed schedule): rounds of epochs, 10 of them, rho 1e-3 constant.
+AUTO_SCHEDULE = {
+    "update_unit": Unit.STEP,
+    "admm_rounds": 100,
+    "rho": lambda: RhoSchedule(initial=3e-4, multiplier=1.042),
+}
+FIXED_SCHEDULE = {"update_unit": Unit.EPOCH, "admm_rounds": 10, "rho": RhoSchedule}
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A whole ADMM compression run.
@@ -95,10 +111,16 @@ class Spec:
       default: rule for every compressible layer that no rule matches (no matcher allowed);
         None leaves such layers alone.
       rho: the rho schedule over ADMM rounds; a rule's own ``rho`` replaces its ``initial``
-        for that rule's layers, the multiplier and maximum apply to every layer.
-      update_every: length of an ADMM round, in ``update_unit``.
-      update_unit: ``"step"`` or ``"epoch"``.
-      admm_rounds: number of Z/U updates before the hard projection.
+        for that rule's layers, the multiplier and maximum apply to every layer. Default: from
+        3e-4 growing 1.042 per round with the automatic schedule, 1e-3 constant with a fixed one.
+      update_every: length of an ADMM round, in ``update_unit``. Unset (None, the default): the
+        automatic schedule, which sizes the rounds at the start of the first ``fit`` so that
+        every scheduled round ends within its first ``admm_fraction`` (:meth:`scheduled_for`);
+        the model then holds (and saves) the spec with the number filled in.
+      update_unit: ``"step"`` or ``"epoch"``. Default: steps with the automatic schedule,
+        epochs with a fixed one.
+      admm_rounds: number of Z/U updates before the hard projection (per pruning stage).
+        Default: 100 with the automatic schedule, 10 with a fixed one.
       retrain_rounds: rounds of masked retraining after each pruning stage but the last, and
         between pruning and quantization.
       prune_stages: increasing fractions in (0, 1] of the final compression ratios, one per
@@ -117,14 +139,16 @@ class Spec:
         data by :func:`tf_admm.sensitivity_allocation`); see :mod:`tf_admm.allocation`.
       allocated: the split, ``{"layer/weight": kept}``; filled in by ``admm_wrap`` (and so
         saved with the model) and used as given when present, so a saved spec reproduces it.
+      admm_fraction: with the automatic schedule, the share of the first ``fit`` in (0, 1]
+        that the scheduled rounds take; the rest retrains. Ignored once ``update_every`` is set.
     """
 
     rules: tuple[Rule, ...] = ()
     default: Rule | None = None
-    rho: RhoSchedule = dataclasses.field(default_factory=RhoSchedule)
-    update_every: int = 1
-    update_unit: Unit = Unit.EPOCH
-    admm_rounds: int = 10
+    rho: RhoSchedule | None = None
+    update_every: int | None = None
+    update_unit: Unit | None = None
+    admm_rounds: int | None = None
     retrain_rounds: int = 0
     prune_stages: tuple[float, ...] = (1.0,)
     quant_admm_rounds: int = 5
@@ -133,9 +157,11 @@ class Spec:
     target_ratio: float | None = None
     allocation: Allocation = Allocation.LAMP
     allocated: Mapping[str, int] | None = None
+    admm_fraction: float = 0.6
 
     def __post_init__(self):
         plain_fields(self)
+        self._fill_schedule_defaults()
         self._check_allocation()
         if isinstance(self.rules, (Rule, str, bytes)) or not isinstance(self.rules, Sequence):
             raise fail("Spec", "rules to be a list of Rule", "rules", self.rules)
@@ -186,7 +212,8 @@ class Spec:
             raise fail("Spec", "rho to be a number > 0, a RhoSchedule or a mapping", "rho", rho)
         object.__setattr__(self, "rho", rho)
         self._check_rule_rho()
-        check_positive_int("Spec", "update_every", self.update_every)
+        if self.update_every is not None:
+            check_positive_int("Spec", "update_every", self.update_every)
         check_positive_int("Spec", "admm_rounds", self.admm_rounds)
         if (
             isinstance(self.retrain_rounds, bool)
@@ -205,6 +232,52 @@ class Spec:
             object.__setattr__(self, field, check_fractions(field, getattr(self, field)))
         set_enum(self, "centroid_update", CentroidUpdate)
         set_enum(self, "update_unit", Unit)
+
+    def _fill_schedule_defaults(self) -> None:
+        """Fills the schedule fields left None: the automatic or the fixed schedule's defaults."""
+        auto = self.update_every is None
+        defaults = AUTO_SCHEDULE if auto else FIXED_SCHEDULE
+        for field, value in defaults.items():
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, value() if callable(value) else value)
+        fraction = self.admm_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise fail("Spec", "admm_fraction to be a number in (0, 1]", "admm_fraction", fraction)
+        if not 0.0 < fraction <= 1.0:
+            raise fail("Spec", "admm_fraction in (0, 1]", "admm_fraction", fraction)
+        object.__setattr__(self, "admm_fraction", float(fraction))
+
+    @property
+    def automatic(self) -> bool:
+        """Whether the round length is still to be chosen by the first ``fit`` (``update_every``
+        unset); see :meth:`scheduled_for`."""
+        return self.update_every is None
+
+    def scheduled_for(self, epochs: int, steps_per_epoch: int | None) -> Spec:
+        """This spec with the automatic schedule's round length fixed for a ``fit`` of
+        ``epochs`` epochs of ``steps_per_epoch`` steps (itself if ``update_every`` is set).
+
+        Every scheduled round (all pruning stages with the retraining between them, the
+        quantization ADMM and locking) fits in the first ``admm_fraction`` of the fit: a round
+        lasts ``max(1, floor(admm_fraction * total / scheduled_rounds()))`` units, ``total``
+        being the fit's steps (or epochs, with ``update_unit="epoch"``). The rest of the fit
+        retrains the pruned (and locked) weights.
+
+        Raises:
+          ValueError: if the fit's length is unknown (a dataset of unknown size without
+            ``steps_per_epoch``).
+        """
+        if not self.automatic:
+            return self
+        if self.update_unit is Unit.STEP and not steps_per_epoch:
+            raise ValueError(
+                "Spec: Expected fit's steps per epoch to size the automatic ADMM schedule "
+                "(update_every unset); received a dataset of unknown size. Pass "
+                "fit(steps_per_epoch=...), a dataset whose size is known, or Spec(update_every=...)"
+            )
+        total = int(epochs) * (int(steps_per_epoch) if self.update_unit is Unit.STEP else 1)
+        length = max(1, int(self.admm_fraction * total // self.scheduled_rounds()))
+        return dataclasses.replace(self, update_every=length)
 
     def _check_rule_rho(self) -> None:
         """A rule's own rho starts the schedule for its layers, so it must respect the cap.
@@ -327,6 +400,8 @@ class Spec:
             "quant_fractions": list(self.quant_fractions),
             "centroid_update": self.centroid_update.value,
         }
+        if self.automatic:
+            config["admm_fraction"] = self.admm_fraction
         if self.default is not None:
             config["default"] = self.default.get_config()
         if self.target_ratio is not None:

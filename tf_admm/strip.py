@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tf_admm import cloning, compat, subclassed
+from tf_admm import cloning, compat, phases, subclassed
 from tf_admm.compat import keras
 from tf_admm.wrapper import AdmmWrapper
 
@@ -23,6 +23,7 @@ def strip(model: keras.Model) -> keras.Model:
       made from a subclassed model, an instance of the user's class. A Keras 3 ADMM model
       gives a plain Keras 3 model (:func:`tf_admm.keras3.strip`).
     """
+    phases.warn_if_unpruned(model)
     adapter = compat.keras3_adapter(model)
     if adapter is not None:
         return adapter.strip(model)

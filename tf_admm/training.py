@@ -462,6 +462,7 @@ class AdmmUpdate(keras.callbacks.Callback):
                 f"model of type {type(self.model).__name__}"
             )
         self._named = finite.named_float_variables(self.model) if self.check_finite else []
+        phases.schedule(self.model, self.params)
 
     def _check(self, logs, variables: bool) -> None:
         """Raises NonFiniteError if the loss in ``logs`` or (if asked) a variable is not finite."""

@@ -60,6 +60,7 @@ class AdmmUpdate(keras.callbacks.Callback):
                 "AdmmUpdate: Expected to train a Keras 3 model made by tf_admm.admm_wrap; "
                 f"received: model of type {type(model).__name__}"
             )
+        phases.schedule(model, self.params)
         self._refresh(model)
         self._finished = False
 
