@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from tf_admm import cloning, grouping
+from tf_admm.strip import strip
 from tf_admm.compat import keras, tf
 from tf_admm.shrink_paths import (
     DEPTHWISE,
@@ -311,8 +312,6 @@ class _Group:
 
 
 def _plain(model):
-    from tf_admm.strip import strip  # noqa: PLC0415 (strip imports the wrapper)
-
     cloning.check_built(model)
     if hasattr(model, "admm_wrappers"):
         model = strip(model)

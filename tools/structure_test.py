@@ -42,7 +42,6 @@ LAZY_IMPORTS = {
 # one (test_allowed_local_imports_are_all_still_used refuses an entry once its import is gone).
 TF_ADMM_CYCLE_DODGES = {
     "tf_admm.keras3.model -> tf_admm.keras3.callback": "AdmmModel.fit()",
-    "tf_admm.shrink -> tf_admm.strip": "_plain()",
 }
 
 ALLOWED_LOCAL = {**LAZY_IMPORTS, **TF_ADMM_CYCLE_DODGES}
