@@ -24,7 +24,9 @@ def smoke_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def overhead_results(smoke_dir):
-    return overhead.run(overhead.Settings.smoke(out=str(smoke_dir / "overhead.json")))
+    # tf_keras only: bench/overhead_stacks_test.py times the Keras 3 stacks.
+    settings = overhead.Settings.smoke(out=str(smoke_dir / "overhead.json"), stacks=("tf_keras",))
+    return overhead.run(settings)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,19 @@ and the data order are untouched; only the loss and the accuracy metric read the
 
 from __future__ import annotations
 
-from tf_admm.compat import keras, tf
+from types import ModuleType
 
-__all__ = ["DistillationLoss", "LabelAccuracy", "check_settings", "targets"]
+from tf_admm.compat import keras, keras3, tf
+
+__all__ = [
+    "DistillationLoss",
+    "Keras3DistillationLoss",
+    "Keras3LabelAccuracy",
+    "LabelAccuracy",
+    "check_settings",
+    "loss_and_metrics",
+    "targets",
+]
 
 
 def check_settings(weight: float, temperature: float) -> None:
@@ -97,3 +107,48 @@ class LabelAccuracy(keras.metrics.SparseCategoricalAccuracy):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         return super().update_state(y_true[:, :1], y_pred, sample_weight)
+
+
+@keras3.saving.register_keras_serializable(package="recipes")
+class Keras3DistillationLoss(keras3.losses.Loss):
+    """:class:`DistillationLoss` for Keras 3 models, in ``keras.ops`` (TensorFlow, JAX, ...)."""
+
+    def __init__(self, weight: float = 0.5, temperature: float = 4.0, name="distillation", **kw):
+        check_settings(weight, temperature)
+        super().__init__(name=name, **kw)
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    def call(self, y_true, y_pred):
+        ops = keras3.ops
+        labels, teacher = ops.cast(y_true[:, 0], "int32"), y_true[:, 1:]
+        hard = keras3.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        t = self.temperature
+        teacher_log_p = ops.log_softmax(teacher / t, axis=-1)
+        student_log_p = ops.log_softmax(y_pred / t, axis=-1)
+        kl = ops.sum(ops.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+        return (1.0 - self.weight) * hard + self.weight * t * t * kl
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight, "temperature": self.temperature}
+
+
+@keras3.saving.register_keras_serializable(package="recipes")
+class Keras3LabelAccuracy(keras3.metrics.SparseCategoricalAccuracy):
+    """:class:`LabelAccuracy` for Keras 3 models."""
+
+    def __init__(self, name="accuracy", **kw):
+        super().__init__(name=name, **kw)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true[:, :1], y_pred, sample_weight)
+
+
+def loss_and_metrics(api: ModuleType, weight: float, temperature: float):
+    """``(loss, metrics)`` factories for ``recipes.training.compress`` in Keras ``api``
+    (tf_keras or Keras 3): the distillation loss and the accuracy on the label column."""
+    if api is keras3:
+        return (lambda: Keras3DistillationLoss(weight, temperature)), (
+            lambda: [Keras3LabelAccuracy()]
+        )
+    return (lambda: DistillationLoss(weight, temperature)), (lambda: [LabelAccuracy()])

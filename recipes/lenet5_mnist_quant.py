@@ -8,6 +8,7 @@ Usage:
   python -m recipes.lenet5_mnist_quant          # the paper's bits (3/3/2/3) on 106.3x pruning
   python -m recipes.lenet5_mnist_quant --config=recipes/configs/lenet5_admm_quant_167x.json
   python -m recipes.lenet5_mnist_quant --model_dir=runs/lenet5_mnist   # reuse its dense model
+  python -m recipes.lenet5_mnist_quant --keras=3 --backend=jax           # Keras 3 on JAX
 
 Prints the per-layer table, the paper-style storage report (weight data and with sparse
 indices, against 32-bit dense) and the export report; writes ``results.json``, the stripped

@@ -1,25 +1,32 @@
-"""Model definitions from the papers, as tf_keras functional models."""
+"""Model definitions from the papers, as tf_keras functional models (LeNet-5 also in Keras 3)."""
 
 from __future__ import annotations
+
+from types import ModuleType
 
 from tf_admm.compat import keras, tf
 
 
-def lenet5(num_classes: int = 10) -> keras.Model:
+def lenet5(num_classes: int = 10, *, api: ModuleType = keras) -> keras.Model:
     """Caffe's LeNet-5 ("LeNet-5" in Han et al. 2015 and Ye et al. 2018).
 
     conv1 20@5x5, max-pool 2, conv2 50@5x5, max-pool 2, fc1 500 with ReLU, fc2 10 (logits):
     500 + 25,000 + 400,000 + 5,000 = 430,500 weights (plus 580 biases).
+
+    Args:
+      num_classes: outputs of fc2.
+      api: the Keras to build it with: tf_keras (default) or Keras 3 (``import keras``, any
+        backend); the layers and their names are the same.
     """
-    inputs = keras.Input((28, 28, 1), name="image")
-    h = keras.layers.Conv2D(20, 5, name="conv1")(inputs)
-    h = keras.layers.MaxPool2D(2, name="pool1")(h)
-    h = keras.layers.Conv2D(50, 5, name="conv2")(h)
-    h = keras.layers.MaxPool2D(2, name="pool2")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(500, activation="relu", name="fc1")(h)
-    outputs = keras.layers.Dense(num_classes, name="fc2")(h)
-    return keras.Model(inputs, outputs, name="lenet5")
+    inputs = api.Input((28, 28, 1), name="image")
+    h = api.layers.Conv2D(20, 5, name="conv1")(inputs)
+    h = api.layers.MaxPool2D(2, name="pool1")(h)
+    h = api.layers.Conv2D(50, 5, name="conv2")(h)
+    h = api.layers.MaxPool2D(2, name="pool2")(h)
+    h = api.layers.Flatten(name="flatten")(h)
+    h = api.layers.Dense(500, activation="relu", name="fc1")(h)
+    outputs = api.layers.Dense(num_classes, name="fc2")(h)
+    return api.Model(inputs, outputs, name="lenet5")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import tf_admm
-from tf_admm.compat import keras
+from tf_admm.compat import keras, keras3
 
 __all__ = [
+    "Keras3StepLearningRate",
     "StepLearningRate",
     "constant_then_decay",
     "learning_rate_schedule",
@@ -80,18 +81,28 @@ def learning_rate_schedule(
     return schedule
 
 
-class StepLearningRate(keras.callbacks.Callback):
-    """Sets the learning rate before every batch to ``schedule(step, lr)``.
-
-    ``step`` is the optimizer's step count, so a run resumed from a backup continues where it
-    stopped; the schedules of this module take it in place of an epoch.
-    """
+class _StepRate:
+    """What :class:`StepLearningRate` does, for a Keras callback class of either Keras."""
 
     def __init__(self, schedule: Callable[[int, float], float]):
         super().__init__()
         self._schedule = schedule
 
     def on_train_batch_begin(self, batch, logs=None):
+        # On Keras 3 + JAX, reading self.model syncs the trainer's state into the variables,
+        # and the next step reads them back: the assignment below reaches that step.
         optimizer = self.model.optimizer
         step = int(optimizer.iterations.numpy())
         optimizer.learning_rate.assign(self._schedule(step, float(optimizer.learning_rate)))
+
+
+class StepLearningRate(_StepRate, keras.callbacks.Callback):
+    """Sets the learning rate before every batch to ``schedule(step, lr)``.
+
+    ``step`` is the optimizer's step count, so a run resumed from a backup continues where it
+    stopped; the schedules of this module take it in place of an epoch.
+    """
+
+
+class Keras3StepLearningRate(_StepRate, keras3.callbacks.Callback):
+    """:class:`StepLearningRate` for Keras 3 models (any backend)."""

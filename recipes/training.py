@@ -14,16 +14,20 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from absl import logging
 
 import tf_admm
-from recipes import run_files, schedules
-from tf_admm.compat import keras, tf
+from recipes import run_files, schedules, stacks
+from tf_admm.compat import keras, keras3, tf
 
 __all__ = [
+    "EpochCounter",
+    "Keras3PhaseTimer",
+    "Keras3ResumeLog",
     "PhaseTimer",
     "ResumeLog",
     "accuracy_metrics",
@@ -33,9 +37,13 @@ __all__ = [
 ]
 
 
-def loss() -> keras.losses.Loss:
-    """Cross-entropy on logits with integer labels, as every recipe's model outputs logits."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def loss(api: ModuleType = keras) -> keras.losses.Loss:
+    """Cross-entropy on logits with integer labels, as every recipe's model outputs logits.
+
+    Args:
+      api: the Keras of the model it is for (tf_keras, or Keras 3 ``keras``).
+    """
+    return api.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def accuracy_metrics() -> list[Any]:
@@ -43,14 +51,8 @@ def accuracy_metrics() -> list[Any]:
     return ["accuracy"]
 
 
-class ResumeLog(keras.callbacks.Callback):
-    """Says whether ``fit`` resumed from a backup; goes after BackupAndRestore.
-
-    Args:
-      phase: name logged and used as key in ``resumed``.
-      steps_per_epoch: optimizer steps of one epoch.
-      resumed: gets ``{phase: epochs done}`` when training resumed.
-    """
+class _Resumed:
+    """What :class:`ResumeLog` does, for a callback class of either Keras."""
 
     def __init__(self, phase: str, steps_per_epoch: int, resumed: dict[str, int]):
         super().__init__()
@@ -63,20 +65,66 @@ class ResumeLog(keras.callbacks.Callback):
             self._resumed[self._phase] = epochs
 
 
-class PhaseTimer(keras.callbacks.Callback):
-    """Adds each epoch's seconds to ``times[phase]``, the phase an ADMM model is in."""
+class ResumeLog(_Resumed, keras.callbacks.Callback):
+    """Says whether ``fit`` resumed from a backup; goes after BackupAndRestore.
+
+    Args:
+      phase: name logged and used as key in ``resumed``.
+      steps_per_epoch: optimizer steps of one epoch.
+      resumed: gets ``{phase: epochs done}`` when training resumed.
+    """
+
+
+class Keras3ResumeLog(_Resumed, keras3.callbacks.Callback):
+    """:class:`ResumeLog` for Keras 3 models (any backend)."""
+
+
+class _TimedPhases:
+    """What :class:`PhaseTimer` does, for a callback class of either Keras."""
 
     def __init__(self, model: tf_admm.AdmmModel, times: dict[str, float]):
         super().__init__()
         self._admm_model, self._times = model, times
 
     def on_epoch_begin(self, epoch, logs=None):
+        # On Keras 3 + JAX the variables hold the trainer's state between epochs.
         self._phase = self._admm_model.phase.name.lower()
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         elapsed = time.perf_counter() - self._start
         self._times[self._phase] = self._times.get(self._phase, 0.0) + elapsed
+
+
+class PhaseTimer(_TimedPhases, keras.callbacks.Callback):
+    """Adds each epoch's seconds to ``times[phase]``, the phase an ADMM model is in."""
+
+
+class Keras3PhaseTimer(_TimedPhases, keras3.callbacks.Callback):
+    """:class:`PhaseTimer` for Keras 3 ADMM models (any backend)."""
+
+
+class EpochCounter(keras3.callbacks.Callback):
+    """Holds the epoch a Keras 3 ``fit`` is in, in a ``tf.Variable`` an input pipeline reads.
+
+    The tf_keras recipes key their data order on ``optimizer.iterations``, which a tf.data
+    function reads when an epoch's iteration starts. On JAX that variable is not a TensorFlow
+    one (a tf.data function would freeze its value when traced), and during ``fit`` the
+    trainer holds the state; this callback sets :attr:`epoch` at every epoch's beginning
+    instead, which on every backend comes before the epoch's batches are drawn, and after
+    ``BackupAndRestore`` (a resumed run's first epoch is the one it resumes at).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
+
+
+def _resume_log(api: ModuleType, *args) -> keras.callbacks.Callback:
+    return (Keras3ResumeLog if api is keras3 else ResumeLog)(*args)
 
 
 def pretrain(
@@ -94,6 +142,7 @@ def pretrain(
     metrics: Callable[[], list[Any]] = accuracy_metrics,
     steps_per_epoch: int | None = None,
     verbose: int = 1,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, float]:
     """Trains ``model`` with Adam, or loads its cached ``checkpoint``; returns its test metrics.
 
@@ -116,16 +165,19 @@ def pretrain(
       metrics: returns the metrics to compile with.
       steps_per_epoch: steps of an epoch on a repeated dataset; None: one pass.
       verbose: Keras fit verbosity.
+      callbacks: more callbacks for ``fit`` (of the model's Keras, e.g. an
+        :class:`EpochCounter`).
 
     Returns:
       ``model.evaluate(test_ds, return_dict=True)``.
     """
+    api = stacks.api_of(model)  # tf_keras, or Keras 3 on any backend.
     if os.path.exists(checkpoint):
         logging.info("Loading cached dense model from %s", checkpoint)
         model.load_weights(checkpoint)
-        model.compile(loss=loss(), metrics=metrics())
+        model.compile(loss=loss(api), metrics=metrics())
     else:
-        model.compile(keras.optimizers.Adam(learning_rate), loss(), metrics())
+        model.compile(api.optimizers.Adam(learning_rate), loss(api), metrics=metrics())
         logging.info("Pretraining dense %s for %d epochs", description, epochs)
         train_ds = train_data(model.optimizer)
         model.fit(
@@ -134,9 +186,10 @@ def pretrain(
             steps_per_epoch=steps_per_epoch,
             verbose=verbose,
             callbacks=[
-                keras.callbacks.LearningRateScheduler(schedule),
-                keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
-                ResumeLog("pretraining", steps_per_epoch or len(train_ds), resumed),
+                api.callbacks.LearningRateScheduler(schedule),
+                api.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+                _resume_log(api, "pretraining", steps_per_epoch or len(train_ds), resumed),
+                *callbacks,
             ],
         )
         run_files.save_weights_atomically(model, checkpoint)
@@ -157,9 +210,10 @@ def compress(
     backup: str,
     resumed: dict[str, int],
     metrics: Callable[[], list[Any]] = accuracy_metrics,
-    objective: Callable[[], keras.losses.Loss] = loss,
+    objective: Callable[[], keras.losses.Loss] | None = None,
     steps_per_epoch: int | None = None,
     verbose: int = 1,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[tf_admm.AdmmModel, dict[str, float]]:
     """Runs every phase of ``spec`` on a copy of ``dense``.
 
@@ -186,30 +240,38 @@ def compress(
       resumed: gets ``{"ADMM": epochs}`` when the run resumed.
       metrics: returns the metrics to compile with.
       objective: returns the loss to compile with (e.g. a
-        :class:`recipes.distillation.DistillationLoss`, whose targets ``train_data`` yields).
+        :class:`recipes.distillation.DistillationLoss`, whose targets ``train_data`` yields);
+        None: :func:`loss` of the model's Keras.
       steps_per_epoch: steps of an epoch on a repeated dataset; None: one pass.
       verbose: Keras fit verbosity.
+      callbacks: more callbacks for ``fit`` (of the model's Keras, e.g. an
+        :class:`EpochCounter`).
 
     Returns:
       The trained :class:`tf_admm.AdmmModel` and the seconds spent per phase (``admm``,
       ``retrain``, ``quant_admm``, ``quant_lock``, ``quant_retrain``, those that ran).
     """
+    api = stacks.api_of(dense)  # tf_keras, or Keras 3 on any backend.
     model = tf_admm.admm_wrap(dense, spec)
-    model.compile(keras.optimizers.Adam(learning_rate), objective(), metrics())
+    compiled_loss = objective() if objective is not None else loss(api)
+    model.compile(api.optimizers.Adam(learning_rate), compiled_loss, metrics=metrics())
     train_ds = train_data(model.optimizer)
     scheduled = spec.scheduled_rounds() * spec.update_every
     if spec.update_unit is tf_admm.Unit.STEP:
         steps = steps_per_epoch or len(train_ds)
         scheduled_epochs = math.ceil(scheduled / steps)
         final_steps = (scheduled_epochs + retrain_epochs) * steps - scheduled
-        rates = schedules.StepLearningRate(
+        step_rates = (
+            schedules.Keras3StepLearningRate if api is keras3 else schedules.StepLearningRate
+        )
+        rates = step_rates(
             schedules.learning_rate_schedule(
                 spec, learning_rate, retrain_learning_rate, final_steps
             )
         )
     else:
         scheduled_epochs = scheduled
-        rates = keras.callbacks.LearningRateScheduler(
+        rates = api.callbacks.LearningRateScheduler(
             schedules.learning_rate_schedule(
                 spec, learning_rate, retrain_learning_rate, retrain_epochs
             )
@@ -239,9 +301,10 @@ def compress(
         verbose=verbose,
         callbacks=tf_admm.callbacks(log_dir=log_dir, backup_dir=backup, delete_backup=False)
         + [
-            ResumeLog("ADMM", steps_per_epoch or len(train_ds), resumed),
+            _resume_log(api, "ADMM", steps_per_epoch or len(train_ds), resumed),
             rates,
-            PhaseTimer(model, phase_times),
+            (Keras3PhaseTimer if api is keras3 else PhaseTimer)(model, phase_times),
+            *callbacks,
         ],
     )
     return model, phase_times

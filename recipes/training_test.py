@@ -5,8 +5,8 @@ import os
 import numpy as np
 
 import tf_admm
-from recipes import schedules, training
-from tf_admm.compat import keras, tf
+from recipes import data, schedules, training
+from tf_admm.compat import keras, keras3, tf
 
 
 def _data(count=16, features=6, classes=4):
@@ -97,3 +97,37 @@ def test_spec_counting_steps_sets_the_learning_rate_per_step_and_retrains_after_
     # Each epoch counted in the phase it began in: two ADMM epochs, one of retraining.
     assert set(phase_times) == {"admm", "retrain"}
     assert all(seconds > 0 for seconds in phase_times.values())
+
+
+def test_keras3_data_order_follows_the_epoch_counter_as_tf_keras_follows_the_optimizer():
+    # Labels are the example indices; a map records the order in which fit draws them.
+    count, batch = 12, 4
+    images = np.zeros((count, 6), np.uint8)
+    indices = np.arange(count, dtype=np.int64)
+    counter = training.EpochCounter()
+    drawn: list[int] = []
+
+    def record(labels):
+        drawn.extend(labels.numpy().tolist())
+        return labels
+
+    def recorded(x, y):
+        y = tf.py_function(record, [y], tf.int64)
+        return x, tf.reshape(y, [-1])
+
+    keyed = data.epoch_keyed_batches(images, indices, batch, seed=3, epoch=lambda: counter.epoch)
+    keras3.utils.set_random_seed(0)
+    model = keras3.Sequential([keras3.Input((6,)), keras3.layers.Dense(count)])
+    model.compile(optimizer="sgd", loss=training.loss(keras3))
+    model.fit(keyed.map(recorded), epochs=2, verbose=0, callbacks=[counter])
+
+    def order(epoch):
+        fixed = data.epoch_keyed_batches(images, indices, batch, 3, lambda: tf.constant(epoch))
+        return [int(i) for _, labels in fixed for i in labels.numpy()]
+
+    assert order(0) != order(1)
+    # On JAX, fit first peeks at a batch (with its prefetch, two) of an iterator it then
+    # discards: a prefix of epoch 0's order.
+    peeked = len(drawn) - 2 * count
+    assert 0 <= peeked < count and drawn[:peeked] == order(0)[:peeked]
+    assert drawn[peeked:] == order(0) + order(1)

@@ -11,7 +11,9 @@ import dataclasses
 import numpy as np
 
 from tf_admm import cloning, grid, registry, storage
-from tf_admm.compat import keras
+from tf_admm.compat import keras, keras3
+from tf_admm.keras3 import registry as keras3_registry
+from tf_admm.keras3.wrapper import AdmmWrapper as Keras3Wrapper
 from tf_admm.wrapper import AdmmWrapper
 
 __all__ = [
@@ -47,7 +49,21 @@ class LayerCompression:
         return {**dataclasses.asdict(self), "sparsity": self.sparsity, "ratio": self.ratio}
 
 
+def _keras3_arrays(model):
+    for layer in keras3_registry.leaf_layers(model):
+        if isinstance(layer, Keras3Wrapper):
+            for slot in layer.slots:
+                yield layer.layer.name, slot.target.weight, slot.host_effective()
+        elif keras3_registry.supports(layer) and layer.built:
+            for name in keras3_registry.compressible_weights(layer):
+                variable, _ = keras3_registry.resolve(layer, name)
+                yield layer.name, name, keras3.ops.convert_to_numpy(variable)
+
+
 def _compressible_arrays(model: keras.Model):
+    if isinstance(model, keras3.Model):  # Keras 3 (``import keras``), on any backend.
+        yield from _keras3_arrays(model)
+        return
     for layer in cloning.leaf_layers(model):
         if isinstance(layer, AdmmWrapper):
             for slot in layer.slots:

@@ -5,6 +5,7 @@ import pytest
 
 import tf_admm
 from tf_admm import keras, report, storage
+from tf_admm.compat import keras3
 
 
 def _model():
@@ -58,3 +59,19 @@ def test_storage_report_reads_a_wrapped_model_through_its_effective_weights():
     wrapped.admm_wrappers[0].hard_project()
     rows = {r.layer: r for r in report.compression_table(wrapped)}
     assert rows["fc1"].nonzeros == 16
+
+
+def test_keras3_models_wrapped_or_stripped_are_read_through_the_keras3_registry():
+    inputs = keras3.Input((8,))
+    hidden = keras3.layers.Dense(16, name="fc1")(inputs)
+    model = keras3.Model(inputs, keras3.layers.Dense(4, name="fc2")(hidden))
+    spec = tf_admm.Spec(rules=[tf_admm.Rule(name="fc1", sparsity=0.75)], admm_rounds=1)
+    admm = tf_admm.admm_wrap(model, spec)
+    for wrapper in admm.admm_wrappers:
+        wrapper.hard_project()
+    expected = {"fc1": (128, 32), "fc2": (64, 64)}
+    for found in (admm, tf_admm.strip(admm)):
+        rows = {r.layer: (r.weights, r.nonzeros) for r in report.compression_table(found)}
+        assert rows == expected
+    layers = {la.name: la for la in report.storage_report(tf_admm.strip(admm)).layers}
+    assert layers["fc1"].num_nonzeros == 32 and layers["fc2"].num_nonzeros == 64

@@ -1,0 +1,179 @@
+"""The LeNet-5/MNIST recipes on Keras 3 (``--keras=3``), on TensorFlow here and on JAX in a
+subprocess, on a few batches of real MNIST; and their flag checks."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+import tf_admm
+from recipes import lenet5_mnist, lenet5_mnist_quant, stacks
+from tf_admm.compat import keras3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_71x.json")
+QUANT_CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_quant_167x.json")
+BUDGETS = {"conv1": 100, "conv2": 2000, "fc1": 3600, "fc2": 350}  # Ye et al. 71.2x config.
+
+pytestmark = pytest.mark.skipif(
+    keras3.backend.backend() != "tensorflow", reason="runs Keras 3 on TensorFlow in-process"
+)
+
+
+def _settings(tmp_path, data_dir, **overrides):
+    spec = dataclasses.replace(tf_admm.Spec.from_file(CONFIG), admm_rounds=1, retrain_rounds=1)
+    values = dict(
+        spec=spec,
+        model_dir=str(tmp_path),
+        data_dir=data_dir,
+        pretrain_epochs=1,
+        retrain_epochs=1,
+        train_batches=4,
+        verbose=0,
+        stack=stacks.Stack.KERAS3_TENSORFLOW,
+    )
+    values.update(overrides)
+    return lenet5_mnist.Settings(**values)
+
+
+def _kernel_nonzeros(model) -> dict[str, int]:
+    return {
+        la.name: int(np.count_nonzero(keras3.ops.convert_to_numpy(la.kernel)))
+        for la in model.layers
+        if hasattr(la, "kernel")
+    }
+
+
+def test_keras3_on_tensorflow_prunes_distills_and_exports_a_verified_file(tmp_path, mnist_data_dir):
+    results = lenet5_mnist.run(_settings(tmp_path, mnist_data_dir))
+    assert results["stack"] == "keras3_tensorflow"
+    assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == BUDGETS
+    assert results["distillation"]["weight"] == 0.5  # The recipe's default, on Keras 3 too.
+    model = keras3.models.load_model(results["model"])
+    assert isinstance(model, keras3.Model) and _kernel_nonzeros(model) == BUDGETS
+    lite = results["tflite"]
+    assert all(check["passed"] for check in lite["report"]["checks"])
+    assert abs(lite["accuracy"] - results["pruned_accuracy"]) <= 0.001
+    # Its own dense checkpoint: a tf_keras run in the same folder does not load it.
+    assert [f for f in os.listdir(tmp_path) if f.startswith("dense_")] == [
+        "dense_e1_s0_keras3_tensorflow_b4.weights.h5"
+    ]
+
+
+def test_keras3_on_tensorflow_prunes_and_quantizes_with_paper_bits(tmp_path, mnist_data_dir):
+    spec = dataclasses.replace(
+        tf_admm.Spec.from_file(QUANT_CONFIG),
+        admm_rounds=1,
+        retrain_rounds=0,
+        quant_admm_rounds=1,
+        quant_fractions=(1.0,),
+    )
+    results = lenet5_mnist.run(
+        _settings(tmp_path, mnist_data_dir, spec=spec, retrain_epochs=0, distill_weight=0.0)
+    )
+    model = keras3.models.load_model(results["model"])
+    bits = {"conv1": 3, "conv2": 3, "fc1": 2, "fc2": 3}
+    assert _kernel_nonzeros(model) == {"conv1": 200, "conv2": 1100, "fc1": 1120, "fc2": 150}
+    for name, b in bits.items():
+        kernel = keras3.ops.convert_to_numpy(model.get_layer(name).kernel)
+        assert len(np.unique(kernel[kernel != 0])) <= 2**b
+    storage = {layer["name"]: layer for layer in results["storage"]["layers"]}
+    assert {name: storage[name]["bits_per_value"] for name in bits} == bits
+    assert abs(results["tflite"]["accuracy"] - results["pruned_accuracy"]) <= 0.001
+
+
+def _jax_environment() -> dict[str, str]:
+    # Neither KERAS_BACKEND nor pytest's variables: the command itself picks the backend.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERAS_"))}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path, mnist_data_dir):
+    pytest.importorskip("jax", reason="pip install -e '.[test]' installs jax")
+    config = tmp_path / "config.json"
+    spec = tf_admm.Spec.from_file(CONFIG).to_dict()
+    config.write_text(json.dumps({**spec, "admm_rounds": 1, "retrain_rounds": 0}))
+    model_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "recipes.lenet5_mnist",
+        "--keras=3",
+        "--backend=jax",
+        f"--config={config}",
+        f"--model_dir={model_dir}",
+        f"--data_dir={mnist_data_dir}",
+        "--pretrain_epochs=1",
+        "--retrain_epochs=0",
+        "--train_batches=2",
+        "--verbose=0",
+    ]
+    done = subprocess.run(
+        command, env=_jax_environment(), cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, f"{done.stdout[-20000:]}\n--- stderr\n{done.stderr[-8000:]}"
+    with open(model_dir / "results.json", encoding="utf-8") as f:
+        results = json.load(f)
+    assert results["stack"] == "keras3_jax"
+    assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == BUDGETS
+    lite = results["tflite"]
+    # Exported on TensorFlow from the saved file, which computes what the JAX model did.
+    assert lite["exported_on"] == "tensorflow" and lite["keras_backend_max_diff"] < 1e-4
+    assert all(check["passed"] for check in lite["report"]["checks"])
+    assert abs(lite["accuracy"] - results["pruned_accuracy"]) <= 0.001
+    assert "TFLite: " in done.stdout and "test accuracy in LiteRT" in done.stdout
+
+
+def _flag_settings(argv, combined=False):
+    lenet5_mnist.flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver():
+        if combined:
+            lenet5_mnist_quant.use_defaults()
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["prog", *argv])
+        return lenet5_mnist.settings_from_flags()
+
+
+def test_flags_choose_the_stack_for_both_recipes():
+    assert _flag_settings([]).stack is stacks.Stack.TF_KERAS
+    assert _flag_settings(["--keras=3"]).stack is stacks.Stack.KERAS3_TENSORFLOW
+    combined = _flag_settings(["--keras=3", "--backend=jax"], combined=True)
+    assert combined.stack is stacks.Stack.KERAS3_JAX
+    assert combined.model_dir == "runs/lenet5_mnist_quant"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--backend=jax"], "--backend only with --keras=3"),
+        (["--keras=2", "--backend=tensorflow"], "--backend only with --keras=3"),
+        (
+            [
+                "--keras=3",
+                "--validation_examples=1000",
+                f"--config={lenet5_mnist.CONFIG_DIR}/lenet5_admm_167x_sensitivity.json",
+            ],
+            "'sensitivity' is not supported on Keras 3",
+        ),
+        (
+            ["--keras=3", f"--config={QUANT_CONFIG}", "--tflite_int8"],
+            "full-integer export of an ADMM-quantized Keras 3 model is not supported",
+        ),
+    ],
+)
+def test_unsupported_flag_combinations_are_usage_errors(argv, message):
+    with pytest.raises(lenet5_mnist.app.UsageError, match=message):
+        _flag_settings(argv)
+
+
+def test_unknown_keras_or_backend_is_refused_by_the_flag_parser():
+    for argv in (["--keras=4"], ["--keras=3", "--backend=torch"]):
+        with pytest.raises(flags.IllegalFlagValueError):
+            _flag_settings(argv)
