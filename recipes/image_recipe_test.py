@@ -47,6 +47,7 @@ TASK = image_task.ImageTask(
 def _settings(model_dir):
     spec = tf_admm.Spec(
         rules=[tf_admm.Rule(name="conv", keep=20), tf_admm.Rule(name="fc", keep=30)],
+        update_every=1,
         admm_rounds=1,
         retrain_rounds=1,
     )

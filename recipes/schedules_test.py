@@ -19,6 +19,7 @@ def test_constant_then_decay_switches_to_the_retraining_rate_at_start():
 def test_learning_rate_schedule_decays_between_stages_and_in_the_final_phase():
     spec = tf_admm.Spec(
         rules=[tf_admm.Rule(name="fc1", sparsity=0.9)],
+        update_every=1,
         admm_rounds=3,
         retrain_rounds=4,
         prune_stages=(0.5, 1.0),

@@ -251,6 +251,12 @@ def compress(
       The trained :class:`tf_admm.AdmmModel` and the seconds spent per phase (``admm``,
       ``retrain``, ``quant_admm``, ``quant_lock``, ``quant_retrain``, those that ran).
     """
+    if spec.automatic:
+        raise ValueError(
+            "Recipe: Expected a spec with a fixed schedule (the recipes count epochs from it); "
+            "received: update_every=None (the automatic schedule). Give update_every (and "
+            'update_unit, "step" or "epoch") in the config'
+        )
     api = stacks.api_of(dense)  # tf_keras, or Keras 3 on any backend.
     model = tf_admm.admm_wrap(dense, spec)
     compiled_loss = objective() if objective is not None else loss(api)

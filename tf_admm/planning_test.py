@@ -52,7 +52,7 @@ def test_plan_rows_under_a_default_rule_say_what_is_compressed_and_why_the_rest_
             "Conv2D",
             40,
             "default rule",
-            (WeightPlan(Target("kernel", 0.8, 1e-3), (3, 3, 1, 4), 7),),
+            (WeightPlan(Target("kernel", 0.8, 3e-4), (3, 3, 1, 4), 7),),
         ),
         LayerPlan(
             "bn",
@@ -68,7 +68,7 @@ def test_plan_rows_under_a_default_rule_say_what_is_compressed_and_why_the_rest_
             untouched=UNTOUCHED_MIXER,
         ),
         LayerPlan(
-            "fc", "Dense", 18, "default rule", (WeightPlan(Target("kernel", 0.8, 1e-3), (5, 3), 3),)
+            "fc", "Dense", 18, "default rule", (WeightPlan(Target("kernel", 0.8, 3e-4), (5, 3), 3),)
         ),
     )
     assert [row.warn for row in plan.layers] == [False, False, True, False]
@@ -81,8 +81,8 @@ def test_plan_rows_under_a_default_rule_say_what_is_compressed_and_why_the_rest_
     )
     assert text[1].split() == "layer type weight shape kept sparsity bits rho rule".split()
     rows = {line.split()[0]: line.split() for line in text[3:]}
-    assert rows["conv"] == "conv Conv2D kernel 3x3x1x4 7/36 80.00% - 0.001 default rule".split()
-    assert rows["fc"] == "fc Dense kernel 5x3 3/15 80.00% - 0.001 default rule".split()
+    assert rows["conv"] == "conv Conv2D kernel 3x3x1x4 7/36 80.00% - 0.0003 default rule".split()
+    assert rows["fc"] == "fc Dense kernel 5x3 3/15 80.00% - 0.0003 default rule".split()
     assert (
         rows["mixer"]
         == (
@@ -128,7 +128,7 @@ def test_plan_names_layers_no_rule_matches_and_rules_that_keep_everything(caplog
         "Conv2D",
         40,
         "rules[0] (name='conv')",
-        (WeightPlan(Target("kernel", 0.0, 1e-3), (3, 3, 1, 4), 36),),
+        (WeightPlan(Target("kernel", 0.0, 3e-4), (3, 3, 1, 4), 36),),
         reason=KEEPS_ALL,
     )
     assert rows["fc"] == LayerPlan(
