@@ -10,13 +10,15 @@ loading a file, and defining a callback.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 import tf_admm
 from tf_admm.compat import keras as tf_keras
-from tf_admm.compat import keras3
+from tf_admm.compat import keras3, tf
 
 TF_KERAS = "tf_keras"
 KERAS3 = f"keras3_{keras3.backend.backend()}"
@@ -134,3 +136,31 @@ class Stack:
         for counter in COUNTERS:
             state[counter] = int(self.host(getattr(admm, counter)))
         return state
+
+    def replicas(self, variable) -> int:
+        """On how many devices ``variable`` lives (a mirrored or replicated variable: 2)."""
+        inner = variable.value if self.is_keras3 else variable
+        sharding = getattr(inner, "sharding", None)  # JAX
+        if sharding is not None:
+            return len(sharding.device_set)
+        return len(getattr(inner, "values", None) or [inner])
+
+    @contextlib.contextmanager
+    def distributed(self, replicas: int = 2) -> Iterator[str]:
+        """Data parallelism over ``replicas`` CPU devices, as the backend offers it: a
+        ``tf.distribute.MirroredStrategy`` over virtual CPUs (root conftest.py makes two) on
+        TensorFlow, ``keras.distribution.DataParallel`` on JAX (started with
+        ``XLA_FLAGS=--xla_force_host_platform_device_count=2``). Yields what it used."""
+        if self.is_keras3 and keras3.backend.backend() == "jax":
+            devices = keras3.distribution.list_devices("cpu")[:replicas]
+            if len(devices) < replicas:
+                raise RuntimeError(f"Expected {replicas} JAX CPU devices; received {devices}")
+            with keras3.distribution.DataParallel(devices=devices).scope():
+                yield f"DataParallel({devices})"
+            return
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")][:replicas]
+        if len(devices) < replicas:
+            raise RuntimeError(f"Expected {replicas} virtual CPUs; received {devices}")
+        strategy = tf.distribute.MirroredStrategy(devices)
+        with strategy.scope():
+            yield f"MirroredStrategy({devices})"

@@ -17,6 +17,7 @@ the rows of ``tests/bad_input_test.py`` that take a model, with the same error t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -79,7 +80,9 @@ def test_table_passes_on_keras3_jax(backend):
     pytest.importorskip(backend, reason="pip install -e '.[test]' installs jax")
     command = [sys.executable, "-m", "pytest", "-q", "-rsx", "-p", "no:cacheprovider"]
     command += ["-p", "no:xdist", os.path.abspath(__file__)]
-    env = _environment(KERAS_BACKEND=backend, **{ONLY_KERAS3: "1"})
+    # Two CPU devices for the data-parallel row.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    env = _environment(KERAS_BACKEND=backend, XLA_FLAGS=flags.strip(), **{ONLY_KERAS3: "1"})
     result = subprocess.run(
         command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False
     )
@@ -272,6 +275,34 @@ def test_nonfinite_loss_stops_training_at_the_step(stack):
     with pytest.raises(tf_admm.NonFiniteError, match="loss=nan") as caught:
         admm.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=tf_admm.callbacks())
     assert caught.value.step == 1 and caught.value.epoch == 0
+
+
+def test_data_parallel_training_on_two_devices_matches_one_device(stack):
+    spec = tf_admm.Spec(
+        default=tf_admm.Rule(sparsity=0.75), update_unit="step", update_every=2, admm_rounds=2
+    )
+
+    def train(distributed: bool):
+        stack.reset(seed=5)
+        scope = stack.distributed() if distributed else contextlib.nullcontext("one device")
+        with scope as used:
+            admm = _wrap(stack, spec)
+            history = _fit(stack, admm, epochs=2, batches=4)
+        return admm, history.history["loss"], used
+
+    single, single_loss, _ = train(distributed=False)
+    parallel, parallel_loss, used = train(distributed=True)
+    assert parallel.phase is tf_admm.Phase.RETRAIN, used
+    kernel = stack.slot(parallel, "fc1").variable
+    assert stack.replicas(kernel) == 2 and stack.replicas(stack.slot(single, "fc1").variable) == 1
+    assert stack.state(parallel)["admm_step"] == stack.state(single)["admm_step"] == 8, used
+    # The same loss (with the penalty counted once, not once per replica) and the same weights.
+    np.testing.assert_allclose(parallel_loss, single_loss, rtol=1e-4, err_msg=used)
+    one, two = stack.kernels(tf_admm.strip(single)), stack.kernels(tf_admm.strip(parallel))
+    for name, kernel in one.items():
+        assert int(np.count_nonzero(two[name])) == int(np.count_nonzero(kernel)), (name, used)
+        np.testing.assert_array_equal(two[name] != 0, kernel != 0, err_msg=f"{name} {used}")
+        np.testing.assert_allclose(two[name], kernel, atol=1e-4, err_msg=f"{name} {used}")
 
 
 # Bad inputs: the rows of tests/bad_input_test.py that take a model, with its error text.
