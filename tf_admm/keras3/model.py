@@ -112,7 +112,6 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     return admm
 
 
-@keras.saving.register_keras_serializable(package="tf_admm")
 def _replicas_in_sync() -> int:
     """The replicas a tf.distribute strategy runs a step on (TensorFlow backend), else 1: on JAX
     a ``keras.distribution`` shards the batch inside one program whose loss is the mean."""
@@ -121,6 +120,7 @@ def _replicas_in_sync() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+@keras.saving.register_keras_serializable(package="tf_admm")
 class AdmmModel(keras.Model):
     """A Keras 3 functional model trained with ADMM. Build it with :func:`tf_admm.admm_wrap`."""
 
