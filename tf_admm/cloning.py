@@ -46,8 +46,8 @@ def check_built(model: keras.Model, *, subclassed: bool = True) -> None:
     """
     if not isinstance(model, keras.Model):
         raise ValueError(
-            f"Expected a tf_keras Model (import Keras through tf_admm.compat or tf_keras); "
-            f"received: model of type {type(model).__module__}.{type(model).__name__}"
+            "Expected a tf_keras Model (tf_admm.compat.keras) or a Keras 3 Model (import "
+            f"keras); received: model of type {type(model).__module__}.{type(model).__name__}"
         )
     if _is_graph_model(model):
         return

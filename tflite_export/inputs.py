@@ -82,15 +82,15 @@ def _check_keras3(model: Any) -> Any:
         )
     from tf_admm import keras3 as adapter  # the Keras 3 adapter's classes
 
-    wrapped = [
-        layer.name
-        for layer in model._flatten_layers(include_self=True)
-        if isinstance(layer, (adapter.AdmmWrapper, adapter.AdmmModel))
-    ]
-    if wrapped:
+    layers = list(model._flatten_layers(include_self=True))
+    # Worded as for tf_keras: the wrappers by name, else the AdmmModel itself.
+    wrapped = [layer.name for layer in layers if isinstance(layer, adapter.AdmmWrapper)]
+    admm_models = [layer.name for layer in layers if isinstance(layer, adapter.AdmmModel)]
+    if wrapped or admm_models:
+        received = f"AdmmWrapper layers={wrapped}" if wrapped else f"AdmmModel={admm_models}"
         raise ExportError(
             "Expected a stripped model without tf_admm wrappers: call tf_admm.strip(model) "
-            f"before exporting; received: tf_admm Keras 3 layers={wrapped}"
+            f"before exporting; received: {received}"
         )
     try:
         inputs = model.inputs

@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from tf_admm import phases, planning, resolution
+from tf_admm.compat import tf
 from tf_admm.keras3 import registry
 from tf_admm.keras3.access import ACCESS
 from tf_admm.keras3.wrapper import AdmmWrapper
@@ -111,6 +112,14 @@ def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
     return admm
 
 
+def _replicas_in_sync() -> int:
+    """The replicas a tf.distribute strategy runs a step on (TensorFlow backend), else 1: on JAX
+    a ``keras.distribution`` shards the batch inside one program whose loss is the mean."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 @keras.saving.register_keras_serializable(package="tf_admm")
 class AdmmModel(keras.Model):
     """A Keras 3 functional model trained with ADMM. Build it with :func:`tf_admm.admm_wrap`."""
@@ -179,8 +188,11 @@ class AdmmModel(keras.Model):
         penalty = self.admm_penalty()
         self.admm_step.assign_add(1)
         self.penalty_tracker.update_state(penalty)
-        # The reported training loss includes the penalty that is being minimised.
-        return loss + ops.cast(penalty, loss.dtype)
+        # The reported training loss includes the penalty that is being minimised. Under a
+        # tf.distribute strategy each of N replicas returns its loss over N, and the gradients
+        # are summed: Keras scales its own losses so (add_loss terms too); the penalty, the same
+        # on every replica, as well, or its pull would be N times too strong.
+        return loss + ops.cast(penalty, loss.dtype) / _replicas_in_sync()
 
     def admm_logs(self) -> dict[str, float]:
         """Residuals, rho, round, phase and per-layer sparsity, as of now (between steps)."""

@@ -80,9 +80,12 @@ def find(layer: keras.layers.Layer, weight) -> str:
     for name, variable in own.items():
         if weight is variable or weight in (name, variable.path):
             return name
+    # Worded as the tf_keras registry's error, with what a rule's weights takes as the keys.
+    paths = {name: variable.path for name, variable in own.items()}
     raise ValueError(
         f"Layer '{layer.name}' ({type(layer).__name__}): Expected a weight among its "
-        f"variables {sorted(own)}; received: weight={weight!r}"
+        f"variables (variable name: path) {paths}; received: weight={weight!r} "
+        "(no variable matches)"
     )
 
 
