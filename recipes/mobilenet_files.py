@@ -27,8 +27,8 @@ __all__ = [
     "TFMOT_LAYER_TYPES",
 ]
 
-# The layers tfmot's 2:4 arm wraps: plain convolutions and Dense (tfmot refuses depthwise
-# kernels for m_by_n, and one whose inputs are fewer than 4 is left dense).
+# The layers tfmot's 2:4 arm wraps: plain convolutions and Dense, as in bench.latency (depthwise
+# kernels stay dense; so does a layer prune_low_magnitude refuses).
 TFMOT_LAYER_TYPES = (keras.layers.Conv2D, keras.layers.Dense)
 
 
@@ -115,13 +115,15 @@ def export_file(
     *,
     representative_data: np.ndarray | None = None,
     sparse_converter: bool = False,
+    tolerance: verify.Int8Tolerance | None = None,
 ) -> dict[str, Any]:
     """Exports ``model`` to ``path`` and describes the file: bytes, MACs, parameters, LiteRT
     test accuracy.
 
     tf-admm's models go through :func:`tflite_export.export` (verified against Keras; with
     ``representative_data`` a full-integer file); ``sparse_converter`` converts with TFLite's
-    ``EXPERIMENTAL_SPARSITY`` instead, as tfmot users do for its 2:4 files.
+    ``EXPERIMENTAL_SPARSITY`` instead, as tfmot users do for its 2:4 files. ``tolerance``
+    is the full-integer file's (None: :class:`tflite_export.verify.Int8Tolerance`'s default).
     """
     if sparse_converter:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -131,7 +133,9 @@ def export_file(
             f.write(contents)
         exporter = "TFLiteConverter (EXPERIMENTAL_SPARSITY)"
     else:
-        report = tflite_export.export(model, path, representative_data=representative_data)
+        report = tflite_export.export(
+            model, path, representative_data=representative_data, tolerance=tolerance
+        )
         with open(path, "rb") as f:
             contents = f.read()
         exporter = "tflite_export" + (" (full int8)" if representative_data is not None else "")
