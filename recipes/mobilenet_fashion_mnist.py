@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import app, flags, logging
 
 import tf_admm
 from bench import common
@@ -211,16 +211,31 @@ def _train_data(settings: Settings, arrays, salt: int):
     return build
 
 
-def compression_spec(settings: Settings, steps_per_epoch: int) -> tf_admm.Spec:
-    """Filter pruning (and ``bits`` levels) of every plain convolution, Z/U counted in steps."""
+def compression_spec(
+    settings: Settings, steps_per_epoch: int, model: keras.Model | None = None
+) -> tf_admm.Spec:
+    """Filter pruning (and ``bits`` levels) of every plain convolution, Z/U counted in steps.
+
+    A convolution of ``model`` that keeps fewer weights than ``bits`` has levels (the stem's
+    117 at 60% and 8 bits) gets filter pruning alone, through a rule of its own before the
+    general one.
+    """
     update_every = min(settings.update_every, steps_per_epoch)
     rounds = max(1, settings.admm_epochs * steps_per_epoch // update_every)
-    rule: dict[str, Any] = {"layer_type": "Conv2D", "structure": "filter"}
-    rule["sparsity"] = settings.sparsity
-    if settings.bits:
-        rule["bits"] = settings.bits
+    prune = {"structure": "filter", "sparsity": settings.sparsity}
+    rules = []
+    if settings.bits and model is not None:
+        for layer in model.layers:
+            if type(layer) is not keras.layers.Conv2D:
+                continue
+            filters = int(layer.kernel.shape[-1])
+            kept_filters = filters - int(round(settings.sparsity * filters))
+            if kept_filters * int(np.prod(layer.kernel.shape[:-1])) < 2**settings.bits:
+                rules.append(tf_admm.Rule(name=layer.name, **prune))
+    bits = {"bits": settings.bits} if settings.bits else {}
+    rules.append(tf_admm.Rule(layer_type="Conv2D", **prune, **bits))
     return tf_admm.Spec(
-        rules=[tf_admm.Rule(**rule)],
+        rules=rules,
         update_every=update_every,
         update_unit="step",
         admm_rounds=rounds,
@@ -282,7 +297,7 @@ def run(settings: Settings) -> dict[str, Any]:
     keras.utils.set_random_seed(settings.seed)
     dense = models.mobilenet_fashion(width_multiplier=settings.width)
     name = _dense_name(settings, source)
-    training.pretrain(
+    dense_metrics = training.pretrain(
         dense,
         _train_data(settings, splits["train"], salt=0),
         test_ds,
@@ -296,8 +311,9 @@ def run(settings: Settings) -> dict[str, Any]:
         verbose=settings.verbose,
     )
     timings["pretrain"] = time.perf_counter() - start
+    logging.info("Dense test accuracy: %.4f", dense_metrics["accuracy"])
 
-    spec = compression_spec(settings, steps_per_epoch)
+    spec = compression_spec(settings, steps_per_epoch, dense)
     shaping = dataclasses.asdict(settings)
     for field in ("model_dir", "data_dir", "verbose", "int8", "threads", "rounds"):
         del shaping[field]

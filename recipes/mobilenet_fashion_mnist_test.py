@@ -127,8 +127,12 @@ def test_compression_spec_counts_rounds_in_steps_and_clips_the_update_interval()
     )
     tiny_spec = recipe.compression_spec(settings, steps_per_epoch=4)
     assert tiny_spec.update_every == 4 and tiny_spec.admm_rounds == 3
-    quantized = recipe.compression_spec(recipe.Settings(model_dir="unused", bits=8), 10)
-    assert quantized.rules[0].bits == 8 and quantized.quantizes
+    quantized = recipe.compression_spec(
+        recipe.Settings(model_dir="unused", bits=8), 10, models.mobilenet_fashion()
+    )
+    # The stem keeps 13 of its 32 3x3x1 filters: 117 weights, fewer than 8 bits' 256 levels.
+    assert [(rule.name, rule.bits) for rule in quantized.rules] == [("stem", None), (None, 8)]
+    assert quantized.quantizes
 
 
 @pytest.mark.parametrize(
