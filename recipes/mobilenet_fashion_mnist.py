@@ -216,8 +216,8 @@ def compression_spec(
 ) -> tf_admm.Spec:
     """Filter pruning (and ``bits`` levels) of every plain convolution, Z/U counted in steps.
 
-    A convolution of ``model`` that keeps fewer weights than ``bits`` has levels (the stem's
-    117 at 60% and 8 bits) gets filter pruning alone, through a rule of its own before the
+    A convolution of ``model`` that keeps fewer weights than ``bits`` has levels (the stem and
+    project1 at 60% and 8 bits) gets filter pruning alone, through a rule of its own before the
     general one.
     """
     update_every = min(settings.update_every, steps_per_epoch)

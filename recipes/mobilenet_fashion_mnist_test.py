@@ -130,8 +130,13 @@ def test_compression_spec_counts_rounds_in_steps_and_clips_the_update_interval()
     quantized = recipe.compression_spec(
         recipe.Settings(model_dir="unused", bits=8), 10, models.mobilenet_fashion()
     )
-    # The stem keeps 13 of its 32 3x3x1 filters: 117 weights, fewer than 8 bits' 256 levels.
-    assert [(rule.name, rule.bits) for rule in quantized.rules] == [("stem", None), (None, 8)]
+    # At 60%, the stem keeps 13 of its 32 3x3x1 filters (117 weights) and project1 6 of its
+    # 16 1x1x32 ones (192): fewer than 8 bits' 256 levels.
+    assert [(rule.name, rule.bits) for rule in quantized.rules] == [
+        ("stem", None),
+        ("project1", None),
+        (None, 8),
+    ]
     assert quantized.quantizes
 
 
