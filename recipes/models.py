@@ -250,3 +250,63 @@ def vgg16(
         h = layers.Dropout(dropout, name=f"drop{index}")(h)
     outputs = layers.Dense(num_classes, name="fc3")(h)
     return keras.Model(inputs, outputs, name="vgg16")
+
+
+# ----------------------------------------------------------------------------------------------
+# MobileNet-v2 style (Fashion-MNIST)
+# ----------------------------------------------------------------------------------------------
+
+# (expansion factor, output channels, stride) of each inverted residual block; a block whose
+# stride is 1 and whose input has its output's channels ends in a residual Add.
+MOBILENET_FASHION_BLOCKS = (
+    (1, 16, 1),
+    (6, 24, 2),
+    (6, 24, 1),
+    (6, 32, 1),
+    (6, 32, 1),
+)
+
+
+def mobilenet_fashion(num_classes: int = 10, width_multiplier: float = 1.0) -> keras.Model:
+    """A small MobileNet-v2 (Sandler et al. 2018) for 28x28x1 images.
+
+    Stem 3x3 convolution with stride 2 (32 channels, 14x14), the inverted residual blocks of
+    :data:`MOBILENET_FASHION_BLOCKS` (1x1 expansion, 3x3 depthwise, linear 1x1 projection,
+    BatchNorm after each convolution, ReLU6; residual Adds where shapes allow: ``add3`` and
+    ``add5``), a 1x1 head of 128 channels, global average pooling and a Dense classifier.
+    Channel counts are scaled by ``width_multiplier`` (rounded to multiples of 4). Convolutions
+    have no bias (their BatchNorm has one). At width 1: 2.4 M multiply-adds, 48,650 parameters.
+    """
+    _check_width(width_multiplier)
+    layers = keras.layers
+
+    def norm(h, label, relu=True):
+        h = layers.BatchNormalization(name=f"bn_{label}")(h)
+        return layers.ReLU(6.0, name=f"relu_{label}")(h) if relu else h
+
+    inputs = keras.Input((28, 28, 1), name="image")
+    h = layers.Conv2D(
+        _width(32, width_multiplier, 4), 3, strides=2, padding="same", use_bias=False, name="stem"
+    )(inputs)
+    h = norm(h, "stem")
+    for index, (expansion, channels, stride) in enumerate(MOBILENET_FASHION_BLOCKS, start=1):
+        x = h
+        channels = _width(channels, width_multiplier, 4)
+        if expansion > 1:
+            h = layers.Conv2D(
+                int(x.shape[-1]) * expansion, 1, use_bias=False, name=f"expand{index}"
+            )(h)
+            h = norm(h, f"expand{index}")
+        h = layers.DepthwiseConv2D(
+            3, strides=stride, padding="same", use_bias=False, name=f"depthwise{index}"
+        )(h)
+        h = norm(h, f"depthwise{index}")
+        h = layers.Conv2D(channels, 1, use_bias=False, name=f"project{index}")(h)
+        h = norm(h, f"project{index}", relu=False)
+        if stride == 1 and int(x.shape[-1]) == channels:
+            h = layers.Add(name=f"add{index}")([x, h])
+    h = layers.Conv2D(_width(128, width_multiplier, 4), 1, use_bias=False, name="head")(h)
+    h = norm(h, "head")
+    h = layers.GlobalAveragePooling2D(name="pool")(h)
+    outputs = layers.Dense(num_classes, name="classifier")(h)
+    return keras.Model(inputs, outputs, name="mobilenet_fashion")
