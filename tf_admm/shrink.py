@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 
 from tf_admm import cloning, grouping
-from tf_admm.strip import strip
 from tf_admm.compat import keras, tf
 from tf_admm.shrink_paths import (
     DEPTHWISE,
@@ -60,6 +59,7 @@ from tf_admm.shrink_paths import (
     describe,
     follow_channels,
 )
+from tf_admm.strip import strip
 
 __all__ = ["LayerShrink", "ShrinkError", "shrink", "shrink_plan"]
 
