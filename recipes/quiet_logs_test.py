@@ -1,10 +1,11 @@
 import logging
 import os
+import types
 
 import pytest
 from absl import logging as absl_logging
 
-from recipes import image_flags, image_recipe, lenet5_mnist, quiet_logs, training
+from recipes import image_flags, image_recipe, lenet5_mnist, quiet_logs, stacks, training
 from tf_admm.compat import tf
 
 
@@ -120,7 +121,9 @@ def _installed():
 
 def test_lenet5_main_installs_the_filter_before_running(loggers, monkeypatch):
     seen = []
-    monkeypatch.setattr(lenet5_mnist, "settings_from_flags", lambda: "settings")
+    # The stack this process runs, so that main does not restart the command on another backend.
+    settings = types.SimpleNamespace(stack=stacks.Stack.TF_KERAS)
+    monkeypatch.setattr(lenet5_mnist, "settings_from_flags", lambda: settings)
     monkeypatch.setattr(lenet5_mnist, "run", lambda settings: seen.append(_installed()))
     lenet5_mnist.main(["lenet5_mnist"])
     assert len(seen) == 1 and len(seen[0]) == 1
