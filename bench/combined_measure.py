@@ -11,8 +11,9 @@ import numpy as np
 
 import tf_admm
 import tflite_export
+from recipes import reporting
 from tf_admm.compat import keras, tf
-from tflite_export import flatbuffer, verify
+from tflite_export import flatbuffer
 from tflite_export.exporter import converter_for
 from tflite_export.keras_weights import SUPPORTED_LAYERS
 from tflite_export.report import gzip_size
@@ -34,15 +35,6 @@ def model_facts(model: keras.Model, plans) -> dict[str, Any]:
             nonzeros[layer.name] = int(np.count_nonzero(kernel))
             distinct[layer.name] = _distinct_nonzero(kernel)
     return {"nonzeros": nonzeros, "distinct_values": distinct}
-
-
-def _file_accuracy(data: bytes, test_ds) -> float:
-    correct = total = 0
-    for images, labels in test_ds:
-        (logits,) = verify.run(data, [images.numpy()])
-        correct += int(np.sum(np.argmax(logits, axis=-1) == labels.numpy()))
-        total += int(labels.shape[0])
-    return correct / total
 
 
 def converter_default(model: keras.Model) -> bytes:
@@ -71,7 +63,7 @@ def files(work_dir: str, stem: str, model: keras.Model, test_ds) -> dict[str, An
         "path": path,
         "file_bytes": len(data),
         "gzip_bytes": gzip_size(data),
-        "accuracy": _file_accuracy(data, test_ds),
+        "accuracy": reporting.litert_accuracy(data, test_ds)[0],
         "data": data,  # Removed before JSON; PCQAT's storage is read from it.
     }
     path = os.path.join(directory, f"{stem}_tflite_export.tflite")
@@ -89,7 +81,7 @@ def files(work_dir: str, stem: str, model: keras.Model, test_ds) -> dict[str, An
         "gzip_bytes": report.gzip_bytes,
         "float_file_bytes": report.float_file_bytes,
         "float_gzip_bytes": report.float_gzip_bytes,
-        "accuracy": _file_accuracy(exported, test_ds),
+        "accuracy": reporting.litert_accuracy(exported, test_ds)[0],
         "encodings": {w.label: w.encoding.value for w in report.weights},
     }
     if not report.weights:

@@ -14,13 +14,12 @@ import tflite_export
 from bench import latency_measure, latency_setup
 from bench.common import format_table, tfmot
 from bench.latency_files import macs
-from recipes import schedules, training
+from recipes import reporting, schedules, training
 from tf_admm.compat import keras, tf
 from tflite_export import verify
 
 __all__ = [
     "export_file",
-    "litert_accuracy",
     "measure_latency",
     "format_results",
     "tfmot_2of4",
@@ -93,16 +92,6 @@ def tfmot_2of4(
     return stripped, pruned_layers
 
 
-def litert_accuracy(data: bytes, test_ds: tf.data.Dataset) -> float:
-    """Accuracy of the ``.tflite`` file ``data`` on ``test_ds``, run in LiteRT."""
-    correct = total = 0
-    for images, labels in test_ds:
-        (logits,) = verify.run(data, [images.numpy()])
-        correct += int(np.sum(np.argmax(logits, axis=-1) == labels.numpy()))
-        total += int(labels.shape[0])
-    return correct / total
-
-
 def _nonzeros(model: keras.Model) -> int:
     return sum(int(np.count_nonzero(w)) for w in model.get_weights())
 
@@ -148,7 +137,7 @@ def export_file(
         "macs": macs(model),
         "params": int(model.count_params()),
         "nonzero_params": _nonzeros(model),
-        "litert_test_accuracy": litert_accuracy(contents, test_ds),
+        "litert_test_accuracy": reporting.litert_accuracy(contents, test_ds)[0],
     }
 
 

@@ -18,6 +18,7 @@ from tf_admm.compat import keras, tf
 __all__ = [
     "configured_bits",
     "export_tflite",
+    "litert_accuracy",
     "print_report",
     "summarize",
 ]
@@ -81,12 +82,33 @@ def export_tflite(
       Sizes, ratio, the LiteRT accuracy and the whole export report as a dict.
     """
     import tflite_export
-    from tflite_export import verify
 
     export_report = tflite_export.export(model, path, representative_data=representative_data)
     print(export_report.format())
     with open(path, "rb") as f:
         contents = f.read()
+    accuracy, top_k_accuracy = litert_accuracy(contents, test_ds, top_k)
+    results = {
+        "path": path,
+        "file_bytes": export_report.file_bytes,
+        "float_file_bytes": export_report.float_file_bytes,
+        "gzip_bytes": export_report.gzip_bytes,
+        "float_gzip_bytes": export_report.float_gzip_bytes,
+        "ratio_vs_float": export_report.compression_ratio,
+        "accuracy": accuracy,
+        "activations": "float32" if representative_data is None else "int8",
+        "report": export_report.to_dict(),
+    }
+    if top_k:
+        results[f"top{top_k}_accuracy"] = top_k_accuracy
+    return results
+
+
+def litert_accuracy(contents: bytes, test_ds, top_k: int = 0) -> tuple[float, float | None]:
+    """Top-1 accuracy of the ``.tflite`` file ``contents`` on ``test_ds`` (batches of images and
+    integer labels), run in LiteRT, and the top-``top_k`` accuracy (None when ``top_k`` is 0)."""
+    from tflite_export import verify
+
     correct = correct_top_k = total = 0
     for images, labels in test_ds:
         (logits,) = verify.run(contents, [images.numpy()])
@@ -96,20 +118,7 @@ def export_tflite(
             best = np.argsort(-logits, axis=-1)[:, :top_k]
             correct_top_k += int(np.sum(np.any(best == labels[:, None], axis=-1)))
         total += int(labels.shape[0])
-    results = {
-        "path": path,
-        "file_bytes": export_report.file_bytes,
-        "float_file_bytes": export_report.float_file_bytes,
-        "gzip_bytes": export_report.gzip_bytes,
-        "float_gzip_bytes": export_report.float_gzip_bytes,
-        "ratio_vs_float": export_report.compression_ratio,
-        "accuracy": correct / total,
-        "activations": "float32" if representative_data is None else "int8",
-        "report": export_report.to_dict(),
-    }
-    if top_k:
-        results[f"top{top_k}_accuracy"] = correct_top_k / total
-    return results
+    return correct / total, (correct_top_k / total if top_k else None)
 
 
 def print_report(
