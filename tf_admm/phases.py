@@ -115,30 +115,28 @@ def advance(model, unit: Unit) -> dict[str, Any]:
 def schedule(model, params: dict[str, Any] | None) -> None:
     """Fixes ``model.spec``'s automatic schedule for the ``fit`` that ``params`` describes
     (Keras' callback params: ``epochs``, ``steps``); nothing once the spec has its rounds."""
-    spec = model.spec
-    if not spec.automatic:
+    if not model.spec.automatic:
         return
     params = params or {}
-    model.spec = spec.scheduled_for(params.get("epochs") or 1, params.get("steps"))
-    rounds = model.spec.scheduled_rounds()
+    epochs, steps = params.get("epochs") or 1, params.get("steps")
+    spec = model.spec = model.spec.scheduled_for(epochs, steps)
+    rounds, unit = spec.scheduled_rounds(), spec.update_unit.value
     logging.info(
         "Automatic ADMM schedule: %d rounds of %d %s(s) (the first %.0f%% of this fit), then "
         "retraining",
         rounds,
-        model.spec.update_every,
-        model.spec.update_unit.value,
-        100 * model.spec.admm_fraction,
+        spec.update_every,
+        unit,
+        100 * spec.admm_fraction,
     )
-    total = (params.get("epochs") or 1) * (
-        (params.get("steps") or 1) if model.spec.update_unit is Unit.STEP else 1
-    )
-    if rounds * model.spec.update_every > total:
+    total = spec.units_in_fit(epochs, steps)
+    if rounds * spec.update_every > total:
         logging.warning(
             "This fit has %d %ss, fewer than the %d rounds of the automatic ADMM schedule: the "
             "hard projection comes in a later fit. Give fit the whole training budget at once, "
             "or set Spec(update_every=...)",
             total,
-            model.spec.update_unit.value,
+            unit,
             rounds,
         )
 
@@ -152,12 +150,13 @@ def warn_if_unpruned(model) -> None:
     done = read(model.admm_round)
     last_stage = spec.stage_at(done) == len(spec.prune_stages) - 1
     if Phase(read(model.admm_phase)) is Phase.ADMM or not last_stage:
+        final = spec.phase_boundaries()["prune_admm"]
         logging.warning(
             "Model '%s' is in pruning round %d of %d, before its final hard projection: its "
             "weights are not pruned yet, and the stripped model keeps them. Train on until "
             "round %d (spec.phase_boundaries()['prune_admm'])",
             model.name,
             done,
-            spec.phase_boundaries()["prune_admm"],
-            spec.phase_boundaries()["prune_admm"],
+            final,
+            final,
         )

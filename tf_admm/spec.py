@@ -275,9 +275,15 @@ class Spec:
                 "(update_every unset); received a dataset of unknown size. Pass "
                 "fit(steps_per_epoch=...), a dataset whose size is known, or Spec(update_every=...)"
             )
-        total = int(epochs) * (int(steps_per_epoch) if self.update_unit is Unit.STEP else 1)
+        total = self.units_in_fit(epochs, steps_per_epoch)
         length = max(1, int(self.admm_fraction * total // self.scheduled_rounds()))
         return dataclasses.replace(self, update_every=length)
+
+    def units_in_fit(self, epochs: int, steps_per_epoch: int | None) -> int:
+        """How many ``update_unit`` a ``fit`` of ``epochs`` epochs of ``steps_per_epoch`` steps
+        lasts (steps per epoch unknown: 1)."""
+        steps = int(steps_per_epoch or 1) if self.update_unit is Unit.STEP else 1
+        return int(epochs) * steps
 
     def _check_rule_rho(self) -> None:
         """A rule's own rho starts the schedule for its layers, so it must respect the cap.
