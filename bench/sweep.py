@@ -51,7 +51,7 @@ import tensorflow_datasets as tfds
 import tf_admm
 from bench import common
 from bench.common import tfmot
-from recipes import data, distillation, models, run_files
+from recipes import data, distillation, models, run_files, schedules
 from tf_admm.compat import keras, tf
 
 __all__ = [
@@ -212,11 +212,9 @@ def accuracy(model: keras.Model, arrays) -> float:
 
 
 def cosine_rate(step: int, start: int, steps: int, high: float, low: float) -> float:
-    """``high`` before ``start``, then a cosine from ``high`` to ``low`` over ``steps`` steps."""
-    done = step - start
-    if done < 0:
-        return high
-    return low + (high - low) * 0.5 * (1 + math.cos(math.pi * min(done / max(steps, 1), 1.0)))
+    """``high`` before ``start``, then a cosine from ``high`` to ``low`` over ``steps`` steps
+    (the recipes' :func:`recipes.schedules.cosine_decay`, counted in steps)."""
+    return schedules.cosine_decay(high, steps, start=start, final=low)(step, None)
 
 
 class _StepLearningRate(keras.callbacks.Callback):

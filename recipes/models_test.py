@@ -204,7 +204,7 @@ LENET5_CONFIGS = {
     "lenet5_admm_71x_2stages.json": ((100, 2_000, 3_600, 350), None),
     "lenet5_admm_71x_oneshot.json": ((100, 2_000, 3_600, 350), None),
     # 167x in the proportion 0.30 : 0.06 : 0.0025 : 0.06 kept (issue 13's reference run).
-    "lenet5_admm_167x.json": ((131, 1_311, 874, 262), None),
+    "lenet5_admm_167x_hand.json": ((131, 1_311, 874, 262), None),
     "lenet5_admm_167x_oneshot.json": ((45, 850, 1_520, 150), None),
     "lenet5_admm_quant.json": ((200, 1_100, 2_500, 250), (3, 3, 2, 3)),  # 106.3x, our default.
     "lenet5_admm_quant_105x.json": ((200, 1_400, 2_250, 250), (3, 3, 2, 3)),  # bench.combined.
@@ -214,6 +214,8 @@ LENET5_CONFIGS = {
 
 # Configs that give one target_ratio and let admm_wrap split it: the ratio.
 LENET5_SHARED_CONFIGS = {
+    "lenet5_admm_167x.json": 167,
+    "lenet5_admm_300x.json": 300,
     "lenet5_admm_167x_lamp.json": 167,
     "lenet5_admm_167x_lamp4.json": 167,
     "lenet5_admm_167x_lamp_steps.json": 167,

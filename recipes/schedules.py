@@ -8,22 +8,33 @@ Example:
 
     schedule = schedules.learning_rate_schedule(spec, 1e-3, 1e-3, retrain_epochs=12)
     model.fit(..., callbacks=[keras.callbacks.LearningRateScheduler(schedule)])
+
+The final phase decays by :func:`step_decay` (``decay="step"``) or along a cosine to a final
+rate (``decay="cosine"``, :func:`cosine_decay`, the frontier protocol's retraining).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import tf_admm
 from tf_admm.compat import keras, keras3
 
 __all__ = [
+    "DECAYS",
     "Keras3StepLearningRate",
     "StepLearningRate",
     "constant_then_decay",
+    "cosine_decay",
+    "decay_schedule",
     "learning_rate_schedule",
     "step_decay",
 ]
+
+# How the final phase's learning rate falls: the names the recipes' --retrain_decay takes.
+DECAYS = ("step", "cosine")
 
 
 def step_decay(base: float, epochs: int, start: int = 0) -> Callable[[int, float], float]:
@@ -38,12 +49,42 @@ def step_decay(base: float, epochs: int, start: int = 0) -> Callable[[int, float
     return schedule
 
 
+def cosine_decay(
+    base: float, epochs: int, start: int = 0, final: float = 1e-5
+) -> Callable[[int, float], float]:
+    """``base`` at ``start``, then along half a cosine to ``final`` after ``epochs`` epochs
+    (and ``final`` from then on)."""
+
+    def schedule(epoch, _):
+        done = min(max(epoch - start, 0) / max(epochs, 1), 1.0)
+        return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    return schedule
+
+
+def decay_schedule(
+    decay: str, base: float, epochs: int, start: int = 0, final: float = 1e-5
+) -> Callable[[int, float], float]:
+    """The final phase's schedule named ``decay`` (one of :data:`DECAYS`); ``final`` is the
+    cosine's last rate (step decay ends at a tenth of ``base`` whatever it is)."""
+    if decay == "step":
+        return step_decay(base, epochs, start=start)
+    if decay == "cosine":
+        return cosine_decay(base, epochs, start=start, final=final)
+    raise ValueError(f"Expected decay in {list(DECAYS)}; received: decay={decay!r}")
+
+
 def constant_then_decay(
-    learning_rate: float, retrain_learning_rate: float, start: int, epochs: int
+    learning_rate: float,
+    retrain_learning_rate: float,
+    start: int,
+    epochs: int,
+    decay: str = "step",
+    final_learning_rate: float = 1e-5,
 ) -> Callable[[int, float], float]:
     """``learning_rate`` before epoch ``start``, then ``epochs`` epochs from
-    ``retrain_learning_rate`` down by :func:`step_decay`."""
-    final = step_decay(retrain_learning_rate, epochs, start=start)
+    ``retrain_learning_rate`` down by :func:`decay_schedule` ``decay``."""
+    final = decay_schedule(decay, retrain_learning_rate, epochs, start, final_learning_rate)
 
     def schedule(epoch, lr):
         return learning_rate if epoch < start else final(epoch, lr)
@@ -52,7 +93,12 @@ def constant_then_decay(
 
 
 def learning_rate_schedule(
-    spec: tf_admm.Spec, learning_rate: float, retrain_learning_rate: float, retrain_epochs: int
+    spec: tf_admm.Spec,
+    learning_rate: float,
+    retrain_learning_rate: float,
+    retrain_epochs: int,
+    decay: str = "step",
+    final_learning_rate: float = 1e-5,
 ) -> Callable[[int, float], float]:
     """The learning rate schedule of :func:`recipes.training.compress`, counted in the spec's
     ``update_unit``.
@@ -60,13 +106,19 @@ def learning_rate_schedule(
     ``learning_rate`` through the scheduled rounds, except that the retraining between
     progressive pruning stages decays from it like the final retraining does; then
     ``retrain_epochs`` epochs (steps, for a spec counted in steps) from
-    ``retrain_learning_rate`` down by :func:`step_decay`. The schedule takes an epoch, or an
-    optimizer step for a spec counted in steps.
+    ``retrain_learning_rate`` down by ``decay`` (:func:`step_decay`, or :func:`cosine_decay`
+    to ``final_learning_rate``). The schedule takes an epoch, or an optimizer step for a spec
+    counted in steps.
     """
     every = spec.update_every
     scheduled_epochs = spec.scheduled_rounds() * every
     outer = constant_then_decay(
-        learning_rate, retrain_learning_rate, scheduled_epochs, retrain_epochs
+        learning_rate,
+        retrain_learning_rate,
+        scheduled_epochs,
+        retrain_epochs,
+        decay,
+        final_learning_rate,
     )
     stage_retraining = [
         ((start - spec.retrain_rounds) * every, start * every) for start in spec.stage_starts()[1:]

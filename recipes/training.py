@@ -209,6 +209,8 @@ def compress(
     log_dir: str,
     backup: str,
     resumed: dict[str, int],
+    retrain_decay: str = "step",
+    final_learning_rate: float = 1e-5,
     metrics: Callable[[], list[Any]] = accuracy_metrics,
     objective: Callable[[], keras.losses.Loss] | None = None,
     steps_per_epoch: int | None = None,
@@ -219,7 +221,8 @@ def compress(
 
     Adam at ``learning_rate`` through the scheduled rounds (pruning ADMM, retraining,
     quantization ADMM, locking), then ``retrain_epochs`` epochs of the final phase from
-    ``retrain_learning_rate`` down by :func:`recipes.schedules.step_decay`. The ADMM state is
+    ``retrain_learning_rate`` down by ``retrain_decay`` (:func:`recipes.schedules.step_decay`,
+    or a cosine to ``final_learning_rate``). The ADMM state is
     backed up in ``backup`` after every epoch (the caller removes it when all is done).
 
     A spec counted in epochs sets the learning rate per epoch. A spec counted in steps (Z/U
@@ -238,6 +241,9 @@ def compress(
       log_dir: TensorBoard directory.
       backup: BackupAndRestore directory of this run.
       resumed: gets ``{"ADMM": epochs}`` when the run resumed.
+      retrain_decay: how the final phase's learning rate falls, one of
+        :data:`recipes.schedules.DECAYS`.
+      final_learning_rate: the last learning rate of a cosine ``retrain_decay``.
       metrics: returns the metrics to compile with.
       objective: returns the loss to compile with (e.g. a
         :class:`recipes.distillation.DistillationLoss`, whose targets ``train_data`` yields);
@@ -272,14 +278,24 @@ def compress(
         )
         rates = step_rates(
             schedules.learning_rate_schedule(
-                spec, learning_rate, retrain_learning_rate, final_steps
+                spec,
+                learning_rate,
+                retrain_learning_rate,
+                final_steps,
+                retrain_decay,
+                final_learning_rate,
             )
         )
     else:
         scheduled_epochs = scheduled
         rates = api.callbacks.LearningRateScheduler(
             schedules.learning_rate_schedule(
-                spec, learning_rate, retrain_learning_rate, retrain_epochs
+                spec,
+                learning_rate,
+                retrain_learning_rate,
+                retrain_epochs,
+                retrain_decay,
+                final_learning_rate,
             )
         )
     phase_times: dict[str, float] = {}

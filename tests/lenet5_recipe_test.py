@@ -130,6 +130,7 @@ def test_recipe_distills_from_its_dense_model(tmp_path, mnist_data_dir):
     [
         ("lenet5_admm_167x_lamp.json", 1),
         ("lenet5_admm_167x_lamp_steps.json", 2),
+        ("lenet5_admm_167x.json", 2),  # The shipped protocol: one stage, cosine retraining.
         ("lenet5_admm_167x_sensitivity.json", 1),  # Measured on the validation split.
     ],
 )
@@ -142,10 +143,17 @@ def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
     spec = dataclasses.replace(
         tf_admm.Spec.from_file(config), admm_rounds=1, retrain_rounds=0, update_every=every
     )
+    decay = "cosine" if name == "lenet5_admm_167x.json" else "step"
     settings = _settings(
-        tmp_path, mnist_data_dir, spec=spec, validation_examples=1_000, export=False
+        tmp_path,
+        mnist_data_dir,
+        spec=spec,
+        validation_examples=1_000,
+        export=False,
+        retrain_decay=decay,
     )
     results = lenet5_mnist.run(settings)
+    assert results["retraining"]["decay"] == decay
     # 430,500 / 167 = 2,577.8: 2,578 kept, split by LAMP on the dense weights (or by the
     # sensitivities measured on the validation split).
     assert results["spec"]["allocation"] == spec.allocation.value
@@ -161,6 +169,37 @@ def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
     assert [f for f in os.listdir(tmp_path) if f.startswith("dense_")] == [
         "dense_e1_s0_v1000_b6.weights.h5"
     ]
+
+
+@pytest.mark.parametrize("ratio", [167, 300])
+def test_shipped_flagfiles_give_the_60_epoch_distilled_protocol(tmp_path, ratio):
+    # The command the README and docs give: --flagfile=recipes/configs/lenet5_admm_<R>x.flags,
+    # from the repository root (the config's path in the file is relative to it).
+    flag_values = lenet5_mnist.flags.FLAGS
+    path = os.path.join(lenet5_mnist.CONFIG_DIR, f"lenet5_admm_{ratio}x.flags")
+    args = flag_values.read_flags_from_files([f"--flagfile={path}"], force_gnu=False)
+    given = dict(arg.removeprefix("--").split("=", 1) for arg in args)
+    assert given.pop("config") == f"recipes/configs/lenet5_admm_{ratio}x.json"
+    assert given.pop("model_dir") == f"runs/lenet5_mnist_{ratio}x"
+    values = {name: flag_values[name].parser.parse(text) for name, text in given.items()}
+    root = os.path.dirname(os.path.dirname(lenet5_mnist.CONFIG_DIR))
+    values["config"] = os.path.join(root, "recipes", "configs", f"lenet5_admm_{ratio}x.json")
+    flag_values.mark_as_parsed()
+    with flagsaver.flagsaver(model_dir=str(tmp_path), **values):
+        settings = lenet5_mnist.settings_from_flags()
+    assert (settings.retrain_epochs, settings.retrain_decay) == (24, "cosine")
+    assert (settings.retrain_learning_rate, settings.final_learning_rate) == (1e-3, 1e-5)
+    assert (settings.distill_weight, settings.distill_temperature) == (0.5, 4.0)
+    assert settings.validation_examples == 5_000
+    spec = settings.spec
+    assert spec.target_ratio == ratio and spec.allocation is tf_admm.Allocation.LAMP
+    assert spec.prune_stages == (1.0,) and spec.update_unit is tf_admm.Unit.STEP
+    assert (spec.rho.initial, spec.rho.multiplier) == (3e-4, 1.028)
+    # 55,000 training images in batches of 128: 430 steps an epoch. The hard projection
+    # comes after 154 rounds of 100 steps, in the 36th epoch; 24 epochs of retraining follow.
+    steps_per_epoch = -(-55_000 // 128)
+    scheduled = spec.scheduled_rounds() * spec.update_every
+    assert (scheduled, -(-scheduled // steps_per_epoch)) == (15_400, 36)
 
 
 def test_sensitivity_allocation_without_a_validation_split_is_refused_before_training(
