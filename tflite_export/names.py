@@ -5,7 +5,9 @@ The converter names every tensor after the TensorFlow operations fused into it
 strings are a tenth of the file. At run time only the names of the inputs and outputs are read:
 ``interpreter.get_input_details()`` / ``get_output_details()`` report them and code looks tensors
 up by them; signature runners map the signature's own names (``serving_default``'s Keras input
-and output names) to tensor *indices*, not to tensor names.
+and output names) to tensor *indices*, not to tensor names. What the other names are still
+good for is reading the graph: viewers (Netron, Model Explorer) and ``get_tensor_details()``
+show them.
 
 :class:`TensorNames` is the ``tensor_names`` option of :func:`tflite_export.export`:
 
