@@ -12,10 +12,12 @@ convolution (``Rule(layer_type="Conv2D", structure="filter")``; residual partner
 filters, :func:`tf_admm.channel_groups`), Z/U every ``--update_every`` steps, then masked
 retraining; :func:`tf_admm.strip` and :func:`tf_admm.shrink` (the physically smaller network,
 checked to give the masked one's outputs); ``.tflite`` files of the dense model, the shrunk one
-(float, and full-int8 with ``--int8``) and tfmot's ``prune_low_magnitude(...,
-sparsity_m_by_n=(2, 4))`` trained for as many epochs as ADMM and retraining together; their
-LiteRT accuracy and interleaved latency medians in one run (1 and 2 threads). Choices are made
-on the validation split (the last 5,000 training images); the test set reports.
+(float, and full-int8 with ``--int8``), written by :func:`tflite_export.export` without the
+internal tensors' names (``tensor_names="io"``: inputs and outputs keep theirs), and of tfmot's
+``prune_low_magnitude(..., sparsity_m_by_n=(2, 4))`` trained for as many epochs as ADMM and
+retraining together (the converter's file, names kept); their LiteRT accuracy and
+interleaved latency medians in one run (1 and 2 threads). Choices are made on the validation
+split (the last 5,000 training images); the test set reports.
 
 Prints the table and writes ``results.json`` to ``--model_dir``.
 """

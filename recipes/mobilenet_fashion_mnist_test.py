@@ -12,7 +12,7 @@ import tf_admm
 from recipes import mobilenet_fashion_mnist as recipe
 from recipes import mobilenet_files, models
 from tf_admm.compat import keras
-from tflite_export import verify
+from tflite_export import flatbuffer, verify
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,13 @@ def test_exported_shrunk_file_gives_the_saved_keras_models_outputs(tiny):
     for runtime in (verify.Runtime.DEFAULT_DELEGATE, verify.Runtime.BUILTIN):
         (outputs,) = verify.run(contents, [images], runtime=runtime)
         np.testing.assert_allclose(outputs, small(images).numpy(), rtol=1e-4, atol=1e-4)
+    # Exported with tensor_names="io": only the input and the output keep their names.
+    interpreter = verify.litert_interpreter(contents, verify.Runtime.BUILTIN)
+    io_names = {
+        d["name"] for d in interpreter.get_input_details() + interpreter.get_output_details()
+    }
+    tensors = flatbuffer.read_model(contents).subgraphs[0].tensors
+    assert {flatbuffer.tensor_name(t) for t in tensors} == io_names | {""}
 
 
 def test_results_json_has_every_field_and_ratios_against_the_dense_file(tiny):

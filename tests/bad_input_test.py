@@ -820,6 +820,14 @@ CASES = [
         r"Expected a stripped model without tf_admm wrappers: call tf_admm.strip\(model\)",
     ),
     (
+        "export_tensor_names_unknown",
+        lambda env: tflite_export.export(
+            _model(), str(env.tmp_path / "m.tflite"), tensor_names="none"
+        ),
+        tflite_export.ExportError,
+        r"Expected tensor_names in \['keep', 'io'\]; received: tensor_names='none'",
+    ),
+    (
         "export_path_under_a_file",
         lambda env: tflite_export.export(
             _model(), os.path.join(_write(env.tmp_path, "f", ""), "m")

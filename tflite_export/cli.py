@@ -16,6 +16,8 @@ and outputs (``--int8_io`` for int8 ones)::
         --representative_data=mnist_train_500.npy
 
 ``--activations=float32`` keeps float32 compute and uses the samples only for verification.
+``--tensor_names=io`` drops the names of internal tensors (the converter's fused operation
+names), keeping those of the inputs and outputs.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ _TOLERANCE = flags.DEFINE_float(
     "top-1 agreement (tflite_export.verify.Int8Tolerance).",
     lower_bound=0,
 )
+_TENSOR_NAMES = flags.DEFINE_enum_class(
+    "tensor_names",
+    exporter.TensorNames.KEEP,
+    exporter.TensorNames,
+    "keep: the converter's tensor names; io: only the inputs' and outputs' names, the "
+    "internal tensors unnamed (a smaller file).",
+)
 _BATCH_SIZE = flags.DEFINE_integer(
     "verify_batch_size", 8, "Random verification samples when no data is given.", lower_bound=1
 )
@@ -128,6 +137,7 @@ def run(
     tolerance: float | None = None,
     batch_size: int = 8,
     json_path: str | None = None,
+    tensor_names: exporter.TensorNames | str = exporter.TensorNames.KEEP,
 ) -> ExportReport:
     """Loads ``model_path``, exports it to ``out`` and returns the report.
 
@@ -147,6 +157,7 @@ def run(
       tolerance: verification tolerance (``None``: the target's default).
       batch_size: random verification samples when no data is given.
       json_path: where to write the report as JSON, if anywhere.
+      tensor_names: ``keep`` or ``io`` (only input and output tensors named).
     """
     if not os.path.exists(model_path):
         raise exporter.ExportError(
@@ -174,6 +185,7 @@ def run(
         tolerance=tolerance,
         allow_float16=allow_float16,
         batch_size=batch_size,
+        tensor_names=tensor_names,
     )
     if json_path:
         with open(json_path, "w", encoding="utf-8") as handle:
@@ -213,6 +225,7 @@ def main(argv: Sequence[str]) -> None:
             tolerance=_TOLERANCE.value,
             batch_size=_BATCH_SIZE.value,
             json_path=_JSON.value,
+            tensor_names=_TENSOR_NAMES.value,
         )
     except exporter.ExportError as error:
         raise SystemExit(f"tflite_export: {error}") from None

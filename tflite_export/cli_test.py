@@ -9,7 +9,7 @@ from absl import app, flags
 from absl.testing import flagsaver
 
 import tf_admm
-from tflite_export import cli, exporter
+from tflite_export import cli, exporter, flatbuffer
 from tflite_export.testing import on_levels, prune, small_model
 
 
@@ -70,6 +70,21 @@ def test_main_prints_the_tables(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "flatbuffer overhead" in printed and "int8" in printed
     assert os.path.exists(out)
+
+
+def test_tensor_names_io_drops_internal_names_and_says_so(tmp_path, capsys):
+    out = str(tmp_path / "m.tflite")
+    with flagsaver.flagsaver(
+        model=_saved(tmp_path, small_model("conv2d")), out=out, tensor_names="io"
+    ):
+        cli.main(["tflite_export"])
+    printed = capsys.readouterr().out
+    assert "note: tensor_names='io': 7 internal tensor names dropped" in printed
+    with open(out, "rb") as handle:
+        tensors = flatbuffer.read_model(handle.read()).subgraphs[0].tensors
+    names = [flatbuffer.tensor_name(tensor) for tensor in tensors]
+    assert names[0] == "serving_default_image:0" and names[-1] == "StatefulPartitionedCall:0"
+    assert set(names[1:-1]) == {""}
 
 
 def test_main_rejects_stray_arguments_and_bad_layer_encodings(tmp_path):

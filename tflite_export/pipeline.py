@@ -13,7 +13,10 @@
    (:meth:`TargetPlugin.candidates`), those worth trying (:func:`~tflite_export.candidates.
    keep_options`);
 5. the smallest combination that passes verification (:meth:`TargetPlugin.select`);
-6. write the file and return its report (:meth:`TargetPlugin.report`).
+6. with ``tensor_names="io"``, that file re-encoded without its internal tensor names
+   (:func:`tflite_export.names.drop_names`) and verified again, as the combination was;
+7. write the file and return its report (:meth:`TargetPlugin.report`), whose bytes are those
+   of the file written.
 
 The targets: :mod:`tflite_export.float_target` (LiteRT, float32 activations),
 :mod:`tflite_export.integer_target` (LiteRT, full-integer) and
@@ -23,6 +26,7 @@ The targets: :mod:`tflite_export.float_target` (LiteRT, float32 activations),
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,11 +35,12 @@ import numpy as np
 
 from tf_admm.compat import keras
 from tflite_export import flatbuffer, verify
-from tflite_export.candidates import Candidate, keep_options, select_or_keep
+from tflite_export.candidates import Candidate, failure_reason, keep_options, select_or_keep
 from tflite_export.encodings import Encoding
-from tflite_export.errors import ExportError
+from tflite_export.errors import ExportError, VerificationError
 from tflite_export.inputs import batch_size_of, keras_outputs, prepare_inputs
 from tflite_export.keras_weights import keras_layers, kernel_weights
+from tflite_export.names import TensorNames, drop_names
 from tflite_export.report import ExportReport, FileBytes, WeightChoice, account, gzip_size
 from tflite_export.weights import WeightTensor
 
@@ -342,6 +347,7 @@ def run(
     encoding: Any,
     batch_size: int,
     seed: int,
+    tensor_names: TensorNames = TensorNames.KEEP,
 ) -> ExportReport:
     """Exports ``model`` to ``path`` for ``plugin``'s target (the steps in the module doc).
 
@@ -365,8 +371,17 @@ def run(
         )
         rejected[key] = list(skipped)
     plan, reasons, data, checks = plugin.select(options, requested, rejected, baseline_checks)
+    dropped = None
+    if tensor_names is TensorNames.IO:
+        data, dropped = drop_names(data)
+        checks = plugin.builder.check(data, plan)
+        if not all(c.passed for c in checks):  # pragma: no cover - no kernel reads these names
+            raise VerificationError(
+                "Expected the file without its internal tensor names to pass as it did with "
+                f"them; received: {failure_reason(checks)} (export with tensor_names='keep')"
+            )
     write(path, data)
-    return plugin.report(
+    report = plugin.report(
         path,
         data,
         checks,
@@ -376,3 +391,6 @@ def run(
         reasons=reasons,
         rejected=rejected,
     )
+    if dropped is not None:
+        report = dataclasses.replace(report, notes=(*report.notes, dropped.note()))
+    return report

@@ -8,7 +8,8 @@ checks the writer rather than repeating it. Every byte of the file falls in exac
   and indices arrays of each level) and **quantization bytes** (scale, zero point, min, max);
 * **metadata bytes**: buffers referenced by the model's metadata entries;
 * **overhead**: everything else (tables, vtables, shapes, names, operators, signatures,
-  vector length prefixes, alignment padding).
+  vector length prefixes, alignment padding); of it, **name bytes** are the tensor name strings
+  (``tensor_names="io"`` drops most, :mod:`tflite_export.names`).
 
 Their sum is the file size by construction; the tests check the parts against what was
 written (e.g. ``n`` bytes for ``n`` INT8 codes).
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tflite_export import flatbuffer
+from tflite_export import flatbuffer, names
 from tflite_export.encodings import Encoding
 from tflite_export.verify import RuntimeCheck
 from tflite_export.weights import SkippedWeight
@@ -101,11 +102,14 @@ class TensorBytes:
 
 @dataclasses.dataclass(frozen=True)
 class FileBytes:
-    """A file split into tensor parts, metadata and overhead (they sum to ``file_bytes``)."""
+    """A file split into tensor parts, metadata and overhead (they sum to ``file_bytes``);
+    ``name_bytes`` of the overhead are the tensor name strings
+    (:func:`tflite_export.names.string_bytes`)."""
 
     file_bytes: int
     tensors: tuple[TensorBytes, ...]
     metadata_bytes: int
+    name_bytes: int = 0
 
     @property
     def tensor_bytes(self) -> int:
@@ -176,10 +180,13 @@ def account(data: bytes, labels: dict[tuple[int, int], tuple[str, str]] | None =
     model = _schema.Model.GetRootAs(data, 0)
     counted_buffers: set[int] = set()
     rows = []
+    name_bytes = 0
     for subgraph_index in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(subgraph_index)
         for tensor_index in range(subgraph.TensorsLength()):
             tensor = subgraph.Tensors(tensor_index)
+            if tensor.Name() is not None:
+                name_bytes += names.string_bytes(len(tensor.Name()))
             buffer_index = tensor.Buffer()
             value_bytes = 0
             if buffer_index not in counted_buffers and buffer_index < model.BuffersLength():
@@ -217,7 +224,7 @@ def account(data: bytes, labels: dict[tuple[int, int], tuple[str, str]] | None =
         if buffer_index not in counted_buffers and buffer_index < model.BuffersLength():
             counted_buffers.add(buffer_index)
             metadata_bytes += _buffer_bytes(model.Buffers(buffer_index))
-    return FileBytes(len(data), tuple(rows), metadata_bytes)
+    return FileBytes(len(data), tuple(rows), metadata_bytes, name_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,6 +451,7 @@ class ExportReport:
             "tensor_bytes": self.file.tensor_bytes,
             "metadata_bytes": self.file.metadata_bytes,
             "overhead_bytes": self.file.overhead_bytes,
+            "name_bytes": self.file.name_bytes,
             "float_file_bytes": self.float_file_bytes,
             "gzip_bytes": self.gzip_bytes,
             "float_gzip_bytes": self.float_gzip_bytes,
@@ -482,7 +490,7 @@ class ExportReport:
         for t in self.file.tensors:
             byte_rows.append(
                 (
-                    t.label or _short(t.name),
+                    t.label or _short(t.name) or f"#{t.tensor} (no name)",
                     "x".join(map(str, t.shape)) or "scalar",
                     t.storage,
                     f"{t.value_bytes:,}",
@@ -537,6 +545,7 @@ class ExportReport:
             f"file:        {_kib(self.file_bytes):>14}   gzip {_kib(self.gzip_bytes):>14}",
             f"dense float: {_kib(self.float_file_bytes):>14}   gzip "
             f"{_kib(self.float_gzip_bytes):>14}   ({self.compression_ratio:.1f}x smaller)",
+            f"tensor names: {_kib(self.file.name_bytes):>13}   (of the flatbuffer overhead)",
         ]
         if self.uncompressed_file_bytes is not None:
             micro = self.target.startswith("tflm")

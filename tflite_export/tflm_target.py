@@ -27,7 +27,7 @@ from tflite_export.inputs import batch_size_of
 from tflite_export.integer import convert_int8
 from tflite_export.keras_weights import keras_kernels
 from tflite_export.pipeline import Target, TargetPlugin, as_encoding
-from tflite_export.report import ExportReport, FileBytes, LutBytes, WeightChoice, account, gzip_size
+from tflite_export.report import ExportReport, LutBytes, WeightChoice, account, gzip_size
 from tflite_export.tflm import (
     DEFAULT_FLOAT_TOLERANCE,
     DEFAULT_INT8_TOLERANCE,
@@ -210,7 +210,7 @@ def _report(
         else row
         for row in parts.tensors
     )
-    parts = FileBytes(parts.file_bytes, rows, parts.metadata_bytes)
+    parts = dataclasses.replace(parts, tensors=rows)
     row_of = {(row.subgraph, row.tensor): row for row in parts.tensors}
 
     def row_bytes(subgraph, tensor, field):
