@@ -291,9 +291,9 @@ def run(settings: Settings) -> dict[str, Any]:
     )
     kept = {name: int(np.count_nonzero(_kernel(masked, name))) for name in layer_rules}
     small = tf_admm.shrink(masked)
-    shrink_error = float(np.max(np.abs(small.predict(test[0], verbose=0) - masked.predict(
-        test[0], verbose=0
-    ))))
+    shrink_error = float(
+        np.max(np.abs(small.predict(test[0], verbose=0) - masked.predict(test[0], verbose=0)))
+    )
     models = {"dense": dense, "structured_masked": masked, "structured_shrunk": small}
     if settings.unstructured:
         exact = [tf_admm.Rule(name=name, keep=count) for name, count in kept.items()]
@@ -359,7 +359,8 @@ def run(settings: Settings) -> dict[str, Any]:
         "start": start,
         "run": run_files.provenance("bench.structured_lenet5", settings.seed),
         "rules": {
-            name: f"{rule.structure.value} {rule.sparsity:.0%}" for name, rule in layer_rules.items()
+            name: f"{rule.structure.value} {rule.sparsity:.0%}"
+            for name, rule in layer_rules.items()
         },
         "spec": spec.to_dict(),
         "kept": kept,
@@ -378,9 +379,7 @@ def run(settings: Settings) -> dict[str, Any]:
 
 def format_results(results: dict[str, Any]) -> str:
     """The table and its notes as plain text."""
-    table = common.format_table(
-        structured_table.header(results), structured_table.rows(results)
-    )
+    table = common.format_table(structured_table.header(results), structured_table.rows(results))
     lines = [table, "", *structured_table.notes(results)]
     if results["settings"]["dataset"] == "synthetic":
         lines.append("(synthetic data: accuracies say nothing about the task)")
