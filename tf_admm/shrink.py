@@ -146,10 +146,13 @@ def _plan_layer(model, layer, graph):
     zero = [int(o) for o in np.flatnonzero(~np.any(kernel.reshape(-1, filters) != 0, axis=0))]
     try:
         chain, consumer, offsets = follow_channels(model, layer, graph)
+        values = None if consumer is None else constant_inputs(layer, chain, offsets)
     except ShrinkError:
         if zero:
             raise
-        return None  # No zero filter: nothing to remove, whatever follows the layer.
+        # No zero filter: only channels the consumer ignores could go; a path shrink cannot
+        # follow (branches, dynamic shapes) keeps them, as it did before they were looked for.
+        return None
     names = tuple(step.name for step in chain)
     if consumer is None:
         if not zero:
@@ -157,7 +160,7 @@ def _plan_layer(model, layer, graph):
         reason = "its output is a model output"
         return LayerShrink(layer.name, filters, (), {o: reason for o in zero}, names, None), None
     flatten = next((s for s in chain if isinstance(s, _layers.Flatten)), None)
-    path = Chain(chain, consumer, constant_inputs(layer, chain, offsets), flatten, offsets)
+    path = Chain(chain, consumer, values, flatten, offsets)
     ignored = set(_unused(path, filters))
     unused = tuple(sorted(ignored - set(zero)))
     if not zero and not unused:

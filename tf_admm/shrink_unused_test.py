@@ -94,3 +94,23 @@ def test_zero_filter_with_a_fixed_output_the_consumer_ignores_leaves_without_fol
 
 def test_dense_model_is_not_planned_at_all():
     assert shrink_plan(_lenet_like()) == []
+
+
+def test_model_without_zero_filters_and_dynamic_shapes_or_branches_still_shrinks():
+    inputs = keras.Input((None, None, 3))  # No static shape: no fixed values to compute.
+    h = _layers.Conv2D(4, 3, name="conv1")(inputs)
+    outputs = [_layers.Conv2D(2, 1, name="a")(h), _layers.Conv2D(2, 1, name="b")(h)]
+    model = keras.Model(inputs, outputs)
+    assert shrink_plan(model) == []
+    small = shrink(model)
+    assert small.count_params() == model.count_params()
+
+
+def test_ignored_channel_after_a_dynamic_shape_is_kept_when_nothing_else_is_zero():
+    inputs = keras.Input((None, None, 3))
+    h = _layers.Conv2D(4, 3, name="conv1")(inputs)
+    outputs = _layers.Conv2D(2, 1, name="conv2")(h)
+    model = keras.Model(inputs, outputs)
+    _zero_rows(model, "conv2", [1])
+    small = shrink(model)  # Fixed values need static shapes: the ignored channel stays.
+    assert small.get_layer("conv1").kernel.shape == (3, 3, 3, 4)
