@@ -5,6 +5,7 @@ JSON read back into the same table and into docs/RESULTS.md's section.
 The accuracies of random labels mean nothing; shapes, counts and the table's arithmetic do.
 """
 
+import copy
 import json
 import re
 
@@ -111,3 +112,23 @@ def test_json_round_trip_gives_the_same_table_and_a_results_section(smoke, tmp_p
 def test_bad_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"received: {field}="):
         structured_lenet5.Settings(**{field: value})
+
+
+def test_multi_thread_median_far_above_one_thread_is_flagged(smoke):
+    _, doc = smoke
+    doc = copy.deepcopy(doc)
+    doc["files"][1]["latency"] = [
+        {"threads": 1, "median_us": 20.0, "x_faster": 1.0},
+        {"threads": 2, "median_us": 80.0, "x_faster": 0.25},
+    ]
+    doc["files"] = doc["files"][:2]
+    for entry in doc["files"]:
+        entry["latency"] = doc["files"][1]["latency"]
+    lines = structured_table.notes(doc)
+    flagged = [line for line in lines if "descheduled" in line]
+    assert flagged == [
+        "dense: the 2-thread median (80.0 µs) is 4.0x its 1-thread median; likely a "
+        "descheduled thread on a loaded machine: re-measure before quoting it.",
+        "unstructured, same kept counts: the 2-thread median (80.0 µs) is 4.0x its 1-thread "
+        "median; likely a descheduled thread on a loaded machine: re-measure before quoting it.",
+    ]

@@ -76,6 +76,27 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape)
 
 
+# A median this many times a file's own 1-thread median, at more threads, is not the file's.
+SUSPECT_FACTOR = 3.0
+
+
+def _suspect_latencies(doc: Mapping[str, Any]) -> list[str]:
+    """Rows whose multi-thread median is far above the same file's 1-thread median: on a
+    shared machine a descheduled worker thread makes every invoke wait, so re-measure them."""
+    found = []
+    for entry in doc["files"]:
+        by_threads = {r["threads"]: r["median_us"] for r in entry["latency"]}
+        single = by_threads.get(1)
+        for count, median in sorted(by_threads.items()):
+            if single and count > 1 and median > SUSPECT_FACTOR * single:
+                found.append(
+                    f"{VARIANTS.get(entry['name'], entry['name'])}: the {count}-thread median "
+                    f"({median:,.1f} µs) is {median / single:.1f}x its 1-thread median; likely a "
+                    "descheduled thread on a loaded machine: re-measure before quoting it."
+                )
+    return found
+
+
 def notes(doc: Mapping[str, Any]) -> list[str]:
     """The lines under the table: what was pruned, what shrink removed, what it could not."""
     s = doc["settings"]
@@ -94,6 +115,7 @@ def notes(doc: Mapping[str, Any]) -> list[str]:
         ),
     ]
     lines += doc.get("findings", [])
+    lines += _suspect_latencies(doc)
     lines.append(
         f"Shrunk outputs equal the masked model's within {doc['shrink_max_abs_error']:.1e} "
         "(max abs logit difference on test images)."
