@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -219,6 +220,11 @@ def _batches(arrays, batch_size: int) -> tf.data.Dataset:
 def _compress(settings, dense, layer_rules, train, label, resumed, timings):
     steps = -(-len(train[0]) // settings.batch_size)
     spec = _spec(settings, layer_rules, steps)
+    shaping = dataclasses.asdict(settings)
+    for field in ("work_dir", "data_dir", "verbose", "out", "command", "threads", "rounds"):
+        del shaping[field]
+    # A backup of its own per arm, settings and spec: a killed run resumes, another never does.
+    backup = run_files.backup_dir(settings.work_dir, label, shaping, spec.to_dict())
     keras.utils.set_random_seed(settings.seed)
     start = time.perf_counter()
     admm, _ = training.compress(
@@ -229,11 +235,12 @@ def _compress(settings, dense, layer_rules, train, label, resumed, timings):
         retrain_learning_rate=settings.learning_rate,
         retrain_epochs=settings.retrain_epochs,
         log_dir=os.path.join(settings.work_dir, f"logs_{label}"),
-        backup=os.path.join(settings.work_dir, f"backup_{label}"),
+        backup=backup,
         resumed=resumed,
         verbose=settings.verbose,
     )
     timings[label] = time.perf_counter() - start
+    shutil.rmtree(backup, ignore_errors=True)
     return tf_admm.strip(admm), spec
 
 
