@@ -13,6 +13,8 @@ Reads, where they exist (a missing one is named in the report, not an error):
   one-seed frontier protocol is refused: it is obsolete),
 * ``bench.combined`` outputs (``--combined``),
 * ``bench.overhead`` output (``--overhead``),
+* ``bench.structured_lenet5`` output (``--structured``): trained LeNet-5 with filter + column
+  pruning, shrunk, beside dense, unstructured and tfmot 2:4 in LiteRT,
 * more JSON files of the same benchmarks (``--compare``): each is set against the first file of
   the same benchmark and dataset, point by point, as a measure of run-to-run noise,
 * a recipe's ``--model_dir`` (``--recipe_dir``): its ``results.json`` and the TensorBoard logs
@@ -38,7 +40,7 @@ from typing import Any
 from absl import app, flags
 
 from bench import results_format as fmt
-from bench import results_recipe, results_sections
+from bench import results_recipe, results_sections, structured_table
 from bench.results_analysis import noise, shortfalls
 from bench.results_format import ObsoleteOutputError
 from bench.results_recipe import read_tensorboard
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_COMBINED",
     "DEFAULT_FRONTIER",
     "DEFAULT_OVERHEAD",
+    "DEFAULT_STRUCTURED",
     "PUBLISHED",
     "ObsoleteOutputError",
     "Settings",
@@ -63,12 +66,14 @@ DEFAULT_FRONTIER = (
 )
 DEFAULT_COMBINED = ("runs/bench/combined/combined_mnist.json",)
 DEFAULT_OVERHEAD = ("runs/bench/overhead.json",)
+DEFAULT_STRUCTURED = ("runs/bench/structured_lenet5.json",)
 DEFAULT_ABLATION = "bench/ablation_167x.json"
 
 _PRODUCERS = {
     "frontier": "python -m bench.frontier",
     "combined": "python -m bench.combined",
     "overhead": "python -m bench.overhead",
+    "structured": "python -m bench.structured_lenet5",
 }
 
 
@@ -88,6 +93,7 @@ class Settings:
       frontier: ``bench.frontier`` JSON files.
       combined: ``bench.combined`` JSON files.
       overhead: ``bench.overhead`` JSON files.
+      structured: ``bench.structured_lenet5`` JSON files.
       compare: more JSON files of any of the three: run-to-run noise against the first file
         of the same benchmark and dataset.
       recipe_dir: a recipe's model_dir (``results.json``, ``logs/train``), or None.
@@ -104,6 +110,7 @@ class Settings:
     frontier: tuple[str, ...] = DEFAULT_FRONTIER
     combined: tuple[str, ...] = DEFAULT_COMBINED
     overhead: tuple[str, ...] = DEFAULT_OVERHEAD
+    structured: tuple[str, ...] = DEFAULT_STRUCTURED
     compare: tuple[str, ...] = ()
     recipe_dir: str | None = None
     ablation: str | None = DEFAULT_ABLATION
@@ -135,7 +142,12 @@ def run(settings: Settings) -> dict[str, Any]:
     Returns:
       ``{"out": path, "plots": [paths], "missing": [paths], "markdown": text}``.
     """
-    loaded: dict[str, list[dict[str, Any]]] = {"frontier": [], "combined": [], "overhead": []}
+    loaded: dict[str, list[dict[str, Any]]] = {
+        "frontier": [],
+        "combined": [],
+        "overhead": [],
+        "structured": [],
+    }
     missing = []
     for kind in loaded:
         for path in getattr(settings, kind):
@@ -165,6 +177,7 @@ def run(settings: Settings) -> dict[str, Any]:
     frontiers = [d for d in firsts if d.get("benchmark") == "frontier"]
     combined = [d for d in firsts if d.get("benchmark") == "combined"]
     overheads = [d for d in firsts if d.get("benchmark") == "overhead"]
+    structured = [d for d in firsts if d.get("benchmark") == structured_table.BENCHMARK]
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     lines = [
         "# Results",
@@ -189,6 +202,8 @@ def run(settings: Settings) -> dict[str, Any]:
         lines += results_sections.combined(doc, settings.out, settings.plot_directory, outputs)
     for doc in overheads:
         lines += results_sections.overhead(doc)
+    for doc in structured:
+        lines += results_sections.structured(doc)
     if settings.recipe_dir:
         lines += results_recipe.section(
             settings.recipe_dir, recipe, settings.out, settings.plot_directory, outputs
@@ -198,7 +213,10 @@ def run(settings: Settings) -> dict[str, Any]:
             lines += results_sections.ablation(settings.ablation)
         else:
             missing.append(("ablation", settings.ablation))
-    lines += results_sections.shortfall(firsts)
+    # The structured table has no tfmot comparison the shortfall section knows yet.
+    lines += results_sections.shortfall(
+        [d for d in firsts if d.get("benchmark") != structured_table.BENCHMARK]
+    )
     lines += results_sections.noise(groups)
     if missing:
         lines += ["## Missing inputs", ""]
@@ -232,6 +250,9 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
         "overhead": flags.DEFINE_list(
             "overhead", list(defaults.overhead), "bench.overhead JSON outputs."
         ),
+        "structured": flags.DEFINE_list(
+            "structured", list(defaults.structured), "bench.structured_lenet5 JSON outputs."
+        ),
         "compare": flags.DEFINE_list(
             "compare", [], "More outputs of the same benchmarks, for run-to-run noise."
         ),
@@ -262,7 +283,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     values = {name: holder.value for name, holder in _FLAGS.items()}
-    for name in ("frontier", "combined", "overhead", "compare"):
+    for name in ("frontier", "combined", "overhead", "structured", "compare"):
         values[name] = tuple(values[name])
     # bench.common.command_line, without importing TensorFlow through bench.common.
     command = " ".join(

@@ -10,7 +10,15 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import ablation_table, comparisons, plots, results_analysis, results_recipe, tables
+from bench import (
+    ablation_table,
+    comparisons,
+    plots,
+    results_analysis,
+    results_recipe,
+    structured_table,
+    tables,
+)
 from bench import results_format as fmt
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "overhead",
     "published",
     "shortfall",
+    "structured",
 ]
 
 # The published figures this report sets ours beside. "key" names what we compare with.
@@ -357,6 +366,28 @@ def overhead(doc: Mapping[str, Any]) -> list[str]:
         fmt.table(tables.OVERHEAD_HEADER, tables.overhead_rows(doc)),
         "",
     ]
+
+
+def structured(doc: Mapping[str, Any]) -> list[str]:
+    """The :mod:`bench.structured_lenet5` table: trained LeNet-5, filter + column pruning,
+    shrunk, in LiteRT beside dense, unstructured and tfmot 2:4."""
+    run = doc.get("run") or {}
+    s = doc["settings"]
+    lines = [
+        f"## Structured pruning in LiteRT: LeNet-5 on {s.get('dataset', '?')}",
+        "",
+        fmt.provenance(doc),
+        f"- commit: {run.get('commit', '?')}",
+        "",
+        f"Dense {s['pretrain_epochs']} epochs; ADMM {s['admm_epochs']} epochs then "
+        f"{s['retrain_epochs']} of masked retraining (tfmot 2:4: "
+        f"{s['admm_epochs'] + s['retrain_epochs']} epochs); validation: the last "
+        f"{s['validation_examples']:,} training images.",
+        "",
+        fmt.table(structured_table.header(doc), structured_table.rows(doc)),
+        "",
+    ]
+    return lines + [f"- {note}" for note in structured_table.notes(doc)] + [""]
 
 
 def noise(groups: Mapping[tuple, list[Mapping[str, Any]]]) -> list[str]:

@@ -28,6 +28,7 @@ def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
             frontier=(frontier, missing),
             combined=(combined,),
             overhead=(overhead,),
+            structured=(),
             compare=(again,),
             ablation=None,
             out=str(out),

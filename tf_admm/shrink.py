@@ -24,6 +24,12 @@ and nothing needs folding.
 
 A consumer without bias gets one when a fixed value must be folded into it.
 
+Channels the consumer ignores leave too: an output channel of a Conv/Dense layer on a plain
+chain whose input rows in the consumer are all zero (column pruning of a Dense consumer,
+``Rule(structure="column")``, leaves such rows; after a Flatten every position of the channel
+must be zero) is removed with its filter, whatever it computes. So column pruning of fc2
+removes fc1's units, and of fc1 removes a conv channel when all of its positions go.
+
 Layers whose outputs meet at a residual Add (Multiply, Subtract, Average, Maximum, Minimum)
 or that feed several layers form channel groups (:mod:`tf_admm.grouping`): the channels zero
 in every member of a group leave every member, the per-channel layers on them and every
@@ -92,6 +98,9 @@ class LayerShrink:
       joins: the joins (Add, Multiply, ...) tying the group.
       consumers: every layer whose input channels are removed (for a group, all the layers
         reading its channels; ``consumer`` is the first).
+      unused: the removed channels that are not zero filters but that the consumer ignores
+        (its input rows for them are zero, as column pruning of a Dense consumer leaves them);
+        plain chains only, not groups.
     """
 
     layer: str
@@ -105,6 +114,7 @@ class LayerShrink:
     group: tuple[str, ...] = ()
     joins: tuple[str, ...] = ()
     consumers: tuple[str, ...] = ()
+    unused: tuple[int, ...] = ()
 
 
 def _graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
@@ -116,28 +126,56 @@ def _is_producer(layer) -> bool:
     return isinstance(layer, _PRODUCERS) and not isinstance(layer, _NOT_PRODUCERS)
 
 
+def _unused(path: Chain, filters: int) -> list[int]:
+    """The producer channels whose every input row of the consumer is zero: the consumer
+    ignores them, so they leave exactly whatever they hold (column pruning of a Dense leaves
+    such rows; after a Flatten a channel needs all of its positions' rows zero)."""
+    channels = list(range(filters))
+    kernel = path.consumer.kernel.numpy()
+    kernel = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])  # (taps, inputs, outputs)
+    unused = []
+    for channel, image in zip(channels, channel_images(channels, path.chain, path.offsets)):
+        if not np.any(kernel[:, path.rows(image), :]):
+            unused.append(channel)
+    return unused
+
+
 def _plan_layer(model, layer, graph):
     kernel = layer.kernel.numpy()
     filters = kernel.shape[-1]
     zero = [int(o) for o in np.flatnonzero(~np.any(kernel.reshape(-1, filters) != 0, axis=0))]
-    if not zero:
+    try:
+        chain, consumer, offsets = follow_channels(model, layer, graph)
+        values = None if consumer is None else constant_inputs(layer, chain, offsets)
+    except ShrinkError:
+        if zero:
+            raise
+        # No zero filter: only channels the consumer ignores could go; a path shrink cannot
+        # follow (branches, dynamic shapes) keeps them, as it did before they were looked for.
         return None
-    chain, consumer, offsets = follow_channels(model, layer, graph)
     names = tuple(step.name for step in chain)
     if consumer is None:
+        if not zero:
+            return None
         reason = "its output is a model output"
         return LayerShrink(layer.name, filters, (), {o: reason for o in zero}, names, None), None
     flatten = next((s for s in chain if isinstance(s, _layers.Flatten)), None)
-    path = Chain(chain, consumer, constant_inputs(layer, chain, offsets), flatten, offsets)
+    path = Chain(chain, consumer, values, flatten, offsets)
+    ignored = set(_unused(path, filters))
+    unused = tuple(sorted(ignored - set(zero)))
+    if not zero and not unused:
+        return None
     kept_zero: dict[int, str] = {}
-    removed = []
+    removed = list(unused)
     images = dict(zip(zero, channel_images(zero, chain, offsets)))
     for channel in zero:
-        reason = path.why_not(images[channel])
+        # A fixed output the consumer ignores needs no bias to stand for it.
+        reason = None if channel in ignored else path.why_not(images[channel])
         if reason is None:
             removed.append(channel)
         else:
             kept_zero[channel] = reason
+    removed.sort()
     carriable = [c for c in kept_zero if path.carriable(images[c])]
     carrier, carried = None, ()
     if len(carriable) >= 2:
@@ -154,7 +192,15 @@ def _plan_layer(model, layer, graph):
         kept_zero[removed[-1]] = "a layer keeps at least one filter"
         removed = removed[:-1]
     plan = LayerShrink(
-        layer.name, filters, tuple(removed), kept_zero, names, consumer.name, carrier, carried
+        layer.name,
+        filters,
+        tuple(removed),
+        kept_zero,
+        names,
+        consumer.name,
+        carrier,
+        carried,
+        unused=tuple(c for c in unused if c in set(removed)),
     )
     return plan, path
 
