@@ -15,9 +15,8 @@ rate (``decay="cosine"``, :func:`cosine_decay`, the frontier protocol's retraini
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 
 import tf_admm
 from tf_admm.compat import keras, keras3

@@ -48,7 +48,9 @@ def test_cosine_decay_runs_from_base_to_final_and_stays_there():
 def test_decay_schedule_names_step_and_cosine_and_refuses_others():
     assert schedules.decay_schedule("step", 1.0, 4)(3, None) == 0.1
     assert schedules.decay_schedule("cosine", 1.0, 4, final=0.0)(2, None) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match=r"decay in \['step', 'cosine'\]; received: decay='linear'"):
+    with pytest.raises(
+        ValueError, match=r"decay in \['step', 'cosine'\]; received: decay='linear'"
+    ):
         schedules.decay_schedule("linear", 1.0, 4)
 
 
