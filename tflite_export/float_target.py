@@ -25,6 +25,7 @@ import numpy as np
 
 from tf_admm.compat import keras
 from tflite_export import encodings, flatbuffer, verify
+from tflite_export.blocks import block_candidate
 from tflite_export.candidates import (
     LITERT_WORDING,
     OPERATOR_OVERHEAD,
@@ -62,6 +63,7 @@ _CODE_TENSOR_TYPES = {
 
 
 # What "auto" may choose for a float32 LiteRT file (float16 only where exact, unless allowed).
+# Not SPARSE_BLOCKS: the default delegate (XNNPACK) reads its filters as dense (blocks.py).
 _AUTO_FLOAT = (
     Encoding.FLOAT32,
     Encoding.SPARSE_FLOAT32,
@@ -238,6 +240,12 @@ def _candidates(
             found.append(_dense_candidate(values))
         elif encoding is Encoding.SPARSE_FLOAT32:
             found.append(_sparse_float_candidate(values))
+        elif encoding is Encoding.SPARSE_BLOCKS:
+            blocks = block_candidate(weight, values)
+            if isinstance(blocks, str):
+                skipped.append((encoding.value, blocks))
+            else:
+                found.append(blocks)
         elif encoding is Encoding.LEVELS:
             if fit is None:
                 skipped.append((encoding.value, distinct_detail(values)))
