@@ -21,11 +21,14 @@ values, which would make it larger than the unblocked CSR layout).
 
 The finding that decides how it is used (measured with ``ai_edge_litert`` 2.3.0, TF 2.21, see
 ``docs/experiments.md``): the XNNPACK delegate, LiteRT's default, claims such a
-FULLY_CONNECTED node and reads the sparse filter as if it were dense, giving wrong outputs
-(NaN). The encoding therefore never passes verification with the default delegate: "auto" does
-not offer it, and asking for it fails verification, with the default delegate named. Files
-meant for the builtin kernels only (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``) can be
-written with :func:`apply_block_layout` on a converted file.
+FULLY_CONNECTED node and reads the sparse filter as if it were dense, past the end of its
+buffer: NaN outputs on small layers, a segmentation fault on large ones. So verification never
+runs a file holding block layouts with the default delegate (it would crash the exporting
+process); its default-delegate check fails with :data:`DEFAULT_DELEGATE_PROBLEM`. "auto" does
+not offer the encoding, and asking for it fails verification, naming that reason. Files meant
+for the builtin kernels only (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``) can be
+written with :func:`apply_block_layout` on a converted file; :func:`default_delegate_outcome`
+runs one with XNNPACK in a child process, to watch for a LiteRT release that fixes this.
 
 Example:
   >>> w = np.zeros((2, 8), np.float32); w[0, 4:8] = 1.0; w[1, 0:4] = 2.0
@@ -40,6 +43,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 
@@ -50,6 +57,7 @@ from tflite_export.weights import WeightTensor
 
 __all__ = [
     "BLOCK",
+    "DEFAULT_DELEGATE_PROBLEM",
     "MAX_STORED_ZERO_FRACTION",
     "BlockLayout",
     "apply_block_layout",
@@ -57,6 +65,7 @@ __all__ = [
     "block_layout",
     "block_problem",
     "block_sparsity_parameters",
+    "default_delegate_outcome",
     "densify_blocks",
     "is_block_sparse",
 ]
@@ -66,6 +75,12 @@ BLOCK = 4
 # Stored blocks may be at most this fraction zeros: beyond, the blocks hold so many explicit
 # zeros that the pattern is not "whole blocks" (and CSR without blocks is smaller).
 MAX_STORED_ZERO_FRACTION = 0.25
+
+# Why a file with block layouts is not run with the default delegate (see the module doc).
+DEFAULT_DELEGATE_PROBLEM = (
+    "not run: XNNPACK claims FULLY_CONNECTED nodes with a block-sparse filter and reads the "
+    "filter as dense (NaN outputs or a segmentation fault, ai_edge_litert 2.3.0)"
+)
 
 _schema = flatbuffer.schema
 _FULLY_CONNECTED = "FULLY_CONNECTED"
@@ -237,3 +252,38 @@ def block_candidate(weight: WeightTensor, values: np.ndarray) -> Candidate | str
     # No added tensor or operator; the sparsity table costs about what an operator does.
     estimate = layout.stored_bytes + OPERATOR_OVERHEAD
     return Candidate(Encoding.SPARSE_BLOCKS, estimate, layout.detail(), values, apply)
+
+
+_CHILD = """
+import sys
+import numpy as np
+from tflite_export import verify
+data = open(sys.argv[1], "rb").read()
+arrays = np.load(sys.argv[2])
+(outputs,) = verify.run(data, [arrays["inputs"]], runtime=verify.Runtime.DEFAULT_DELEGATE)
+print(float(np.max(np.abs(outputs.astype(np.float64) - arrays["expected"]))))
+"""
+
+
+def default_delegate_outcome(data: bytes, inputs: np.ndarray, expected: np.ndarray) -> str:
+    """Runs a one-input, one-output file with the default delegate in a child process: the
+    largest output difference from ``expected`` (``"max|diff|=..."``), or how the child died
+    (``"crashed: signal 11"``)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.tflite")
+        with open(path, "wb") as handle:
+            handle.write(bytes(data))
+        arrays = os.path.join(directory, "arrays.npz")
+        np.savez(arrays, inputs=inputs, expected=expected)
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, path, arrays],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            check=False,
+        )
+    if child.returncode < 0:
+        return f"crashed: signal {-child.returncode}"
+    if child.returncode:
+        return f"failed: {child.stderr.strip().splitlines()[-1]}"
+    return f"max|diff|={float(child.stdout.split()[-1]):.3g}"
