@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tf_admm.compat import keras
-from tflite_export import blocks, exporter, flatbuffer, verify
+from tflite_export import blocks, exporter, flatbuffer, report, verify
 from tflite_export.candidates import build_file
 from tflite_export.conversion import convert_float
 from tflite_export.encodings import Encoding
@@ -141,6 +141,18 @@ def test_block_file_feeds_the_filter_to_fully_connected_and_the_builtin_kernel_g
     expected = model(x).numpy()
     (builtin,) = verify.run(data, [x], runtime=verify.Runtime.BUILTIN)
     assert float(np.max(np.abs(builtin - expected))) < 1e-5
+
+
+def test_block_file_bytes_are_accounted_exactly_with_the_block_index_arrays():
+    filter_values = _block_sparse(32, 64, 0.1)
+    _, data = _block_file(_mlp(filter_values))
+    parts = report.account(data)
+    assert parts.tensor_bytes + parts.metadata_bytes + parts.overhead_bytes == len(data)
+    layout = blocks.block_layout(filter_values)
+    row = next(t for t in parts.tensors if t.index_bytes)
+    assert row.value_bytes == 4 * layout.values.size
+    # Segments and indices, plus the int32 traversal order (3) and block map (1).
+    assert row.index_bytes == layout.stored_bytes - 4 * layout.values.size + 4 * (3 + 1)
 
 
 def test_xnnpack_reads_the_block_filter_as_dense_so_the_default_delegate_gets_it_wrong():
