@@ -56,6 +56,7 @@ from tflite_export.encodings import Encoding, index_dtype
 from tflite_export.weights import WeightTensor
 
 __all__ = [
+    "AUTO_PROBLEM",
     "BLOCK",
     "DEFAULT_DELEGATE_PROBLEM",
     "MAX_STORED_ZERO_FRACTION",
@@ -80,6 +81,11 @@ MAX_STORED_ZERO_FRACTION = 0.25
 DEFAULT_DELEGATE_PROBLEM = (
     "not run: XNNPACK claims FULLY_CONNECTED nodes with a block-sparse filter and reads the "
     "filter as dense (NaN outputs or a segmentation fault, ai_edge_litert 2.3.0)"
+)
+# What "auto" says of a weight the block layout would store.
+AUTO_PROBLEM = (
+    "not chosen by auto: the weights are whole 1x4 blocks, but XNNPACK, the default delegate, "
+    "reads the block layout as dense (see tflite_export.blocks)"
 )
 
 _schema = flatbuffer.schema

@@ -211,7 +211,11 @@ def test_asking_for_sparse_blocks_on_a_convolution_is_refused_naming_the_operato
 
 def test_auto_never_writes_block_layout(tmp_path):
     model = _mlp(_block_sparse(32, 64, 0.1))
-    report = exporter.export(model, str(tmp_path / "auto.tflite"))
-    choice = next(w for w in report.weights if w.label == "fc1")
+    exported = exporter.export(model, str(tmp_path / "auto.tflite"))
+    choice = next(w for w in exported.weights if w.label == "fc1")
     assert choice.encoding is Encoding.SPARSE_FLOAT32
-    assert all(c.passed for c in report.checks)
+    assert ("sparse_blocks", blocks.AUTO_PROBLEM) in choice.rejected
+    assert all(c.passed for c in exported.checks)
+    # Weights that are not whole blocks get no such entry.
+    head = next(w for w in exported.weights if w.label == "head")
+    assert all(name != "sparse_blocks" for name, _ in head.rejected)

@@ -25,7 +25,7 @@ import numpy as np
 
 from tf_admm.compat import keras
 from tflite_export import encodings, flatbuffer, verify
-from tflite_export.blocks import DEFAULT_DELEGATE_PROBLEM, block_candidate
+from tflite_export.blocks import AUTO_PROBLEM, DEFAULT_DELEGATE_PROBLEM, block_candidate
 from tflite_export.candidates import (
     LITERT_WORDING,
     OPERATOR_OVERHEAD,
@@ -412,12 +412,13 @@ class FloatPlugin(TargetPlugin):
 
     def candidates(self, weight, forced):
         allowed = [forced] if forced is not None else list(_AUTO_FLOAT)
-        return _candidates(
-            weight,
-            self.values[(weight.subgraph, weight.tensor)],
-            allowed,
-            lossy_float16=self.allow_float16 or forced is not None,
+        values = self.values[(weight.subgraph, weight.tensor)]
+        found, skipped = _candidates(
+            weight, values, allowed, lossy_float16=self.allow_float16 or forced is not None
         )
+        if forced is None and not isinstance(block_candidate(weight, values), str):
+            skipped.append((Encoding.SPARSE_BLOCKS.value, AUTO_PROBLEM))
+        return found, skipped
 
     def report(self, path, data, checks, *, model, inputs, plan, reasons, rejected) -> ExportReport:
         return litert_report(
