@@ -83,6 +83,10 @@ class Encoding(str, enum.Enum):
     ``INT8``: symmetric per-channel INT8, step ``max|w| / 127`` (TFLite's dynamic-range weight
     quantization), expanded by DEQUANTIZE. Lossy: never chosen unless asked for.
     ``SPARSE_INT8``: the same INT8 codes in the sparse format, DENSIFY then DEQUANTIZE. Lossy.
+    ``SPARSE_BLOCKS``: a FULLY_CONNECTED filter whose zeros are whole 1x4 blocks, as float32
+    in the schema's block layout, read by the FULLY_CONNECTED kernel itself (no DENSIFY;
+    :mod:`tflite_export.blocks`). Exact, but the XNNPACK delegate (LiteRT's default) reads
+    such a filter as dense and fails verification: only when asked for, never by "auto".
 
     Full-integer files (LiteRT with int8 activations, ``tflm_int8``), where the kernels read
     INT8 weights themselves:
@@ -109,6 +113,7 @@ class Encoding(str, enum.Enum):
     INT8 = "int8"
     SPARSE_INT8 = "sparse_int8"
     LUT = "lut"
+    SPARSE_BLOCKS = "sparse_blocks"
 
     @property
     def exact(self) -> bool:

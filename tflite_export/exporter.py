@@ -146,7 +146,10 @@ def export(
         fails verification raises; ``"auto"`` falls back and says why in the report. The
         TFLite Micro targets take ``"lut"`` and the dense ``"float32"`` (``tflm``) or
         ``"int8"`` (``tflm_int8``); full-integer LiteRT takes ``"int8"``,
-        ``"sparse_int8"``, ``"levels"`` and ``"sparse_levels"``.
+        ``"sparse_int8"``, ``"levels"`` and ``"sparse_levels"``. ``"sparse_blocks"`` (1x4
+        block-sparse FULLY_CONNECTED filters read by the kernel, :mod:`tflite_export.blocks`)
+        is never chosen by ``"auto"`` and fails verification when asked for: XNNPACK, the
+        default delegate, reads such filters as dense.
       tolerance: an output passes when ``max|tflite - keras| <= tolerance * max(1, max|keras|)``.
         Lossy weights (``int8``, inexact ``float16``) are checked against the float file
         holding the decoded weights. By default 1e-4, and 0.1 for ``tflm_int8`` (the int8

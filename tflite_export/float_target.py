@@ -25,6 +25,7 @@ import numpy as np
 
 from tf_admm.compat import keras
 from tflite_export import encodings, flatbuffer, verify
+from tflite_export.blocks import AUTO_PROBLEM, DEFAULT_DELEGATE_PROBLEM, block_candidate
 from tflite_export.candidates import (
     LITERT_WORDING,
     OPERATOR_OVERHEAD,
@@ -62,6 +63,7 @@ _CODE_TENSOR_TYPES = {
 
 
 # What "auto" may choose for a float32 LiteRT file (float16 only where exact, unless allowed).
+# Not SPARSE_BLOCKS: the default delegate (XNNPACK) reads its filters as dense (blocks.py).
 _AUTO_FLOAT = (
     Encoding.FLOAT32,
     Encoding.SPARSE_FLOAT32,
@@ -238,6 +240,12 @@ def _candidates(
             found.append(_dense_candidate(values))
         elif encoding is Encoding.SPARSE_FLOAT32:
             found.append(_sparse_float_candidate(values))
+        elif encoding is Encoding.SPARSE_BLOCKS:
+            blocks = block_candidate(weight, values)
+            if isinstance(blocks, str):
+                skipped.append((encoding.value, blocks))
+            else:
+                found.append(blocks)
         elif encoding is Encoding.LEVELS:
             if fit is None:
                 skipped.append((encoding.value, distinct_detail(values)))
@@ -317,14 +325,23 @@ class _Builder(FileBuilder):
         return self._lossy_reference[lossy]
 
     def check(self, data: bytes, plan) -> tuple[verify.RuntimeCheck, ...]:
-        return verify.check_outputs(
+        # XNNPACK reads block-sparse filters as dense and may crash this process: not run.
+        blocks = any(c.encoding is Encoding.SPARSE_BLOCKS for c in plan.values())
+        checks = verify.check_outputs(
             data,
             self.inputs,
             self._expected(plan),
             tolerance=self.tolerance,
             input_names=self.input_names,
             output_names=self.output_names,
+            runtimes=(verify.Runtime.BUILTIN,) if blocks else verify.LITERT_RUNTIMES,
         )
+        if blocks:
+            skipped = verify.RuntimeCheck(
+                verify.Runtime.DEFAULT_DELEGATE, error=DEFAULT_DELEGATE_PROBLEM
+            )
+            checks = (skipped, *checks)
+        return checks
 
 
 def _file_notes(
@@ -395,12 +412,13 @@ class FloatPlugin(TargetPlugin):
 
     def candidates(self, weight, forced):
         allowed = [forced] if forced is not None else list(_AUTO_FLOAT)
-        return _candidates(
-            weight,
-            self.values[(weight.subgraph, weight.tensor)],
-            allowed,
-            lossy_float16=self.allow_float16 or forced is not None,
+        values = self.values[(weight.subgraph, weight.tensor)]
+        found, skipped = _candidates(
+            weight, values, allowed, lossy_float16=self.allow_float16 or forced is not None
         )
+        if forced is None and not isinstance(block_candidate(weight, values), str):
+            skipped.append((Encoding.SPARSE_BLOCKS.value, AUTO_PROBLEM))
+        return found, skipped
 
     def report(self, path, data, checks, *, model, inputs, plan, reasons, rejected) -> ExportReport:
         return litert_report(
