@@ -204,6 +204,7 @@ def test_results_report_from_the_smoke_outputs(
             compare=(str(smoke_dir / "frontier" / "again.json"),),
             combined=(str(smoke_dir / "combined" / "combined_mnist.json"),),
             overhead=(str(smoke_dir / "overhead.json"),),
+            structured=(),
             ablation=None,
             out=str(out),
         )

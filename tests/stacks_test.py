@@ -479,6 +479,7 @@ NOT_IN_TABLE = {
     "model_file_missing": "no file, no stack",
     "export_path_under_a_file": "the path is checked, not the model",
     "export_read_only_directory": "the path is checked, not the model",
+    "export_tensor_names_unknown": "the option is checked before the model",
 }
 
 
