@@ -221,6 +221,13 @@ LENET5_SHARED_CONFIGS = {
     "lenet5_admm_167x_lamp_steps.json": 167,
     "lenet5_admm_167x_sensitivity.json": 167,
     "lenet5_admm_300x_lamp.json": 300,
+    "lenet5_admm_quant_240x.json": 240,
+    "lenet5_admm_quant_240x_kmeans.json": 240,
+}
+# Those that also quantize: bits of conv1, conv2, fc1, fc2 (the paper's) and the scheme.
+LENET5_SHARED_BITS = {
+    "lenet5_admm_quant_240x.json": ((3, 3, 2, 3), "uniform"),
+    "lenet5_admm_quant_240x_kmeans.json": ((3, 3, 2, 3), "kmeans"),
 }
 
 
@@ -233,7 +240,12 @@ def test_lenet5_shared_configs_keep_their_ratio_over_every_layer(name):
     keras.utils.set_random_seed(0)
     model = models.lenet5()
     spec = tf_admm.Spec.from_file(os.path.join(CONFIG_DIR, name))
-    assert spec.target_ratio == LENET5_SHARED_CONFIGS[name] and not spec.rules
+    assert spec.target_ratio == LENET5_SHARED_CONFIGS[name]
+    # Rules only quantize: the target ratio decides every layer's pruning.
+    assert all(r.sparsity is None and r.ratio is None and r.keep is None for r in spec.rules)
+    bits, scheme = LENET5_SHARED_BITS.get(name, ((None,) * 4, None))
+    assert tuple(r.bits for r in spec.rules) == tuple(b for b in bits if b is not None)
+    assert {r.scheme.value for r in spec.rules} <= {scheme}
     if spec.allocation is tf_admm.Allocation.SENSITIVITY:  # Measured by the recipe.
         images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
         spec = tf_admm.sensitivity_allocation(
