@@ -13,7 +13,9 @@ and the data order are untouched; only the loss and the accuracy metric read the
 
 from __future__ import annotations
 
+import types
 from types import ModuleType
+from typing import Any
 
 from tf_admm.compat import keras, keras3, tf
 
@@ -66,52 +68,20 @@ def targets(
     return tf.concat([labels, tf.convert_to_tensor(logits, tf.float32)], axis=1)
 
 
-def _split(y_true: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.cast(y_true[:, 0], tf.int32), y_true[:, 1:]
+# What the loss needs of each stack's ops, under one set of names.
+_TF_OPS = types.SimpleNamespace(
+    cast=tf.cast,
+    log_softmax=lambda x, axis: tf.nn.log_softmax(x, axis=axis),
+    exp=tf.exp,
+    sum=lambda x, axis: tf.reduce_sum(x, axis=axis),
+)
 
 
-@keras.utils.register_keras_serializable(package="recipes")
-class DistillationLoss(keras.losses.Loss):
-    """Hard cross-entropy plus the teacher's tempered soft targets, on rows from :func:`targets`.
+class _Distillation:
+    """The loss, written once; a subclass names its stack's ``ops``, ``losses`` and base."""
 
-    Args:
-      weight: share of the soft term, in [0, 1]; 0 is plain cross-entropy on the labels.
-      temperature: T > 0, softening both distributions in the soft term.
-    """
-
-    def __init__(self, weight: float = 0.5, temperature: float = 4.0, name="distillation", **kw):
-        check_settings(weight, temperature)
-        super().__init__(name=name, **kw)
-        self.weight = float(weight)
-        self.temperature = float(temperature)
-
-    def call(self, y_true, y_pred):
-        labels, teacher = _split(y_true)
-        hard = keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
-        t = self.temperature
-        teacher_log_p = tf.nn.log_softmax(teacher / t)
-        student_log_p = tf.nn.log_softmax(y_pred / t)
-        kl = tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
-        return (1.0 - self.weight) * hard + self.weight * t * t * kl
-
-    def get_config(self):
-        return {**super().get_config(), "weight": self.weight, "temperature": self.temperature}
-
-
-@keras.utils.register_keras_serializable(package="recipes")
-class LabelAccuracy(keras.metrics.SparseCategoricalAccuracy):
-    """Top-1 accuracy against the label column of rows from :func:`targets`."""
-
-    def __init__(self, name="accuracy", **kw):
-        super().__init__(name=name, **kw)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true[:, :1], y_pred, sample_weight)
-
-
-@keras3.saving.register_keras_serializable(package="recipes")
-class Keras3DistillationLoss(keras3.losses.Loss):
-    """:class:`DistillationLoss` for Keras 3 models, in ``keras.ops`` (TensorFlow, JAX, ...)."""
+    ops: Any
+    losses: Any
 
     def __init__(self, weight: float = 0.5, temperature: float = 4.0, name="distillation", **kw):
         check_settings(weight, temperature)
@@ -120,9 +90,9 @@ class Keras3DistillationLoss(keras3.losses.Loss):
         self.temperature = float(temperature)
 
     def call(self, y_true, y_pred):
-        ops = keras3.ops
+        ops = self.ops
         labels, teacher = ops.cast(y_true[:, 0], "int32"), y_true[:, 1:]
-        hard = keras3.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        hard = self.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
         t = self.temperature
         teacher_log_p = ops.log_softmax(teacher / t, axis=-1)
         student_log_p = ops.log_softmax(y_pred / t, axis=-1)
@@ -133,15 +103,45 @@ class Keras3DistillationLoss(keras3.losses.Loss):
         return {**super().get_config(), "weight": self.weight, "temperature": self.temperature}
 
 
-@keras3.saving.register_keras_serializable(package="recipes")
-class Keras3LabelAccuracy(keras3.metrics.SparseCategoricalAccuracy):
-    """:class:`LabelAccuracy` for Keras 3 models."""
+class _LabelColumn:
+    """Accuracy on the label column of the target rows; the base is the stack's metric."""
 
     def __init__(self, name="accuracy", **kw):
         super().__init__(name=name, **kw)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         return super().update_state(y_true[:, :1], y_pred, sample_weight)
+
+
+@keras.utils.register_keras_serializable(package="recipes")
+class DistillationLoss(_Distillation, keras.losses.Loss):
+    """Hard cross-entropy plus the teacher's tempered soft targets, on rows from :func:`targets`.
+
+    Args:
+      weight: share of the soft term, in [0, 1]; 0 is plain cross-entropy on the labels.
+      temperature: T > 0, softening both distributions in the soft term.
+    """
+
+    ops = _TF_OPS
+    losses = keras.losses
+
+
+@keras.utils.register_keras_serializable(package="recipes")
+class LabelAccuracy(_LabelColumn, keras.metrics.SparseCategoricalAccuracy):
+    """Top-1 accuracy against the label column of rows from :func:`targets`."""
+
+
+@keras3.saving.register_keras_serializable(package="recipes")
+class Keras3DistillationLoss(_Distillation, keras3.losses.Loss):
+    """:class:`DistillationLoss` for Keras 3 models, in ``keras.ops`` (TensorFlow, JAX, ...)."""
+
+    ops = keras3.ops
+    losses = keras3.losses
+
+
+@keras3.saving.register_keras_serializable(package="recipes")
+class Keras3LabelAccuracy(_LabelColumn, keras3.metrics.SparseCategoricalAccuracy):
+    """:class:`LabelAccuracy` for Keras 3 models."""
 
 
 def loss_and_metrics(api: ModuleType, weight: float, temperature: float):

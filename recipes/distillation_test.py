@@ -2,7 +2,22 @@ import numpy as np
 import pytest
 
 from recipes import distillation
-from tf_admm.compat import keras, tf
+from tf_admm.compat import keras, keras3, tf
+
+# The loss and the metric of each stack: one math, checked on both.
+STACKS = {
+    "tf_keras": (distillation.DistillationLoss, distillation.LabelAccuracy, keras.losses),
+    "keras3": (
+        distillation.Keras3DistillationLoss,
+        distillation.Keras3LabelAccuracy,
+        keras3.losses,
+    ),
+}
+
+
+@pytest.fixture(params=sorted(STACKS))
+def stack(request):
+    return STACKS[request.param]
 
 
 def _rows(labels, teacher_logits):
@@ -10,46 +25,45 @@ def _rows(labels, teacher_logits):
     return tf.constant(np.concatenate([labels, np.asarray(teacher_logits, np.float32)], axis=1))
 
 
-def test_weight_zero_is_cross_entropy_on_the_labels():
+def test_weight_zero_is_cross_entropy_on_the_labels(stack):
+    loss_class, accuracy_class, losses = stack
     rng = np.random.default_rng(0)
     student = tf.constant(rng.normal(size=(6, 4)), tf.float32)
-    labels = [0, 1, 2, 3, 1, 0]
+    labels = np.array([0, 1, 2, 3, 1, 0])
     rows = _rows(labels, rng.normal(size=(6, 4)))
-    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, student)
-    got = distillation.DistillationLoss(weight=0.0)(rows, student)
+    expected = losses.SparseCategoricalCrossentropy(from_logits=True)(labels, student)
+    got = loss_class(weight=0.0)(rows, student)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6)
 
 
-def test_soft_term_is_tempered_kl_scaled_by_t_squared():
+def test_soft_term_is_tempered_kl_scaled_by_t_squared(stack):
+    loss_class, accuracy_class, losses = stack
     teacher = np.array([[2.0, 0.0, -1.0]], np.float32)
     student = np.array([[0.5, 0.5, 0.0]], np.float32)
     t = 3.0
     p = np.exp(teacher / t) / np.exp(teacher / t).sum()
     q = np.exp(student / t) / np.exp(student / t).sum()
     kl = float(np.sum(p * np.log(p / q)))
-    got = distillation.DistillationLoss(weight=1.0, temperature=t)(
-        _rows([1], teacher), tf.constant(student)
-    )
+    got = loss_class(weight=1.0, temperature=t)(_rows([1], teacher), tf.constant(student))
     assert got.numpy() == pytest.approx(t * t * kl, rel=1e-5)
     # The student that equals its teacher pays nothing for the soft term.
-    same = distillation.DistillationLoss(weight=1.0, temperature=t)(
-        _rows([1], teacher), tf.constant(teacher)
-    )
+    same = loss_class(weight=1.0, temperature=t)(_rows([1], teacher), tf.constant(teacher))
     assert same.numpy() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_mixture_and_config_round_trip():
+def test_mixture_and_config_round_trip(stack):
+    loss_class, accuracy_class, losses = stack
     rng = np.random.default_rng(1)
     student = tf.constant(rng.normal(size=(5, 3)), tf.float32)
     rows = _rows([0, 1, 2, 0, 1], rng.normal(size=(5, 3)))
-    hard = distillation.DistillationLoss(weight=0.0, temperature=2.0)(rows, student)
-    soft = distillation.DistillationLoss(weight=1.0, temperature=2.0)(rows, student)
-    loss = distillation.DistillationLoss(weight=0.25, temperature=2.0)
+    hard = loss_class(weight=0.0, temperature=2.0)(rows, student)
+    soft = loss_class(weight=1.0, temperature=2.0)(rows, student)
+    loss = loss_class(weight=0.25, temperature=2.0)
     np.testing.assert_allclose(
         loss(rows, student).numpy(), 0.75 * hard.numpy() + 0.25 * soft.numpy(), rtol=1e-6
     )
-    again = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(again, distillation.DistillationLoss)
+    again = losses.deserialize(losses.serialize(loss))
+    assert isinstance(again, loss_class)
     assert (again.weight, again.temperature) == (0.25, 2.0)
 
 
@@ -57,9 +71,10 @@ def test_mixture_and_config_round_trip():
     "weight, temperature, message",
     [(-0.1, 4.0, "weight.*\\[0, 1\\]"), (1.5, 4.0, "weight"), (0.5, 0.0, "temperature.*> 0")],
 )
-def test_bad_settings_are_named(weight, temperature, message):
+def test_bad_settings_are_named(weight, temperature, message, stack):
+    loss_class = stack[0]
     with pytest.raises(ValueError, match=message):
-        distillation.DistillationLoss(weight, temperature)
+        loss_class(weight, temperature)
 
 
 def test_targets_carry_labels_and_the_teachers_logits():
@@ -74,10 +89,11 @@ def test_targets_carry_labels_and_the_teachers_logits():
     np.testing.assert_allclose(rows[:, 1:].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_label_accuracy_reads_the_label_column():
+def test_label_accuracy_reads_the_label_column(stack):
+    loss_class, accuracy_class, losses = stack
     rows = _rows([0, 1, 2], [[0.0, 9.0, 0.0]] * 3)  # The teacher says 1 every time.
     student = tf.constant([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])
-    metric = distillation.LabelAccuracy()
+    metric = accuracy_class()
     metric.update_state(rows, student)
     assert metric.name == "accuracy"
     assert metric.result().numpy() == pytest.approx(2 / 3)
