@@ -171,23 +171,35 @@ def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
     ]
 
 
-@pytest.mark.parametrize("ratio", [167, 300])
-def test_shipped_flagfiles_give_the_60_epoch_distilled_protocol(tmp_path, ratio):
-    # The command the README and docs give: --flagfile=recipes/configs/lenet5_admm_<R>x.flags,
-    # from the repository root (the config's path in the file is relative to it).
+# Shipped flag files: name, retraining epochs, pruning ratio, bits of conv1/conv2/fc1/fc2, and
+# the ADMM schedule in rounds of 100 steps (until everything is pruned, or locked on levels).
+FLAGFILES = {
+    "lenet5_admm_167x": (24, 167, None, 154),
+    "lenet5_admm_300x": (24, 300, None, 154),
+    # 154 rounds of pruning ADMM, 43 of masked retraining, 8 of ADMM onto the levels, 4 of
+    # locking (the last ends the schedule at round 208).
+    "lenet5_admm_quant_240x": (12, 240, (3, 3, 2, 3), 208),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGFILES))
+def test_shipped_flagfiles_give_the_distilled_step_protocol(tmp_path, name):
+    # The command the README and docs give: --flagfile=recipes/configs/<name>.flags, from the
+    # repository root (the config's path in the file is relative to it).
+    retrain_epochs, ratio, bits, rounds = FLAGFILES[name]
     flag_values = lenet5_mnist.flags.FLAGS
-    path = os.path.join(lenet5_mnist.CONFIG_DIR, f"lenet5_admm_{ratio}x.flags")
+    path = os.path.join(lenet5_mnist.CONFIG_DIR, f"{name}.flags")
     args = flag_values.read_flags_from_files([f"--flagfile={path}"], force_gnu=False)
     given = dict(arg.removeprefix("--").split("=", 1) for arg in args)
-    assert given.pop("config") == f"recipes/configs/lenet5_admm_{ratio}x.json"
-    assert given.pop("model_dir") == f"runs/lenet5_mnist_{ratio}x"
-    values = {name: flag_values[name].parser.parse(text) for name, text in given.items()}
+    assert given.pop("config") == f"recipes/configs/{name}.json"
+    assert given.pop("model_dir") == f"runs/{name.replace('admm_', 'mnist_')}"
+    values = {key: flag_values[key].parser.parse(text) for key, text in given.items()}
     root = os.path.dirname(os.path.dirname(lenet5_mnist.CONFIG_DIR))
-    values["config"] = os.path.join(root, "recipes", "configs", f"lenet5_admm_{ratio}x.json")
+    values["config"] = os.path.join(root, "recipes", "configs", f"{name}.json")
     flag_values.mark_as_parsed()
     with flagsaver.flagsaver(model_dir=str(tmp_path), **values):
         settings = lenet5_mnist.settings_from_flags()
-    assert (settings.retrain_epochs, settings.retrain_decay) == (24, "cosine")
+    assert (settings.retrain_epochs, settings.retrain_decay) == (retrain_epochs, "cosine")
     assert (settings.retrain_learning_rate, settings.final_learning_rate) == (1e-3, 1e-5)
     assert (settings.distill_weight, settings.distill_temperature) == (0.5, 4.0)
     assert settings.validation_examples == 5_000
@@ -195,11 +207,13 @@ def test_shipped_flagfiles_give_the_60_epoch_distilled_protocol(tmp_path, ratio)
     assert spec.target_ratio == ratio and spec.allocation is tf_admm.Allocation.LAMP
     assert spec.prune_stages == (1.0,) and spec.update_unit is tf_admm.Unit.STEP
     assert (spec.rho.initial, spec.rho.multiplier) == (3e-4, 1.028)
-    # 55,000 training images in batches of 128: 430 steps an epoch. The hard projection
-    # comes after 154 rounds of 100 steps, in the 36th epoch; 24 epochs of retraining follow.
+    assert spec.admm_rounds == 154 and spec.update_every == 100
+    assert tuple(r.bits for r in spec.rules) == (bits or ())
+    # 55,000 training images in batches of 128: 430 steps an epoch. The pruning's hard
+    # projection comes after 154 rounds of 100 steps, in the 36th epoch.
     steps_per_epoch = -(-55_000 // 128)
-    scheduled = spec.scheduled_rounds() * spec.update_every
-    assert (scheduled, -(-scheduled // steps_per_epoch)) == (15_400, 36)
+    assert -(-spec.phase_boundaries()["prune_admm"] * 100 // steps_per_epoch) == 36
+    assert spec.scheduled_rounds() == rounds
 
 
 def test_sensitivity_allocation_without_a_validation_split_is_refused_before_training(
