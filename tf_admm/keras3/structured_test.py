@@ -236,6 +236,23 @@ def test_z_step_is_the_structured_projection_of_w_plus_u():
     assert _groups(z, "block", "dense", (4, 2)) == 30
 
 
+def test_progressive_stages_count_groups_towards_the_final_filters():
+    spec = _spec(
+        [{"name": "conv", "structure": "filter", "keep": 2}],
+        admm_rounds=1,
+        retrain_rounds=1,
+        prune_stages=[0.5, 1.0],
+    )
+    admm = _wrap(spec)
+    _fit(admm)  # Round 1: stage 1 projects to 4 filters (half of 6 / 2 = 3x); round 2: stage 2.
+    (slot,) = wrappers(admm)[0].slots
+    assert admm.phase is Phase.ADMM
+    assert _groups(_host(slot.variable), "filter") == 4
+    assert _host(slot.mask).min() == 1.0  # Stage 2 reopens the mask.
+    _fit(admm, epochs=2, initial_epoch=1)
+    assert _groups(_stripped(admm)["conv"][0], "filter") == 2
+
+
 def test_conv3d_depthwise_with_multiplier_and_separable_kernels_keep_exact_groups():
     model = _other_layers()
     rules = [

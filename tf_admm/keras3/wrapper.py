@@ -270,7 +270,7 @@ class AdmmWrapper(keras.layers.Wrapper):
 
     def _add_quantization_state(self, slot: _Slot) -> None:
         target, name, shape = slot.target, slot.target.weight, slot.variable.shape
-        kept = target.kept(tuple(int(d) for d in shape))
+        kept = slot.kept_entries
         if target.num_levels > kept:
             raise ValueError(
                 f"Layer '{self.layer.name}', weight '{name}': Expected at most as many levels "
