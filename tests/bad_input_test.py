@@ -377,6 +377,13 @@ CASES = [
         r"the same filters: Expected one number of kept filters; received: .*'project1': 2",
     ),
     (
+        "structure_filter_shrink_keras3_model",
+        lambda env: tf_admm.shrink(_keras3_model()),
+        tf_admm.ShrinkError,
+        r"Model '.*': Expected a tf_keras model \(tf_admm.shrink takes tf_keras models only\); "
+        r"received a Keras 3 model. tf_admm.strip\(model\) gives .* exactly zero",
+    ),
+    (
         "structure_filter_shrink_tied_channels_reshaped",
         lambda env: tf_admm.shrink(_tied_then_reshaped()),
         tf_admm.ShrinkError,
@@ -948,16 +955,6 @@ GAPS = [
         ValueError,
         r"rules\[1\] \(name='fc1'\).*rules\[0\]",
         id="rule_shadowed_by_an_earlier_rule",
-    ),
-    # Structured pruning is not on Keras 3 yet: a structure rule is refused, not pruned as
-    # single weights (it was, silently, before the Keras 3 LayerAccess said so).
-    pytest.param(
-        lambda env: _wrap(
-            {"name": "fc", "sparsity": 0.5, "structure": "filter"}, model=_keras3_model()
-        ),
-        ValueError,
-        r"layer 'fc'.*Keras 3.*structure='filter'",
-        id="keras3_structure_rule_refused",
     ),
 ]
 

@@ -5,14 +5,16 @@ Each row takes a ``stack`` (``tests/stacks.py``): pytest's process runs the rows
 ``tf_keras`` and on Keras 3 on its own backend (TensorFlow); Keras 3 fixes its backend at its
 first import, so ``test_table_passes_on_keras3_jax`` runs this file again in a subprocess with
 ``KERAS_BACKEND=jax`` (there only the Keras 3 rows run) and fails with that run's output. A row
-that cannot apply to a stack says so with a skip or a strict xfail and its reason; the JAX run
-lists its skips in its output.
+that cannot apply to a stack says so with a skip and its reason; the JAX run lists its skips
+in its output.
 
-Rows: exact nonzero counts after pruning and strip; quantized weights on their levels (uniform,
-per-channel uniform, power-of-two, k-means); wrap -> strip changes no output and the user's
-model is never modified; ``.keras`` save/load mid-ADMM without custom objects continues
-identically; BackupAndRestore resumes as an uninterrupted run; a NaN loss stops training; and
-the rows of ``tests/bad_input_test.py`` that take a model, with the same error text.
+Rows: exact nonzero counts after pruning and strip; exact filters, blocks and n-of-m runs after
+structured pruning and strip, with the bias of every removed filter zero; quantized weights on
+their levels (uniform, per-channel uniform, power-of-two, k-means); wrap -> strip changes no
+output and the user's model is never modified; ``.keras`` save/load mid-ADMM without custom
+objects continues identically; BackupAndRestore resumes as an uninterrupted run; a NaN loss
+stops training; and the rows of ``tests/bad_input_test.py`` that take a model, with the same
+error text.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import tf_admm
 import tflite_export
 from tests import bad_input_test
 from tests.stacks import KERAS3, TF_KERAS, Stack
+from tf_admm import projections
 from tf_admm.testing import small_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +95,7 @@ def test_table_passes_on_keras3_jax(backend):
     )
     assert result.returncode == 0, f"stacks_test.py on Keras 3 + {backend}: {shown}"
     assert f"[keras3_{backend}" in result.stdout or " passed" in result.stdout, shown
-    # Only the export rows (TensorFlow only) and this test are skipped there; structure rows
-    # xfail as here.
+    # Only the export rows (TensorFlow only) and this test are skipped there.
     skipped = re.findall(r"SKIPPED \[(\d+)\]", result.stdout)
     assert sum(int(n) for n in skipped) == 2, shown
 
@@ -127,6 +129,64 @@ def test_pruning_then_strip_keeps_exactly_the_planned_counts_and_retraining_no_p
         assert np.all(kernel[projected[name] == 0] == 0), f"{name}: a pruned weight revived"
         assert int(np.count_nonzero(kernel)) == expected[name], name
         assert not np.array_equal(kernel, projected[name]), f"{name}: kept weights froze"
+
+
+def test_structured_pruning_then_strip_keeps_exact_groups_and_zeroes_removed_filters_biases(
+    stack,
+):
+    model = stack.convnet()
+    spec = tf_admm.Spec(
+        rules=[
+            tf_admm.Rule(name="conv", structure="filter", keep=4),
+            tf_admm.Rule(name="depthwise", structure="filter", keep=3),
+            tf_admm.Rule(name="fc1", structure="block", block=(2, 4), keep=30),
+            tf_admm.Rule(name="fc2", structure="n_of_m", n=2, m=4),
+        ],
+        update_unit="step",
+        update_every=2,
+        admm_rounds=2,
+        rho=tf_admm.RhoSchedule(1e-2, 1.5),
+    )
+    # (structure, layout, block, groups kept, entries kept): filters of 3 * 3 taps, blocks of
+    # 2 * 4 in fc1's 24x96 GEMM view, 2 of every 4 of fc2's 24 * 3 entries.
+    groups = {
+        "conv": ("filter", "dense", None, 4, 36),
+        "depthwise": ("filter", "depthwise", None, 3, 27),
+        "fc1": ("block", "dense", (2, 4), 30, 240),
+        "fc2": ("n_of_m", "dense", None, None, 36),
+    }
+    assert _planned(model, spec) == {name: kept for name, (*_, kept) in groups.items()}
+    admm = _wrap(stack, spec, model)
+    _fit(stack, admm)  # Two ADMM rounds of 2 steps, then the hard projection.
+    assert admm.phase is tf_admm.Phase.RETRAIN
+    plain = tf_admm.strip(admm)
+    x, _ = small_data(8)
+    np.testing.assert_allclose(
+        plain.predict(x, verbose=0), admm.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    projected = stack.kernels(plain)
+    for name, (structure, layout, block, kept, entries) in groups.items():
+        kernel = projected[name]
+        bias = stack.host(plain.get_layer(name).weights[1])
+        assert int(np.count_nonzero(kernel)) == entries, name
+        if structure == "n_of_m":
+            runs = (kernel != 0).reshape(-1, 4, kernel.shape[-1])
+            assert np.all(runs.sum(axis=1) == 2), name
+        else:
+            norms = projections.group_norms(kernel, structure, layout, block).numpy()
+            assert int(np.count_nonzero(norms)) == kept, name
+        # A removed filter takes its bias along, so its output is exactly 0; other structures
+        # and kept filters keep the bias the layer trained.
+        (wrapper,) = [w for w in admm.admm_wrappers if w.layer.name == name]
+        trained = stack.host(wrapper.layer.bias)
+        if structure == "filter":
+            filters = projections.group_norms(kernel, "filter", layout).numpy() > 0
+            trained = np.where(filters, trained, 0.0)
+        np.testing.assert_array_equal(bias, trained, err_msg=name)
+    _fit(stack, admm)
+    retrained = stack.kernels(tf_admm.strip(admm))
+    for name, kernel in retrained.items():
+        assert np.all(kernel[projected[name] == 0] == 0), f"{name}: a pruned weight revived"
 
 
 def test_quantized_weights_lie_exactly_on_their_levels(stack):
@@ -387,6 +447,7 @@ BAD_INPUTS = {
     "n_of_m_m_not_dividing_the_input_dimension": (
         lambda s, env: _rules(s, {"name": "fc2", "structure": "n_of_m", "n": 2, "m": 5})
     ),
+    # tf_keras' DepthwiseConv2D holds depthwise_kernel, Keras 3's kernel (MESSAGES).
     "n_of_m_on_a_depthwise_kernel": (
         lambda s, env: _rules(s, {"name": "depthwise", "structure": "n_of_m", "n": 1, "m": 3})
     ),
@@ -446,36 +507,28 @@ MESSAGES = {
         if s.is_keras3
         else _ROWS["weights_attribute_of_another_layer_type"][1]
     ),
+    "n_of_m_on_a_depthwise_kernel": lambda s: (
+        _ROWS["n_of_m_on_a_depthwise_kernel"][1].replace("depthwise_kernel", "kernel")
+        if s.is_keras3
+        else _ROWS["n_of_m_on_a_depthwise_kernel"][1]
+    ),
     "not_a_model": lambda s: _NOT_A_MODEL.format(module=s.keras.__name__),
     "strip_not_a_model": lambda s: _NOT_A_MODEL.format(module=s.keras.__name__),
 }
-
-# Rows that do not apply to Keras 3 yet: each must still be refused (with another text); once
-# the tf_keras text matches on Keras 3 the row fails, and its entry should go.
-KERAS3_GAPS = dict.fromkeys(
-    [
-        "block_not_dividing_the_kernel",
-        "n_of_m_m_not_dividing_the_input_dimension",
-        "n_of_m_on_a_depthwise_kernel",
-        "structure_keep_above_the_groups",
-    ],
-    "structured pruning is not on Keras 3 yet: every structure rule is refused by name "
-    "(docs/keras3.md)",
-)
 
 # Rows of tests/bad_input_test.py left out of this table, and why.
 NOT_IN_TABLE = {
     "unbuilt_subclassed_model": "subclassed Keras 3 models are refused as a whole",
     "subclassed_layer_created_in_call": "subclassed Keras 3 models are refused as a whole",
     "nested_subclassed_model": "subclassed Keras 3 models are refused as a whole",
-    "structure_filter_tied_keeps_differ": "structured pruning is tf_keras only",
+    "structure_filter_tied_keeps_differ": "residual ties (tf_admm.grouping) are tf_keras only",
     "structure_filter_shrink_tied_channels_reshaped": "tf_admm.shrink is tf_keras only",
+    "structure_filter_shrink_keras3_model": "a Keras 3 model of its own: shrink refuses it",
     "structure_the_layer_type_cannot_have": "Keras 3 has no Embedding in its registry",
     "export_subclassed_model_never_called": "subclassed Keras 3 models are refused as a whole",
     "export_keras3_model_not_stripped": "export_wrapped_model covers it on every stack",
     "keras3_levels_exceed_kept_weights": "levels_exceed_kept_weights covers it on every stack",
     "keras3_wrapper_config_with_more_clusters_than_kept_weights": "a Keras 3 wrapper config",
-    "keras3_structure_rule_refused": "KERAS3_GAPS: every structure row on Keras 3",
     "model_file_missing": "no file, no stack",
     "export_path_under_a_file": "the path is checked, not the model",
     "export_read_only_directory": "the path is checked, not the model",
@@ -492,10 +545,6 @@ def test_bad_input_raises_the_same_error_text_on_every_stack(stack, name, tmp_pa
         pytest.skip("tflite_export converts Keras 3 models on the TensorFlow backend only")
     with pytest.raises(error) as raised:
         BAD_INPUTS[name](stack, env)
-    if stack.is_keras3 and name in KERAS3_GAPS:
-        if re.search(message, str(raised.value)):
-            pytest.fail(f"{name} now passes on Keras 3: remove it from KERAS3_GAPS")
-        pytest.xfail(KERAS3_GAPS[name])
     assert re.search(message, str(raised.value)), (message, str(raised.value))
 
 

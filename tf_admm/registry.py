@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tf_admm import layouts
 from tf_admm.compat import keras, tf
 
 __all__ = [
@@ -131,46 +132,22 @@ _REGISTRY: dict[type, Paths | Callable[[keras.layers.Layer], Paths]] = {
 }
 
 
-# Weights that have filters, input channels and a GEMM view, by attribute path, and the layout
-# of that view (tf_admm.projections.structured). Looked up along the MRO like _REGISTRY:
-# transposed convolutions subclass Conv but keep (*spatial, out, in) kernels, so they are listed
-# with none.
-_STRUCTURE_LAYOUTS: dict[type, dict[str, str]] = {
-    _layers.Dense: {"kernel": "dense"},
-    _layers.Conv1D: {"kernel": "dense"},
-    _layers.Conv2D: {"kernel": "dense"},
-    _layers.Conv3D: {"kernel": "dense"},
-    _layers.Conv1DTranspose: {},
-    _layers.Conv2DTranspose: {},
-    _layers.Conv3DTranspose: {},
-    _layers.DepthwiseConv1D: {"depthwise_kernel": "depthwise"},
-    _layers.DepthwiseConv2D: {"depthwise_kernel": "depthwise"},
-    _layers.SeparableConv1D: {"depthwise_kernel": "depthwise", "pointwise_kernel": "dense"},
-    _layers.SeparableConv2D: {"depthwise_kernel": "depthwise", "pointwise_kernel": "dense"},
-}
-
-STRUCTURED_LAYERS = (
-    "Dense, Conv1D/2D/3D kernels; DepthwiseConv1D/2D and SeparableConv1D/2D depthwise and "
-    "pointwise kernels (n_of_m: not depthwise ones)"
-)
+# Structured pruning's layouts live in tf_admm.layouts, one table for both Keras generations.
+STRUCTURED_LAYERS = layouts.STRUCTURED_LAYERS
 
 
 def structure_layout(layer: keras.layers.Layer, path: str) -> str | None:
     """The GEMM-view layout (``"dense"`` or ``"depthwise"``) of weight ``path`` of ``layer``,
-    or None if the weight has no filter/channel structure that structured pruning knows."""
-    for cls in type(layer).__mro__:
-        if cls in _STRUCTURE_LAYOUTS:
-            return _STRUCTURE_LAYOUTS[cls].get(path)
-    return None
+    or None if the weight has no filter/channel structure that structured pruning knows
+    (:func:`tf_admm.layouts.structure_layout`)."""
+    return layouts.structure_layout(layer, path)
 
 
 def filter_bias(layer: keras.layers.Layer, path: str) -> str | None:
     """The attribute of the bias that goes with the filters of weight ``path`` (``"bias"`` for
     a Dense/Conv kernel or a depthwise kernel), or None (no bias, or a separable convolution,
     whose bias belongs to its pointwise filters)."""
-    if structure_layout(layer, path) is None or isinstance(
-        layer, (_layers.SeparableConv1D, _layers.SeparableConv2D)
-    ):
+    if not layouts.filter_bias_follows(layer, path):
         return None
     return "bias" if isinstance(vars(layer).get("bias"), tf.Variable) else None
 

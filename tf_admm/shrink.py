@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from tf_admm import cloning, grouping
+from tf_admm import cloning, compat, grouping
 from tf_admm.compat import keras, tf
 from tf_admm.shrink_paths import (
     DEPTHWISE,
@@ -358,6 +358,13 @@ class _Group:
 
 
 def _plain(model):
+    if compat.keras3_adapter(model) is not None:
+        raise ShrinkError(
+            f"Model '{model.name}': Expected a tf_keras model (tf_admm.shrink takes tf_keras "
+            "models only); received a Keras 3 model. tf_admm.strip(model) gives the Keras 3 "
+            "model with every removed filter and its bias exactly zero (same size); to shrink "
+            "it, build and train the model with tf_keras (tf_admm.compat.keras)"
+        )
     cloning.check_built(model)
     if hasattr(model, "admm_wrappers"):
         model = strip(model)
@@ -379,7 +386,8 @@ def shrink(model: keras.Model) -> keras.Model:
       >>> small = tf_admm.shrink(admm)  # strips first
 
     Args:
-      model: a stripped (or ADMM, stripped first) Sequential or functional ``tf_keras`` model.
+      model: a stripped (or ADMM, stripped first) Sequential or functional ``tf_keras`` model
+        (a Keras 3 model is refused: :func:`tf_admm.strip` gives it exact zeros, same size).
 
     Returns:
       A new model of the same class and layer names whose pruned Conv/Dense layers have fewer
@@ -387,8 +395,9 @@ def shrink(model: keras.Model) -> keras.Model:
       equal ``model``'s up to float rounding.
 
     Raises:
-      ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (tied
-        channels reaching a Reshape/Flatten/Concatenate, nested or subclassed models).
+      ShrinkError: for a Keras 3 model; naming the layer, for a structure shrink cannot
+        rebuild exactly (tied channels reaching a Reshape/Flatten/Concatenate, nested or
+        subclassed models).
     """
     model = _plain(model)
     # Per layer: channels dropped (sets, as several paths may meet at a concatenation's

@@ -48,13 +48,8 @@ class Keras3Access:
             if variable.trainable and len(variable.shape) >= 2
         )
 
-    # Structured pruning is tf_keras only: every rule with a structure is refused by name.
-    structured_layers = "none on Keras 3 yet; see docs/keras3.md"
-
-    @staticmethod
-    def structure_layout(layer, name: str) -> str | None:
-        """None: no Keras 3 weight is pruned in structures yet."""
-        return None
+    structured_layers = registry.STRUCTURED_LAYERS
+    structure_layout = staticmethod(registry.structure_layout)
 
 
 ACCESS = Keras3Access()

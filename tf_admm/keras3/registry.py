@@ -6,9 +6,11 @@ attribute that is not always its name (``Dense`` keeps ``kernel`` in ``_kernel``
 property that adds LoRA), so :func:`resolve` looks for the attribute that holds the variable
 itself: that is where the wrapper hands the layer the masked weight while it runs.
 
-Registered today: ``Dense``, ``Conv1D``, ``Conv2D``, ``DepthwiseConv1D`` and
-``DepthwiseConv2D`` (a subclass inherits its base's entry). Any other layer's variables can be
-chosen by a rule's ``weights``, by name.
+Registered today: ``Dense``, ``Conv1D``, ``Conv2D``, ``Conv3D``, ``DepthwiseConv1D``,
+``DepthwiseConv2D``, ``SeparableConv1D`` and ``SeparableConv2D`` (a subclass inherits its base's
+entry). Any other layer's variables can be chosen by a rule's ``weights``, by name. Which of
+these weights structured pruning takes, and in which layout, is :mod:`tf_admm.layouts`' table,
+shared with tf_keras (:func:`structure_layout`, :func:`filter_bias`).
 """
 
 from __future__ import annotations
@@ -17,17 +19,33 @@ from collections.abc import Iterator
 
 import keras
 
-__all__ = ["compressible_weights", "find", "leaf_layers", "own_variables", "resolve", "supports"]
+from tf_admm import layouts
+
+__all__ = [
+    "compressible_weights",
+    "filter_bias",
+    "find",
+    "leaf_layers",
+    "own_variables",
+    "resolve",
+    "structure_layout",
+    "supports",
+]
 
 _layers = keras.layers
+
+STRUCTURED_LAYERS = layouts.STRUCTURED_LAYERS
 
 # Looked up along the class's MRO, most derived first.
 _REGISTRY: dict[type, tuple[str, ...]] = {
     _layers.Dense: ("kernel",),
     _layers.Conv1D: ("kernel",),
     _layers.Conv2D: ("kernel",),
+    _layers.Conv3D: ("kernel",),
     _layers.DepthwiseConv1D: ("kernel",),
     _layers.DepthwiseConv2D: ("kernel",),
+    _layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
+    _layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
 }
 
 
@@ -106,6 +124,21 @@ def resolve(layer: keras.layers.Layer, name: str) -> tuple[keras.Variable, str]:
         f"Layer '{layer.name}' ({type(layer).__name__}), weight '{name}': Expected the layer to "
         "hold the variable in an attribute that its call() reads; found none"
     )
+
+
+def structure_layout(layer: keras.layers.Layer, name: str) -> str | None:
+    """The GEMM-view layout (``"dense"`` or ``"depthwise"``) of the layer's variable ``name``
+    for structured pruning, or None (:func:`tf_admm.layouts.structure_layout`)."""
+    return layouts.structure_layout(layer, name)
+
+
+def filter_bias(layer: keras.layers.Layer, name: str) -> str | None:
+    """The name of the bias that goes with the filters of weight ``name`` (``"bias"`` for a
+    Dense/Conv kernel or a depthwise kernel), or None (no bias, or a separable convolution,
+    whose bias belongs to its pointwise filters)."""
+    if not layouts.filter_bias_follows(layer, name):
+        return None
+    return "bias" if "bias" in own_variables(layer) else None
 
 
 def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:

@@ -21,7 +21,11 @@ centroids), never to ``W``. The Z/U updates, the hard projection and the quantiz
 variables, through the NumPy twins of the tf_keras adapter's projections
 (:func:`~tf_admm.projections.top_k_mask_numpy`, :func:`~tf_admm.projections.fit_scale_numpy`,
 :func:`~tf_admm.projections.kmeans_numpy`, :func:`~tf_admm.projections.project_to_levels_numpy`),
-each tested to agree with its TensorFlow version.
+each tested to agree with its TensorFlow version. A structured target (``structure`` filter,
+channel, column, block or n_of_m) is projected by the tf_keras adapter's own
+:func:`~tf_admm.projections.structured_mask` on the same host values, and with
+``structure="filter"`` the layer's bias is masked with the filters in the forward pass and in
+:meth:`AdmmWrapper.stripped_weights`: a removed filter outputs exactly 0 before its activation.
 """
 
 from __future__ import annotations
@@ -64,14 +68,25 @@ def _target(layer_name: str, value: Any) -> Target:
 
 
 class _Slot:
-    """ADMM variables of one compressed weight (plain holder; the wrapper tracks them)."""
+    """ADMM variables of one compressed weight (plain holder; the wrapper tracks them).
+
+    ``keep`` counts what the pruning projection keeps: entries, or groups for a structured
+    target (every run of ``m`` keeps ``n`` for ``n_of_m``, whatever ``keep`` says).
+    """
 
     def __init__(self, target: Target, variable: keras.Variable, attribute: str):
         self.target = target
         self.variable = variable
         self.attribute = attribute
-        self.size = int(np.prod(variable.shape))
-        self.keep = projections.keep_count(self.size, target.sparsity)
+        shape = tuple(int(d) for d in variable.shape)
+        self.size = int(np.prod(shape))
+        self.groups = target.groups(shape)
+        self.keep = target.kept_groups(shape)
+        self.kept_entries = target.kept(shape)
+        # The layer's bias and the attribute holding it, masked with the filters for
+        # structure="filter": a removed filter takes its bias with it, as on tf_keras.
+        self.bias: keras.Variable | None = None
+        self.bias_attribute: str = ""
         self.auxiliary: keras.Variable = None
         self.dual: keras.Variable = None
         self.mask: keras.Variable = None
@@ -87,8 +102,44 @@ class _Slot:
         return int(self.variable.shape[-1]) if self.target.per_channel else 1
 
     def keep_at(self, fraction: float) -> int:
-        """Weights kept in a pruning stage at ``fraction`` of the final compression ratio."""
-        return projections.stage_keep_count(self.size, self.keep, fraction)
+        """Weights (or groups) kept in a pruning stage at ``fraction`` of the final ratio."""
+        return projections.stage_keep_count(self.groups, self.keep, fraction)
+
+    def keep_mask(self, values: np.ndarray, keep: int) -> np.ndarray:
+        """0/1 mask, on the host, of the projection of ``values`` onto the set keeping ``keep``
+        weights or groups: top-k magnitudes, or the target's structure."""
+        target = self.target
+        if target.structure is None:
+            return projections.top_k_mask_numpy(values, keep)
+        # The tf_keras adapter's projection itself, on host values (TensorFlow is imported by
+        # tf_admm whatever Keras 3's backend), so both adapters keep the same groups.
+        mask = projections.structured_mask(
+            values,
+            target.structure,
+            keep,
+            layout=target.layout,
+            block=target.block,
+            n=target.n,
+            m=target.m,
+        )
+        return np.asarray(mask, dtype=values.dtype)
+
+    def project_keep(self, values: np.ndarray, keep: int) -> np.ndarray:
+        """The Euclidean projection of ``values`` whose mask :meth:`keep_mask` gives."""
+        return values * self.keep_mask(values, keep)
+
+    def filter_mask(self):
+        """1 for each kept filter (output channel of the GEMM view), 0 for a removed one."""
+        return ops.max(ops.reshape(self.mask, [-1, self.groups]), axis=0)
+
+    def effective_bias(self):
+        """The bias the layer computes with, as a backend tensor: zero for removed filters."""
+        return ops.cast(self.bias, self.mask.dtype) * self.filter_mask()
+
+    def host_effective_bias(self) -> np.ndarray:
+        """:meth:`effective_bias` on host copies (between steps)."""
+        filters = _host(self.mask).reshape(-1, self.groups).max(axis=0)
+        return _host(self.bias) * filters
 
     def masked(self):
         """``mask * W`` as a backend tensor (inside a step: the weight the layer computes with)."""
@@ -194,6 +245,12 @@ class AdmmWrapper(keras.layers.Wrapper):
         for target in self.targets:
             variable, attribute = registry.resolve(self.layer, target.weight)
             slot = _Slot(target, variable, attribute)
+            if target.structure == "filter":
+                bias = registry.filter_bias(self.layer, target.weight)
+                if bias is not None:
+                    slot.bias, slot.bias_attribute = registry.resolve(self.layer, bias)
+                    if tuple(slot.bias.shape) != (slot.groups,):
+                        slot.bias = None
             name, shape, dtype = target.weight, variable.shape, variable.dtype
             state = dict(shape=shape, dtype=dtype, trainable=False, autocast=False)
             slot.auxiliary = self.add_weight(name=f"{name}_auxiliary", initializer="zeros", **state)
@@ -213,7 +270,7 @@ class AdmmWrapper(keras.layers.Wrapper):
 
     def _add_quantization_state(self, slot: _Slot) -> None:
         target, name, shape = slot.target, slot.target.weight, slot.variable.shape
-        kept = target.kept(tuple(int(d) for d in shape))
+        kept = slot.kept_entries
         if target.num_levels > kept:
             raise ValueError(
                 f"Layer '{self.layer.name}', weight '{name}': Expected at most as many levels "
@@ -256,10 +313,15 @@ class AdmmWrapper(keras.layers.Wrapper):
             for slot in self._slots:
                 effective = ops.cast(slot.effective(), self.layer.compute_dtype)
                 object.__setattr__(self.layer, slot.attribute, effective)
+                if slot.bias is not None:
+                    bias = ops.cast(slot.effective_bias(), self.layer.compute_dtype)
+                    object.__setattr__(self.layer, slot.bias_attribute, bias)
             return self.layer.call(inputs, *args, **kwargs)
         finally:
             for slot in self._slots:
                 object.__setattr__(self.layer, slot.attribute, slot.variable)
+                if slot.bias is not None:
+                    object.__setattr__(self.layer, slot.bias_attribute, slot.bias)
 
     def compute_output_shape(self, input_shape):
         """The wrapped layer's output shape."""
@@ -288,7 +350,8 @@ class AdmmWrapper(keras.layers.Wrapper):
     # ADMM state transitions: between steps, on host copies of synced variables.
 
     def initialize(self, fraction: float = 1.0) -> None:
-        """Z <- top-k(W) for the first stage, U <- 0, mask open, rho at its start.
+        """Z <- P(W) for the first stage (top-k, or the target's structure), U <- 0, mask open,
+        rho at its start.
 
         For a weight that is only quantized the zeros already in W count as pruned and stay
         zero (the mask starts at W != 0), as in the tf_keras adapter.
@@ -296,7 +359,7 @@ class AdmmWrapper(keras.layers.Wrapper):
         for slot in self._slots:
             weight = _host(slot.variable)
             keep = slot.keep_at(fraction) if slot.target.prunes else slot.keep
-            slot.auxiliary.assign(projections.project_top_k_numpy(weight, keep))
+            slot.auxiliary.assign(slot.project_keep(weight, keep))
             slot.dual.assign(np.zeros_like(weight))
             if slot.target.quantizes and not slot.target.prunes:
                 slot.mask.assign((weight != 0).astype(weight.dtype))
@@ -322,7 +385,11 @@ class AdmmWrapper(keras.layers.Wrapper):
     def admm_update(
         self, fraction: float = 1.0, rho: Callable[[float], float] | None = None
     ) -> None:
-        """One pruning Z/U update: Z <- top-k(W + U); U <- U + W - Z; rho to its next value.
+        """One pruning Z/U update: Z <- P(W + U); U <- U + W - Z; rho to its next value.
+
+        ``P`` keeps the ``k`` largest weights (or, for a structured target, the ``k`` groups of
+        largest norm, or the ``n`` of every ``m``): the exact Euclidean projection onto the
+        target's set, as in the tf_keras adapter.
 
         Args:
           fraction: the pruning stage's fraction of the final compression ratio.
@@ -332,27 +399,27 @@ class AdmmWrapper(keras.layers.Wrapper):
             mask = _host(slot.mask)
             weight = _host(slot.variable) * mask
             shifted = (weight + _host(slot.dual)) * mask
-            auxiliary = projections.project_top_k_numpy(shifted, slot.keep_at(fraction))
+            auxiliary = slot.project_keep(shifted, slot.keep_at(fraction))
             self._step(slot, auxiliary, weight, rho)
 
     def hard_project(self, fraction: float = 1.0) -> None:
-        """Keeps the stage's largest weights for good: mask, W and Z agree; U <- 0."""
+        """Keeps the stage's largest weights (or groups) for good: mask, W and Z agree; U <- 0."""
         for slot in self._pruned():
             weight = slot.host_masked()
-            mask = projections.top_k_mask_numpy(weight, slot.keep_at(fraction))
+            mask = slot.keep_mask(weight, slot.keep_at(fraction))
             slot.mask.assign(mask)
             slot.variable.assign(weight * mask)
             slot.auxiliary.assign(weight * mask)
             slot.dual.assign(np.zeros_like(weight))
 
     def begin_stage(self, fraction: float) -> None:
-        """Restarts pruning ADMM from the last stage's result: Z <- top-k(W), U <- 0, rho
-        reset; the mask reopens (as in the tf_keras adapter's ``begin_stage``)."""
+        """Restarts pruning ADMM from the last stage's result: Z <- P(W), U <- 0, rho reset;
+        the mask reopens (as in the tf_keras adapter's ``begin_stage``)."""
         for slot in self._pruned():
             weight = slot.host_masked()
             slot.variable.assign(weight)
             slot.mask.assign(np.ones_like(weight))
-            slot.auxiliary.assign(projections.project_top_k_numpy(weight, slot.keep_at(fraction)))
+            slot.auxiliary.assign(slot.project_keep(weight, slot.keep_at(fraction)))
             slot.dual.assign(np.zeros_like(weight))
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
@@ -455,6 +522,10 @@ class AdmmWrapper(keras.layers.Wrapper):
 
     def stripped_weights(self) -> list[np.ndarray]:
         """The wrapped layer's weights on the host, with compressed weights made effective
-        (masked, and locked weights on their levels)."""
+        (masked, and locked weights on their levels) and, for ``structure="filter"``, the bias
+        of removed filters zero."""
         effective = {id(slot.variable): slot.host_effective() for slot in self._slots}
+        effective.update(
+            {id(s.bias): s.host_effective_bias() for s in self._slots if s.bias is not None}
+        )
         return [effective[id(w)] if id(w) in effective else _host(w) for w in self.layer.weights]
