@@ -2,8 +2,8 @@
 
 pytest's process runs Keras 3 on TensorFlow (its default). The JAX case trains and strips in a
 subprocess started with ``KERAS_BACKEND=jax`` (as ``tf_admm/keras3/backends_test.py`` does),
-which saves the model as ``.keras`` and also tries to export it there; this process loads the
-file on TensorFlow and exports it.
+which saves a pruned and a quantized model as ``.keras`` and also tries to export one there;
+this process loads the files on TensorFlow and exports them (the quantized one full-integer).
 """
 
 import os
@@ -133,6 +133,10 @@ plain.save({out!r} + ".keras")
 x = np.random.default_rng(1).normal(size=(5, 8, 8, 1)).astype("float32")
 np.save({out!r} + ".npy", x)
 np.save({out!r} + "_out.npy", np.asarray(plain.predict(x, verbose=0)))
+quantized = keras3_test._admm_quantized()
+quantized.save({out!r} + "_quantized.keras")
+logits = quantized.predict(keras3_test._level_data(), verbose=0)
+np.save({out!r} + "_quantized_out.npy", np.asarray(logits))
 try:
     tflite_export.export(plain, {out!r} + ".tflite")
 except tflite_export.ExportError as error:
@@ -140,7 +144,7 @@ except tflite_export.ExportError as error:
 """
 
 
-def test_model_trained_on_jax_exports_on_tensorflow_and_jax_export_names_the_fix(tmp_path):
+def test_models_trained_on_jax_export_on_tensorflow_and_jax_export_names_the_fix(tmp_path):
     pytest.importorskip("jax", reason="pip install -e '.[test]' installs jax")
     out = str(tmp_path / "jax_trained")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERAS_"))}
@@ -170,6 +174,14 @@ def test_model_trained_on_jax_exports_on_tensorflow_and_jax_export_names_the_fix
     _assert_stored_sparse_and_exact(plain, path, report)
     for outputs in _interpreter_outputs(path, x):
         np.testing.assert_allclose(outputs, jax_outputs, rtol=1e-5, atol=1e-5)
+
+    # Quantized on JAX: the levels computed there are exact levels here too, stored as indices.
+    quantized = keras.models.load_model(out + "_quantized.keras")
+    x, jax_outputs = _level_data(), np.load(out + "_quantized_out.npy")
+    np.testing.assert_allclose(quantized.predict(x, verbose=0), jax_outputs, rtol=1e-5, atol=1e-5)
+    path = str(tmp_path / "jax_quantized_int8.tflite")
+    report = exporter.export(quantized, path, representative_data=x)
+    _assert_int8_file_holds_the_levels(quantized, path, report, jax_outputs)
 
 
 # Per target, what a pruned kernel of the small convnet is stored as (the tf_keras choices for
@@ -254,11 +266,20 @@ def test_admm_quantized_keras3_model_exports_its_levels_exactly(tmp_path):
 
 
 # One rule per kind of levels tf-admm trains, each on the layer a LeNet-like net would give it.
-_LEVEL_RULES = (
-    tf_admm.Rule(name="conv", sparsity=0.5, bits=3, per_channel=True),  # uniform per channel
-    tf_admm.Rule(name="depthwise", sparsity=0.5, clusters=3),  # k-means
-    tf_admm.Rule(name="fc1", sparsity=0.8, bits=2),  # uniform per tensor
-    tf_admm.Rule(name="fc2", bits=2, scheme="power_of_two"),  # not pruned
+_LEVEL_SPEC = dict(
+    rules=[
+        tf_admm.Rule(name="conv", sparsity=0.5, bits=3, per_channel=True),  # uniform per channel
+        tf_admm.Rule(name="depthwise", sparsity=0.5, clusters=3),  # k-means
+        tf_admm.Rule(name="fc1", sparsity=0.8, bits=2),  # uniform per tensor
+        tf_admm.Rule(name="fc2", bits=2, scheme="power_of_two"),  # not pruned
+    ],
+    rho=tf_admm.RhoSchedule(0.05, 1.5),
+    update_unit="step",
+    update_every=2,
+    admm_rounds=2,
+    retrain_rounds=1,
+    quant_admm_rounds=2,
+    quant_fractions=(0.5, 1.0),
 )
 _UNIFORM_BITS = {"conv": 3, "fc1": 2, "fc2": 2}
 _WEIGHTED_OPERATORS = (
@@ -266,6 +287,11 @@ _WEIGHTED_OPERATORS = (
     flatbuffer.schema.BuiltinOperator.DEPTHWISE_CONV_2D,
     flatbuffer.schema.BuiltinOperator.FULLY_CONNECTED,
 )
+
+
+def _level_data() -> np.ndarray:
+    """The training inputs of :func:`_admm_quantized`, also its calibration samples."""
+    return np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype("float32")
 
 
 def _four_layer_net(module) -> keras.Model:
@@ -280,12 +306,14 @@ def _four_layer_net(module) -> keras.Model:
     return module.Model(inputs, layers.Dense(3, name="fc2")(h), name="net")
 
 
-def _admm_quantized(model: keras.Model, spec: tf_admm.Spec, x: np.ndarray) -> keras.Model:
-    """``model`` pruned, then quantized and locked by ADMM (14 steps), stripped."""
-    admm = tf_admm.admm_wrap(model, spec)
+def _admm_quantized() -> keras.Model:
+    """The Keras 3 four-layer net pruned, then quantized and locked by ADMM under
+    ``_LEVEL_SPEC`` (14 steps), stripped."""
+    admm = tf_admm.admm_wrap(_four_layer_net(keras), tf_admm.Spec(**_LEVEL_SPEC))
     admm.compile(
         keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
+    x = _level_data()
     # 2 pruning + 1 retraining + 2 quantization ADMM + 2 locking rounds of 2 steps each.
     admm.fit(
         x,
@@ -343,23 +371,17 @@ def _biases_in_steps(data: bytes, model: keras.Model, report) -> dict[str, float
     return found
 
 
-def test_admm_quantized_keras3_model_exports_full_integer_levels_as_tf_keras_does(tmp_path):
-    x = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype("float32")
-    spec = tf_admm.Spec(
-        rules=list(_LEVEL_RULES),
-        rho=tf_admm.RhoSchedule(0.05, 1.5),
-        update_unit="step",
-        update_every=2,
-        admm_rounds=2,
-        retrain_rounds=1,
-        quant_admm_rounds=2,
-        quant_fractions=(0.5, 1.0),
-    )
-    model = _four_layer_net(keras)
-    planned = {row.layer: row.weights[0].kept for row in tf_admm.plan(model, spec).layers}
-    plain = _admm_quantized(model, spec, x)
-    path = str(tmp_path / "quantized_int8.tflite")
-    report = exporter.export(plain, path, representative_data=x)
+def _assert_int8_file_holds_the_levels(
+    plain: keras.Model, path: str, report, expected: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The full-integer file of :func:`_admm_quantized`'s model: the planned nonzeros, uniform
+    levels stored as their indices (exact), k-means as the converter's codes, biases at the
+    kernels' scale, outputs within the int8 tolerance of ``expected``; the stored weights."""
+    x = _level_data()
+    planned = {
+        row.layer: row.weights[0].kept
+        for row in tf_admm.plan(_four_layer_net(keras), tf_admm.Spec(**_LEVEL_SPEC)).layers
+    }
     with open(path, "rb") as handle:
         data = handle.read()
     assert report.activations == "int8" and report.file_bytes == len(data)
@@ -398,7 +420,6 @@ def test_admm_quantized_keras3_model_exports_full_integer_levels_as_tf_keras_doe
     assert set(steps) == set(choices) and max(steps.values()) <= 0.5 + 1e-3, steps
 
     # Outputs within the exporter's int8 tolerance in both runtimes, again from the file.
-    expected = plain.predict(x, verbose=0)
     (scale,) = integer.output_scales(data, output_names(plain))
     tolerance = verify.Int8Tolerance()
     for outputs in _interpreter_outputs(path, x, output="fc2"):
@@ -407,6 +428,16 @@ def test_admm_quantized_keras3_model_exports_full_integer_levels_as_tf_keras_doe
         assert agree >= tolerance.top1_agreement
     checks = exporter.verify_file(path, plain, representative_data=x)
     assert all(c.passed for c in checks)
+    return stored
+
+
+def test_admm_quantized_keras3_model_exports_full_integer_levels_as_tf_keras_does(tmp_path):
+    plain = _admm_quantized()
+    x = _level_data()
+    expected = plain.predict(x, verbose=0)
+    path = str(tmp_path / "quantized_int8.tflite")
+    report = exporter.export(plain, path, representative_data=x)
+    stored = _assert_int8_file_holds_the_levels(plain, path, report, expected)
 
     # The same weights in a tf_keras model: the same encodings, codes, scales and bytes.
     twin = _four_layer_net(tf_keras)
@@ -418,6 +449,8 @@ def test_admm_quantized_keras3_model_exports_full_integer_levels_as_tf_keras_doe
     twin_report = exporter.export(twin, twin_path, representative_data=x)
     with open(twin_path, "rb") as handle:
         twin_stored = _stored(handle.read(), twin_report)
+    choices = {w.label: w for w in report.weights}
+    assert set(choices) == {w.label for w in twin_report.weights}
     for choice in twin_report.weights:
         mine = choices[choice.label]
         assert (mine.encoding, mine.stored_bytes, mine.nonzeros, mine.max_weight_error) == (
