@@ -169,6 +169,11 @@ def test_flags_choose_the_stack_for_both_recipes():
     combined = _flag_settings(["--keras=3", "--backend=jax"], combined=True)
     assert combined.stack is stacks.Stack.KERAS3_JAX
     assert combined.model_dir == "runs/lenet5_mnist_quant"
+    # A quantized Keras 3 model exports full-integer too, on either backend.
+    for backend in ("tensorflow", "jax"):
+        argv = ["--keras=3", f"--backend={backend}", "--tflite_int8"]
+        settings = _flag_settings(argv, combined=True)
+        assert settings.spec.quantizes and settings.tflite_int8
 
 
 @pytest.mark.parametrize(
