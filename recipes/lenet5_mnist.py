@@ -200,12 +200,6 @@ class Settings:
                 "(tf_admm.sensitivity_allocation takes tf_keras models): Expected --keras=2 or "
                 f"another allocation; received: stack={self.stack.value}"
             )
-        if self.tflite_int8 and self.stack.keras3 and self.spec is not None and self.spec.quantizes:
-            raise ValueError(
-                "The full-integer export of an ADMM-quantized Keras 3 model is not supported "
-                "yet (docs/keras3.md; the float .tflite is): Expected --notflite_int8 or "
-                f"--keras=2; received: tflite_int8=True, stack={self.stack.value}"
-            )
 
 
 def _measures_sensitivity(spec: tf_admm.Spec) -> bool:

@@ -20,6 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_71x.json")
 QUANT_CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_quant_167x.json")
 BUDGETS = {"conv1": 100, "conv2": 2000, "fc1": 3600, "fc2": 350}  # Ye et al. 71.2x config.
+QUANT_BUDGETS = {"conv1": 200, "conv2": 1100, "fc1": 1120, "fc2": 150}  # The 167x config.
+QUANT_BITS = {"conv1": 3, "conv2": 3, "fc1": 2, "fc2": 3}
 
 pytestmark = pytest.mark.skipif(
     keras3.backend.backend() != "tensorflow", reason="runs Keras 3 on TensorFlow in-process"
@@ -66,6 +68,21 @@ def test_keras3_on_tensorflow_prunes_distills_and_exports_a_verified_file(tmp_pa
     ]
 
 
+def _assert_full_integer_file_holds_the_levels(results) -> None:
+    """The ``--tflite_int8`` file: verified, every kernel stored as its level indices (exact,
+    with the planned nonzeros), accurate within a point of the Keras model."""
+    int8 = results["tflite_int8"]
+    assert int8["activations"] == "int8" and int8["path"].endswith("lenet5_int8.tflite")
+    assert int8["file_bytes"] == os.path.getsize(int8["path"]) < int8["float_file_bytes"] / 5
+    assert all(check["passed"] for check in int8["report"]["checks"])
+    weights = {w["label"]: w for w in int8["report"]["weights"]}
+    assert {name: w["nonzeros"] for name, w in weights.items()} == QUANT_BUDGETS
+    for name, weight in weights.items():
+        assert weight["encoding"] in ("levels", "sparse_levels"), (name, weight)
+        assert weight["max_weight_error"] == 0.0, (name, weight)
+    assert abs(int8["accuracy"] - results["pruned_accuracy"]) <= 0.01
+
+
 def test_keras3_on_tensorflow_prunes_and_quantizes_with_paper_bits(tmp_path, mnist_data_dir):
     spec = dataclasses.replace(
         tf_admm.Spec.from_file(QUANT_CONFIG),
@@ -74,18 +91,19 @@ def test_keras3_on_tensorflow_prunes_and_quantizes_with_paper_bits(tmp_path, mni
         quant_admm_rounds=1,
         quant_fractions=(1.0,),
     )
-    results = lenet5_mnist.run(
-        _settings(tmp_path, mnist_data_dir, spec=spec, retrain_epochs=0, distill_weight=0.0)
+    settings = _settings(
+        tmp_path, mnist_data_dir, spec=spec, retrain_epochs=0, distill_weight=0.0, tflite_int8=True
     )
+    results = lenet5_mnist.run(settings)
     model = keras3.models.load_model(results["model"])
-    bits = {"conv1": 3, "conv2": 3, "fc1": 2, "fc2": 3}
-    assert _kernel_nonzeros(model) == {"conv1": 200, "conv2": 1100, "fc1": 1120, "fc2": 150}
-    for name, b in bits.items():
+    assert _kernel_nonzeros(model) == QUANT_BUDGETS
+    for name, b in QUANT_BITS.items():
         kernel = keras3.ops.convert_to_numpy(model.get_layer(name).kernel)
         assert len(np.unique(kernel[kernel != 0])) <= 2**b
     storage = {layer["name"]: layer for layer in results["storage"]["layers"]}
-    assert {name: storage[name]["bits_per_value"] for name in bits} == bits
+    assert {name: storage[name]["bits_per_value"] for name in QUANT_BITS} == QUANT_BITS
     assert abs(results["tflite"]["accuracy"] - results["pruned_accuracy"]) <= 0.001
+    _assert_full_integer_file_holds_the_levels(results)
 
 
 def _jax_environment() -> dict[str, str]:
@@ -98,8 +116,9 @@ def _jax_environment() -> dict[str, str]:
 def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path, mnist_data_dir):
     pytest.importorskip("jax", reason="pip install -e '.[test]' installs jax")
     config = tmp_path / "config.json"
-    spec = tf_admm.Spec.from_file(CONFIG).to_dict()
-    config.write_text(json.dumps({**spec, "admm_rounds": 1, "retrain_rounds": 0}))
+    spec = tf_admm.Spec.from_file(QUANT_CONFIG).to_dict()
+    rounds = {"admm_rounds": 1, "retrain_rounds": 0, "quant_admm_rounds": 1}
+    config.write_text(json.dumps({**spec, **rounds, "quant_fractions": [1.0]}))
     model_dir = tmp_path / "run"
     command = [
         sys.executable,
@@ -114,6 +133,7 @@ def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path
         "--retrain_epochs=0",
         "--train_batches=2",
         "--verbose=0",
+        "--tflite_int8",
     ]
     done = subprocess.run(
         command, env=_jax_environment(), cwd=ROOT, capture_output=True, text=True, timeout=900
@@ -122,13 +142,15 @@ def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path
     with open(model_dir / "results.json", encoding="utf-8") as f:
         results = json.load(f)
     assert results["stack"] == "keras3_jax"
-    assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == BUDGETS
-    lite = results["tflite"]
-    # Exported on TensorFlow from the saved file, which computes what the JAX model did.
-    assert lite["exported_on"] == "tensorflow" and lite["keras_backend_max_diff"] < 1e-4
-    assert all(check["passed"] for check in lite["report"]["checks"])
-    assert abs(lite["accuracy"] - results["pruned_accuracy"]) <= 0.001
-    assert "TFLite: " in done.stdout and "test accuracy in LiteRT" in done.stdout
+    assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == QUANT_BUDGETS
+    for key in ("tflite", "tflite_int8"):
+        lite = results[key]
+        # Exported on TensorFlow from the saved file, which computes what the JAX model did.
+        assert lite["exported_on"] == "tensorflow" and lite["keras_backend_max_diff"] < 1e-4
+        assert all(check["passed"] for check in lite["report"]["checks"])
+    assert abs(results["tflite"]["accuracy"] - results["pruned_accuracy"]) <= 0.001
+    _assert_full_integer_file_holds_the_levels(results)
+    assert "TFLite: " in done.stdout and "TFLite full-int8: " in done.stdout
 
 
 def _flag_settings(argv, combined=False):
@@ -147,6 +169,11 @@ def test_flags_choose_the_stack_for_both_recipes():
     combined = _flag_settings(["--keras=3", "--backend=jax"], combined=True)
     assert combined.stack is stacks.Stack.KERAS3_JAX
     assert combined.model_dir == "runs/lenet5_mnist_quant"
+    # A quantized Keras 3 model exports full-integer too, on either backend.
+    for backend in ("tensorflow", "jax"):
+        argv = ["--keras=3", f"--backend={backend}", "--tflite_int8"]
+        settings = _flag_settings(argv, combined=True)
+        assert settings.spec.quantizes and settings.tflite_int8
 
 
 @pytest.mark.parametrize(
@@ -161,10 +188,6 @@ def test_flags_choose_the_stack_for_both_recipes():
                 f"--config={lenet5_mnist.CONFIG_DIR}/lenet5_admm_167x_sensitivity.json",
             ],
             "'sensitivity' is not supported on Keras 3",
-        ),
-        (
-            ["--keras=3", f"--config={QUANT_CONFIG}", "--tflite_int8"],
-            "full-integer export of an ADMM-quantized Keras 3 model is not supported",
         ),
     ],
 )
