@@ -255,6 +255,19 @@ CASES = [
         r"rho to be a number > 0, a RhoSchedule or a mapping; received: rho='fast'",
     ),
     (
+        "spec_quant_rho_wrong_type",
+        lambda env: _spec(quant_rho=[0.01, 2.0]),
+        SpecError,
+        r"Spec: Expected quant_rho to be a number > 0, a RhoSchedule or a mapping; received: "
+        r"quant_rho=\[0.01, 2.0\]",
+    ),
+    (
+        "spec_quant_rho_multiplier_shrinks",
+        lambda env: _spec(quant_rho={"initial": 0.01, "multiplier": 0.9}),
+        SpecError,
+        r"multiplier >= 1 \(rho never shrinks\); received: multiplier=0.9",
+    ),
+    (
         "rho_initial_zero",
         lambda env: _spec(rho={"initial": 0}),
         SpecError,

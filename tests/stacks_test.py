@@ -189,6 +189,36 @@ def test_structured_pruning_then_strip_keeps_exact_groups_and_zeroes_removed_fil
         assert np.all(kernel[projected[name] == 0] == 0), f"{name}: a pruned weight revived"
 
 
+@pytest.mark.parametrize("quant_rho", [None, {"initial": 0.01, "multiplier": 2.0}])
+def test_quant_rho_sets_every_layers_rho_in_the_quantization_rounds(stack, quant_rho):
+    rules = [
+        tf_admm.Rule(name="fc1", sparsity=0.8, bits=2, rho=0.2),
+        tf_admm.Rule(name="conv", bits=3),
+    ]
+    spec = tf_admm.Spec(
+        rules=rules,
+        rho=tf_admm.RhoSchedule(0.05, 1.5),
+        update_every=2,
+        update_unit="step",
+        admm_rounds=2,
+        retrain_rounds=1,
+        quant_admm_rounds=3,
+        quant_fractions=(1.0,),
+        quant_rho=quant_rho,
+    )
+    assert tf_admm.Spec.from_dict(spec.to_dict()) == spec
+    admm = _wrap(stack, spec)
+    # Rounds of 2 steps: 2 of pruning ADMM, 1 of retraining, then quantization ADMM. After
+    # 8 steps the first quantization round has ended: rho is the schedule's value at 1.
+    _fit(stack, admm, epochs=2)
+    assert admm.phase is tf_admm.Phase.QUANT_ADMM
+    rho = {name: float(stack.host(stack.slot(admm, name).rho)) for name in ("fc1", "conv")}
+    if quant_rho is None:  # Each layer's own start again: the rule's 0.2, the spec's 0.05.
+        assert rho == pytest.approx({"fc1": 0.2 * 1.5, "conv": 0.05 * 1.5})
+    else:  # Spec.quant_rho for every layer, whatever the rule says.
+        assert rho == pytest.approx({"fc1": 0.02, "conv": 0.02})
+
+
 def test_quantized_weights_lie_exactly_on_their_levels(stack):
     rules = [
         tf_admm.Rule(name="fc1", sparsity=0.8, bits=2),

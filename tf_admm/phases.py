@@ -39,6 +39,12 @@ def read(variable) -> int:
     return int(variable.numpy())
 
 
+def quant_start_rho(spec) -> float | None:
+    """The rho of the first quantization ADMM round: ``Spec.quant_rho``'s start, or None
+    (each layer's own initial rho)."""
+    return None if spec.quant_rho is None else spec.quant_rho(0)
+
+
 def advance(model, unit: Unit) -> dict[str, Any]:
     """Runs the Z/U update or phase change of ``model`` that is due after one more ``unit``.
 
@@ -95,8 +101,15 @@ def advance(model, unit: Unit) -> dict[str, Any]:
         event["next"] = "quantization ADMM"
     elif phase is Phase.QUANT_ADMM:
         index = round_ - bounds["quant_start"]
+
+        def quant_rho(initial: float) -> float:
+            # Spec.quant_rho, the same for every layer, or rho again from the layer's initial.
+            if spec.quant_rho is None:
+                return schedule(index, initial=initial)
+            return spec.quant_rho(index)
+
         for wrapper in wrappers:
-            wrapper.quant_update(rho=lambda initial: schedule(index, initial=initial))
+            wrapper.quant_update(rho=quant_rho)
         if round_ >= bounds["quant_admm"]:
             phase = Phase.QUANT_LOCK
             model.admm_phase.assign(int(phase))

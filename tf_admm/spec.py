@@ -85,6 +85,18 @@ AUTO_SCHEDULE = {
 FIXED_SCHEDULE = {"update_unit": Unit.EPOCH, "admm_rounds": 10, "rho": RhoSchedule}
 
 
+def _rho_schedule(field: str, value: Any) -> RhoSchedule:
+    """``value`` (a RhoSchedule, its config mapping or a number > 0) as a RhoSchedule."""
+    if isinstance(value, Mapping):
+        return RhoSchedule.from_config(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_positive_number("Spec", field, value)
+        return RhoSchedule(initial=float(value))
+    if not isinstance(value, RhoSchedule):
+        raise fail("Spec", f"{field} to be a number > 0, a RhoSchedule or a mapping", field, value)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A whole ADMM compression run.
@@ -128,6 +140,10 @@ class Spec:
       quant_admm_rounds: ADMM rounds onto the quantization levels.
       quant_fractions: increasing cumulative fractions of kept weights locked, one per round;
         the last must be 1.
+      quant_rho: the rho schedule of the quantization ADMM rounds, counted from their first
+        round, the same for every layer; None (the default) runs ``rho`` again from each
+        layer's initial value. ADMM onto levels wants a rho far above the small start that
+        step-level pruning rounds use (e.g. ``{"initial": 0.01, "multiplier": 1.3}``).
       centroid_update: ``"sum"`` or ``"mean"`` of the members' gradients moves each k-means
         centroid once all weights are locked; ``"none"`` keeps them fixed. Uniform and
         power-of-two levels always stay fixed.
@@ -153,6 +169,7 @@ class Spec:
     prune_stages: tuple[float, ...] = (1.0,)
     quant_admm_rounds: int = 5
     quant_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
+    quant_rho: RhoSchedule | None = None
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
     target_ratio: float | None = None
     allocation: Allocation = Allocation.LAMP
@@ -202,16 +219,10 @@ class Spec:
                         "(1..8) or clusters (>= 2), or a Spec.target_ratio for the rule's "
                         "layers to share; received none"
                     )
-        rho = self.rho
-        if isinstance(rho, Mapping):
-            rho = RhoSchedule.from_config(rho)
-        elif isinstance(rho, (int, float)) and not isinstance(rho, bool):
-            check_positive_number("Spec", "rho", rho)
-            rho = RhoSchedule(initial=float(rho))
-        if not isinstance(rho, RhoSchedule):
-            raise fail("Spec", "rho to be a number > 0, a RhoSchedule or a mapping", "rho", rho)
-        object.__setattr__(self, "rho", rho)
+        object.__setattr__(self, "rho", _rho_schedule("rho", self.rho))
         self._check_rule_rho()
+        if self.quant_rho is not None:
+            object.__setattr__(self, "quant_rho", _rho_schedule("quant_rho", self.quant_rho))
         if self.update_every is not None:
             check_positive_int("Spec", "update_every", self.update_every)
         check_positive_int("Spec", "admm_rounds", self.admm_rounds)
@@ -392,7 +403,7 @@ class Spec:
         """The spec as a JSON-ready dict, which :meth:`from_dict` turns back into the spec.
 
         ``get_config`` is the same method. Optional parts (``default``, ``target_ratio`` with
-        ``allocation``, ``allocated``) appear only when set.
+        ``allocation``, ``allocated``, ``quant_rho``) appear only when set.
         """
         config: dict[str, Any] = {
             "rules": [r.get_config() for r in self.rules],
@@ -406,6 +417,8 @@ class Spec:
             "quant_fractions": list(self.quant_fractions),
             "centroid_update": self.centroid_update.value,
         }
+        if self.quant_rho is not None:
+            config["quant_rho"] = self.quant_rho.get_config()
         if self.automatic:
             config["admm_fraction"] = self.admm_fraction
         if self.default is not None:

@@ -162,8 +162,9 @@ class AdmmModel(keras.Model):
 
     def begin_quantization(self) -> None:
         """Enters quantization ADMM (after pruning, or at once for a spec that only quantizes)."""
+        rho = phases.quant_start_rho(self.spec)
         for wrapper in self.admm_wrappers:
-            wrapper.quant_begin()
+            wrapper.quant_begin(rho)
         self.admm_phase.assign(int(Phase.QUANT_ADMM))
 
     def advance(self, unit: Unit) -> dict[str, Any]:
