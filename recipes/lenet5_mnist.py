@@ -194,12 +194,6 @@ class Settings:
                 "Spec: allocation 'sensitivity' measures each layer on the validation split: "
                 "Expected validation_examples > 0 (--validation_examples); received 0"
             )
-        if _measures_sensitivity(self.spec) and self.stack.keras3:
-            raise ValueError(
-                "Spec: allocation 'sensitivity' is not supported on Keras 3 yet "
-                "(tf_admm.sensitivity_allocation takes tf_keras models): Expected --keras=2 or "
-                f"another allocation; received: stack={self.stack.value}"
-            )
 
 
 def _measures_sensitivity(spec: tf_admm.Spec) -> bool:
@@ -256,13 +250,21 @@ def _validation_ds(settings: Settings) -> tf.data.Dataset | None:
 
 
 def _validation_loss(model: keras.Model, validation_ds: tf.data.Dataset) -> float:
-    """Mean cross-entropy of ``model``'s logits on the validation batches."""
+    """Mean cross-entropy of ``model``'s logits on the validation batches (a tf_keras or a
+    Keras 3 model, on TensorFlow or JAX)."""
+    api = stacks.api_of(model)
     total, count = 0.0, 0
     for images, labels in validation_ds:
-        losses = keras.losses.sparse_categorical_crossentropy(
-            labels, model(images, training=False), from_logits=True
-        )
-        total += float(tf.reduce_sum(losses))
+        if api is keras:
+            losses = keras.losses.sparse_categorical_crossentropy(
+                labels, model(images, training=False), from_logits=True
+            )
+            total += float(tf.reduce_sum(losses))
+        else:  # Host arrays: a JAX model takes no TensorFlow tensors.
+            losses = api.losses.sparse_categorical_crossentropy(
+                labels.numpy(), model(images.numpy(), training=False), from_logits=True
+            )
+            total += float(api.ops.convert_to_numpy(api.ops.sum(losses)))
         count += int(labels.shape[0])
     return total / count
 

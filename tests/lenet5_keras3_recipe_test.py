@@ -19,6 +19,7 @@ from tf_admm.compat import keras3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_71x.json")
 QUANT_CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_quant_167x.json")
+SENSITIVITY_CONFIG = os.path.join(lenet5_mnist.CONFIG_DIR, "lenet5_admm_167x_sensitivity.json")
 BUDGETS = {"conv1": 100, "conv2": 2000, "fc1": 3600, "fc2": 350}  # Ye et al. 71.2x config.
 QUANT_BUDGETS = {"conv1": 200, "conv2": 1100, "fc1": 1120, "fc2": 150}  # The 167x config.
 QUANT_BITS = {"conv1": 3, "conv2": 3, "fc1": 2, "fc2": 3}
@@ -106,6 +107,46 @@ def test_keras3_on_tensorflow_prunes_and_quantizes_with_paper_bits(tmp_path, mni
     _assert_full_integer_file_holds_the_levels(results)
 
 
+def test_keras3_on_tensorflow_splits_by_sensitivity_measured_on_the_validation_split(
+    tmp_path, mnist_data_dir
+):
+    spec = dataclasses.replace(
+        tf_admm.Spec.from_file(SENSITIVITY_CONFIG), admm_rounds=1, retrain_rounds=0
+    )
+    settings = _settings(
+        tmp_path,
+        mnist_data_dir,
+        spec=spec,
+        validation_examples=256,
+        retrain_epochs=0,
+        distill_weight=0.0,
+        export=False,
+    )
+    results = lenet5_mnist.run(settings)
+    assert results["spec"]["allocation"] == "sensitivity"
+    # 430,500 / 167 = 2,577.8: 2,578 kept, split by the losses measured on the 256 images.
+    allocated = results["spec"]["allocated"]
+    assert sum(allocated.values()) == 2_578
+    assert results["seconds"]["sensitivity"] > 0
+    nonzeros = {r["layer"]: r["nonzeros"] for r in results["layers"]}
+    assert nonzeros == {key.split("/")[0]: kept for key, kept in allocated.items()}
+    assert results["validation"]["examples"] == 256
+
+
+def test_validation_loss_of_a_keras3_model_equals_the_tf_keras_one_for_the_same_weights(
+    tmp_path, mnist_data_dir
+):
+    settings = _settings(tmp_path, mnist_data_dir, validation_examples=300, batch_size=128)
+    validation_ds = lenet5_mnist._validation_ds(settings)
+    keras3.utils.set_random_seed(0)
+    model = lenet5_mnist.models.lenet5(api=keras3)
+    twin = lenet5_mnist.models.lenet5(api=lenet5_mnist.keras)
+    twin.set_weights(model.get_weights())
+    loss = lenet5_mnist._validation_loss(model, validation_ds)
+    assert loss > 0
+    np.testing.assert_allclose(loss, lenet5_mnist._validation_loss(twin, validation_ds), rtol=1e-5)
+
+
 def _jax_environment() -> dict[str, str]:
     # Neither KERAS_BACKEND nor pytest's variables: the command itself picks the backend.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERAS_"))}
@@ -153,6 +194,45 @@ def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path
     assert "TFLite: " in done.stdout and "TFLite full-int8: " in done.stdout
 
 
+def test_keras3_on_jax_splits_by_sensitivity_measured_on_the_validation_split(
+    tmp_path, mnist_data_dir
+):
+    pytest.importorskip("jax", reason="pip install -e '.[test]' installs jax")
+    config = tmp_path / "config.json"
+    spec = tf_admm.Spec.from_file(SENSITIVITY_CONFIG).to_dict()
+    config.write_text(json.dumps({**spec, "admm_rounds": 1, "retrain_rounds": 0}))
+    model_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "recipes.lenet5_mnist",
+        "--keras=3",
+        "--backend=jax",
+        f"--config={config}",
+        f"--model_dir={model_dir}",
+        f"--data_dir={mnist_data_dir}",
+        "--pretrain_epochs=1",
+        "--retrain_epochs=0",
+        "--train_batches=2",
+        "--validation_examples=256",
+        "--distill_weight=0",
+        "--noexport",
+        "--verbose=0",
+    ]
+    done = subprocess.run(
+        command, env=_jax_environment(), cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, f"{done.stdout[-20000:]}\n--- stderr\n{done.stderr[-8000:]}"
+    with open(model_dir / "results.json", encoding="utf-8") as f:
+        results = json.load(f)
+    assert results["stack"] == "keras3_jax"
+    assert results["spec"]["allocation"] == "sensitivity"
+    allocated = results["spec"]["allocated"]
+    assert sum(allocated.values()) == 2_578 and results["seconds"]["sensitivity"] > 0
+    nonzeros = {r["layer"]: r["nonzeros"] for r in results["layers"]}
+    assert nonzeros == {key.split("/")[0]: kept for key, kept in allocated.items()}
+
+
 def _flag_settings(argv, combined=False):
     lenet5_mnist.flags.FLAGS.mark_as_parsed()
     with flagsaver.flagsaver():
@@ -169,6 +249,11 @@ def test_flags_choose_the_stack_for_both_recipes():
     combined = _flag_settings(["--keras=3", "--backend=jax"], combined=True)
     assert combined.stack is stacks.Stack.KERAS3_JAX
     assert combined.model_dir == "runs/lenet5_mnist_quant"
+    # The sensitivity allocation is measured on Keras 3 too, given a validation split.
+    argv = ["--keras=3", "--validation_examples=1000", f"--config={SENSITIVITY_CONFIG}"]
+    settings = _flag_settings(argv)
+    assert settings.stack is stacks.Stack.KERAS3_TENSORFLOW
+    assert settings.spec.allocation is tf_admm.Allocation.SENSITIVITY
     # A quantized Keras 3 model exports full-integer too, on either backend.
     for backend in ("tensorflow", "jax"):
         argv = ["--keras=3", f"--backend={backend}", "--tflite_int8"]
@@ -181,14 +266,7 @@ def test_flags_choose_the_stack_for_both_recipes():
     [
         (["--backend=jax"], "--backend only with --keras=3"),
         (["--keras=2", "--backend=tensorflow"], "--backend only with --keras=3"),
-        (
-            [
-                "--keras=3",
-                "--validation_examples=1000",
-                f"--config={lenet5_mnist.CONFIG_DIR}/lenet5_admm_167x_sensitivity.json",
-            ],
-            "'sensitivity' is not supported on Keras 3",
-        ),
+        (["--keras=3", f"--config={SENSITIVITY_CONFIG}"], r"validation_examples > 0"),
     ],
 )
 def test_unsupported_flag_combinations_are_usage_errors(argv, message):

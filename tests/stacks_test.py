@@ -13,8 +13,8 @@ structured pruning and strip, with the bias of every removed filter zero; quanti
 their levels (uniform, per-channel uniform, power-of-two, k-means); wrap -> strip changes no
 output and the user's model is never modified; ``.keras`` save/load mid-ADMM without custom
 objects continues identically; BackupAndRestore resumes as an uninterrupted run; a NaN loss
-stops training; and the rows of ``tests/bad_input_test.py`` that take a model, with the same
-error text.
+stops training; the sensitivity split is measured on a copy and kept exactly; and the rows of
+``tests/bad_input_test.py`` that take a model, with the same error text.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import pytest
 import tf_admm
 import tflite_export
 from tests import bad_input_test
-from tests.stacks import KERAS3, TF_KERAS, Stack
+from tests.stacks import KERAS3, LAYER_SIZES, TF_KERAS, Stack
 from tf_admm import projections
 from tf_admm.testing import small_data
 
@@ -217,6 +217,37 @@ def test_quant_rho_sets_every_layers_rho_in_the_quantization_rounds(stack, quant
         assert rho == pytest.approx({"fc1": 0.2 * 1.5, "conv": 0.05 * 1.5})
     else:  # Spec.quant_rho for every layer, whatever the rule says.
         assert rho == pytest.approx({"fc1": 0.02, "conv": 0.02})
+
+
+def test_sensitivity_split_is_measured_on_a_copy_and_kept_exactly_after_strip(stack):
+    model = stack.convnet()
+    before = [stack.host(v) for v in model.weights]
+    spec = tf_admm.Spec(target_ratio=20, update_unit="step", update_every=2, admm_rounds=2)
+    shared = tf_admm.shared_weights(model, spec)
+    # The model's own variables (tf_keras' depthwise kernel is depthwise_kernel, Keras 3's kernel).
+    assert [key.split("/")[0] for key in shared] == list(LAYER_SIZES)
+    assert all(shared[k] is model.get_layer(k.split("/")[0]).weights[0] for k in shared)
+    x, y = small_data(32, seed=1)
+    copies = []
+
+    def evaluate(copy):
+        copies.append(copy)
+        logits = stack.host(copy(x, training=False)).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return float(-log_softmax[np.arange(len(y)), y].mean())
+
+    measured = tf_admm.sensitivity_allocation(model, spec, evaluate, points=4)
+    assert copies and all(c is copies[0] and c is not model for c in copies)
+    for old, new in zip(before, [stack.host(v) for v in model.weights]):
+        np.testing.assert_array_equal(old, new)
+    allocated = {key.split("/")[0]: kept for key, kept in measured.allocated.items()}
+    # 2,484 weights / 20 = 124.2: 124 kept.
+    assert sum(allocated.values()) == 124 and _planned(model, measured) == allocated
+    admm = _wrap(stack, measured, model)
+    _fit(stack, admm)  # Two ADMM rounds of 2 steps, then the hard projection.
+    kernels = stack.kernels(tf_admm.strip(admm))
+    assert {name: int(np.count_nonzero(k)) for name, k in kernels.items()} == allocated
 
 
 def test_quantized_weights_lie_exactly_on_their_levels(stack):

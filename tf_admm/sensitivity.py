@@ -4,6 +4,10 @@ Each weight that shares ``Spec.target_ratio`` is magnitude-pruned alone (the oth
 to a range of kept counts, and the model is evaluated each time; :func:`allocation.
 allocate_by_sensitivity` then chooses the counts whose summed loss increase is smallest within
 the budget. Measure on a validation split, never on the test set.
+
+tf_keras and Keras 3 models (TensorFlow or JAX backend) alike: the probe prunes a copy made by
+the model's adapter, on host copies of the weights with :func:`tf_admm.projections.
+project_top_k_numpy`, so the same weights give the same curves and split on every stack.
 """
 
 from __future__ import annotations
@@ -14,11 +18,19 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from tf_admm import allocation, cloning, projections, training
+from tf_admm import allocation, cloning, compat, projections, training
 from tf_admm.compat import keras
 from tf_admm.spec import Allocation, Spec
 
 __all__ = ["sensitivity_allocation", "sensitivity_curves"]
+
+
+def _copy(model):
+    """A copy of ``model`` with variables of its own, from the model's adapter."""
+    adapter = compat.keras3_adapter(model)
+    if adapter is not None:
+        return adapter.copy(model)
+    return cloning.rebuild(model, cloning.copy_layer, cloning.copy_weights)
 
 
 def sensitivity_curves(
@@ -30,7 +42,9 @@ def sensitivity_curves(
     """Validation-loss increase of each shared weight pruned alone to ``points`` kept counts.
 
     Args:
-      model: the trained dense model (left untouched: a copy is pruned).
+      model: the trained dense model, Sequential or Functional, tf_keras or Keras 3 (left
+        untouched: a copy is pruned, and each weight of the copy is put back exactly after its
+        probe).
       spec: a spec with ``target_ratio``.
       evaluate: ``evaluate(model) -> loss`` on validation data (lower is better); it is called
         ``1 + points * weights`` times with the same copy of ``model``.
@@ -39,19 +53,20 @@ def sensitivity_curves(
     Returns:
       ``{"layer/weight": [(kept, loss - dense loss), ...]}``.
     """
-    copy = cloning.rebuild(model, cloning.copy_layer, cloning.copy_weights)
+    copy = _copy(model)
     shared = training.shared_weights(copy, spec)
     if not shared:
         raise ValueError("Spec: Expected weights that share target_ratio; received none")
     base = float(evaluate(copy))
     curves: dict[str, list[tuple[int, float]]] = {}
     for key, variable in shared.items():
-        original = variable.numpy()
+        # A host copy (np.array copies): the variable's buffer changes under the probe.
+        original = np.array(variable.numpy())
         size = original.size
         counts = np.unique(np.geomspace(1, size, points).round().astype(np.int64))
         curve = []
         for kept in counts[:-1]:  # Keeping everything costs nothing.
-            variable.assign(projections.project_top_k(original, int(kept)))
+            variable.assign(projections.project_top_k_numpy(original, int(kept)))
             curve.append((int(kept), float(evaluate(copy)) - base))
         variable.assign(original)
         curve.append((int(size), 0.0))
@@ -79,7 +94,7 @@ def sensitivity_allocation(
       >>> admm = tf_admm.admm_wrap(dense, spec)   # uses spec.allocated as given
 
     Args:
-      model: the trained dense model (left untouched).
+      model: the trained dense model, tf_keras or Keras 3 (left untouched).
       spec: a spec with ``target_ratio`` (any ``allocation``; the result says ``sensitivity``).
       evaluate: ``evaluate(model) -> validation loss``.
       points: kept counts measured per weight.

@@ -92,9 +92,15 @@ def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
 def shared_weights(model: keras.Model, spec: Spec) -> dict[str, tf.Variable]:
     """The weights of ``model`` that share ``spec.target_ratio``, as ``{"layer/weight": var}``.
 
+    The variables are the model's own (assigning to one changes the model): ``tf.Variable`` for
+    a tf_keras model, ``keras.Variable`` for a Keras 3 one (any backend).
+
     Raises:
       ValueError: as :func:`admm_wrap` does, when the spec does not fit the model.
     """
+    adapter = compat.keras3_adapter(model)
+    if adapter is not None:
+        return adapter.shared_weights(model, spec)
     if not isinstance(spec, Spec):
         spec = Spec.from_dict(spec)
     cloning.check_built(model)

@@ -5,7 +5,8 @@ The public functions :func:`tf_admm.admm_wrap`, :func:`tf_admm.strip` and :func:
 hand a Keras 3 model to this package (and ``AdmmModel.fit`` takes :func:`tf_admm.callbacks`'
 list); it holds only what differs from the tf_keras adapter: the wrapper (masked, level-locked
 weight through ``keras.ops``), the model (penalty in ``compute_loss``), the callback (updates
-where the JAX state is synced), the layer registry and strip. Spec resolution
+where the JAX state is synced), the layer registry, strip, and the copy and shared weights
+that :func:`tf_admm.sensitivity_allocation` probes. Spec resolution
 (:mod:`tf_admm.resolution`), the phase machine (:mod:`tf_admm.phases`), the projections (with
 their NumPy twins) and the allocation are shared.
 See ``docs/keras3.md``.
@@ -15,7 +16,15 @@ See ``docs/keras3.md``.
 # at start-up filtered (see there); the modules below import keras themselves.
 from tf_admm import compat  # noqa: F401
 from tf_admm.keras3.callback import AdmmUpdate, callbacks
-from tf_admm.keras3.model import AdmmModel, admm_wrap, owns, plan, wrappers
+from tf_admm.keras3.model import (
+    AdmmModel,
+    admm_wrap,
+    copy,
+    owns,
+    plan,
+    shared_weights,
+    wrappers,
+)
 from tf_admm.keras3.strip import strip
 from tf_admm.keras3.wrapper import AdmmWrapper
 
@@ -25,8 +34,10 @@ __all__ = [
     "AdmmWrapper",
     "admm_wrap",
     "callbacks",
+    "copy",
     "owns",
     "plan",
+    "shared_weights",
     "strip",
     "wrappers",
 ]

@@ -28,7 +28,7 @@ from tf_admm.keras3.wrapper import AdmmWrapper
 from tf_admm.phases import Phase
 from tf_admm.spec import Spec, Unit
 
-__all__ = ["AdmmModel", "admm_wrap", "owns", "plan", "wrappers"]
+__all__ = ["AdmmModel", "admm_wrap", "copy", "owns", "plan", "shared_weights", "wrappers"]
 
 
 def owns(model) -> bool:
@@ -69,8 +69,38 @@ def plan(model: keras.Model, spec: Spec | dict[str, Any]) -> planning.Plan:
     return resolution.resolve(model, spec, ACCESS)[2]
 
 
+def shared_weights(model: keras.Model, spec: Spec | dict[str, Any]) -> dict[str, keras.Variable]:
+    """The variables of a Keras 3 model that share ``spec.target_ratio``, as ``{"layer/weight":
+    variable}`` (see :func:`tf_admm.shared_weights`): the model's own, not copies."""
+    if not isinstance(spec, Spec):
+        spec = Spec.from_dict(spec)
+    _check_model(model)
+    chosen = resolution.choose(model, spec, ACCESS)[0].values()
+    return {
+        key: registry.resolve(layer, name)[0]
+        for key, (layer, name) in resolution.shared_weights(spec, chosen, ACCESS).items()
+    }
+
+
 def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     return layer.__class__.from_config(layer.get_config())
+
+
+def copy(model: keras.Model) -> keras.Model:
+    """A copy of a Sequential or Functional Keras 3 model (nested models too) holding the same
+    weights in variables of its own, so that changing them leaves ``model`` as it was."""
+    _check_model(model)
+    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
+
+    def copy_layer(layer):
+        new = _copy(layer)
+        pairs.append((layer, new))
+        return new
+
+    clone = keras.models.clone_model(model, clone_function=copy_layer, recursive=True)
+    for old, new in pairs:
+        new.set_weights(old.get_weights())
+    return clone
 
 
 def admm_wrap(model: keras.Model, spec: Spec | dict[str, Any]) -> AdmmModel:
