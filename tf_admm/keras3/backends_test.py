@@ -2,8 +2,8 @@
 
 Keras 3 fixes its backend when it is first imported (``KERAS_BACKEND``), and this process runs
 TensorFlow (pytest's process imports it, and Keras 3 defaults to it): ``adapter_test.py``,
-``quantization_test.py`` and ``structured_test.py`` run here on that backend and, through this
-file, in a fresh ``python -m pytest`` on JAX. A failure
+``quantization_test.py``, ``shrink_test.py`` and ``structured_test.py`` run here on that backend
+and, through this file, in a fresh ``python -m pytest`` on JAX. A failure
 there fails the test here with the subprocess's output. The model that the JAX run trains and
 strips is then loaded by plain Keras 3 on this process's backend in another subprocess that
 never imports tf_admm.
@@ -74,7 +74,7 @@ def test_adapter_tests_pass_on_backend_and_stripped_model_loads_without_tf_admm(
     assert "loaded Sequential" in loaded.stdout
 
 
-@pytest.mark.parametrize("name", ["quantization_test.py", "structured_test.py"])
+@pytest.mark.parametrize("name", ["quantization_test.py", "shrink_test.py", "structured_test.py"])
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_adapter_test_file_passes_on_backend(backend, name):
     if backend == "jax":
