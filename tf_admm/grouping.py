@@ -5,11 +5,12 @@ channel ``c`` of one tensor to channel ``c`` of another. Filter pruning can remo
 ``c`` from the network only if every Conv/Dense layer whose output reaches that join removes
 its filter ``c``: the layers form one **channel group** sharing one kept-channel set.
 
-:func:`channel_groups` finds them in a functional ``tf_keras`` model. It follows every tensor
-from the layer that made its channels (a Conv1D/2D/3D or Dense **member**) through the layers
-that keep channel ``c`` at index ``c`` (BatchNormalization, DepthwiseConv with multiplier 1,
-activations, dropout, pooling, padding, cropping, upsampling: the **followers**), merges the
-channel sets that meet at a join (union-find), and records who reads the channels (the
+:func:`channel_groups` finds them in a functional ``tf_keras`` model (:func:`spaces` in a Keras 3
+one too, for ``tf_admm.shrink``, through its :class:`~tf_admm.graphs.GraphAccess`). It follows
+every tensor from the layer that made its channels (a Conv1D/2D/3D or Dense **member**) through
+the layers that keep channel ``c`` at index ``c`` (BatchNormalization, DepthwiseConv with
+multiplier 1, activations, dropout, pooling, padding, cropping, upsampling: the **followers**),
+merges the channel sets that meet at a join (union-find), and records who reads the channels (the
 **consumers**, Conv/Dense layers whose input channels go with the filters) and what keeps
 the channels from leaving (a model input or output in the group, a layer that mixes or
 reshapes channels).

@@ -40,6 +40,12 @@ that reshapes or mixes them (Reshape, Flatten, Concatenate, softmax), a depthwis
 other than 1 on tied channels, zero filters of depthwise layers, nested and subclassed
 models, and channels-first data.
 
+The plan and the slicing are written once for tf_keras and Keras 3 (TensorFlow and JAX
+backends): what differs, reading the layer graph and shapes, making tensors and copying the
+model with new layers, is the :class:`~tf_admm.graphs.GraphAccess` of the model's Keras
+(:data:`tf_admm.access.GRAPH`, :data:`tf_admm.keras3.access.GRAPH`). A Keras 3 graph with a
+``keras.ops`` call on Keras tensors (``x + h``, no layer) is refused.
+
 Example:
   >>> small = tf_admm.shrink(tf_admm.strip(admm))  # admm trained with structure="filter"
   >>> np.allclose(small(x), tf_admm.strip(admm)(x), atol=1e-5)
