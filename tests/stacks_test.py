@@ -583,8 +583,10 @@ NOT_IN_TABLE = {
     "subclassed_layer_created_in_call": "subclassed Keras 3 models are refused as a whole",
     "nested_subclassed_model": "subclassed Keras 3 models are refused as a whole",
     "structure_filter_tied_keeps_differ": "residual ties (tf_admm.grouping) are tf_keras only",
-    "structure_filter_shrink_tied_channels_reshaped": "tf_admm.shrink is tf_keras only",
-    "structure_filter_shrink_keras3_model": "a Keras 3 model of its own: shrink refuses it",
+    "structure_filter_shrink_tied_channels_reshaped": (
+        "a tf_keras model; tf_admm/keras3/shrink_test.py checks the same error on Keras 3"
+    ),
+    "structure_filter_shrink_keras3_operator_join": "keras.ops operations are Keras 3 only",
     "structure_the_layer_type_cannot_have": "Keras 3 has no Embedding in its registry",
     "export_subclassed_model_never_called": "subclassed Keras 3 models are refused as a whole",
     "export_keras3_model_not_stripped": "export_wrapped_model covers it on every stack",

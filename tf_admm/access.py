@@ -1,8 +1,11 @@
-"""How spec resolution (:mod:`tf_admm.resolution`) finds layers and weights in tf_keras models.
+"""How the Keras-independent code finds layers, weights and graphs in tf_keras models.
 
-:data:`ACCESS` is the tf_keras :class:`~tf_admm.resolution.LayerAccess`: layers through
-:func:`tf_admm.cloning.leaf_layers` (nested models flattened), weights by attribute path through
-:mod:`tf_admm.registry`. The Keras 3 twin is :data:`tf_admm.keras3.access.ACCESS`.
+:data:`ACCESS` is the tf_keras :class:`~tf_admm.resolution.LayerAccess` of spec resolution
+(:mod:`tf_admm.resolution`): layers through :func:`tf_admm.cloning.leaf_layers` (nested models
+flattened), weights by attribute path through :mod:`tf_admm.registry`. :data:`GRAPH` is the
+tf_keras :class:`~tf_admm.graphs.GraphAccess` of :mod:`tf_admm.shrink` and
+:mod:`tf_admm.grouping`: the layer graph, shapes, copying with new layers. The Keras 3 twins are
+:data:`tf_admm.keras3.access.ACCESS` and :data:`tf_admm.keras3.access.GRAPH`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from tf_admm import cloning, registry
-from tf_admm.compat import keras
+from tf_admm.compat import keras, tf
+from tf_admm.graphs import LayerTypes, ShrinkError, read_graph
+from tf_admm.strip import strip
 from tf_admm.wrapper import AdmmWrapper
 
-__all__ = ["ACCESS", "TfKerasAccess"]
+__all__ = ["ACCESS", "GRAPH", "TfKerasAccess", "TfKerasGraph"]
 
 
 class TfKerasAccess:
@@ -74,3 +79,54 @@ class TfKerasAccess:
 
 
 ACCESS = TfKerasAccess()
+
+
+class TfKerasGraph:
+    """:class:`tf_admm.graphs.GraphAccess` for tf_keras models."""
+
+    types = LayerTypes.of(keras.layers)
+    rebuild = staticmethod(cloning.rebuild)
+    constant = staticmethod(tf.constant)
+
+    @staticmethod
+    def layer_graph(model: keras.Model):
+        """({layer: its input layers}, {layer: the layers it feeds}, names of output layers).
+
+        Read from the model's own nodes (not its config, which custom layers may not offer); a
+        layer's inputs are in the order it was called with them.
+        """
+        view = model
+        if isinstance(model, keras.Sequential):
+            view = keras.Model(model.inputs, model.outputs, name=model.name)
+        return read_graph(view, lambda item: item.layer)
+
+    @staticmethod
+    def output_shape(layer) -> tuple:
+        """The layer's ``output_shape``."""
+        return layer.output_shape
+
+    @staticmethod
+    def input_shape(layer) -> tuple:
+        """The layer's ``input_shape``."""
+        return layer.input_shape
+
+    @staticmethod
+    def is_model(layer) -> bool:
+        """Whether ``layer`` is a tf_keras model."""
+        return isinstance(layer, keras.Model)
+
+    @staticmethod
+    def prepare(model: keras.Model) -> keras.Model:
+        """``model`` built, stripped if it is an ADMM model, and not subclassed."""
+        cloning.check_built(model)
+        if hasattr(model, "admm_wrappers"):
+            model = strip(model)
+        if cloning.is_subclassed(model):
+            raise ShrinkError(
+                f"Model '{model.name}': Expected a Sequential or functional model; received a "
+                "subclassed model"
+            )
+        return model
+
+
+GRAPH = TfKerasGraph()

@@ -5,11 +5,12 @@ channel ``c`` of one tensor to channel ``c`` of another. Filter pruning can remo
 ``c`` from the network only if every Conv/Dense layer whose output reaches that join removes
 its filter ``c``: the layers form one **channel group** sharing one kept-channel set.
 
-:func:`channel_groups` finds them in a functional ``tf_keras`` model. It follows every tensor
-from the layer that made its channels (a Conv1D/2D/3D or Dense **member**) through the layers
-that keep channel ``c`` at index ``c`` (BatchNormalization, DepthwiseConv with multiplier 1,
-activations, dropout, pooling, padding, cropping, upsampling: the **followers**), merges the
-channel sets that meet at a join (union-find), and records who reads the channels (the
+:func:`channel_groups` finds them in a functional ``tf_keras`` model (:func:`spaces` in a Keras 3
+one too, for ``tf_admm.shrink``, through its :class:`~tf_admm.graphs.GraphAccess`). It follows
+every tensor from the layer that made its channels (a Conv1D/2D/3D or Dense **member**) through
+the layers that keep channel ``c`` at index ``c`` (BatchNormalization, DepthwiseConv with
+multiplier 1, activations, dropout, pooling, padding, cropping, upsampling: the **followers**),
+merges the channel sets that meet at a join (union-find), and records who reads the channels (the
 **consumers**, Conv/Dense layers whose input channels go with the filters) and what keeps
 the channels from leaving (a model input or output in the group, a layer that mixes or
 reshapes channels).
@@ -36,7 +37,9 @@ from typing import Any
 import numpy as np
 
 from tf_admm import cloning, projections
+from tf_admm.access import GRAPH as TF_KERAS
 from tf_admm.compat import keras, tf
+from tf_admm.graphs import GraphAccess, describe
 from tf_admm.wrapper import AdmmWrapper
 
 __all__ = [
@@ -51,135 +54,36 @@ __all__ = [
 
 _layers = keras.layers
 
-# Layers whose filters filter pruning removes (their kernel's last axis is the output channel).
-PRODUCERS = (_layers.Conv1D, _layers.Conv2D, _layers.Conv3D, _layers.Dense)
-NOT_PRODUCERS = (
-    _layers.Conv1DTranspose,
-    _layers.Conv2DTranspose,
-    _layers.Conv3DTranspose,
-    _layers.DepthwiseConv1D,
-    _layers.DepthwiseConv2D,
-    _layers.SeparableConv1D,
-    _layers.SeparableConv2D,
-)
-# Layers that mix channels and so end a chain: their input channels are removed.
+# The tf_keras layer table (tf_admm.graphs.LayerTypes), and its parts under the names shrink has
+# always used.
+TYPES = TF_KERAS.types
+PRODUCERS = TYPES.producers
+NOT_PRODUCERS = TYPES.not_producers
 CONSUMERS = PRODUCERS
-# Elementwise layers (no weights, identity at inference or one function of each value): a
-# removed channel passes them anywhere, after a Flatten too.
-ELEMENTWISE = (
-    _layers.Activation,
-    _layers.ReLU,
-    _layers.LeakyReLU,
-    _layers.ELU,
-    _layers.ThresholdedReLU,
-    _layers.Dropout,
-    _layers.GaussianNoise,
-    _layers.GaussianDropout,
-    _layers.AlphaDropout,
-)
-DEPTHWISE = (_layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
-# Per-channel layers on a (..., channels) tensor. BatchNormalization and the depthwise
-# convolutions have per-channel weights, sliced along.
-PER_CHANNEL = (
-    ELEMENTWISE
-    + DEPTHWISE
-    + (
-        _layers.BatchNormalization,
-        _layers.SpatialDropout1D,
-        _layers.SpatialDropout2D,
-        _layers.SpatialDropout3D,
-        _layers.MaxPooling1D,
-        _layers.MaxPooling2D,
-        _layers.MaxPooling3D,
-        _layers.AveragePooling1D,
-        _layers.AveragePooling2D,
-        _layers.AveragePooling3D,
-        _layers.GlobalMaxPooling1D,
-        _layers.GlobalMaxPooling2D,
-        _layers.GlobalMaxPooling3D,
-        _layers.GlobalAveragePooling1D,
-        _layers.GlobalAveragePooling2D,
-        _layers.GlobalAveragePooling3D,
-        _layers.ZeroPadding1D,
-        _layers.ZeroPadding2D,
-        _layers.ZeroPadding3D,
-        _layers.Cropping1D,
-        _layers.Cropping2D,
-        _layers.Cropping3D,
-        _layers.UpSampling1D,
-        _layers.UpSampling2D,
-        _layers.UpSampling3D,
-    )
-)
-# Elementwise layers of several inputs: channel c of each input meets channel c of the others.
-JOINS = (
-    _layers.Add,
-    _layers.Subtract,
-    _layers.Multiply,
-    _layers.Average,
-    _layers.Maximum,
-    _layers.Minimum,
-)
-
-
-# The same joins written as operators on Keras tensors (``x + h``): tf_keras records them as
-# TFOpLambda layers of these symbols.
-JOIN_SYMBOLS = frozenset(
-    {
-        "__operators__.add",
-        "math.add",
-        "math.subtract",
-        "math.multiply",
-        "math.maximum",
-        "math.minimum",
-    }
-)
+ELEMENTWISE = TYPES.elementwise
+DEPTHWISE = TYPES.depthwise
+PER_CHANNEL = TYPES.per_channel
+JOINS = TYPES.joins
 
 
 def is_join(layer, inputs: int) -> bool:
     """Whether ``layer`` (with ``inputs`` input layers) joins channel ``c`` of its inputs."""
-    if isinstance(layer, JOINS):
-        return True
-    return getattr(layer, "symbol", None) in JOIN_SYMBOLS and inputs == 2
+    return TYPES.is_join(layer, inputs)
 
 
 def join(layer, values):
     """``layer`` applied to the tensors ``values`` (one per input, in order)."""
-    if isinstance(layer, JOINS):
-        return layer(values, training=False)
-    return layer.function(*values)
-
-
-def describe(layer) -> str:
-    return f"'{layer.name}' ({type(layer).__name__})"
+    return TYPES.join(layer, values)
 
 
 def layer_graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
-    """({layer: its input layers}, {layer: the layers it feeds}, names of output layers).
-
-    Read from the model's own nodes (not its config, which custom layers may not offer); a
-    layer's inputs are in the order it was called with them.
-    """
-    view = model
-    if isinstance(model, keras.Sequential):
-        view = keras.Model(model.inputs, model.outputs, name=model.name)
-    inputs: dict[str, list[str]] = {}
-    for depth in sorted(view._nodes_by_depth, reverse=True):  # Inputs first.
-        for node in view._nodes_by_depth[depth]:
-            names = inputs.setdefault(node.layer.name, [])
-            names.extend(parent.layer.name for parent in node.parent_nodes)
-    rank = {layer.name: index for index, layer in enumerate(view.layers)}
-    inputs = dict(sorted(inputs.items(), key=lambda item: rank.get(item[0], -1)))
-    consumers: dict[str, list[str]] = {name: [] for name in inputs}
-    for name, sources in inputs.items():
-        for source in sources:
-            consumers[source].append(name)
-    outputs = {tensor._keras_history.layer.name for tensor in view.outputs}
-    return inputs, consumers, outputs
+    """({layer: its input layers}, {layer: the layers it feeds}, names of output layers) of a
+    tf_keras model (:meth:`tf_admm.access.TfKerasGraph.layer_graph`)."""
+    return TF_KERAS.layer_graph(model)
 
 
 def is_producer(layer) -> bool:
-    return isinstance(layer, PRODUCERS) and not isinstance(layer, NOT_PRODUCERS)
+    return TYPES.is_producer(layer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,31 +171,39 @@ def topological(inputs: dict[str, list[str]], names=None) -> list[str]:
     return done
 
 
-def _channels(model, name: str):
-    shape = model.get_layer(name).output_shape
+def _channels(model, name: str, access: GraphAccess):
+    shape = access.output_shape(model.get_layer(name))
     return (shape[0] if isinstance(shape, list) else shape)[-1]
 
 
-def _channels_last(layer) -> bool:
+def channels_last(layer, access: GraphAccess | None = None) -> bool:
+    """Whether ``layer`` keeps its channels on the last axis."""
+    access = access or TF_KERAS
     if getattr(layer, "data_format", "channels_last") == "channels_first":
         return False
-    if isinstance(layer, _layers.BatchNormalization):
+    if isinstance(layer, access.types.batch_norm):
         axis = list(np.atleast_1d(layer.axis))
         spec = layer.input_spec  # A wrapped layer has no input_shape; its input_spec the rank.
-        rank = spec.ndim if spec is not None and spec.ndim else len(layer.input_shape)
+        spec = spec[0] if isinstance(spec, list) else spec
+        rank = spec.ndim if spec is not None and spec.ndim else len(access.input_shape(layer))
         return axis in ([-1], [rank - 1])
     return True
 
 
 def spaces(
-    model, unwrap: Callable[[Any], Any] = lambda layer: layer
+    model,
+    unwrap: Callable[[Any], Any] = lambda layer: layer,
+    access: GraphAccess | None = None,
 ) -> tuple[list[_Space], dict[str, _Space]]:
     """(every channel set, {layer name: the set its output is in}) of a functional model.
 
     ``unwrap`` maps a layer of ``model`` to the layer whose type decides (an ADMM wrapper to
-    the layer it wraps); names in the result are ``model``'s layer names.
+    the layer it wraps); names in the result are ``model``'s layer names. ``access`` reads the
+    model's Keras generation (default: tf_keras).
     """
-    inputs, consumers, outputs = layer_graph(model)
+    access = access or TF_KERAS
+    types = access.types
+    inputs, consumers, outputs = access.layer_graph(model)
     parent: dict[int, _Space] = {}
 
     def find(space: _Space) -> _Space:
@@ -313,33 +225,33 @@ def spaces(
             continue
         layer = unwrap(model.get_layer(name))
         sources = [find(of[s]) for s in inputs[name] if s in of]
-        if isinstance(layer, keras.Model):
+        if access.is_model(layer):
             for space in sources:
                 space.unsupported[name] = "is a nested model (shrink it on its own)"
             of[name] = new(name, fixed={name: "is a nested model"})
             continue
-        if is_producer(layer):
+        if types.is_producer(layer):
             (source,) = sources[:1] or [None]
             if source is not None:
                 source.consumers.append(name)
                 if getattr(layer, "groups", 1) != 1:
                     source.unsupported[name] = f"reads them with groups={layer.groups}"
-                if not _channels_last(layer):
+                if not channels_last(layer, access):
                     source.unsupported[name] = "reads them channels first"
             of[name] = new(name, members=[name])
-            if not _channels_last(layer):
+            if not channels_last(layer, access):
                 of[name].unsupported[name] = "writes them channels first"
             continue
         single = len(inputs[name]) == 1
-        if single and isinstance(layer, PER_CHANNEL):
+        if single and isinstance(layer, types.per_channel):
             (space,) = sources
             reason = None
-            if not _channels_last(layer):
+            if not channels_last(layer, access):
                 reason = "is channels first"
-            elif isinstance(layer, DEPTHWISE) and int(layer.depth_multiplier) != 1:
+            elif isinstance(layer, types.depthwise) and int(layer.depth_multiplier) != 1:
                 reason = f"has depth_multiplier={layer.depth_multiplier}"
             elif (
-                isinstance(layer, _layers.Activation)
+                isinstance(layer, types.activation)
                 and layer.get_config()["activation"] == "softmax"
             ):
                 reason = "is a softmax, which mixes channels"
@@ -351,8 +263,8 @@ def spaces(
             space.tensors.append(name)
             of[name] = space
             continue
-        if is_join(layer, len(inputs[name])) and len(sources) == len(inputs[name]):
-            channels = {_channels(model, source) for source in inputs[name]}
+        if types.is_join(layer, len(inputs[name])) and len(sources) == len(inputs[name]):
+            channels = {_channels(model, source, access) for source in inputs[name]}
             target = sources[0]
             for space in sources[1:]:
                 if space is not target:
@@ -422,10 +334,11 @@ def _grouped(model) -> list[_Space]:
     return [s for s in found if s.joins or s.branches]
 
 
-def grouped_spaces(model) -> list[_Space]:
-    """The channel sets of ``model`` (plain, functional) that meet at a join or branch and
-    have members, for ``tf_admm.shrink``."""
-    return [s for s in _grouped(model) if s.members]
+def grouped_spaces(model, access: GraphAccess | None = None) -> list[_Space]:
+    """The channel sets of ``model`` (plain, functional; read through ``access``, default
+    tf_keras) that meet at a join or branch and have members, for ``tf_admm.shrink``."""
+    found, _ = spaces(model, access=access)
+    return [s for s in found if (s.joins or s.branches) and s.members]
 
 
 # Training: tied filters and masked BatchNormalization.
@@ -491,7 +404,7 @@ def _chain_batch_norms(model, name: str, consumers, outputs) -> list:
     current = name
     while current not in outputs and len(consumers[current]) == 1:
         layer = _inner(model.get_layer(consumers[current][0]))
-        if not isinstance(layer, PER_CHANNEL) or not _channels_last(layer):
+        if not isinstance(layer, PER_CHANNEL) or not channels_last(layer):
             break
         if isinstance(layer, DEPTHWISE):
             break  # Its channels mix positions; a zero input is zero after it anyway.

@@ -40,6 +40,12 @@ that reshapes or mixes them (Reshape, Flatten, Concatenate, softmax), a depthwis
 other than 1 on tied channels, zero filters of depthwise layers, nested and subclassed
 models, and channels-first data.
 
+The plan and the slicing are written once for tf_keras and Keras 3 (TensorFlow and JAX
+backends): what differs, reading the layer graph and shapes, making tensors and copying the
+model with new layers, is the :class:`~tf_admm.graphs.GraphAccess` of the model's Keras
+(:data:`tf_admm.access.GRAPH`, :data:`tf_admm.keras3.access.GRAPH`). A Keras 3 graph with a
+``keras.ops`` call on Keras tensors (``x + h``, no layer) is refused.
+
 Example:
   >>> small = tf_admm.shrink(tf_admm.strip(admm))  # admm trained with structure="filter"
   >>> np.allclose(small(x), tf_admm.strip(admm)(x), atol=1e-5)
@@ -53,10 +59,10 @@ from typing import Any
 
 import numpy as np
 
-from tf_admm import cloning, compat, grouping
-from tf_admm.compat import keras, tf
+from tf_admm import compat, grouping
+from tf_admm.access import GRAPH as TF_KERAS
+from tf_admm.compat import keras
 from tf_admm.shrink_paths import (
-    DEPTHWISE,
     Chain,
     ShrinkError,
     channel_images,
@@ -65,15 +71,8 @@ from tf_admm.shrink_paths import (
     describe,
     follow_channels,
 )
-from tf_admm.strip import strip
 
 __all__ = ["LayerShrink", "ShrinkError", "shrink", "shrink_plan"]
-
-_layers = keras.layers
-
-# The layer tables live with the graph analysis (tf_admm.grouping).
-_PRODUCERS = grouping.PRODUCERS
-_NOT_PRODUCERS = grouping.NOT_PRODUCERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,15 +116,6 @@ class LayerShrink:
     unused: tuple[int, ...] = ()
 
 
-def _graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
-    """({layer: its input layers}, {layer: the layers it feeds}, names of output layers)."""
-    return grouping.layer_graph(model)
-
-
-def _is_producer(layer) -> bool:
-    return isinstance(layer, _PRODUCERS) and not isinstance(layer, _NOT_PRODUCERS)
-
-
 def _unused(path: Chain, filters: int) -> list[int]:
     """The producer channels whose every input row of the consumer is zero: the consumer
     ignores them, so they leave exactly whatever they hold (column pruning of a Dense leaves
@@ -140,13 +130,13 @@ def _unused(path: Chain, filters: int) -> list[int]:
     return unused
 
 
-def _plan_layer(model, layer, graph):
+def _plan_layer(model, layer, graph, access):
     kernel = layer.kernel.numpy()
     filters = kernel.shape[-1]
     zero = [int(o) for o in np.flatnonzero(~np.any(kernel.reshape(-1, filters) != 0, axis=0))]
     try:
-        chain, consumer, offsets = follow_channels(model, layer, graph)
-        values = None if consumer is None else constant_inputs(layer, chain, offsets)
+        chain, consumer, offsets = follow_channels(model, layer, graph, access)
+        values = None if consumer is None else constant_inputs(layer, chain, offsets, access)
     except ShrinkError:
         if zero:
             raise
@@ -159,8 +149,8 @@ def _plan_layer(model, layer, graph):
             return None
         reason = "its output is a model output"
         return LayerShrink(layer.name, filters, (), {o: reason for o in zero}, names, None), None
-    flatten = next((s for s in chain if isinstance(s, _layers.Flatten)), None)
-    path = Chain(chain, consumer, values, flatten, offsets)
+    flatten = next((s for s in chain if isinstance(s, access.types.flatten)), None)
+    path = Chain(chain, consumer, values, flatten, offsets, access)
     ignored = set(_unused(path, filters))
     unused = tuple(sorted(ignored - set(zero)))
     if not zero and not unused:
@@ -211,25 +201,27 @@ def shrink_plan(model: keras.Model) -> list[LayerShrink]:
     Raises:
       ShrinkError: as :func:`shrink` does.
     """
-    found, groups = _plans(_plain(model))
+    model, access = _plain(model)
+    found, groups = _plans(model, access)
     return [plan for plan, _ in found] + [plan for group in groups for plan in group.plans]
 
 
-def _plans(model):
+def _plans(model, access):
     """([(plan, Chain)] for layers on a plain chain, [_Group] for channel groups)."""
-    graph = _graph(model)
+    graph = access.layer_graph(model)
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if access.is_model(layer):
             raise ShrinkError(
                 f"Layer {describe(layer)}: Expected a flat Sequential or functional model; "
                 "received a nested model (shrink it on its own)"
             )
-    groups = [_Group(model, space, graph) for space in grouping.grouped_spaces(model)]
+    spaces = grouping.grouped_spaces(model, access)
+    groups = [_Group(model, space, graph, access) for space in spaces]
     grouped = {name for group in groups for name in group.space.members}
     found = []
     for layer in model.layers:
-        if _is_producer(layer) and layer.built and layer.name not in grouped:
-            result = _plan_layer(model, layer, graph)
+        if access.types.is_producer(layer) and layer.built and layer.name not in grouped:
+            result = _plan_layer(model, layer, graph, access)
             if result is not None:
                 found.append(result)
     return found, [group for group in groups if group.plans]
@@ -246,8 +238,8 @@ class _Group:
     every member, follower and consumer, unless the group reaches a model input or output or
     a consumer cannot take their fixed value as a bias."""
 
-    def __init__(self, model, space, graph):
-        self.model, self.space = model, space
+    def __init__(self, model, space, graph, access):
+        self.model, self.space, self.access = model, space, access
         self.inputs = graph[0]
         self.removed: list[int] = []
         self.values: dict[str, np.ndarray] = {}
@@ -281,7 +273,7 @@ class _Group:
             for name in space.consumers:
                 consumer = model.get_layer(name)
                 (source,) = self.inputs[name]
-                path = Chain([], consumer, self.values[source], None, {})
+                path = Chain([], consumer, self.values[source], None, {}, access)
                 self.paths[name] = path
                 for channel in sorted(common):
                     reason = path.why_not([channel])
@@ -316,8 +308,9 @@ class _Group:
         """The output of every layer of the group when its members output their fixed values
         (activated biases): one sample, as the consumers see it for removed channels."""
         values: dict[str, Any] = {}
+        access = self.access
         for member in members:
-            shape = member.output_shape
+            shape = access.output_shape(member)
             if any(d is None for d in shape[1:]):
                 raise ShrinkError(
                     f"Layer {describe(member)}: Expected a static output shape to fold the "
@@ -325,18 +318,18 @@ class _Group:
                 )
             bias = member.bias.numpy() if member.use_bias else np.zeros(shape[-1], np.float32)
             x = np.broadcast_to(bias, (1,) + tuple(shape[1:])).astype(np.float32)
-            values[member.name] = member.activation(tf.constant(x))
+            values[member.name] = member.activation(access.constant(x))
         order = [n for n in self.inputs if n in set(self.space.tensors)]
         for name in grouping.topological(self.inputs, order):
             if name in values:
                 continue
             layer = self.model.get_layer(name)
             sources = [values[s] for s in self.inputs[name]]
-            if grouping.is_join(layer, len(sources)):
-                values[name] = grouping.join(layer, sources)
+            if access.types.is_join(layer, len(sources)):
+                values[name] = access.types.join(layer, sources)
             else:
                 values[name] = layer(sources[0], training=False)
-        return {n: np.asarray(v.numpy()[0], np.float64) for n, v in values.items()}
+        return {n: np.asarray(np.asarray(v)[0], np.float64) for n, v in values.items()}
 
     def edits(self, drop, edits) -> None:
         removed = self.removed
@@ -344,11 +337,12 @@ class _Group:
             return
         for name in self.space.members:
             drop(name, "drop_out", removed)
+        types = self.access.types
         for name in self.space.followers:
             step = self.model.get_layer(name)
-            if isinstance(step, _layers.BatchNormalization):
+            if isinstance(step, types.batch_norm):
                 drop(name, "drop_channels", removed)
-            elif isinstance(step, DEPTHWISE):
+            elif isinstance(step, types.depthwise):
                 drop(name, "drop_channels", removed)
                 drop(name, "drop_bias", removed)
         for name, path in self.paths.items():
@@ -358,22 +352,10 @@ class _Group:
 
 
 def _plain(model):
-    if compat.keras3_adapter(model) is not None:
-        raise ShrinkError(
-            f"Model '{model.name}': Expected a tf_keras model (tf_admm.shrink takes tf_keras "
-            "models only); received a Keras 3 model. tf_admm.strip(model) gives the Keras 3 "
-            "model with every removed filter and its bias exactly zero (same size); to shrink "
-            "it, build and train the model with tf_keras (tf_admm.compat.keras)"
-        )
-    cloning.check_built(model)
-    if hasattr(model, "admm_wrappers"):
-        model = strip(model)
-    if cloning.is_subclassed(model):
-        raise ShrinkError(
-            f"Model '{model.name}': Expected a Sequential or functional model; received a "
-            "subclassed model"
-        )
-    return model
+    """(``model`` ready to shrink: stripped, checked; the GraphAccess of its Keras)."""
+    adapter = compat.keras3_adapter(model)
+    access = TF_KERAS if adapter is None else adapter.GRAPH
+    return access.prepare(model), access
 
 
 def shrink(model: keras.Model) -> keras.Model:
@@ -386,8 +368,8 @@ def shrink(model: keras.Model) -> keras.Model:
       >>> small = tf_admm.shrink(admm)  # strips first
 
     Args:
-      model: a stripped (or ADMM, stripped first) Sequential or functional ``tf_keras`` model
-        (a Keras 3 model is refused: :func:`tf_admm.strip` gives it exact zeros, same size).
+      model: a stripped (or ADMM, stripped first) Sequential or functional model, ``tf_keras``
+        or Keras 3 (TensorFlow or JAX backend).
 
     Returns:
       A new model of the same class and layer names whose pruned Conv/Dense layers have fewer
@@ -395,11 +377,11 @@ def shrink(model: keras.Model) -> keras.Model:
       equal ``model``'s up to float rounding.
 
     Raises:
-      ShrinkError: for a Keras 3 model; naming the layer, for a structure shrink cannot
-        rebuild exactly (tied channels reaching a Reshape/Flatten/Concatenate, nested or
-        subclassed models).
+      ShrinkError: naming the layer, for a structure shrink cannot rebuild exactly (tied
+        channels reaching a Reshape/Flatten/Concatenate, nested or subclassed models).
     """
-    model = _plain(model)
+    model, access = _plain(model)
+    types = access.types
     # Per layer: channels dropped (sets, as several paths may meet at a concatenation's
     # followers) and the bias folded in.
     edits: dict[str, dict[str, Any]] = {}
@@ -407,7 +389,7 @@ def shrink(model: keras.Model) -> keras.Model:
     def drop(layer_name: str, field: str, channels) -> None:
         edits.setdefault(layer_name, {}).setdefault(field, set()).update(channels)
 
-    found, groups = _plans(model)
+    found, groups = _plans(model, access)
     for group in groups:
         group.edits(drop, edits)
     for plan, path in found:
@@ -416,9 +398,9 @@ def shrink(model: keras.Model) -> keras.Model:
         drop(plan.layer, "drop_out", plan.removed)
         channels = list(plan.removed)
         for step in path.chain:
-            if isinstance(step, _layers.BatchNormalization):
+            if isinstance(step, types.batch_norm):
                 drop(step.name, "drop_channels", channels)
-            elif isinstance(step, DEPTHWISE):
+            elif isinstance(step, types.depthwise):
                 m = depth_multiplier(step)
                 drop(step.name, "drop_channels", channels)
                 channels = [c * m + j for c in channels for j in range(m)]
@@ -443,7 +425,7 @@ def shrink(model: keras.Model) -> keras.Model:
                 for channel, value in zip(image, path.fixed(image)[0]):
                     ratios[channel] = value / scale
             consumer.setdefault("carry", []).append((target, ratios))
-    return _copy(model, edits)
+    return _copy(model, edits, access)
 
 
 def _kept(size: int, dropped) -> list[int]:
@@ -458,7 +440,9 @@ def _adds_bias(layer, change) -> bool:
     )
 
 
-def _copy(model, edits):
+def _copy(model, edits, access):
+    types = access.types
+
     def new_layer(layer):
         config = layer.get_config()
         change = edits.get(layer.name, {})
@@ -475,10 +459,10 @@ def _copy(model, edits):
         if not change:
             new.set_weights(weights)
             return
-        if isinstance(old, _layers.BatchNormalization):
+        if isinstance(old, types.batch_norm):
             keep = _kept(weights[0].shape[0], change["drop_channels"])
             weights = [w[keep] for w in weights]
-        elif isinstance(old, DEPTHWISE):
+        elif isinstance(old, types.depthwise):
             kernel = weights[0]
             weights[0] = kernel[..., _kept(kernel.shape[-2], change["drop_channels"]), :]
             if old.use_bias:
@@ -507,4 +491,4 @@ def _copy(model, edits):
             weights[0] = kernel
         new.set_weights(weights)
 
-    return cloning.rebuild(model, new_layer, fill)
+    return access.rebuild(model, new_layer, fill)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tf_admm import grouping
-from tf_admm.compat import keras, tf
+from tf_admm.graphs import GraphAccess, ShrinkError, describe
 
 __all__ = [
     "DEPTHWISE",
@@ -30,28 +30,13 @@ __all__ = [
     "follow_channels",
 ]
 
-_layers = keras.layers
 
-# The layer tables live with the graph analysis (tf_admm.grouping).
-_NOT_PRODUCERS = grouping.NOT_PRODUCERS
-_CONSUMERS = grouping.CONSUMERS
-_ELEMENTWISE = grouping.ELEMENTWISE
-_PER_CHANNEL = grouping.PER_CHANNEL
-
-
-class ShrinkError(ValueError):
-    """The model has a structure ``shrink`` cannot rebuild without changing its outputs."""
-
-
-def describe(layer) -> str:
-    """``'name' (Class)``, as error messages name a layer."""
-    return f"'{layer.name}' ({type(layer).__name__})"
-
-
-def follow_channels(model, layer, graph):
+def follow_channels(model, layer, graph, access: GraphAccess):
     """(per-channel layers after ``layer``, the consumer or None, {concatenation: offset of
-    this path's channels in its output}) along a single path."""
+    this path's channels in its output}) along a single path of ``graph`` (the model's
+    :func:`~tf_admm.grouping.layer_graph`), read through ``access``."""
     inputs, consumers, outputs = graph
+    types = access.types
     chain = []
     offsets: dict[str, int] = {}
     current = layer
@@ -67,12 +52,12 @@ def follow_channels(model, layer, graph):
                 "concatenation are not grouped)"
             )
         nxt = model.get_layer(following[0])
-        if isinstance(nxt, keras.Model):
+        if access.is_model(nxt):
             raise ShrinkError(
                 f"Layer {describe(nxt)}: Expected a flat model; received a nested model after "
                 f"filter-pruned {describe(layer)}"
             )
-        if grouping.is_join(nxt, len(inputs[nxt.name])):
+        if types.is_join(nxt, len(inputs[nxt.name])):
             raise ShrinkError(
                 f"Layer {describe(nxt)} joins the channels of filter-pruned {describe(layer)} "
                 f"after the concatenation {[s.name for s in chain if s.name in offsets]}: "
@@ -80,39 +65,42 @@ def follow_channels(model, layer, graph):
                 "channels joined after a concatenation are not grouped"
             )
         if getattr(nxt, "data_format", "channels_last") == "channels_first" or (
-            isinstance(nxt, _layers.BatchNormalization)
-            and list(np.atleast_1d(nxt.axis)) not in ([-1], [len(nxt.input_shape) - 1])
+            isinstance(nxt, types.batch_norm)
+            and list(np.atleast_1d(nxt.axis)) not in ([-1], [len(access.input_shape(nxt)) - 1])
         ):
             raise ShrinkError(
                 f"Layer {describe(nxt)}: Expected channels last after filter-pruned "
                 f"{describe(layer)}; received channels first"
             )
-        if isinstance(nxt, _layers.Activation) and nxt.get_config()["activation"] == "softmax":
+        if isinstance(nxt, types.activation) and nxt.get_config()["activation"] == "softmax":
             raise ShrinkError(
                 f"Layer {describe(nxt)}: Expected a per-channel layer after filter-pruned "
                 f"{describe(layer)}; received softmax, which mixes channels"
             )
-        flattened = any(isinstance(step, _layers.Flatten) for step in chain)
-        if isinstance(nxt, _layers.Concatenate) and not flattened:
+        flattened = any(isinstance(step, types.flatten) for step in chain)
+        if isinstance(nxt, types.concatenate) and not flattened:
             sources = inputs[nxt.name]
-            if nxt.axis not in (-1, len(nxt.output_shape) - 1) or sources.count(current.name) != 1:
+            rank = len(access.output_shape(nxt))
+            if nxt.axis not in (-1, rank - 1) or sources.count(current.name) != 1:
                 raise ShrinkError(
                     f"Layer {describe(nxt)} after filter-pruned {describe(layer)}: Expected a "
                     f"concatenation along the channel axis of distinct inputs; received: "
                     f"axis={nxt.axis}, inputs={sources}"
                 )
             before = sources[: sources.index(current.name)]
-            offsets[nxt.name] = sum(int(model.get_layer(n).output_shape[-1]) for n in before)
+            offsets[nxt.name] = sum(
+                int(access.output_shape(model.get_layer(n))[-1]) for n in before
+            )
             chain.append(nxt)
             current = nxt
             continue
-        if isinstance(nxt, _ELEMENTWISE) or (
-            not flattened and isinstance(nxt, _PER_CHANNEL + (_layers.Flatten,))
+        if isinstance(nxt, types.elementwise) or (
+            not flattened and isinstance(nxt, types.per_channel + (types.flatten,))
         ):
             chain.append(nxt)
             current = nxt
             continue
-        if isinstance(nxt, _CONSUMERS) and not isinstance(nxt, _NOT_PRODUCERS):
+        if types.is_producer(nxt):
             if getattr(nxt, "groups", 1) != 1:
                 raise ShrinkError(
                     f"Layer {describe(nxt)}: Expected groups=1 after filter-pruned "
@@ -127,41 +115,43 @@ def follow_channels(model, layer, graph):
         )
 
 
-# The depthwise convolutions: per-channel layers whose channels may multiply.
-DEPTHWISE = (_layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
+# The tf_keras depthwise convolutions: per-channel layers whose channels may multiply.
+DEPTHWISE = grouping.DEPTHWISE
 
 
 def depth_multiplier(layer) -> int:
     """Output channels per input channel: a depthwise layer's multiplier, else 1."""
-    return int(layer.depth_multiplier) if isinstance(layer, DEPTHWISE) else 1
+    # Either generation's DepthwiseConv1D/2D (only they have a depth_multiplier among the
+    # per-channel layers).
+    return int(getattr(layer, "depth_multiplier", 1))
 
 
-def constant_inputs(layer, chain, offsets) -> np.ndarray:
+def constant_inputs(layer, chain, offsets, access: GraphAccess) -> np.ndarray:
     """What the consumer receives from the zero filters: the chain run on the producer's bias.
 
     A zero filter outputs its activated bias everywhere, whatever the input, and the chain is per
     channel, so the consumer's input channels fed by it hold these values for every sample.
     Returns the consumer's input for one sample (channels last, or flat after Flatten).
     """
-    shape = layer.output_shape
+    shape = access.output_shape(layer)
     if any(d is None for d in shape[1:]):
         raise ShrinkError(
             f"Layer {describe(layer)}: Expected a static output shape to fold the constant "
             f"output of its zero filters; received: shape={shape}"
         )
     bias = layer.bias.numpy() if layer.use_bias else np.zeros(shape[-1], np.float32)
-    x = tf.constant(np.broadcast_to(bias, (1,) + tuple(shape[1:])).astype(np.float32))
+    x = access.constant(np.broadcast_to(bias, (1,) + tuple(shape[1:])).astype(np.float32))
     x = layer.activation(x)  # The layer's own activation, applied to its output.
     for step in chain:
         if step.name in offsets:
             # Only this path's channels matter: the other inputs are left at zero.
             start = offsets[step.name]
-            joined = np.zeros((1,) + tuple(step.output_shape[1:]), np.float32)
-            joined[..., start : start + x.shape[-1]] = x.numpy()
-            x = tf.constant(joined)
+            joined = np.zeros((1,) + tuple(access.output_shape(step)[1:]), np.float32)
+            joined[..., start : start + x.shape[-1]] = np.asarray(x)
+            x = access.constant(joined)
         else:
             x = step(x, training=False)
-    return np.asarray(x.numpy()[0], np.float64)
+    return np.asarray(np.asarray(x)[0], np.float64)
 
 
 def channel_images(channels, chain, offsets) -> list[list[int]]:
@@ -187,12 +177,13 @@ class Chain:
     values: np.ndarray  # The consumer's input for one sample from the producer's bias.
     flatten: Any  # The Flatten on the way, if any.
     offsets: dict[str, int]  # Where a concatenation on the way puts this path's channels.
+    access: GraphAccess  # Reads the model's Keras generation.
 
     def rows(self, image: list[int]) -> np.ndarray:
         """Input rows of the consumer (flat indices after Flatten, else channels) of ``image``."""
         if self.flatten is None:
             return np.asarray(image, np.int64)
-        channels = int(self.flatten.input_shape[-1])
+        channels = int(self.access.input_shape(self.flatten)[-1])
         # Flatten reads (..., C) row-major: flat index = position * C + channel.
         return np.flatnonzero(np.isin(np.arange(self.values.size) % channels, image))
 
@@ -213,7 +204,7 @@ class Chain:
         if np.any(fixed != fixed[:1]):
             return "its fixed output varies across positions (padding on the way)"
         pads = (
-            not isinstance(consumer, _layers.Dense)
+            not isinstance(consumer, self.access.types.dense)
             and consumer.padding != "valid"
             and any(k > 1 for k in consumer.kernel_size)
         )
@@ -239,7 +230,7 @@ class Chain:
             rows = self.rows(image)
             return self.values.reshape(-1)[rows] @ kernel[rows]
         constants = self.fixed(image)[0]
-        if isinstance(self.consumer, _layers.Dense):
+        if isinstance(self.consumer, self.access.types.dense):
             return constants @ kernel[image]
         # A valid (or 1x1) convolution sees every kernel tap on a constant input.
         taps = kernel[..., image, :].reshape(-1, len(image), kernel.shape[-1])

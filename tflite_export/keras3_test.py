@@ -47,9 +47,9 @@ def _convnet() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(3, name="fc")(h), name="net")
 
 
-def _pruned(model: keras.Model) -> keras.Model:
+def _pruned(model: keras.Model, spec: dict = _SPEC) -> keras.Model:
     """``model`` ADMM-pruned (2 rounds of 2 steps, then masked retraining) and stripped."""
-    admm = tf_admm.admm_wrap(model, tf_admm.Spec(**_SPEC))
+    admm = tf_admm.admm_wrap(model, tf_admm.Spec(**spec))
     admm.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8, 8, 1)).astype("float32")
@@ -105,6 +105,22 @@ def test_admm_pruned_keras3_model_exports_exact_nonzeros_sparse_and_matches_kera
     for outputs in _interpreter_outputs(path, x):
         np.testing.assert_allclose(outputs, plain.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
     checks = exporter.verify_file(path, plain, representative_data=x)
+    assert all(c.passed for c in checks) and len(checks) == len(verify.LITERT_RUNTIMES)
+
+
+def test_filter_pruned_keras3_model_shrinks_and_exports_verified(tmp_path):
+    spec = {**_SPEC, "rules": [tf_admm.Rule(name="conv", structure="filter", keep=2)]}
+    stripped = _pruned(_convnet(), spec)
+    small = tf_admm.shrink(stripped)
+    assert small.get_layer("conv").kernel.shape == (3, 3, 1, 2)
+    assert small.get_layer("fc").kernel.shape == (6 * 6 * 2, 3)
+    path = str(tmp_path / "shrunk.tflite")
+    report = exporter.export(small, path)
+    assert report.checks and all(c.passed for c in report.checks)
+    x = np.random.default_rng(1).normal(size=(5, 8, 8, 1)).astype("float32")
+    for outputs in _interpreter_outputs(path, x):
+        np.testing.assert_allclose(outputs, stripped.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    checks = exporter.verify_file(path, small, representative_data=x)
     assert all(c.passed for c in checks) and len(checks) == len(verify.LITERT_RUNTIMES)
 
 

@@ -2,11 +2,11 @@
 
 Keras 3 fixes its backend when it is first imported (``KERAS_BACKEND``), and this process runs
 TensorFlow (pytest's process imports it, and Keras 3 defaults to it): ``adapter_test.py``,
-``quantization_test.py``, ``sensitivity_test.py`` and ``structured_test.py`` run here on that
-backend and, through this file, in a fresh ``python -m pytest`` on JAX. A failure
-there fails the test here with the subprocess's output. The model that the JAX run trains and
-strips is then loaded by plain Keras 3 on this process's backend in another subprocess that
-never imports tf_admm.
+``quantization_test.py``, ``sensitivity_test.py``, ``shrink_test.py`` and ``structured_test.py``
+run here on that backend and, through this file, in a fresh ``python -m pytest`` on JAX. A
+failure there fails the test here with the subprocess's output. The model that the JAX run
+trains and strips is then loaded by plain Keras 3 on this process's backend in another
+subprocess that never imports tf_admm.
 """
 
 import os
@@ -75,7 +75,8 @@ def test_adapter_tests_pass_on_backend_and_stripped_model_loads_without_tf_admm(
 
 
 @pytest.mark.parametrize(
-    "name", ["quantization_test.py", "sensitivity_test.py", "structured_test.py"]
+    "name",
+    ["quantization_test.py", "sensitivity_test.py", "shrink_test.py", "structured_test.py"],
 )
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_adapter_test_file_passes_on_backend(backend, name):

@@ -353,11 +353,3 @@ def test_structure_the_weight_cannot_have_is_refused_naming_rule_and_layer(rule,
     model = keras.Model(inputs, [_convnet()(inputs), up])
     with pytest.raises(ValueError, match=message):
         tf_admm.plan(model, {"rules": [rule]})
-
-
-def test_shrink_refuses_a_keras3_model_and_says_what_to_do():
-    admm = _wrap(_spec([{"name": "conv", "structure": "filter", "keep": 4}]))
-    with pytest.raises(tf_admm.ShrinkError, match=r"tf_keras models only.*tf_admm.strip"):
-        tf_admm.shrink(admm)
-    with pytest.raises(tf_admm.ShrinkError, match=r"tf_keras models only"):
-        tf_admm.shrink_plan(tf_admm.strip(admm))
