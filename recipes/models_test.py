@@ -223,11 +223,13 @@ LENET5_SHARED_CONFIGS = {
     "lenet5_admm_300x_lamp.json": 300,
     "lenet5_admm_quant_240x.json": 240,
     "lenet5_admm_quant_240x_kmeans.json": 240,
+    "lenet5_admm_quant_240x_4434.json": 240,
 }
 # Those that also quantize: bits of conv1, conv2, fc1, fc2 (the paper's) and the scheme.
 LENET5_SHARED_BITS = {
     "lenet5_admm_quant_240x.json": ((3, 3, 2, 3), "uniform"),
     "lenet5_admm_quant_240x_kmeans.json": ((3, 3, 2, 3), "kmeans"),
+    "lenet5_admm_quant_240x_4434.json": ((4, 4, 3, 4), "uniform"),
 }
 
 
