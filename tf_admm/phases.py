@@ -14,13 +14,14 @@ schedule's rounds when training begins.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 from absl import logging
 
 from tf_admm.spec import Unit
 
-__all__ = ["Phase", "advance", "schedule", "warn_if_unpruned"]
+__all__ = ["Phase", "advance", "quant_rho", "schedule", "warn_if_unpruned"]
 
 
 class Phase(enum.IntEnum):
@@ -39,10 +40,12 @@ def read(variable) -> int:
     return int(variable.numpy())
 
 
-def quant_start_rho(spec) -> float | None:
-    """The rho of the first quantization ADMM round: ``Spec.quant_rho``'s start, or None
-    (each layer's own initial rho)."""
-    return None if spec.quant_rho is None else spec.quant_rho(0)
+def quant_rho(spec, index: int) -> Callable[[float], float]:
+    """A layer's rho in quantization ADMM round ``index`` (0 at its start), from the layer's
+    initial rho: ``Spec.quant_rho`` (the same for every layer) or else ``Spec.rho`` again."""
+    if spec.quant_rho is None:
+        return lambda initial: spec.rho(index, initial=initial)
+    return lambda initial: spec.quant_rho(index)
 
 
 def advance(model, unit: Unit) -> dict[str, Any]:
@@ -100,16 +103,9 @@ def advance(model, unit: Unit) -> dict[str, Any]:
         model.begin_quantization()
         event["next"] = "quantization ADMM"
     elif phase is Phase.QUANT_ADMM:
-        index = round_ - bounds["quant_start"]
-
-        def quant_rho(initial: float) -> float:
-            # Spec.quant_rho, the same for every layer, or rho again from the layer's initial.
-            if spec.quant_rho is None:
-                return schedule(index, initial=initial)
-            return spec.quant_rho(index)
-
+        rho = quant_rho(spec, round_ - bounds["quant_start"])
         for wrapper in wrappers:
-            wrapper.quant_update(rho=quant_rho)
+            wrapper.quant_update(rho=rho)
         if round_ >= bounds["quant_admm"]:
             phase = Phase.QUANT_LOCK
             model.admm_phase.assign(int(phase))

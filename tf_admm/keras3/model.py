@@ -192,7 +192,7 @@ class AdmmModel(keras.Model):
 
     def begin_quantization(self) -> None:
         """Enters quantization ADMM (after pruning, or at once for a spec that only quantizes)."""
-        rho = phases.quant_start_rho(self.spec)
+        rho = phases.quant_rho(self.spec, 0)
         for wrapper in self.admm_wrappers:
             wrapper.quant_begin(rho)
         self.admm_phase.assign(int(Phase.QUANT_ADMM))

@@ -424,16 +424,20 @@ class AdmmWrapper(keras.layers.Wrapper):
             slot.rho.assign(slot.target.rho)
             slot.dual_residual.assign(0.0)
 
-    def quant_begin(self, rho: float | None = None) -> None:
-        """Start of quantization ADMM: Z <- P_levels(W), U <- 0, rho back to its start (or to
-        ``rho``, the start of ``Spec.quant_rho``)."""
+    def quant_begin(self, rho: Callable[[float], float] | None = None) -> None:
+        """Start of quantization ADMM: Z <- P_levels(W), U <- 0, rho back to its start.
+
+        Args:
+          rho: the first round's rho from a layer's initial one (``phases.quant_rho(spec, 0)``);
+            None keeps the initial rho.
+        """
         for slot in self._select("quantizes"):
             weight = slot.host_masked()
             levels = slot.fit_levels(weight)
             slot.levels.assign(levels)
             slot.auxiliary.assign(slot.project(weight, levels))
             slot.dual.assign(np.zeros_like(weight))
-            slot.rho.assign(slot.target.rho if rho is None else rho)
+            slot.rho.assign(slot.target.rho if rho is None else rho(slot.target.rho))
             slot.dual_residual.assign(0.0)
 
     def quant_update(self, rho: Callable[[float], float] | None = None) -> None:
