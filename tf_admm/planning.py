@@ -95,6 +95,13 @@ class Target:
             return size // self.m * self.n
         return self.kept_groups(shape) * (size // self.groups(shape))
 
+    def structure_mask(self, values, keep: int):
+        """The mask of the ``keep`` groups of ``values`` this structured target keeps
+        (:func:`tf_admm.projections.structured.structured_mask` with the target's fields)."""
+        return structured.structured_mask(
+            values, self.structure, keep, layout=self.layout, block=self.block, n=self.n, m=self.m
+        )
+
     def describe_structure(self, shape) -> str:
         """``-``, ``"2:4"``, ``"filter 6/16"`` or ``"block 1x4 40/96"`` (groups kept/all)."""
         if self.structure is None:

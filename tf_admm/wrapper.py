@@ -115,15 +115,7 @@ class _Slot:
             return self.tie.mask_for(self, values, keep, values_of)
         if target.structure is None:
             return projections.top_k_mask(values, keep)
-        return projections.structured_mask(
-            values,
-            target.structure,
-            keep,
-            layout=target.layout,
-            block=target.block,
-            n=target.n,
-            m=target.m,
-        )
+        return target.structure_mask(values, keep)
 
     def project_keep(self, values: tf.Tensor, keep: int, values_of=None) -> tf.Tensor:
         """The Euclidean projection of ``values`` whose mask :meth:`keep_mask` gives."""

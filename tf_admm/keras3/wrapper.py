@@ -113,15 +113,7 @@ class _Slot:
             return projections.top_k_mask_numpy(values, keep)
         # The tf_keras adapter's projection itself, on host values (TensorFlow is imported by
         # tf_admm whatever Keras 3's backend), so both adapters keep the same groups.
-        mask = projections.structured_mask(
-            values,
-            target.structure,
-            keep,
-            layout=target.layout,
-            block=target.block,
-            n=target.n,
-            m=target.m,
-        )
+        mask = target.structure_mask(values, keep)
         return np.asarray(mask, dtype=values.dtype)
 
     def project_keep(self, values: np.ndarray, keep: int) -> np.ndarray:
