@@ -154,12 +154,12 @@ def _jax_environment() -> dict[str, str]:
     return env
 
 
-def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path, mnist_data_dir):
+def _run_on_jax(tmp_path, mnist_data_dir, config: dict, *flags: str):
+    """Runs the recipe with ``--keras=3 --backend=jax`` on ``config`` for one pretraining epoch
+    of 2 batches; returns the finished process and its results.json."""
     pytest.importorskip("jax", reason="pip install -e '.[test]' installs jax")
-    config = tmp_path / "config.json"
-    spec = tf_admm.Spec.from_file(QUANT_CONFIG).to_dict()
-    rounds = {"admm_rounds": 1, "retrain_rounds": 0, "quant_admm_rounds": 1}
-    config.write_text(json.dumps({**spec, **rounds, "quant_fractions": [1.0]}))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
     model_dir = tmp_path / "run"
     command = [
         sys.executable,
@@ -167,21 +167,28 @@ def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path
         "recipes.lenet5_mnist",
         "--keras=3",
         "--backend=jax",
-        f"--config={config}",
+        f"--config={path}",
         f"--model_dir={model_dir}",
         f"--data_dir={mnist_data_dir}",
         "--pretrain_epochs=1",
         "--retrain_epochs=0",
         "--train_batches=2",
         "--verbose=0",
-        "--tflite_int8",
+        *flags,
     ]
     done = subprocess.run(
         command, env=_jax_environment(), cwd=ROOT, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, f"{done.stdout[-20000:]}\n--- stderr\n{done.stderr[-8000:]}"
     with open(model_dir / "results.json", encoding="utf-8") as f:
-        results = json.load(f)
+        return done, json.load(f)
+
+
+def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path, mnist_data_dir):
+    spec = tf_admm.Spec.from_file(QUANT_CONFIG).to_dict()
+    rounds = {"admm_rounds": 1, "retrain_rounds": 0, "quant_admm_rounds": 1}
+    config = {**spec, **rounds, "quant_fractions": [1.0]}
+    done, results = _run_on_jax(tmp_path, mnist_data_dir, config, "--tflite_int8")
     assert results["stack"] == "keras3_jax"
     assert {r["layer"]: r["nonzeros"] for r in results["layers"]} == QUANT_BUDGETS
     for key in ("tflite", "tflite_int8"):
@@ -197,34 +204,10 @@ def test_keras3_on_jax_restarts_on_jax_trains_and_exports_on_tensorflow(tmp_path
 def test_keras3_on_jax_splits_by_sensitivity_measured_on_the_validation_split(
     tmp_path, mnist_data_dir
 ):
-    pytest.importorskip("jax", reason="pip install -e '.[test]' installs jax")
-    config = tmp_path / "config.json"
     spec = tf_admm.Spec.from_file(SENSITIVITY_CONFIG).to_dict()
-    config.write_text(json.dumps({**spec, "admm_rounds": 1, "retrain_rounds": 0}))
-    model_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "recipes.lenet5_mnist",
-        "--keras=3",
-        "--backend=jax",
-        f"--config={config}",
-        f"--model_dir={model_dir}",
-        f"--data_dir={mnist_data_dir}",
-        "--pretrain_epochs=1",
-        "--retrain_epochs=0",
-        "--train_batches=2",
-        "--validation_examples=256",
-        "--distill_weight=0",
-        "--noexport",
-        "--verbose=0",
-    ]
-    done = subprocess.run(
-        command, env=_jax_environment(), cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, f"{done.stdout[-20000:]}\n--- stderr\n{done.stderr[-8000:]}"
-    with open(model_dir / "results.json", encoding="utf-8") as f:
-        results = json.load(f)
+    config = {**spec, "admm_rounds": 1, "retrain_rounds": 0}
+    flags = ("--validation_examples=256", "--distill_weight=0", "--noexport")
+    _, results = _run_on_jax(tmp_path, mnist_data_dir, config, *flags)
     assert results["stack"] == "keras3_jax"
     assert results["spec"]["allocation"] == "sensitivity"
     allocated = results["spec"]["allocated"]
