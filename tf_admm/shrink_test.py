@@ -6,32 +6,15 @@ import pytest
 import tf_admm
 from tf_admm import keras
 from tf_admm.shrink import ShrinkError, shrink, shrink_plan
-from tf_admm.testing import compile_for_classification, mobilenet_v2_like, small_data
+from tf_admm.testing import (
+    compile_for_classification,
+    mobilenet_v2_like,
+    randomize_weights,
+    small_data,
+    zero_filters,
+)
 
 _layers = keras.layers
-
-
-def _randomize(model, seed=0):
-    """Random weights everywhere (nonzero biases and BatchNorm statistics too)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if not weights:
-            continue
-        weights = [w + rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in weights]
-        if isinstance(layer, _layers.BatchNormalization):
-            weights[-1] = np.abs(weights[-1]) + 0.5  # Moving variance.
-        layer.set_weights(weights)
-    return model
-
-
-def _zero_filters(model, filters):
-    for name, zero in filters.items():
-        layer = model.get_layer(name)
-        weights = layer.get_weights()
-        weights[0][..., zero] = 0.0
-        layer.set_weights(weights)
-    return model
 
 
 def _mobile_like():
@@ -49,7 +32,7 @@ def _mobile_like():
     h = _layers.Dropout(0.5, name="dropout")(h)
     h = _layers.Dense(12, activation="relu", name="fc1")(h)
     outputs = _layers.Dense(3, name="fc2")(h)
-    return _randomize(keras.Model(inputs, outputs, name="mobile_like"))
+    return randomize_weights(keras.Model(inputs, outputs, name="mobile_like"))
 
 
 ZEROS = {"conv1": [1, 4], "pointwise": [0, 5], "conv3": [2], "fc1": [3, 7, 8]}
@@ -65,7 +48,7 @@ def _assert_same_outputs(small, model, shape):
 
 
 def test_shrunk_model_has_fewer_channels_everywhere_and_the_same_outputs():
-    model = _zero_filters(_mobile_like(), ZEROS)
+    model = zero_filters(_mobile_like(), ZEROS)
     small = shrink(model)
     _assert_same_outputs(small, model, (10, 10, 3))
     shapes = {layer.name: [tuple(w.shape) for w in layer.weights] for layer in small.layers}
@@ -82,7 +65,7 @@ def test_shrunk_model_has_fewer_channels_everywhere_and_the_same_outputs():
 
 
 def test_plan_names_what_is_removed_and_the_path_to_the_consumer():
-    plans = {p.layer: p for p in shrink_plan(_zero_filters(_mobile_like(), ZEROS))}
+    plans = {p.layer: p for p in shrink_plan(zero_filters(_mobile_like(), ZEROS))}
     assert plans["conv1"].removed == (1, 4)
     assert plans["conv1"].chain == ("bn1", "relu1", "depthwise", "bn2")
     assert plans["conv1"].consumer == "pointwise"
@@ -101,7 +84,7 @@ def test_sequential_stays_sequential_with_global_pooling_before_dense():
         ],
         name="seq",
     )
-    model = _zero_filters(_randomize(model), {"conv1": [0, 2, 3], "conv2": [6]})
+    model = zero_filters(randomize_weights(model), {"conv1": [0, 2, 3], "conv2": [6]})
     small = shrink(model)
     assert isinstance(small, keras.Sequential)
     assert small.get_layer("conv1").kernel.shape == (3, 3, 2, 3)
@@ -116,7 +99,9 @@ def test_fixed_output_meeting_zero_padding_keeps_the_channel_and_says_why():
     h = _layers.Conv2D(3, 3, padding="same", name="conv2")(h)
     h = _layers.Conv2D(2, 3, padding="same", use_bias=False, name="conv3")(h)
     outputs = _layers.Conv2D(2, 1, name="conv4")(h)
-    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"conv1": [1], "conv3": [0]})
+    model = zero_filters(
+        randomize_weights(keras.Model(inputs, outputs)), {"conv1": [1], "conv3": [0]}
+    )
     # conv3 has no bias, so its zero filter outputs exactly 0 and can go.
     plans = {p.layer: p for p in shrink_plan(model)}
     assert plans["conv1"].removed == ()
@@ -132,8 +117,8 @@ def test_zero_filters_of_an_output_layer_stay_and_one_filter_always_stays():
     inputs = keras.Input((5,))
     h = _layers.Dense(3, name="hidden")(inputs)
     outputs = _layers.Dense(2, name="out")(h)
-    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"hidden": [0, 1, 2]})
-    model = _zero_filters(model, {"out": [1]})
+    model = zero_filters(randomize_weights(keras.Model(inputs, outputs)), {"hidden": [0, 1, 2]})
+    model = zero_filters(model, {"out": [1]})
     plans = {p.layer: p for p in shrink_plan(model)}
     assert plans["hidden"].removed == (0, 1)
     assert plans["hidden"].kept_zero == {2: "a layer keeps at least one filter"}
@@ -191,7 +176,7 @@ def _branching():
     ],
 )
 def test_structures_not_grouped_yet_are_refused_naming_the_layer(make, zero, message):
-    model = _zero_filters(_randomize(make()), zero)
+    model = zero_filters(randomize_weights(make()), zero)
     with pytest.raises(ShrinkError, match=message):
         shrink(model)
 
@@ -248,8 +233,8 @@ def test_concatenation_drops_each_inputs_channels_at_its_offset():
     h = _layers.DepthwiseConv2D(3, name="depthwise")(h)
     h = _layers.Flatten(name="flatten")(h)
     outputs = _layers.Dense(3, name="head")(h)
-    model = _randomize(keras.Model(inputs, outputs))
-    model = _zero_filters(model, {"left": [1], "right": [0, 3]})
+    model = randomize_weights(keras.Model(inputs, outputs))
+    model = zero_filters(model, {"left": [1], "right": [0, 3]})
     small = shrink(model)
     assert small.get_layer("left").kernel.shape[-1] == 2
     assert small.get_layer("right").kernel.shape[-1] == 2
@@ -266,7 +251,9 @@ def test_one_zero_filter_carries_the_others_into_a_zero_padded_convolution():
     h = _layers.BatchNormalization(name="bn")(h)
     h = _layers.ReLU(name="relu")(h)
     outputs = _layers.Conv2D(3, 3, padding="same", name="conv2")(h)
-    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"conv1": [0, 2, 5, 6, 7]})
+    model = zero_filters(
+        randomize_weights(keras.Model(inputs, outputs)), {"conv1": [0, 2, 5, 6, 7]}
+    )
     bn = model.get_layer("bn")
     gamma, beta, mean, variance = bn.get_weights()
     beta[[0, 2, 5, 6, 7]] = [0.4, -3.0, 0.7, 1.1, 0.9]  # Channel 2: relu of a negative shift.
@@ -285,7 +272,7 @@ def test_one_zero_filter_carries_the_others_into_a_zero_padded_convolution():
 
 
 def test_residual_partner_that_is_a_model_input_keeps_the_channel_and_says_why():
-    model = _zero_filters(_randomize(_residual()), {"expand": [1]})
+    model = zero_filters(randomize_weights(_residual()), {"expand": [1]})
     (plan,) = shrink_plan(model)
     assert plan.removed == () and plan.group == ("expand",) and plan.joins == ("add",)
     assert "is a model input" in plan.kept_zero[1]
@@ -293,7 +280,7 @@ def test_residual_partner_that_is_a_model_input_keeps_the_channel_and_says_why()
 
 
 def test_layer_feeding_several_layers_loses_its_zero_filters_in_each_of_them():
-    model = _zero_filters(_randomize(_branching()), {"trunk": [0, 2]})
+    model = zero_filters(randomize_weights(_branching()), {"trunk": [0, 2]})
     (plan,) = shrink_plan(model)
     assert plan.removed == (0, 2) and plan.consumers == ("a", "b")
     small = shrink(model)
@@ -308,7 +295,7 @@ def _mask_filters(model, filters):
     """Zero filters and the gamma and beta of the BatchNormalization after them, as filter
     pruning leaves them (tf_admm.grouping masks those BatchNorms)."""
     for name, zero in filters.items():
-        _zero_filters(model, {name: zero})
+        zero_filters(model, {name: zero})
         norm = model.get_layer(f"bn_{name}")
         weights = norm.get_weights()
         weights[0][zero] = 0.0
@@ -318,7 +305,7 @@ def _mask_filters(model, filters):
 
 
 def test_mobilenet_v2_residual_groups_lose_their_shared_channels_with_the_same_outputs():
-    model = _randomize(mobilenet_v2_like())
+    model = randomize_weights(mobilenet_v2_like())
     tied_a = {name: [1, 5] for name in ("stem", "project1", "project2")}
     tied_b = {name: [0, 3, 11] for name in ("project3", "project4")}
     # project1's filter 2 is zero alone: its partners keep theirs, so channel 2 stays.
@@ -375,7 +362,7 @@ def test_fixed_values_meeting_at_a_join_fold_into_every_consumer(join):
     b = _layers.Dense(5, name="b")(inputs)
     h = join(name="join")([a, b])
     outputs = [_layers.Dense(3, name="c")(h), _layers.Dense(2, name="d")(h)]
-    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"a": [2, 4], "b": [2]})
+    model = zero_filters(randomize_weights(keras.Model(inputs, outputs)), {"a": [2, 4], "b": [2]})
     plans = {p.layer: p for p in shrink_plan(model)}
     assert plans["a"].removed == plans["b"].removed == (2,)
     assert "filter 4 of tied ['b'] is not zero" in plans["a"].kept_zero[4]
@@ -393,7 +380,7 @@ def test_residual_written_as_an_operator_is_grouped_like_an_add_layer():
     h = stem + branch  # A TFOpLambda, not an Add layer.
     h = h * _layers.Conv2D(6, 1, name="gate")(inputs)
     model = keras.Model(inputs, _layers.Conv2D(2, 1, name="head")(h))
-    model = _zero_filters(_randomize(model), {"stem": [0, 4], "branch": [0, 4], "gate": [4]})
+    model = zero_filters(randomize_weights(model), {"stem": [0, 4], "branch": [0, 4], "gate": [4]})
     plans = {p.layer: p for p in shrink_plan(model)}
     assert plans["stem"].group == ("stem", "branch", "gate") and plans["stem"].removed == (4,)
     assert len(plans["stem"].joins) == 2

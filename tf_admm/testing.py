@@ -164,3 +164,30 @@ def random_positions(num_weights: int, num_nonzeros: int, seed: int) -> np.ndarr
     """Flat positions of exactly ``num_nonzeros`` nonzeros, uniformly at random."""
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(num_weights, size=num_nonzeros, replace=False))
+
+
+def randomize_weights(model, seed: int = 0):
+    """Adds Gaussian noise (sd 0.3) to every weight of ``model``, a tf_keras or Keras 3 model,
+    so biases and BatchNormalization statistics are nonzero too (moving variances kept > 0.5);
+    returns the model."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        weights = [w + rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in weights]
+        if any(c.__name__ == "BatchNormalization" for c in type(layer).__mro__):
+            weights[-1] = np.abs(weights[-1]) + 0.5  # Moving variance.
+        layer.set_weights(weights)
+    return model
+
+
+def zero_filters(model, filters: dict):
+    """Sets the given output channels of each named layer's first weight (its kernel) to zero:
+    ``{"conv": [0, 2]}``; returns the model."""
+    for name, zero in filters.items():
+        layer = model.get_layer(name)
+        weights = layer.get_weights()
+        weights[0][..., zero] = 0.0
+        layer.set_weights(weights)
+    return model

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tf_admm
+from tf_admm.testing import randomize_weights, zero_filters
 
 _layers = keras.layers
 
@@ -32,29 +33,6 @@ def _keras3_seed():
 
 def _host(value) -> np.ndarray:
     return keras.ops.convert_to_numpy(value)
-
-
-def _randomize(model, seed=0):
-    """Random weights everywhere (nonzero biases and BatchNorm statistics too)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if not weights:
-            continue
-        weights = [w + rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in weights]
-        if isinstance(layer, _layers.BatchNormalization):
-            weights[-1] = np.abs(weights[-1]) + 0.5  # Moving variance.
-        layer.set_weights(weights)
-    return model
-
-
-def _zero_filters(model, filters):
-    for name, zero in filters.items():
-        layer = model.get_layer(name)
-        weights = layer.get_weights()
-        weights[0][..., zero] = 0.0
-        layer.set_weights(weights)
-    return model
 
 
 def _inputs(model, count=4, seed=1):
@@ -207,7 +185,7 @@ def test_sequential_with_batch_norm_and_dropout_folds_the_shift_and_stays_sequen
         ],
         name="seq",
     )
-    model = _zero_filters(_randomize(model), {"conv1": [0, 2, 3], "conv2": [1, 6]})
+    model = zero_filters(randomize_weights(model), {"conv1": [0, 2, 3], "conv2": [1, 6]})
     plans = {p.layer: p for p in tf_admm.shrink_plan(model)}
     # conv1's zero filters output relu(bias), constant: conv2 is valid, so it folds them.
     assert plans["conv1"].removed == (0, 2, 3) and plans["conv1"].consumer == "conv2"
@@ -231,8 +209,8 @@ def test_depthwise_and_padding_follow_the_plan_of_tf_keras():
     h = _layers.Conv2D(5, 3, padding="same", activation="tanh", name="conv3")(h)
     h = _layers.Flatten(name="flatten")(h)
     h = _layers.Dense(12, activation="relu", name="fc1")(h)
-    model = _randomize(keras.Model(inputs, _layers.Dense(3, name="fc2")(h)))
-    model = _zero_filters(model, {"conv1": [1, 4], "pointwise": [0, 5], "conv3": [2]})
+    model = randomize_weights(keras.Model(inputs, _layers.Dense(3, name="fc2")(h)))
+    model = zero_filters(model, {"conv1": [1, 4], "pointwise": [0, 5], "conv3": [2]})
     plans = {p.layer: p for p in tf_admm.shrink_plan(model)}
     assert plans["conv1"].chain == ("bn1", "relu1", "depthwise", "bn2")
     # pointwise's zero filters output relu(bias) > 0 or 0: only those at 0 meet conv3's zero
@@ -259,7 +237,7 @@ def test_residual_add_removes_the_channels_zero_in_every_member():
     h = _layers.Add(name="add")([a, b])
     h = _layers.BatchNormalization(name="bn")(h)
     outputs = [_layers.Conv2D(3, 1, name="c")(h), _layers.Dense(2, name="d")(h)]
-    model = _zero_filters(_randomize(keras.Model(inputs, outputs)), {"a": [1, 4], "b": [1]})
+    model = zero_filters(randomize_weights(keras.Model(inputs, outputs)), {"a": [1, 4], "b": [1]})
     plans = {p.layer: p for p in tf_admm.shrink_plan(model)}
     assert plans["a"].group == plans["b"].group == ("a", "b") and plans["a"].joins == ("add",)
     assert plans["a"].removed == plans["b"].removed == (1,)
@@ -270,7 +248,7 @@ def test_residual_add_removes_the_channels_zero_in_every_member():
 
 
 def test_model_without_zero_filters_is_copied_unchanged():
-    model = _randomize(_lenet5_like())
+    model = randomize_weights(_lenet5_like())
     small = tf_admm.shrink(model)
     assert small is not model and small.count_params() == model.count_params()
     assert tf_admm.shrink_plan(model) == []
@@ -360,7 +338,7 @@ def _subclassed():
     ids=["concatenate_rows", "tied_then_reshaped", "operator_join", "nested", "subclassed"],
 )
 def test_structures_shrink_cannot_rebuild_are_refused_naming_the_layer(make, zero, message):
-    model = _zero_filters(make(), zero)
+    model = zero_filters(make(), zero)
     with pytest.raises(tf_admm.ShrinkError, match=message):
         tf_admm.shrink(model)
     with pytest.raises(tf_admm.ShrinkError, match=message):
