@@ -301,8 +301,8 @@ def compress(
     phase_times: dict[str, float] = {}
     logging.info(
         "%d scheduled rounds of %d %s(s) (%d pruning stage(s) at %s of the final ratios, "
-        "each: ADMM %d, then retraining %d; quantization ADMM %d, locking %d), then %d epochs "
-        "in the final phase",
+        "each: ADMM %d, then retraining %d; quantization ADMM %d, locking %d x %d), then %d "
+        "epochs in the final phase",
         spec.scheduled_rounds(),
         spec.update_every,
         spec.update_unit.value,
@@ -312,6 +312,7 @@ def compress(
         spec.retrain_rounds if spec.prunes else 0,
         spec.quant_admm_rounds if spec.quantizes else 0,
         len(spec.quant_fractions) if spec.quantizes else 0,
+        spec.quant_lock_rounds,
         retrain_epochs,
     )
     # tf_admm.callbacks puts the backup after the ADMM update and its NaN/Inf check: a backup

@@ -527,6 +527,12 @@ CASES = [
         r"quant_admm_rounds to be an integer >= 1; received: quant_admm_rounds=None",
     ),
     (
+        "quant_lock_rounds_zero",
+        lambda env: _spec(quant_lock_rounds=0),
+        SpecError,
+        r"quant_lock_rounds to be an integer >= 1; received: quant_lock_rounds=0",
+    ),
+    (
         "quant_fractions_not_ending_at_1",
         lambda env: _spec(quant_fractions=[0.5, 0.9]),
         SpecError,

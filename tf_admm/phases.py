@@ -110,7 +110,9 @@ def advance(model, unit: Unit) -> dict[str, Any]:
             phase = Phase.QUANT_LOCK
             model.admm_phase.assign(int(phase))
     if phase is Phase.QUANT_LOCK:
-        step = round_ - bounds["quant_admm"]
+        step, between = divmod(round_ - bounds["quant_admm"], spec.quant_lock_rounds)
+        if between:  # The free weights are still retraining after the last lock.
+            return event
         fraction = spec.quant_fractions[step]
         for wrapper in wrappers:
             wrapper.quant_lock(fraction, first=step == 0)

@@ -116,6 +116,35 @@ def test_iterative_locking_locks_the_fraction_and_keeps_locked_weights_on_levels
     assert np.any(slot.effective().numpy()[~locked & (slot.mask.numpy() > 0)] != unlocked_before)
 
 
+def test_quant_lock_rounds_lets_the_free_weights_retrain_between_locks():
+    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, bits=2)], quant_lock_rounds=3)
+    # Rounds of 2 steps: 1-2 prune ADMM, 3 retrain, 4-5 quantization ADMM (50% locked at the
+    # end of 5), 6-8 retrain the free half, 100% locked at the end of 8.
+    assert spec.phase_boundaries()["quant_lock"] == 8 == spec.scheduled_rounds()
+    model = compile_for_classification(tf_admm.admm_wrap(small_convnet(), spec))
+    slot = _kernel_slot(model, "fc1")
+    batches = tf.data.Dataset.from_tensor_slices(small_data(64)).batch(16).repeat()
+
+    def rounds(count):
+        model.fit(
+            batches, epochs=1, steps_per_epoch=2 * count, verbose=0, callbacks=tf_admm.callbacks()
+        )
+        kept = slot.mask.numpy() > 0
+        return int((slot.locked.numpy() > 0)[kept].sum()), slot.effective().numpy()[kept]
+
+    locked, _ = rounds(5)
+    assert model.phase is Phase.QUANT_LOCK and locked == round(0.5 * slot.keep)
+    locked_at_6, before = rounds(1)
+    free = ~(slot.locked.numpy() > 0)[slot.mask.numpy() > 0]
+    locked_at_7, after = rounds(1)  # No lock at the end of 6 or 7: the free half trains.
+    assert locked_at_6 == locked_at_7 == locked and model.phase is Phase.QUANT_LOCK
+    np.testing.assert_array_equal(after[~free], before[~free])
+    assert np.all(after[free] != before[free])
+    locked, after = rounds(1)  # Round 8 locks the rest.
+    assert locked == slot.keep and model.phase is Phase.QUANT_RETRAIN
+    assert set(np.unique(after)) <= set(slot.levels.numpy())
+
+
 def _kmeans_fc1_locked(fraction, **overrides):
     """The small convnet's fc1 as 4 k-means clusters (half pruned), ``fraction`` of it locked."""
     spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)], **overrides)

@@ -105,7 +105,7 @@ class Spec:
     ``admm_rounds`` ADMM rounds (W-steps with the penalty ``rho/2 ||W - Z + U||^2``, then the
     Z/U update), the hard projection, then masked retraining. When a rule quantizes, after
     ``retrain_rounds`` rounds of masked retraining: ``quant_admm_rounds`` ADMM rounds onto the
-    quantization levels, then iterative quantization (one round per entry of
+    quantization levels, then iterative quantization (``quant_lock_rounds`` rounds per entry of
     ``quant_fractions``: the given cumulative fraction of kept weights, those nearest to their
     levels, is locked onto them and the rest retrains), then training of the shared values
     (``centroid_update``) for the rest of training. The last phase lasts until training stops.
@@ -140,6 +140,9 @@ class Spec:
       quant_admm_rounds: ADMM rounds onto the quantization levels.
       quant_fractions: increasing cumulative fractions of kept weights locked, one per round;
         the last must be 1.
+      quant_lock_rounds: rounds each locking step lasts: after a fraction is locked, the
+        weights still free retrain for this many rounds before the next one is (default 1).
+        The last fraction locks everything, so the final phase begins with it.
       quant_rho: the rho schedule of the quantization ADMM rounds, counted from their first
         round, the same for every layer; None (the default) runs ``rho`` again from each
         layer's initial value. ADMM onto levels wants a rho far above the small start that
@@ -169,6 +172,7 @@ class Spec:
     prune_stages: tuple[float, ...] = (1.0,)
     quant_admm_rounds: int = 5
     quant_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
+    quant_lock_rounds: int = 1
     quant_rho: RhoSchedule | None = None
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
     target_ratio: float | None = None
@@ -239,6 +243,7 @@ class Spec:
             )
         check_count("Spec", "retrain_rounds", self.retrain_rounds)
         check_positive_int("Spec", "quant_admm_rounds", self.quant_admm_rounds)
+        check_positive_int("Spec", "quant_lock_rounds", self.quant_lock_rounds)
         for field in ("prune_stages", "quant_fractions"):
             object.__setattr__(self, field, check_fractions(field, getattr(self, field)))
         set_enum(self, "centroid_update", CentroidUpdate)
@@ -374,8 +379,10 @@ class Spec:
             start = prune_end + (self.retrain_rounds if self.prunes else 0)
             bounds["quant_start"] = start
             bounds["quant_admm"] = start + self.quant_admm_rounds
-            # Locking happens at the end of rounds quant_admm .. quant_admm + len - 1.
-            bounds["quant_lock"] = bounds["quant_admm"] + len(self.quant_fractions) - 1
+            # Locking happens at the end of rounds quant_admm + i * quant_lock_rounds,
+            # i = 0 .. len - 1; the last lock starts the final phase.
+            steps = len(self.quant_fractions) - 1
+            bounds["quant_lock"] = bounds["quant_admm"] + steps * self.quant_lock_rounds
         return bounds
 
     def stage_starts(self) -> tuple[int, ...]:
@@ -415,6 +422,7 @@ class Spec:
             "prune_stages": list(self.prune_stages),
             "quant_admm_rounds": self.quant_admm_rounds,
             "quant_fractions": list(self.quant_fractions),
+            "quant_lock_rounds": self.quant_lock_rounds,
             "centroid_update": self.centroid_update.value,
         }
         if self.quant_rho is not None:

@@ -102,12 +102,14 @@ def test_numpy_scalars_mean_their_python_values():
         rho=RhoSchedule(initial=np.float32(0.25), multiplier=np.float64(2.0)),
         admm_rounds=np.int32(4),
         quant_fractions=[np.float32(0.5), 1.0],
+        quant_lock_rounds=np.int64(3),
     )
     assert spec == Spec(
         rules=(Rule(name="fc1", sparsity=0.5, bits=3),),
         rho=RhoSchedule(initial=0.25, multiplier=2.0),
         admm_rounds=4,
         quant_fractions=(0.5, 1.0),
+        quant_lock_rounds=3,
     )
     assert type(spec.admm_rounds) is int and type(spec.rules[0].bits) is int
     assert Spec.from_json(spec.to_json()) == spec
