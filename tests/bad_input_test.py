@@ -571,6 +571,12 @@ CASES = [
         r"centroid_update in \['none', 'sum', 'mean'\]; received: centroid_update='MEAN'",
     ),
     (
+        "scale_update_unknown",
+        lambda env: _spec(scale_update="scale"),
+        SpecError,
+        r"scale_update in \['none', 'sum', 'mean'\]; received: scale_update='scale'",
+    ),
+    (
         "unknown_spec_key",
         lambda env: _spec(admm_round=3),
         SpecError,

@@ -10,7 +10,8 @@ in its output.
 
 Rows: exact nonzero counts after pruning and strip; exact filters, blocks and n-of-m runs after
 structured pruning and strip, with the bias of every removed filter zero; quantized weights on
-their levels (uniform, per-channel uniform, power-of-two, k-means); wrap -> strip changes no
+their levels (uniform, per-channel uniform, power-of-two, k-means), and trained grid scales
+still exact grids; wrap -> strip changes no
 output and the user's model is never modified; ``.keras`` save/load mid-ADMM without custom
 objects continues identically; BackupAndRestore resumes as an uninterrupted run; a NaN loss
 stops training; the sensitivity split is measured on a copy and kept exactly; and the rows of
@@ -301,6 +302,46 @@ def test_quantized_weights_lie_exactly_on_their_levels(stack):
     after = stack.kernels(tf_admm.strip(admm))
     for name in ("fc1", "conv", "fc2"):
         np.testing.assert_array_equal(after[name], kernels[name], err_msg=name)
+
+
+def test_trained_grid_scales_move_and_keep_the_levels_an_exact_scaled_grid(stack):
+    rules = [
+        tf_admm.Rule(name="fc1", sparsity=0.8, bits=2),
+        tf_admm.Rule(name="conv", sparsity=0.5, bits=3, per_channel=True),
+        tf_admm.Rule(name="fc2", bits=2, scheme="power_of_two"),
+    ]
+    spec = tf_admm.Spec(
+        rules=rules,
+        rho=tf_admm.RhoSchedule(0.05, 1.5),
+        update_every=2,
+        update_unit="step",
+        admm_rounds=2,
+        retrain_rounds=1,
+        quant_admm_rounds=2,
+        quant_fractions=(0.5, 1.0),
+        scale_update="sum",
+    )
+    admm = _wrap(stack, spec)
+    _fit(stack, admm, epochs=4)  # 14 steps reach the final phase (as in the row above).
+    assert admm.phase is tf_admm.Phase.QUANT_RETRAIN
+    before = {r.name: stack.host(stack.slot(admm, r.name).levels) for r in rules}
+    _fit(stack, admm, epochs=2)
+    kernels = stack.kernels(tf_admm.strip(admm))
+    for rule in rules:
+        slot = stack.slot(admm, rule.name)
+        levels = stack.host(slot.levels)
+        assert np.all(levels != before[rule.name]), f"{rule.name}: the scale did not train"
+        # Still exactly float32(scale * unit level), so the export finds integer codes.
+        unit = projections.make_levels(1.0, rule.bits, slot.target.scheme).numpy()
+        scale = levels[..., -1:] / unit[-1]
+        np.testing.assert_array_equal(levels, scale * unit, err_msg=rule.name)
+        kernel = kernels[rule.name]
+        assert int(np.count_nonzero(kernel)) == slot.keep, rule.name
+        sets = [(kernel, levels)]
+        if slot.target.per_channel:
+            sets = [(kernel[..., c], levels[c]) for c in range(kernel.shape[-1])]
+        for values, grid in sets:
+            assert set(values[values != 0].tolist()) <= set(grid.tolist()), rule.name
 
 
 @pytest.mark.parametrize("sequential", [False, True], ids=["functional", "sequential"])

@@ -21,6 +21,7 @@ from typing import Any
 
 from tf_admm.projections import structured
 from tf_admm.projections.sparsity import keep_count
+from tf_admm.rule import Scheme
 from tf_admm.spec import CentroidUpdate
 
 __all__ = ["LayerPlan", "Plan", "Target", "WeightPlan"]
@@ -59,6 +60,7 @@ class Target:
     clusters: int | None = None
     per_channel: bool = False
     centroid_update: str = CentroidUpdate.SUM.value
+    scale_update: str = CentroidUpdate.NONE.value
     structure: str | None = None
     layout: str | None = None
     block: tuple[int, int] | None = None
@@ -127,6 +129,23 @@ class Target:
     def num_levels(self) -> int:
         """Nonzero values a kept weight may take: ``clusters``, else ``2**bits``."""
         return self.clusters if self.clusters is not None else 2**self.bits
+
+    @property
+    def level_update(self) -> str:
+        """How the shared levels train once weights are locked on them: ``centroid_update``
+        for k-means centroids, ``scale_update`` for a grid's scale (a :class:`CentroidUpdate`
+        value; ``"none"``: the levels are fixed)."""
+        if self.scheme == Scheme.KMEANS.value:
+            return self.centroid_update
+        return self.scale_update
+
+    @property
+    def trains_grid(self) -> bool:
+        """Whether uniform or power-of-two levels train (and must be put back on their grid
+        after every optimizer step, see :func:`tf_admm.projections.onto_grid`)."""
+        return self.scheme not in (None, Scheme.KMEANS.value) and (
+            self.scale_update != CentroidUpdate.NONE.value
+        )
 
     def get_config(self) -> dict[str, Any]:
         """The fields as a flat dict; ``Target(**config)`` rebuilds it."""

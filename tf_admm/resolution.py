@@ -155,6 +155,7 @@ def resolve(
                     clusters=rule.clusters,
                     per_channel=rule.per_channel,
                     centroid_update=spec.centroid_update.value,
+                    scale_update=spec.scale_update.value,
                     **structure,
                 )
             )

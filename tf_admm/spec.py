@@ -59,7 +59,7 @@ __all__ = [
 
 
 class CentroidUpdate(str, enum.Enum):
-    """How the shared values of k-means clusters train once every weight is locked."""
+    """How shared levels (k-means centroids, or a grid's scale) train on their members."""
 
     NONE = "none"
     SUM = "sum"
@@ -148,8 +148,12 @@ class Spec:
         layer's initial value. ADMM onto levels wants a rho far above the small start that
         step-level pruning rounds use (e.g. ``{"initial": 0.01, "multiplier": 1.3}``).
       centroid_update: ``"sum"`` or ``"mean"`` of the members' gradients moves each k-means
-        centroid once all weights are locked; ``"none"`` keeps them fixed. Uniform and
-        power-of-two levels always stay fixed.
+        centroid once all weights are locked; ``"none"`` keeps them fixed.
+      scale_update: the same for uniform and power-of-two levels: ``"none"`` (the default)
+        keeps the fitted scale; ``"sum"`` or ``"mean"`` trains the levels on their members'
+        gradients and puts them back on the grid after every optimizer step (the
+        least-squares scale, one per tensor or per channel), so they stay a scaled grid and
+        export as integer codes.
       target_ratio: one pruning ratio (total / kept weights) shared by every weight whose rule
         gives no sparsity, ratio or keep of its own; with no rules and no default, by every
         compressible layer. ``admm_wrap`` splits the budget among them by ``allocation``.
@@ -175,6 +179,7 @@ class Spec:
     quant_lock_rounds: int = 1
     quant_rho: RhoSchedule | None = None
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
+    scale_update: CentroidUpdate = CentroidUpdate.NONE
     target_ratio: float | None = None
     allocation: Allocation = Allocation.LAMP
     allocated: Mapping[str, int] | None = None
@@ -247,6 +252,7 @@ class Spec:
         for field in ("prune_stages", "quant_fractions"):
             object.__setattr__(self, field, check_fractions(field, getattr(self, field)))
         set_enum(self, "centroid_update", CentroidUpdate)
+        set_enum(self, "scale_update", CentroidUpdate)
         set_enum(self, "update_unit", Unit)
 
     def _fill_schedule_defaults(self) -> None:
@@ -424,6 +430,7 @@ class Spec:
             "quant_fractions": list(self.quant_fractions),
             "quant_lock_rounds": self.quant_lock_rounds,
             "centroid_update": self.centroid_update.value,
+            "scale_update": self.scale_update.value,
         }
         if self.quant_rho is not None:
             config["quant_rho"] = self.quant_rho.get_config()

@@ -141,7 +141,7 @@ class _Slot:
             index = index + channel * self.target.num_levels
         flat_levels = tf.reshape(self.levels, [-1])
         values = tf.gather(flat_levels, index)
-        if self.target.centroid_update == CentroidUpdate.MEAN.value:
+        if self.target.level_update == CentroidUpdate.MEAN.value:
             # Same value; the gradient reaching a level is the mean of its members' gradients.
             counts = tf.gather(tf.reshape(self.level_counts, [-1]), index)
             values = tf.stop_gradient(values) + (values - tf.stop_gradient(values)) / tf.maximum(
@@ -189,6 +189,13 @@ class _Slot:
         index = projections.nearest_level_index(values, ascending, mask=self.mask, axis=-1)
         index = tf.maximum(index, 0)  # Pruned positions (-1) point at level 0, masked anyway.
         return index if order is None else tf.gather(order, index)
+
+
+def _grid_constraint(target: Target) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """Puts trained uniform or power-of-two levels back on their grid after each step."""
+    if not target.trains_grid:
+        return None
+    return lambda levels: projections.onto_grid(levels, target.bits, target.scheme)
 
 
 def _shifted(slot: _Slot) -> tf.Tensor:
@@ -289,8 +296,8 @@ class AdmmWrapper(keras.layers.Wrapper):
                     name=f"{name}_levels",
                     shape=levels_shape,
                     initializer="zeros",
-                    trainable=target.scheme == Scheme.KMEANS.value
-                    and target.centroid_update != CentroidUpdate.NONE.value,
+                    trainable=target.level_update != CentroidUpdate.NONE.value,
+                    constraint=_grid_constraint(target),
                     **exact,
                 )
                 slot.assignment = self.add_weight(

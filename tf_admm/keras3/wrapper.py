@@ -50,6 +50,13 @@ def _host(variable) -> np.ndarray:
     return keras.ops.convert_to_numpy(variable)
 
 
+def _grid_constraint(target: Target) -> Callable | None:
+    """Puts trained uniform or power-of-two levels back on their grid after each step."""
+    if not target.trains_grid:
+        return None
+    return lambda levels: projections.onto_grid(levels, target.bits, target.scheme, ops)
+
+
 def _target(layer_name: str, value: Any) -> Target:
     """A Target from itself or its config dict (as found in a saved model's config)."""
     if isinstance(value, Target):
@@ -153,7 +160,7 @@ class _Slot:
         if self.locked is not None:
             index = self._flat_index(ops.convert_to_tensor(self.assignment))
             values = ops.take(ops.reshape(self.levels, [-1]), index)
-            if self.target.centroid_update == CentroidUpdate.MEAN.value:
+            if self.target.level_update == CentroidUpdate.MEAN.value:
                 # Same value; the gradient reaching a level is the mean of its members'.
                 counts = ops.take(ops.reshape(self.level_counts, [-1]), index)
                 fixed = ops.stop_gradient(values)
@@ -278,8 +285,8 @@ class AdmmWrapper(keras.layers.Wrapper):
             name=f"{name}_levels",
             shape=levels_shape,
             initializer="zeros",
-            trainable=target.scheme == Scheme.KMEANS.value
-            and target.centroid_update != CentroidUpdate.NONE.value,
+            trainable=target.level_update != CentroidUpdate.NONE.value,
+            constraint=_grid_constraint(target),
             dtype=dtype,
             autocast=False,
         )

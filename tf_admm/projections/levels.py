@@ -34,6 +34,7 @@ __all__ = [
     "fraction_on_levels",
     "make_levels",
     "nearest_level_index",
+    "onto_grid",
     "paper_grid_multipliers",
     "power_of_two_levels",
     "project_to_levels",
@@ -175,6 +176,34 @@ def make_levels(scale, bits: int, scheme: str | LevelScheme = LevelScheme.UNIFOR
       ValueError: for an unknown scheme, bits outside 1..8 or a non-positive scale.
     """
     return _levels_from_scale(scale, check_bits(bits), check_scheme(scheme))
+
+
+def onto_grid(levels, bits: int, scheme: str | LevelScheme, xp=None):
+    """The level set of the grid's shape nearest to ``levels`` (least squares, per row).
+
+    Trained levels leave the grid; this puts them back: ``q * unit`` with
+    ``q = <levels, unit> / <unit, unit>`` (at least the smallest normal float32), where
+    ``unit`` is the grid for scale 1. The levels must be sorted the way the grid is (ascending),
+    as :func:`make_levels` and :func:`fit_scale` give them.
+
+    Example:
+      >>> onto_grid(np.array([-2.2, -0.9, 1.1, 2.0], np.float32), 2, "uniform", np)
+      array([-2.08, -1.04,  1.04,  2.08], dtype=float32)
+
+    Args:
+      levels: ``[2**bits]`` or ``[channels, 2**bits]`` levels.
+      bits: bits per kept weight, 1..8.
+      scheme: ``"uniform"`` or ``"power_of_two"``.
+      xp: the array namespace of ``levels`` with ``sum`` and ``maximum`` (``numpy``,
+        ``keras.ops``); default ``tf.experimental.numpy``.
+
+    Returns:
+      The projected levels, same shape and dtype (float32).
+    """
+    xp = tf.experimental.numpy if xp is None else xp
+    unit = unit_levels(check_bits(bits), check_scheme(scheme)).astype(np.float32)
+    scale = xp.sum(levels * unit, axis=-1, keepdims=True) / np.float32(np.sum(unit**2))
+    return xp.maximum(scale, np.float32(SMALLEST_SCALE)) * unit
 
 
 def _to_rows(x: tf.Tensor, axis: int | None) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:

@@ -5,11 +5,13 @@ import pytest
 
 from tf_admm.compat import tf
 from tf_admm.projections.levels import (
+    SMALLEST_SCALE,
     LevelScheme,
     fit_scale,
     fraction_on_levels,
     make_levels,
     nearest_level_index,
+    onto_grid,
     paper_grid_multipliers,
     power_of_two_levels,
     project_to_levels,
@@ -294,6 +296,30 @@ def test_paper_grid_is_centred_on_max_over_top():
 
 
 # --- metrics ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["uniform", "power_of_two"])
+def test_onto_grid_is_the_least_squares_scaled_grid_per_row(scheme):
+    unit = make_levels(1.0, 3, scheme).numpy()
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, (2, 8))
+    moved = (np.stack([0.2 * unit, 0.05 * unit]) + noise).astype(np.float32)
+    snapped = onto_grid(tf.constant(moved), 3, scheme).numpy()
+    scale = np.sum(moved * unit, axis=-1) / np.sum(unit * unit)
+    np.testing.assert_allclose(snapped, scale[:, None] * unit, rtol=1e-6)
+    # A scaled grid exactly (so integer codes export), and no other scale is closer.
+    np.testing.assert_array_equal(snapped, (snapped[:, -1:] / unit[-1]) * unit)
+    for row in range(2):
+        for other in (0.99, 1.01):
+            worse = other * snapped[row]
+            assert np.sum((moved[row] - snapped[row]) ** 2) < np.sum((moved[row] - worse) ** 2)
+    np.testing.assert_allclose(onto_grid(moved, 3, scheme, np), snapped, rtol=1e-6)
+
+
+def test_onto_grid_keeps_the_scale_positive():
+    # Levels whose least-squares scale is negative (the grid flipped) get the smallest scale.
+    flipped = onto_grid(np.array([0.5, -0.5], np.float32), 1, "uniform", np)
+    np.testing.assert_array_equal(flipped, np.float32(SMALLEST_SCALE) * np.array([-1.0, 1.0]))
 
 
 def test_fraction_on_levels_counts_kept_weights_only():
