@@ -33,6 +33,7 @@ import shutil
 import time
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
@@ -386,6 +387,11 @@ def run(settings: Settings) -> dict[str, Any]:
         )
 
     train_data, callbacks = _batches_and_callbacks(settings, compress_arrays, salt=1)
+    held_out = None
+    if validation_ds is not None:  # Validation accuracy after every epoch, by phase.
+        images, labels = (np.concatenate(part) for part in zip(*validation_ds.as_numpy_iterator()))
+        held_out = training.held_out_accuracy(api, images, labels)
+        callbacks = [*callbacks, held_out]
     model, phase_times = training.compress(
         dense,
         spec,
@@ -415,6 +421,8 @@ def run(settings: Settings) -> dict[str, Any]:
             "dense_accuracy": float(dense.evaluate(validation_ds, verbose=0)[1]),
             "pruned_accuracy": float(pruned.evaluate(validation_ds, verbose=0)[1]),
             "examples": settings.validation_examples,
+            # After each epoch of this process (a resumed run's from its backup on).
+            "curve": held_out.curve,
         }
         logging.info(
             "Validation accuracy (last %d training images): dense %.4f, compressed %.4f",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 from absl import logging
 
 import tf_admm
@@ -94,6 +95,49 @@ class _TimedPhases:
     def on_epoch_end(self, epoch, logs=None):
         elapsed = time.perf_counter() - self._start
         self._times[self._phase] = self._times.get(self._phase, 0.0) + elapsed
+
+
+class _HeldOut:
+    """What :class:`HeldOutAccuracy` does, for a callback class of either Keras."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, chunk: int = 1000):
+        super().__init__()
+        self._images, self._labels, self._chunk = images, labels, chunk
+        self.curve: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        correct = 0
+        for start in range(0, len(self._labels), self._chunk):
+            end = start + self._chunk
+            scores = np.asarray(self.model(self._images[start:end], training=False))
+            correct += int(np.sum(np.argmax(scores, axis=-1) == self._labels[start:end]))
+        accuracy = correct / len(self._labels)
+        if logs is not None:
+            logs["val_accuracy"] = accuracy
+        phase = self.model.phase.name.lower()
+        self.curve.append({"epoch": epoch + 1, "phase": phase, "accuracy": accuracy})
+
+
+class HeldOutAccuracy(_HeldOut, keras.callbacks.Callback):
+    """Top-1 accuracy of the ADMM model on held-out images after every epoch: ``val_accuracy``
+    in the epoch's logs (progress bar, TensorBoard) and, with the phase the model is in at the
+    epoch's end, in :attr:`curve` (the epochs of this process: a resumed run lacks the ones
+    before its backup).
+
+    Args:
+      images: the held-out images, as the model takes them (host arrays).
+      labels: their integer labels.
+      chunk: images per forward pass.
+    """
+
+
+class Keras3HeldOutAccuracy(_HeldOut, keras3.callbacks.Callback):
+    """:class:`HeldOutAccuracy` for Keras 3 ADMM models (any backend)."""
+
+
+def held_out_accuracy(api: ModuleType, images, labels) -> _HeldOut:
+    """The :class:`HeldOutAccuracy` callback of ``api``'s Keras."""
+    return (Keras3HeldOutAccuracy if api is keras3 else HeldOutAccuracy)(images, labels)
 
 
 class PhaseTimer(_TimedPhases, keras.callbacks.Callback):

@@ -131,6 +131,14 @@ def test_keras3_on_tensorflow_splits_by_sensitivity_measured_on_the_validation_s
     nonzeros = {r["layer"]: r["nonzeros"] for r in results["layers"]}
     assert nonzeros == {key.split("/")[0]: kept for key, kept in allocated.items()}
     assert results["validation"]["examples"] == 256
+    # The Keras 3 model's held-out accuracy after each epoch; after the last, the stripped
+    # model's.
+    curve = results["validation"]["curve"]
+    assert [point["epoch"] for point in curve] == list(range(1, len(curve) + 1))
+    assert curve[-1]["phase"] == "retrain"
+    assert curve[-1]["accuracy"] == pytest.approx(
+        results["validation"]["pruned_accuracy"], abs=1e-3
+    )
 
 
 def test_validation_loss_of_a_keras3_model_equals_the_tf_keras_one_for_the_same_weights(
@@ -214,6 +222,8 @@ def test_keras3_on_jax_splits_by_sensitivity_measured_on_the_validation_split(
     assert sum(allocated.values()) == 2_578 and results["seconds"]["sensitivity"] > 0
     nonzeros = {r["layer"]: r["nonzeros"] for r in results["layers"]}
     assert nonzeros == {key.split("/")[0]: kept for key, kept in allocated.items()}
+    last = results["validation"]["curve"][-1]
+    assert last["accuracy"] == pytest.approx(results["validation"]["pruned_accuracy"], abs=1e-3)
 
 
 def _flag_settings(argv, combined=False):

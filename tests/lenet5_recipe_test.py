@@ -165,6 +165,11 @@ def test_recipe_splits_a_target_ratio_and_reports_the_validation_split(
     validation = results["validation"]
     assert validation["examples"] == 1_000
     assert 0 < validation["pruned_accuracy"] <= 1 and 0 < validation["dense_accuracy"] <= 1
+    # One point per epoch of the ADMM fit; the last is the stripped model's accuracy.
+    curve = validation["curve"]
+    assert [point["epoch"] for point in curve] == list(range(1, len(curve) + 1))
+    assert len(curve) > results["retraining"]["epochs"] and curve[-1]["phase"] == "retrain"
+    assert curve[-1]["accuracy"] == pytest.approx(validation["pruned_accuracy"], abs=1e-3)
     # The held-out images change the dense checkpoint's name, so it is not mixed up.
     assert [f for f in os.listdir(tmp_path) if f.startswith("dense_")] == [
         "dense_e1_s0_v1000_b6.weights.h5"
