@@ -242,12 +242,14 @@ def _layer_series(epochs: Sequence[Mapping[str, Any]], suffix: str) -> list[str]
 
 
 def admm_history(epochs: Sequence[Mapping[str, Any]], path: str, title: str = "") -> str:
-    """ADMM residuals, rho, per-layer sparsity (and distance to levels) per epoch, phases shaded.
+    """ADMM residuals, rho, per-layer sparsity (and distance to levels, and held-out accuracy)
+    per epoch, phases shaded.
 
     Args:
       epochs: one dict per epoch with ``primal_residual``, ``dual_residual``, ``rho``,
-        ``<layer>_sparsity``, ``<layer>_quant_error`` and ``phase`` (the phase during the
-        epoch), as ``bench.combined`` records them; missing keys are skipped.
+        ``<layer>_sparsity``, ``<layer>_quant_error``, ``val_accuracy`` (a fraction) and
+        ``phase`` (the phase during the epoch), as ``bench.combined`` and the recipes record
+        them; missing keys are skipped.
       path: PNG path.
       title: figure title.
     """
@@ -255,7 +257,9 @@ def admm_history(epochs: Sequence[Mapping[str, Any]], path: str, title: str = ""
 
     plt = _pyplot()
     quantized = _layer_series(epochs, "_quant_error")
-    rows = 3 if quantized else 2
+    accuracy = [e.get("val_accuracy") for e in epochs]
+    held_out = any(v is not None for v in accuracy)
+    rows = 2 + bool(quantized) + held_out
     figure, panels = plt.subplots(rows, 1, figsize=(8, 2.6 * rows + 0.6), sharex=True)
     residual_axes, sparsity_axes = panels[0], panels[1]
     x = [int(e.get("epoch", i)) + 1 for i, e in enumerate(epochs)]
@@ -293,6 +297,10 @@ def admm_history(epochs: Sequence[Mapping[str, Any]], path: str, title: str = ""
             error_axes.plot(x, series(f"{name}_quant_error"), marker=".", label=name)
         error_axes.set_ylabel("distance to levels\n(relative)")
         error_axes.legend(fontsize="small", loc="best")
+    if held_out:
+        values = [None if v is None else 100 * v for v in accuracy]
+        panels[-1].plot(x, values, marker=".", color="black")
+        panels[-1].set_ylabel("validation\naccuracy (%)")
     panels[-1].set_xlabel("epoch")
     panels[-1].xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     shown: set[int] = set()

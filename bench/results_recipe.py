@@ -127,6 +127,10 @@ def section(
         rules = (results.get("spec") or {}).get("rules", [])
         prunes = any("sparsity" in r or "ratio" in r for r in rules) or not rules
         epochs = _with_phase_during(epochs, 0 if prunes else 2)
+        # The recipe's held-out accuracy after each epoch (1-based there, 0-based here).
+        curve = (results.get("validation") or {}).get("curve", [])
+        held_out = {point["epoch"] - 1: point["accuracy"] for point in curve}
+        epochs = [{**e, "val_accuracy": held_out.get(int(e["epoch"]))} for e in epochs]
         if epochs:
             png = plots.admm_history(
                 epochs,

@@ -7,7 +7,7 @@ import os
 from bench import results, results_recipe
 
 
-def test_recipe_dir_gives_a_section_with_layer_bars_and_admm_history(tmp_path):
+def test_recipe_dir_gives_a_section_with_layer_bars_and_admm_history(tmp_path, monkeypatch):
     from tf_admm.compat import tf
 
     recipe = tmp_path / "recipe"
@@ -31,6 +31,14 @@ def test_recipe_dir_gives_a_section_with_layer_bars_and_admm_history(tmp_path):
         "layers": layers,
         "storage": storage,
         "spec": {"rules": [{"name": "conv1", "sparsity": 0.6, "bits": 3}]},
+        # The recipe's held-out accuracy after epochs 1 and 3 (a run resumed after epoch 1
+        # would lack epoch 2's point).
+        "validation": {
+            "curve": [
+                {"epoch": 1, "phase": "retrain", "accuracy": 0.97},
+                {"epoch": 3, "phase": "quant_admm", "accuracy": 0.98},
+            ]
+        },
     }
     (recipe / "results.json").write_text(json.dumps(recipe_results), encoding="utf-8")
     # What Keras' TensorBoard callback writes: epoch_<metric> scalars, step = epoch.
@@ -48,6 +56,13 @@ def test_recipe_dir_gives_a_section_with_layer_bars_and_admm_history(tmp_path):
     assert [round(e["primal_residual"], 4) for e in epochs] == [0.1, 0.05, 0.01]
     assert epochs[2]["admm_phase"] == 2.0
 
+    plotted = []
+    admm_history = results_recipe.plots.admm_history
+    monkeypatch.setattr(
+        results_recipe.plots,
+        "admm_history",
+        lambda epochs, *args: plotted.append(epochs) or admm_history(epochs, *args),
+    )
     out = tmp_path / "RESULTS.md"
     report = results.run(
         results.Settings(
@@ -62,6 +77,13 @@ def test_recipe_dir_gives_a_section_with_layer_bars_and_admm_history(tmp_path):
     assert "| 623x | tf-admm recipe 600x (99.00%, its dense model 99.10%) |" in markdown
     names = {os.path.basename(p) for p in report["plots"]}
     assert names == {"recipe_layers.png", "recipe_admm.png"}
+    # The held-out accuracy is plotted at the epochs it was measured after.
+    ((first, second, third),) = plotted
+    assert (first["val_accuracy"], second["val_accuracy"], third["val_accuracy"]) == (
+        0.97,
+        None,
+        0.98,
+    )
 
 
 def test_a_pruning_recipe_run_is_set_beside_the_published_pruning_ratio():
