@@ -27,6 +27,18 @@ def _seed():
     tf_keras.backend.clear_session()
 
 
+@pytest.fixture
+def keras3_session(request):
+    """A fresh Keras 3 session seeded with the test module's ``KERAS3_SEED`` (default 7);
+    Keras 3 test modules use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import keras
+
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(getattr(request.module, "KERAS3_SEED", 7))
+    yield
+    keras.utils.clear_session()
+
+
 def _prepare_mnist_or_skip(data_dir, download_dir=None):
     """``recipes.data.prepare_mnist``, skipping the test when MNIST cannot be had here.
 

@@ -19,6 +19,7 @@ import numpy as np
 import tf_admm
 from tf_admm.compat import keras as tf_keras
 from tf_admm.compat import keras3, tf
+from tf_admm.testing import small_convnet
 
 TF_KERAS = "tf_keras"
 KERAS3 = f"keras3_{keras3.backend.backend()}"
@@ -65,23 +66,8 @@ class Stack:
         return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
     def convnet(self, name: str = "small", sequential: bool = False):
-        """Conv2D -> DepthwiseConv2D -> Dense -> Dense on 8x8x1 inputs, 3 classes (the model of
-        ``tf_admm.testing.small_convnet``), functional or Sequential."""
-        layers = self.keras.layers
-        stack = [
-            layers.Conv2D(6, 3, activation="relu", name="conv"),
-            layers.DepthwiseConv2D(3, name="depthwise"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(24, activation="relu", name="fc1"),
-            layers.Dense(3, name="fc2"),
-        ]
-        if sequential:
-            return self.keras.Sequential([self.keras.Input((8, 8, 1)), *stack], name=name)
-        inputs = self.keras.Input((8, 8, 1), name="image")
-        h = inputs
-        for layer in stack:
-            h = layer(h)
-        return self.keras.Model(inputs, h, name=name)
+        """``tf_admm.testing.small_convnet`` built with this stack's Keras."""
+        return small_convnet(name, sequential=sequential, keras_module=self.keras)
 
     def dense(self, name: str = "fc"):
         """A Sequential model with one Dense layer of 4 inputs and 2 outputs."""

@@ -7,15 +7,32 @@ import numpy as np
 from tf_admm.compat import keras
 
 
-def small_convnet(name: str = "small") -> keras.Model:
-    """Conv2D -> DepthwiseConv2D -> Dense -> Dense on 8x8x1 inputs, 3 classes."""
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)
-    h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(24, activation="relu", name="fc1")(h)
-    outputs = keras.layers.Dense(3, name="fc2")(h)
-    return keras.Model(inputs, outputs, name=name)
+def small_convnet(
+    name: str = "small", *, units: int = 24, sequential: bool = False, keras_module=None
+):
+    """Conv2D -> DepthwiseConv2D -> Dense -> Dense on 8x8x1 inputs, 3 classes.
+
+    Args:
+      name: the model's name.
+      units: width of the hidden Dense layer ``fc1``.
+      sequential: a ``Sequential`` model instead of a functional one.
+      keras_module: the Keras to build it with (``import keras`` for Keras 3); default
+        tf_keras.
+    """
+    api = keras if keras_module is None else keras_module
+    layers = [
+        api.layers.Conv2D(6, 3, activation="relu", name="conv"),
+        api.layers.DepthwiseConv2D(3, name="depthwise"),
+        api.layers.Flatten(name="flatten"),
+        api.layers.Dense(units, activation="relu", name="fc1"),
+        api.layers.Dense(3, name="fc2"),
+    ]
+    if sequential:
+        return api.Sequential([api.Input((8, 8, 1)), *layers], name=name)
+    h = inputs = api.Input((8, 8, 1), name="image")
+    for layer in layers:
+        h = layer(h)
+    return api.Model(inputs, h, name=name)
 
 
 def mobilenet_v2_like(name: str = "mobile_v2") -> keras.Model:

@@ -16,34 +16,17 @@ import pytest
 import tf_admm
 from tf_admm import allocation, projections
 from tf_admm.keras3 import AdmmModel, AdmmWrapper, wrappers
+from tf_admm.testing import small_convnet
 
 BACKEND = keras.backend.backend()
 
 
-@pytest.fixture(autouse=True)
-def _keras3_seed():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(7)
-    yield
-    keras.utils.clear_session()
+pytestmark = pytest.mark.usefixtures("keras3_session")
 
 
 def _convnet(sequential: bool = False) -> keras.Model:
-    """Conv2D -> DepthwiseConv2D -> Dense -> Dense on 8x8x1 inputs, 3 classes."""
-    layers = [
-        keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
-        keras.layers.DepthwiseConv2D(3, name="depthwise"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(16, activation="relu", name="fc1"),
-        keras.layers.Dense(3, name="fc2"),
-    ]
-    if sequential:
-        return keras.Sequential([keras.Input((8, 8, 1)), *layers], name="seq")
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = inputs
-    for layer in layers:
-        h = layer(h)
-    return keras.Model(inputs, h, name="net")
+    name = "seq" if sequential else "net"
+    return small_convnet(name, units=16, sequential=sequential, keras_module=keras)
 
 
 def _conv1d() -> keras.Model:

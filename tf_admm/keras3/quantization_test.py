@@ -11,27 +11,17 @@ import pytest
 
 import tf_admm
 from tf_admm.keras3 import AdmmModel, wrappers
+from tf_admm.testing import small_convnet
 
 BACKEND = keras.backend.backend()
 Phase = tf_admm.Phase
 
 
-@pytest.fixture(autouse=True)
-def _keras3_seed():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(7)
-    yield
-    keras.utils.clear_session()
+pytestmark = pytest.mark.usefixtures("keras3_session")
 
 
 def _convnet() -> keras.Model:
-    """Conv2D -> DepthwiseConv2D -> Dense -> Dense on 8x8x1 inputs, 3 classes."""
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)
-    h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(16, activation="relu", name="fc1")(h)
-    return keras.Model(inputs, keras.layers.Dense(3, name="fc2")(h), name="net")
+    return small_convnet("net", units=16, keras_module=keras)
 
 
 def _data(count: int = 32):

@@ -19,12 +19,7 @@ SIZES = {"conv/kernel": 54, "depthwise/kernel": 54, "fc1/kernel": 2304, "fc2/ker
 TF_KERAS_KEYS = {"depthwise/depthwise_kernel": "depthwise/kernel"}
 
 
-@pytest.fixture(autouse=True)
-def _keras3_seed():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(7)
-    yield
-    keras.utils.clear_session()
+pytestmark = pytest.mark.usefixtures("keras3_session")
 
 
 def _spec(**fields):

@@ -23,12 +23,8 @@ from tf_admm.testing import randomize_weights, zero_filters
 _layers = keras.layers
 
 
-@pytest.fixture(autouse=True)
-def _keras3_seed():
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(5)
-    yield
-    keras.utils.clear_session()
+pytestmark = pytest.mark.usefixtures("keras3_session")
+KERAS3_SEED = 5
 
 
 def _host(value) -> np.ndarray:
