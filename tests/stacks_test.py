@@ -251,13 +251,8 @@ def test_sensitivity_split_is_measured_on_a_copy_and_kept_exactly_after_strip(st
     assert {name: int(np.count_nonzero(k)) for name, k in kernels.items()} == allocated
 
 
-def test_quantized_weights_lie_exactly_on_their_levels(stack):
-    rules = [
-        tf_admm.Rule(name="fc1", sparsity=0.8, bits=2),
-        tf_admm.Rule(name="conv", sparsity=0.5, bits=3, per_channel=True),
-        tf_admm.Rule(name="fc2", bits=2, scheme="power_of_two"),
-        tf_admm.Rule(name="depthwise", sparsity=0.5, clusters=3),
-    ]
+def _quantized(stack, rules, **fields):
+    """The convnet under ``rules`` trained into the final phase: every weight on its levels."""
     spec = tf_admm.Spec(
         rules=rules,
         rho=tf_admm.RhoSchedule(0.05, 1.5),
@@ -267,11 +262,23 @@ def test_quantized_weights_lie_exactly_on_their_levels(stack):
         retrain_rounds=1,
         quant_admm_rounds=2,
         quant_fractions=(0.5, 1.0),
+        **fields,
     )
     admm = _wrap(stack, spec)
     # Rounds of 2 steps: 2 pruning ADMM, 1 retraining, 2 quantization ADMM, 2 locking: 14 steps.
     _fit(stack, admm, epochs=4)
     assert admm.phase is tf_admm.Phase.QUANT_RETRAIN
+    return admm
+
+
+def test_quantized_weights_lie_exactly_on_their_levels(stack):
+    rules = [
+        tf_admm.Rule(name="fc1", sparsity=0.8, bits=2),
+        tf_admm.Rule(name="conv", sparsity=0.5, bits=3, per_channel=True),
+        tf_admm.Rule(name="fc2", bits=2, scheme="power_of_two"),
+        tf_admm.Rule(name="depthwise", sparsity=0.5, clusters=3),
+    ]
+    admm = _quantized(stack, rules)
     plain = tf_admm.strip(admm)
     x, _ = small_data(8)
     np.testing.assert_allclose(
@@ -310,20 +317,7 @@ def test_trained_grid_scales_move_and_keep_the_levels_an_exact_scaled_grid(stack
         tf_admm.Rule(name="conv", sparsity=0.5, bits=3, per_channel=True),
         tf_admm.Rule(name="fc2", bits=2, scheme="power_of_two"),
     ]
-    spec = tf_admm.Spec(
-        rules=rules,
-        rho=tf_admm.RhoSchedule(0.05, 1.5),
-        update_every=2,
-        update_unit="step",
-        admm_rounds=2,
-        retrain_rounds=1,
-        quant_admm_rounds=2,
-        quant_fractions=(0.5, 1.0),
-        scale_update="sum",
-    )
-    admm = _wrap(stack, spec)
-    _fit(stack, admm, epochs=4)  # 14 steps reach the final phase (as in the row above).
-    assert admm.phase is tf_admm.Phase.QUANT_RETRAIN
+    admm = _quantized(stack, rules, scale_update="sum")
     before = {r.name: stack.host(stack.slot(admm, r.name).levels) for r in rules}
     _fit(stack, admm, epochs=2)
     kernels = stack.kernels(tf_admm.strip(admm))
