@@ -13,7 +13,7 @@ from typing import Any
 from bench import plots
 from bench import results_format as fmt
 
-__all__ = ["claims", "read_tensorboard", "results_of", "section"]
+__all__ = ["claims", "prunes", "read_tensorboard", "results_of", "section"]
 
 
 def read_tensorboard(log_dir: str) -> list[dict[str, float]]:
@@ -36,6 +36,14 @@ def read_tensorboard(log_dir: str) -> list[dict[str, float]]:
                     number = float(value.simple_value)
                 by_step.setdefault(int(event.step), {})[value.tag[len("epoch_") :]] = number
     return [{"epoch": step, **by_step[step]} for step in sorted(by_step)]
+
+
+def prunes(spec: Mapping[str, Any]) -> bool:
+    """Whether a saved spec (``Spec.to_dict``) prunes: a rule with a sparsity, ratio or keep,
+    a ``target_ratio``, or no rules at all (the default pruning)."""
+    rules = spec.get("rules", [])
+    pruning_rule = any(key in r for r in rules for key in ("sparsity", "ratio", "keep"))
+    return pruning_rule or bool(spec.get("target_ratio")) or not rules
 
 
 def _with_phase_during(epochs: list[dict[str, float]], first_phase: int) -> list[dict[str, float]]:
@@ -124,9 +132,7 @@ def section(
     log_dir = os.path.join(directory, "logs", "train")
     if glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
         epochs = read_tensorboard(log_dir)
-        rules = (results.get("spec") or {}).get("rules", [])
-        prunes = any("sparsity" in r or "ratio" in r for r in rules) or not rules
-        epochs = _with_phase_during(epochs, 0 if prunes else 2)
+        epochs = _with_phase_during(epochs, 0 if prunes(results.get("spec") or {}) else 2)
         # The recipe's held-out accuracy after each epoch (1-based there, 0-based here).
         curve = (results.get("validation") or {}).get("curve", [])
         held_out = {point["epoch"] - 1: point["accuracy"] for point in curve}

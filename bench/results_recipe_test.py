@@ -96,3 +96,11 @@ def test_a_pruning_recipe_run_is_set_beside_the_published_pruning_ratio():
     assert results_recipe.claims(recipe) == {
         "pruning": "tf-admm recipe 71.2x (99.31%, its dense model 99.32%)"
     }
+
+
+def test_a_spec_prunes_by_rule_by_target_ratio_or_by_default():
+    assert results_recipe.prunes({"rules": [{"name": "conv1", "sparsity": 0.6, "bits": 3}]})
+    # The combined 240x configs: bits per rule, the pruning from target_ratio.
+    assert results_recipe.prunes({"target_ratio": 240, "rules": [{"name": "fc1", "bits": 3}]})
+    assert results_recipe.prunes({})
+    assert not results_recipe.prunes({"rules": [{"name": "fc1", "bits": 3}]})
