@@ -19,6 +19,7 @@ import dataclasses
 import math
 from typing import Any
 
+from tf_admm.projections import levels as levels_projection
 from tf_admm.projections import structured
 from tf_admm.projections.sparsity import keep_count
 from tf_admm.rule import Scheme
@@ -139,13 +140,15 @@ class Target:
             return self.centroid_update
         return self.scale_update
 
-    @property
-    def trains_grid(self) -> bool:
-        """Whether uniform or power-of-two levels train (and must be put back on their grid
-        after every optimizer step, see :func:`tf_admm.projections.onto_grid`)."""
-        return self.scheme not in (None, Scheme.KMEANS.value) and (
-            self.scale_update != CentroidUpdate.NONE.value
-        )
+    def grid_constraint(self, xp=None):
+        """For uniform or power-of-two levels that train (``scale_update``), the constraint
+        that puts them back on their grid after every optimizer step
+        (:func:`tf_admm.projections.onto_grid` in the array namespace ``xp``, default
+        TensorFlow's); None for fixed levels, k-means centroids or no quantization."""
+        grid = self.scheme not in (None, Scheme.KMEANS.value)
+        if not grid or self.scale_update == CentroidUpdate.NONE.value:
+            return None
+        return lambda levels: levels_projection.onto_grid(levels, self.bits, self.scheme, xp)
 
     def get_config(self) -> dict[str, Any]:
         """The fields as a flat dict; ``Target(**config)`` rebuilds it."""

@@ -191,13 +191,6 @@ class _Slot:
         return index if order is None else tf.gather(order, index)
 
 
-def _grid_constraint(target: Target) -> Callable[[tf.Tensor], tf.Tensor] | None:
-    """Puts trained uniform or power-of-two levels back on their grid after each step."""
-    if not target.trains_grid:
-        return None
-    return lambda levels: projections.onto_grid(levels, target.bits, target.scheme)
-
-
 def _shifted(slot: _Slot) -> tf.Tensor:
     """W + U on the kept positions: what the pruning Z-step projects."""
     return (slot.masked() + slot.dual) * slot.mask
@@ -297,7 +290,7 @@ class AdmmWrapper(keras.layers.Wrapper):
                     shape=levels_shape,
                     initializer="zeros",
                     trainable=target.level_update != CentroidUpdate.NONE.value,
-                    constraint=_grid_constraint(target),
+                    constraint=target.grid_constraint(),
                     **exact,
                 )
                 slot.assignment = self.add_weight(

@@ -50,13 +50,6 @@ def _host(variable) -> np.ndarray:
     return keras.ops.convert_to_numpy(variable)
 
 
-def _grid_constraint(target: Target) -> Callable | None:
-    """Puts trained uniform or power-of-two levels back on their grid after each step."""
-    if not target.trains_grid:
-        return None
-    return lambda levels: projections.onto_grid(levels, target.bits, target.scheme, ops)
-
-
 def _target(layer_name: str, value: Any) -> Target:
     """A Target from itself or its config dict (as found in a saved model's config)."""
     if isinstance(value, Target):
@@ -286,7 +279,7 @@ class AdmmWrapper(keras.layers.Wrapper):
             shape=levels_shape,
             initializer="zeros",
             trainable=target.level_update != CentroidUpdate.NONE.value,
-            constraint=_grid_constraint(target),
+            constraint=target.grid_constraint(ops),
             dtype=dtype,
             autocast=False,
         )
