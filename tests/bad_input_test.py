@@ -577,6 +577,12 @@ CASES = [
         r"scale_update in \['none', 'sum', 'mean'\]; received: scale_update='scale'",
     ),
     (
+        "straight_through_string",
+        lambda env: _spec(straight_through="yes"),
+        SpecError,
+        r"Spec: Expected straight_through to be true or false; received: straight_through='yes'",
+    ),
+    (
         "unknown_spec_key",
         lambda env: _spec(admm_round=3),
         SpecError,

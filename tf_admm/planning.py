@@ -62,6 +62,7 @@ class Target:
     per_channel: bool = False
     centroid_update: str = CentroidUpdate.SUM.value
     scale_update: str = CentroidUpdate.NONE.value
+    straight_through: bool = False
     structure: str | None = None
     layout: str | None = None
     block: tuple[int, int] | None = None

@@ -1,5 +1,7 @@
 """Quantization and clustering through training: ADMM onto levels, locking, shared values."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -145,6 +147,51 @@ def test_quant_lock_rounds_lets_the_free_weights_retrain_between_locks():
     assert set(np.unique(after)) <= set(slot.levels.numpy())
 
 
+def test_straight_through_locked_weights_train_in_float_and_compute_with_their_nearest_level():
+    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, bits=2)], straight_through=True)
+    model = compile_for_classification(tf_admm.admm_wrap(small_convnet(), spec))
+    _fit(model, epochs=4)
+    assert model.phase is Phase.QUANT_RETRAIN
+    slot = _kernel_slot(model, "fc1")
+    kept = slot.mask.numpy() > 0
+    assert np.all(slot.locked.numpy()[kept] == 1)
+    levels = np.sort(slot.levels.numpy())
+
+    def on_nearest_level():
+        weight, value = slot.variable.numpy(), slot.effective().numpy()
+        nearest = levels[np.argmin(np.abs(weight[..., None] - levels), axis=-1)]
+        np.testing.assert_array_equal(value[kept], nearest[kept])  # Exactly on a level.
+        assert np.all(value[~kept] == 0)
+        return weight, value
+
+    weight_before, value_before = on_nearest_level()
+    _fit(model, epochs=2)
+    weight_after, _ = on_nearest_level()
+    assert np.all(weight_after[kept] != weight_before[kept])  # Every locked weight trained.
+    # Moving W past the midpoint between two levels moves the weight to the other level.
+    first = tuple(np.argwhere(kept)[0])
+    other = levels[0] if value_before[first] != levels[0] else levels[-1]
+    moved = weight_after.copy()
+    moved[first] = other
+    slot.variable.assign(moved)
+    assert on_nearest_level()[1][first] == other
+    # The gradient passes straight through every kept weight (none without straight_through).
+    for straight in (True, False):
+        fc1 = tf_admm.admm_wrap(
+            small_convnet(), dataclasses.replace(spec, straight_through=straight)
+        ).get_layer("admm_fc1")
+        fc1.hard_project()
+        fc1.quant_begin()
+        fc1.quant_lock(1.0, first=True)
+        slot = fc1.slots[0]
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(slot.effective())
+        gradient = tape.gradient(total, slot.variable)
+        expected = (slot.mask.numpy() > 0) & straight
+        actual = np.zeros(expected.shape) if gradient is None else gradient.numpy()
+        np.testing.assert_array_equal(actual, expected.astype(np.float32))
+
+
 def _kmeans_fc1_locked(fraction, **overrides):
     """The small convnet's fc1 as 4 k-means clusters (half pruned), ``fraction`` of it locked."""
     spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)], **overrides)
@@ -155,9 +202,10 @@ def _kmeans_fc1_locked(fraction, **overrides):
     return wrapper, wrapper.slots[0]
 
 
+@pytest.mark.parametrize("straight_through", [False, True])
 @pytest.mark.parametrize("mode", ["sum", "mean"])
-def test_centroid_gradient_is_sum_or_mean_of_member_gradients(mode):
-    _, slot = _kmeans_fc1_locked(1.0, centroid_update=mode)
+def test_centroid_gradient_is_sum_or_mean_of_member_gradients(mode, straight_through):
+    _, slot = _kmeans_fc1_locked(1.0, centroid_update=mode, straight_through=straight_through)
     assert slot.levels.trainable
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(slot.effective())

@@ -156,6 +156,7 @@ def resolve(
                     per_channel=rule.per_channel,
                     centroid_update=spec.centroid_update.value,
                     scale_update=spec.scale_update.value,
+                    straight_through=spec.straight_through,
                     **structure,
                 )
             )

@@ -154,6 +154,11 @@ class Spec:
         gradients and puts them back on the grid after every optimizer step (the
         least-squares scale, one per tensor or per channel), so they stay a scaled grid and
         export as integer codes.
+      straight_through: False (the default): a locked weight stays on the level it was locked
+        to. True: locked weights keep training in float through a straight-through estimator
+        and compute with their nearest level, so they may move to another level as training
+        goes on (quantization-aware training from the locking onwards); the stripped and
+        exported weights are still exactly on the levels.
       target_ratio: one pruning ratio (total / kept weights) shared by every weight whose rule
         gives no sparsity, ratio or keep of its own; with no rules and no default, by every
         compressible layer. ``admm_wrap`` splits the budget among them by ``allocation``.
@@ -180,6 +185,7 @@ class Spec:
     quant_rho: RhoSchedule | None = None
     centroid_update: CentroidUpdate = CentroidUpdate.SUM
     scale_update: CentroidUpdate = CentroidUpdate.NONE
+    straight_through: bool = False
     target_ratio: float | None = None
     allocation: Allocation = Allocation.LAMP
     allocated: Mapping[str, int] | None = None
@@ -253,6 +259,13 @@ class Spec:
             object.__setattr__(self, field, check_fractions(field, getattr(self, field)))
         set_enum(self, "centroid_update", CentroidUpdate)
         set_enum(self, "scale_update", CentroidUpdate)
+        if not isinstance(self.straight_through, bool):
+            raise fail(
+                "Spec",
+                "straight_through to be true or false",
+                "straight_through",
+                self.straight_through,
+            )
         set_enum(self, "update_unit", Unit)
 
     def _fill_schedule_defaults(self) -> None:
@@ -416,7 +429,7 @@ class Spec:
         """The spec as a JSON-ready dict, which :meth:`from_dict` turns back into the spec.
 
         ``get_config`` is the same method. Optional parts (``default``, ``target_ratio`` with
-        ``allocation``, ``allocated``, ``quant_rho``) appear only when set.
+        ``allocation``, ``allocated``, ``quant_rho``, ``straight_through``) appear only when set.
         """
         config: dict[str, Any] = {
             "rules": [r.get_config() for r in self.rules],
@@ -434,6 +447,8 @@ class Spec:
         }
         if self.quant_rho is not None:
             config["quant_rho"] = self.quant_rho.get_config()
+        if self.straight_through:
+            config["straight_through"] = True
         if self.automatic:
             config["admm_fraction"] = self.admm_fraction
         if self.default is not None:

@@ -1,5 +1,6 @@
 """Tests for the spec: rule order, validation messages of its fields and dict/JSON round trips."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -28,6 +29,13 @@ def test_dict_and_json_round_trips_are_exact():
     assert Spec.from_dict(spec.to_dict()) == spec
     assert Spec.from_json(spec.to_json()) == spec
     assert Spec.from_dict(json.loads(json.dumps(spec.get_config()))) == spec
+
+
+def test_optional_straight_through_appears_only_when_set_and_round_trips():
+    assert "straight_through" not in _spec().to_dict()
+    spec = dataclasses.replace(_spec(), straight_through=True)
+    assert spec.to_dict()["straight_through"] is True
+    assert Spec.from_json(spec.to_json()) == spec
 
 
 def test_file_round_trip(tmp_path):

@@ -133,17 +133,25 @@ class _Slot:
         """W with pruned positions zeroed (the weight ADMM constrains)."""
         return self.weight() * self.mask
 
-    def level_values(self) -> tf.Tensor:
-        """levels[assignment], per channel where the levels are."""
-        index = self.assignment
+    def level_values(self, index: tf.Tensor | None = None) -> tf.Tensor:
+        """levels[index] (default: the locked ``assignment``), per channel where the levels are."""
+        index = self.assignment if index is None else index
+        flat_index = index
         if self.target.per_channel:
             channel = tf.range(self.channels, dtype=index.dtype)
-            index = index + channel * self.target.num_levels
+            flat_index = index + channel * self.target.num_levels
         flat_levels = tf.reshape(self.levels, [-1])
-        values = tf.gather(flat_levels, index)
+        values = tf.gather(flat_levels, flat_index)
         if self.target.level_update == CentroidUpdate.MEAN.value:
             # Same value; the gradient reaching a level is the mean of its members' gradients.
-            counts = tf.gather(tf.reshape(self.level_counts, [-1]), index)
+            if self.target.straight_through:  # Members are the locked weights nearest to it.
+                members = tf.reshape(self.locked * self.mask, [-1])
+                counts = tf.math.unsorted_segment_sum(
+                    members, tf.reshape(flat_index, [-1]), num_segments=tf.size(flat_levels)
+                )
+            else:
+                counts = tf.reshape(self.level_counts, [-1])
+            counts = tf.gather(counts, flat_index)
             values = tf.stop_gradient(values) + (values - tf.stop_gradient(values)) / tf.maximum(
                 counts, 1.0
             )
@@ -153,7 +161,13 @@ class _Slot:
         """The weight the layer computes with, in the dtype of the ADMM state."""
         weight = self.weight()
         if self.locked is not None:
-            weight = self.locked * self.level_values() + (1.0 - self.locked) * weight
+            if self.target.straight_through:
+                # The nearest level's value, with W's gradient passed straight through.
+                index = self.nearest(weight, tf.convert_to_tensor(self.levels))
+                on_level = self.level_values(index) + (weight - tf.stop_gradient(weight))
+            else:
+                on_level = self.level_values()
+            weight = self.locked * on_level + (1.0 - self.locked) * weight
         return weight * self.mask
 
     # Quantization helpers: eager, between steps.
@@ -475,7 +489,8 @@ class AdmmWrapper(keras.layers.Wrapper):
         """Locks ``fraction`` of the kept weights (cumulative) onto their nearest levels.
 
         On the first call the levels are fitted to W and fixed; the weights nearest to a level
-        are locked first. Locked weights never leave their level afterwards.
+        are locked first. Locked weights never leave their level afterwards, unless the
+        target trains them ``straight_through``.
         """
         for slot in self._select("quantizes"):
             weight = slot.masked()

@@ -184,9 +184,11 @@ def _levels_gradient(slot) -> np.ndarray:
     return tape.gradient(total, slot.levels.value).numpy()
 
 
+@pytest.mark.parametrize("straight_through", [False, True])
 @pytest.mark.parametrize("mode", ["sum", "mean"])
-def test_centroid_gradient_is_sum_or_mean_of_member_gradients(mode):
-    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)], centroid_update=mode)
+def test_centroid_gradient_is_sum_or_mean_of_member_gradients(mode, straight_through):
+    rules = [tf_admm.Rule(name="fc1", sparsity=0.5, clusters=4)]
+    spec = _spec(rules, centroid_update=mode, straight_through=straight_through)
     wrapper = tf_admm.admm_wrap(_convnet(), spec).get_layer("admm_fc1")
     wrapper.hard_project()
     wrapper.quant_begin()
@@ -197,6 +199,37 @@ def test_centroid_gradient_is_sum_or_mean_of_member_gradients(mode):
     assert counts.sum() == slot.keep
     expected = counts if mode == "sum" else np.ones(4)
     np.testing.assert_allclose(_levels_gradient(slot), expected, rtol=1e-5)
+
+
+def test_straight_through_locked_weights_train_and_strip_to_their_nearest_levels():
+    spec = _spec([tf_admm.Rule(name="fc1", sparsity=0.5, bits=2)], straight_through=True)
+    admm = _wrap(spec)
+    _fit(admm, epochs=4)
+    assert admm.phase is Phase.QUANT_RETRAIN
+    slot = _slot(admm, "fc1")
+    kept = _host(slot.mask) > 0
+    assert np.all(_host(slot.locked)[kept] == 1)
+    levels = np.sort(_host(slot.levels))
+
+    def on_nearest_level():
+        weight = _host(slot.variable)
+        kernel = _host(tf_admm.strip(admm).get_layer("fc1").kernel)
+        nearest = levels[np.argmin(np.abs(weight[..., None] - levels), axis=-1)]
+        np.testing.assert_array_equal(kernel[kept], nearest[kept])  # Exactly on a level.
+        assert np.all(kernel[~kept] == 0)
+        np.testing.assert_array_equal(slot.host_effective(), kernel)
+        return weight, kernel
+
+    weight_before, kernel_before = on_nearest_level()
+    _fit(admm, epochs=2)
+    weight_after, _ = on_nearest_level()
+    assert np.all(weight_after[kept] != weight_before[kept])  # Every locked weight trained.
+    # Moving W past the midpoint between two levels moves the weight to the other level.
+    first = tuple(np.argwhere(kept)[0])
+    other = levels[0] if kernel_before[first] != levels[0] else levels[-1]
+    weight_after[first] = other
+    slot.variable.assign(weight_after)
+    assert on_nearest_level()[1][first] == other
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "none"])

@@ -148,21 +148,49 @@ class _Slot:
         return assignment + offsets
 
     def effective(self):
-        """``mask * (locked * levels[assignment] + (1 - locked) * W)`` as a backend tensor."""
+        """``mask * (locked * levels[assignment] + (1 - locked) * W)`` as a backend tensor.
+
+        With ``straight_through`` a locked weight computes with the level nearest to ``W``
+        instead, and its gradient passes straight through to ``W``.
+        """
         weight = ops.cast(self.variable, self.mask.dtype)
         if self.locked is not None:
-            index = self._flat_index(ops.convert_to_tensor(self.assignment))
-            values = ops.take(ops.reshape(self.levels, [-1]), index)
+            straight = self.target.straight_through
+            assignment = self._nearest_in_step(weight) if straight else self.assignment
+            index = self._flat_index(ops.convert_to_tensor(assignment))
+            flat_levels = ops.reshape(self.levels, [-1])
+            values = ops.take(flat_levels, index)
             if self.target.level_update == CentroidUpdate.MEAN.value:
                 # Same value; the gradient reaching a level is the mean of its members'.
-                counts = ops.take(ops.reshape(self.level_counts, [-1]), index)
+                if straight:  # Members are the locked weights nearest to it.
+                    members = ops.reshape(self.locked * self.mask, [-1])
+                    counts = ops.segment_sum(
+                        members, ops.reshape(index, [-1]), num_segments=int(flat_levels.shape[0])
+                    )
+                else:
+                    counts = ops.reshape(self.level_counts, [-1])
+                counts = ops.take(counts, index)
                 fixed = ops.stop_gradient(values)
                 values = fixed + (values - fixed) / ops.maximum(counts, 1.0)
+            if straight:
+                values = values + (weight - ops.stop_gradient(weight))
             weight = self.locked * values + (1.0 - self.locked) * weight
         return weight * self.mask
 
+    def _nearest_in_step(self, weight):
+        """Index into ``levels`` (as stored) of the level nearest to each entry of ``weight``,
+        as a backend tensor."""
+        levels = ops.convert_to_tensor(self.levels)
+        if len(levels.shape) == 2:  # Per-channel grids stay sorted.
+            return ops.cast(projections.nearest_level_in(weight, levels, ops), "int32")
+        order = ops.argsort(levels)
+        index = projections.nearest_level_in(weight, ops.take(levels, order), ops)
+        return ops.cast(ops.take(order, index), "int32")
+
     def host_effective(self) -> np.ndarray:
         """:meth:`effective` on host copies (between steps)."""
+        if self.target.straight_through and self.locked is not None:
+            return ops.convert_to_numpy(self.effective())  # The step's own nearest levels.
         weight = self.host_masked()
         if self.locked is None:
             return weight
@@ -449,7 +477,8 @@ class AdmmWrapper(keras.layers.Wrapper):
         """Locks ``fraction`` of the kept weights (cumulative) onto their nearest levels.
 
         On the first call the levels are fitted to W and fixed; the weights nearest to a level
-        are locked first. Locked weights never leave their level afterwards.
+        are locked first. Locked weights never leave their level afterwards, unless the
+        target trains them ``straight_through``.
         """
         for slot in self._select("quantizes"):
             weight = slot.host_masked()

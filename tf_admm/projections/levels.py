@@ -34,6 +34,7 @@ __all__ = [
     "fraction_on_levels",
     "make_levels",
     "nearest_level_index",
+    "nearest_level_in",
     "onto_grid",
     "paper_grid_multipliers",
     "power_of_two_levels",
@@ -204,6 +205,33 @@ def onto_grid(levels, bits: int, scheme: str | LevelScheme, xp=None):
     unit = unit_levels(check_bits(bits), check_scheme(scheme)).astype(np.float32)
     scale = xp.sum(levels * unit, axis=-1, keepdims=True) / np.float32(np.sum(unit**2))
     return xp.maximum(scale, np.float32(SMALLEST_SCALE)) * unit
+
+
+def nearest_level_in(w, levels, xp):
+    """Index of the level nearest to each weight, in any array namespace (inside a step).
+
+    ``levels`` are sorted ascending: ``[m]`` for every weight, or ``[channels, m]`` with one row
+    per entry of ``w``'s last axis. The index counts the midpoints between neighbouring levels
+    that lie below the weight, so it agrees with :func:`nearest_level_index` except exactly on
+    a midpoint (here the lower level). It compares every weight with every midpoint: memory
+    ``w.size * (m - 1)``.
+
+    Example:
+      >>> nearest_level_in(np.array([0.2, -0.8, 3.0]), uniform_levels(0.5, 2), np)
+      array([2, 0, 3])
+
+    Args:
+      w: weights.
+      levels: the sorted levels, as above.
+      xp: the array namespace of ``w`` with ``expand_dims``, ``where`` and ``sum`` (``numpy``,
+        ``keras.ops``, ``tf.experimental.numpy``).
+
+    Returns:
+      Integer indices along the last axis of ``levels``, ``w``'s shape.
+    """
+    midpoints = (levels[..., 1:] + levels[..., :-1]) / 2
+    above = xp.where(xp.expand_dims(w, -1) > midpoints, 1, 0)
+    return xp.sum(above, axis=-1)
 
 
 def _to_rows(x: tf.Tensor, axis: int | None) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:

@@ -10,6 +10,7 @@ from tf_admm.projections.levels import (
     fit_scale,
     fraction_on_levels,
     make_levels,
+    nearest_level_in,
     nearest_level_index,
     onto_grid,
     paper_grid_multipliers,
@@ -314,6 +315,23 @@ def test_onto_grid_is_the_least_squares_scaled_grid_per_row(scheme):
             worse = other * snapped[row]
             assert np.sum((moved[row] - snapped[row]) ** 2) < np.sum((moved[row] - worse) ** 2)
     np.testing.assert_allclose(onto_grid(moved, 3, scheme, np), snapped, rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_nearest_level_in_any_namespace_agrees_with_nearest_level_index(per_channel):
+    w = _normal((5, 4, 6), 3)
+    if per_channel:  # One grid per entry of the last axis, scales 0.1 .. 0.6.
+        levels = np.stack([make_levels(0.1 * (c + 1), 3).numpy() for c in range(6)])
+    else:
+        levels = make_levels(0.3, 3).numpy()
+    expected = nearest_level_index(tf.constant(w), tf.constant(levels)).numpy()
+    assert len(np.unique(expected)) > 4  # The weights spread over many levels.
+    np.testing.assert_array_equal(nearest_level_in(w, levels, np), expected)
+    tensor = nearest_level_in(tf.constant(w), tf.constant(levels), tf.experimental.numpy)
+    np.testing.assert_array_equal(tensor.numpy(), expected)
+    # Exactly on a midpoint the lower level wins.
+    midpoint = np.float32((levels[..., 0] + levels[..., 1]) / 2)
+    assert np.all(nearest_level_in(np.broadcast_to(midpoint, (2, 6)), levels, np) == 0)
 
 
 def test_onto_grid_keeps_the_scale_positive():
