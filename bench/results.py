@@ -196,8 +196,13 @@ def run(settings: Settings) -> dict[str, Any]:
     ]
     recipe = results_recipe.results_of(settings.recipe_dir) if settings.recipe_dir else None
     lines += results_sections.published(frontiers, combined, recipe)
+    shown: set[str | None] = set()
     for doc in frontiers:
-        lines += results_sections.frontier(doc, settings.out, settings.plot_directory, outputs)
+        variant = fmt.dataset(doc) in shown  # Another protocol of a dataset already shown.
+        shown.add(fmt.dataset(doc))
+        lines += results_sections.frontier(
+            doc, settings.out, settings.plot_directory, outputs, variant=variant
+        )
     for doc in combined:
         lines += results_sections.combined(doc, settings.out, settings.plot_directory, outputs)
     for doc in overheads:

@@ -159,19 +159,38 @@ def published(
     ]
 
 
+def frontier_variant(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """What tells a frontier protocol apart from another of its dataset, as a heading suffix
+    and a file-name suffix: ``(", 60 epochs, distillation", "_60ep_distilled")``."""
+    protocol = doc["protocol"]
+    words, slug = f", {protocol['epochs']} epochs", f"_{protocol['epochs']}ep"
+    if (protocol.get("distill_weight") or 0) > 0:
+        words, slug = words + ", distillation", slug + "_distilled"
+    return words, slug
+
+
 def frontier(
-    doc: Mapping[str, Any], out: str, plot_directory: str, outputs: list[str]
+    doc: Mapping[str, Any],
+    out: str,
+    plot_directory: str,
+    outputs: list[str],
+    variant: bool = False,
 ) -> list[str]:
-    """The section of one ``bench.frontier`` document; its plot's path goes onto ``outputs``."""
+    """The section of one ``bench.frontier`` document; its plot's path goes onto ``outputs``.
+
+    ``variant``: another protocol of a dataset that already has a section; its heading and
+    plot name then say what sets it apart (:func:`frontier_variant`).
+    """
     dataset = fmt.dataset(doc)
     protocol = doc["protocol"]
     tolerance = doc["tolerance_points"]
     records = doc["records"]
-    png = plots.frontier(doc, os.path.join(plot_directory, f"frontier_{dataset}.png"))
+    words, slug = frontier_variant(doc) if variant else ("", "")
+    png = plots.frontier(doc, os.path.join(plot_directory, f"frontier_{dataset}{slug}.png"))
     outputs.append(png)
     dense = {r["seed"]: r["dense"] for r in records}
     lines = [
-        f"## Accuracy against pruning ratio: LeNet-5 on {dataset}",
+        f"## Accuracy against pruning ratio: LeNet-5 on {dataset}{words}",
         "",
         fmt.provenance(doc),
         "",
@@ -220,7 +239,7 @@ def frontier(
             + ".",
             "",
         ]
-    lines += [fmt.image(out, png, f"accuracy against ratio, {dataset}"), ""]
+    lines += [fmt.image(out, png, f"accuracy against ratio, {dataset}{words}"), ""]
     return lines
 
 

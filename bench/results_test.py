@@ -14,6 +14,38 @@ from bench import plots, results
 from bench import results_testing as fixtures
 
 
+def test_a_second_protocol_of_a_dataset_gets_its_own_section_and_plot(tmp_path):
+    longer = fixtures.frontier("fashion_mnist", shift=0.001)
+    longer["protocol"].update(epochs=60, prune_epochs=36, distill_weight=0.5)
+    paths = [
+        fixtures.write(tmp_path, "fashion.json", fixtures.frontier("fashion_mnist")),
+        fixtures.write(tmp_path, "fashion_60.json", longer),
+    ]
+    out = tmp_path / "docs" / "RESULTS.md"
+    report = results.run(
+        results.Settings(
+            frontier=tuple(paths),
+            combined=(),
+            overhead=(),
+            structured=(),
+            ablation=None,
+            out=str(out),
+            command="python -m bench.results --test",
+        )
+    )
+    markdown = out.read_text(encoding="utf-8")
+    first = "## Accuracy against pruning ratio: LeNet-5 on fashion_mnist\n"
+    second = (
+        "## Accuracy against pruning ratio: LeNet-5 on fashion_mnist, 60 epochs, distillation\n"
+    )
+    assert markdown.count(first) == 1 and markdown.count(second) == 1
+    assert markdown.index(first) < markdown.index(second)
+    names = sorted(os.path.basename(p) for p in report["plots"])
+    assert names == ["frontier_fashion_mnist.png", "frontier_fashion_mnist_60ep_distilled.png"]
+    assert all(os.path.exists(p) for p in report["plots"])
+    assert "(frontier_fashion_mnist_60ep_distilled.png)" in markdown
+
+
 def test_report_writes_tables_plots_noise_and_missing_inputs(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
