@@ -24,6 +24,7 @@ from tf_admm.projections.structured import Structure
 from tf_admm.spec_checks import (
     MAX_COUNT,
     SpecError,
+    check_bool,
     check_count,
     check_positive_number,
     check_ratio,
@@ -308,8 +309,7 @@ class Rule:
                 f"{where}: Expected one of bits or clusters; received: bits={self.bits!r}, "
                 f"clusters={self.clusters!r}"
             )
-        if not isinstance(self.per_channel, bool):
-            raise fail(where, "per_channel to be true or false", "per_channel", self.per_channel)
+        check_bool(where, "per_channel", self.per_channel)
         scheme = self.scheme
         if scheme is not None:
             try:

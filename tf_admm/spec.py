@@ -33,6 +33,7 @@ from tf_admm.rule import RhoSchedule, Rule, Scheme
 from tf_admm.spec_checks import (
     FrozenCounts,
     SpecError,
+    check_bool,
     check_count,
     check_fractions,
     check_positive_int,
@@ -259,13 +260,7 @@ class Spec:
             object.__setattr__(self, field, check_fractions(field, getattr(self, field)))
         set_enum(self, "centroid_update", CentroidUpdate)
         set_enum(self, "scale_update", CentroidUpdate)
-        if not isinstance(self.straight_through, bool):
-            raise fail(
-                "Spec",
-                "straight_through to be true or false",
-                "straight_through",
-                self.straight_through,
-            )
+        check_bool("Spec", "straight_through", self.straight_through)
         set_enum(self, "update_unit", Unit)
 
     def _fill_schedule_defaults(self) -> None:

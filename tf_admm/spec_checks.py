@@ -21,6 +21,7 @@ __all__ = [
     "FrozenCounts",
     "SpecError",
     "as_float",
+    "check_bool",
     "check_count",
     "check_fractions",
     "check_positive_int",
@@ -130,6 +131,12 @@ def set_enum(instance: Any, field: str, enum_class: type[enum.Enum]) -> None:
     except ValueError:
         allowed = [member.value for member in enum_class]
         raise fail(type(instance).__name__, f"{field} in {allowed}", field, value) from None
+
+
+def check_bool(where: str, field: str, value: Any) -> None:
+    """Refuses anything but True or False."""
+    if not isinstance(value, bool):
+        raise fail(where, f"{field} to be true or false", field, value)
 
 
 def check_count(where: str, field: str, value: Any) -> None:
