@@ -212,9 +212,11 @@ def nearest_level_in(w, levels, xp):
 
     ``levels`` are sorted ascending: ``[m]`` for every weight, or ``[channels, m]`` with one row
     per entry of ``w``'s last axis. The index counts the midpoints between neighbouring levels
-    that lie below the weight, so it agrees with :func:`nearest_level_index` except exactly on
-    a midpoint (here the lower level). It compares every weight with every midpoint: memory
-    ``w.size * (m - 1)``.
+    that the weight passes: those below it, and one it sits on exactly when the tie goes up
+    under :func:`nearest_level_index`'s rule (toward the smaller magnitude; ``-l`` against
+    ``+l`` to ``+l``). So the two agree everywhere except among equal (duplicate) levels, where
+    the indices differ but the values do not. It compares every weight with every midpoint:
+    memory ``w.size * (m - 1)``.
 
     Example:
       >>> nearest_level_in(np.array([0.2, -0.8, 3.0]), uniform_levels(0.5, 2), np)
@@ -223,15 +225,20 @@ def nearest_level_in(w, levels, xp):
     Args:
       w: weights.
       levels: the sorted levels, as above.
-      xp: the array namespace of ``w`` with ``expand_dims``, ``where`` and ``sum`` (``numpy``,
-        ``keras.ops``, ``tf.experimental.numpy``).
+      xp: the array namespace of ``w`` with ``abs``, ``expand_dims``, ``where`` and ``sum``
+        (``numpy``, ``keras.ops``, ``tf.experimental.numpy``).
 
     Returns:
       Integer indices along the last axis of ``levels``, ``w``'s shape.
     """
-    midpoints = (levels[..., 1:] + levels[..., :-1]) / 2
-    above = xp.where(xp.expand_dims(w, -1) > midpoints, 1, 0)
-    return xp.sum(above, axis=-1)
+    lower, upper = levels[..., :-1], levels[..., 1:]
+    midpoints = (upper + lower) / 2
+    upper_wins_tie = (xp.abs(upper) < xp.abs(lower)) | (
+        (xp.abs(upper) == xp.abs(lower)) & (upper > lower)
+    )
+    wide = xp.expand_dims(w, -1)
+    passed = (wide > midpoints) | ((wide == midpoints) & upper_wins_tie)
+    return xp.sum(xp.where(passed, 1, 0), axis=-1)
 
 
 def _to_rows(x: tf.Tensor, axis: int | None) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:

@@ -329,9 +329,23 @@ def test_nearest_level_in_any_namespace_agrees_with_nearest_level_index(per_chan
     np.testing.assert_array_equal(nearest_level_in(w, levels, np), expected)
     tensor = nearest_level_in(tf.constant(w), tf.constant(levels), tf.experimental.numpy)
     np.testing.assert_array_equal(tensor.numpy(), expected)
-    # Exactly on a midpoint the lower level wins.
-    midpoint = np.float32((levels[..., 0] + levels[..., 1]) / 2)
-    assert np.all(nearest_level_in(np.broadcast_to(midpoint, (2, 6)), levels, np) == 0)
+
+
+@pytest.mark.parametrize("xp", [np, tf.experimental.numpy], ids=["numpy", "tf"])
+def test_nearest_level_in_breaks_ties_as_nearest_level_index(xp):
+    # Every midpoint of [-1, -0.5, 0.5, 1] and [-0.25, 0.5, 1.5] is exact in float32. Ties go to
+    # the smaller magnitude: -0.75 to -0.5, 0.75 to 0.5, 0.125 to -0.25; 0 between -0.5 and 0.5
+    # goes to +0.5.
+    for levels, w, expected in [
+        ([-1.0, -0.5, 0.5, 1.0], [-0.75, 0.0, 0.75], [1, 2, 2]),
+        ([-0.25, 0.5, 1.5], [0.125, 1.0], [0, 1]),
+    ]:
+        levels = np.array(levels, np.float32)
+        w = np.array(w, np.float32)
+        reference = nearest_level_index(tf.constant(w), tf.constant(levels)).numpy()
+        np.testing.assert_array_equal(reference, expected)
+        found = nearest_level_in(xp.asarray(w), xp.asarray(levels), xp)
+        np.testing.assert_array_equal(np.asarray(found), expected)
 
 
 def test_onto_grid_keeps_the_scale_positive():
