@@ -151,8 +151,26 @@ class Target:
             return None
         return lambda levels: levels_projection.onto_grid(levels, self.bits, self.scheme, xp)
 
+    @classmethod
+    def from_config(cls, config: Any, layer_name: str) -> Target:
+        """A Target from :meth:`get_config`'s dict (as a saved model's config holds it), or
+        ``config`` itself when it already is one; ``layer_name`` names the layer in the error."""
+        if isinstance(config, cls):
+            return config
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if (
+            not isinstance(config, dict)
+            or not {"weight", "sparsity", "rho"} <= set(config)
+            or (set(config) - fields)
+        ):
+            raise ValueError(
+                f"Layer '{layer_name}': Expected each target to be a Target or a dict with keys "
+                f"among {sorted(fields)} (weight, sparsity and rho required); received: {config!r}"
+            )
+        return cls(**config)
+
     def get_config(self) -> dict[str, Any]:
-        """The fields as a flat dict; ``Target(**config)`` rebuilds it."""
+        """The fields as a flat dict; ``Target(**config)`` (or :meth:`from_config`) rebuilds it."""
         config = dataclasses.asdict(self)
         if self.block is not None:
             config["block"] = list(self.block)

@@ -175,3 +175,13 @@ def test_plan_refuses_more_levels_than_kept_weights_naming_the_rule():
         r"as many quantization levels as kept weights \(3\); received: bits=2 \(4 levels\)",
     ):
         tf_admm.plan(_model(), spec)
+
+
+def test_target_from_config_rebuilds_it_and_names_the_layer_on_bad_keys():
+    target = Target("kernel", 0.75, 1e-3, bits=3, scheme="uniform", structure="block", block=(1, 4))
+    config = target.get_config()
+    assert config["block"] == [1, 4]  # As JSON holds it.
+    assert Target.from_config(config, "fc") == target
+    assert Target.from_config(target, "fc") is target
+    with pytest.raises(ValueError, match=r"Layer 'fc': .*\['bits', .*received: \{'weight'"):
+        Target.from_config({"weight": "kernel", "sparsity": 0.5}, "fc")

@@ -30,7 +30,6 @@ channel, column, block or n_of_m) is projected by the tf_keras adapter's own
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -48,23 +47,6 @@ __all__ = ["AdmmWrapper"]
 
 def _host(variable) -> np.ndarray:
     return keras.ops.convert_to_numpy(variable)
-
-
-def _target(layer_name: str, value: Any) -> Target:
-    """A Target from itself or its config dict (as found in a saved model's config)."""
-    if isinstance(value, Target):
-        return value
-    fields = {f.name for f in dataclasses.fields(Target)}
-    if (
-        not isinstance(value, dict)
-        or not {"weight", "sparsity", "rho"} <= set(value)
-        or (set(value) - fields)
-    ):
-        raise ValueError(
-            f"Layer '{layer_name}': Expected each target to be a Target or a dict with keys "
-            f"among {sorted(fields)} (weight, sparsity and rho required); received: {value!r}"
-        )
-    return Target(**value)
 
 
 class _Slot:
@@ -248,7 +230,7 @@ class AdmmWrapper(keras.layers.Wrapper):
         kwargs.setdefault("name", f"admm_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
-        self.targets = tuple(_target(layer.name, t) for t in targets)
+        self.targets = tuple(Target.from_config(t, layer.name) for t in targets)
         if not self.targets:
             raise ValueError(f"Layer '{layer.name}': Expected at least one target weight")
         self._slots: list[_Slot] = []
