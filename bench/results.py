@@ -20,7 +20,9 @@ Reads, where they exist (a missing one is named in the report, not an error):
 * a recipe's ``--model_dir`` (``--recipe_dir``): its ``results.json`` and the TensorBoard logs
   under ``logs/train`` (ADMM residuals, rho, per-layer sparsity, phase per epoch),
 * the ablation's ingredients file (``--ablation``, default ``bench/ablation_167x.json``): one
-  row per ingredient at 167x from ``bench.ablation`` outputs and recipe runs.
+  row per ingredient at 167x from ``bench.ablation`` outputs and recipe runs,
+* a targets file (``--targets``, default ``bench/targets_issue13.json``): what the shipped
+  recipes must show, their runs over seeds and the computed verdicts (:mod:`bench.targets`).
 
 Writes the Markdown report (``--out``) and PNG plots beside it (``--plots_dir``): every table
 with the command, date, machine and load that produced it, the papers' published numbers beside
@@ -40,7 +42,7 @@ from typing import Any
 from absl import app, flags
 
 from bench import results_format as fmt
-from bench import results_recipe, results_sections, structured_table
+from bench import results_recipe, results_sections, structured_table, targets
 from bench.results_analysis import noise, shortfalls
 from bench.results_format import ObsoleteOutputError
 from bench.results_recipe import read_tensorboard
@@ -68,6 +70,7 @@ DEFAULT_COMBINED = ("runs/bench/combined/combined_mnist.json",)
 DEFAULT_OVERHEAD = ("runs/bench/overhead.json",)
 DEFAULT_STRUCTURED = ("runs/bench/structured_lenet5.json",)
 DEFAULT_ABLATION = "bench/ablation_167x.json"
+DEFAULT_TARGETS = "bench/targets_issue13.json"
 
 _PRODUCERS = {
     "frontier": "python -m bench.frontier",
@@ -99,6 +102,7 @@ class Settings:
       recipe_dir: a recipe's model_dir (``results.json``, ``logs/train``), or None.
       ablation: ingredients file of the ablation table (:mod:`bench.ablation_table`), or
         None for no ablation section.
+      targets: targets file (:mod:`bench.targets`), or None for no targets section.
       out: the Markdown file.
       plots_dir: where the PNGs go (None: beside ``out``).
       tolerance_points: "within this many accuracy points of dense" for the frontier
@@ -114,6 +118,7 @@ class Settings:
     compare: tuple[str, ...] = ()
     recipe_dir: str | None = None
     ablation: str | None = DEFAULT_ABLATION
+    targets: str | None = DEFAULT_TARGETS
     out: str = "docs/RESULTS.md"
     plots_dir: str | None = None
     tolerance_points: float | None = None
@@ -195,7 +200,21 @@ def run(settings: Settings) -> dict[str, Any]:
         "",
     ]
     recipe = results_recipe.results_of(settings.recipe_dir) if settings.recipe_dir else None
-    lines += results_sections.published(frontiers, combined, recipe)
+    measured = None
+    if settings.targets:
+        if os.path.exists(settings.targets):
+            measured = targets.measure(targets.load(settings.targets))
+        else:
+            missing.append(("targets", settings.targets))
+    claims = targets.claims(measured) if measured else None
+    lines += results_sections.published(frontiers, combined, recipe, claims)
+    if measured:
+        lines += [
+            "## The recipes against their targets",
+            "",
+            targets.format_markdown(measured, settings.out),
+            "",
+        ]
     shown: set[str | None] = set()
     for doc in frontiers:
         variant = fmt.dataset(doc) in shown  # Another protocol of a dataset already shown.
@@ -268,6 +287,11 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
             "ablation",
             defaults.ablation,
             "Ingredients file of the ablation table ('' for none; see bench/ablation_table.py).",
+        ),
+        "targets": flags.DEFINE_string(
+            "targets",
+            defaults.targets,
+            "Targets file of the recipes' section ('' for none; see bench/targets.py).",
         ),
         "out": flags.DEFINE_string("out", defaults.out, "Markdown report path."),
         "plots_dir": flags.DEFINE_string("plots_dir", None, "PNG directory (default: beside out)."),

@@ -66,7 +66,12 @@ def test_recipe_dir_gives_a_section_with_layer_bars_and_admm_history(tmp_path, m
     out = tmp_path / "RESULTS.md"
     report = results.run(
         results.Settings(
-            frontier=(), combined=(), overhead=(), recipe_dir=str(recipe), out=str(out)
+            frontier=(),
+            combined=(),
+            overhead=(),
+            targets=None,
+            recipe_dir=str(recipe),
+            out=str(out),
         )
     )
     assert "## Recipe run" in report["markdown"]

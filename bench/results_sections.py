@@ -82,7 +82,12 @@ def published(
     frontiers: Sequence[Mapping[str, Any]],
     combined: Sequence[Mapping[str, Any]],
     recipe: Mapping[str, Any] | None = None,
+    claims: Mapping[str, str] | None = None,
 ) -> list[str]:
+    """The published figures beside ours. ``claims``: more texts for the "ours" column by
+    ``PUBLISHED`` key (recipe runs over seeds, :func:`bench.targets.claims`); with them the
+    167x row shows them instead of repeating the frontier's verdict."""
+    claims = dict(claims or {})
     mnist = next((d for d in frontiers if fmt.dataset(d) == "mnist"), None)
     quant = next((d for d in combined if fmt.dataset(d) == "mnist"), None)
     ours: dict[str, str] = {}
@@ -118,7 +123,7 @@ def published(
                 "points from dense"
                 for (arm, ratio), cell in near.items()
             )
-        else:
+        elif "pruning_167" not in claims:
             ours["pruning_167"] = ours["pruning"]
     if quant is not None:
         config = [r for r in quant["runs"] if r["point"] == "config"]
@@ -140,7 +145,7 @@ def published(
                         f"{fmt.ratio(dense_gzip / smallest[1])} ({smallest[0]})"
                     )
             ours["gzip"] = "; ".join(parts)
-    for key, text in (results_recipe.claims(recipe) if recipe else {}).items():
+    for key, text in [*claims.items(), *(results_recipe.claims(recipe) if recipe else {}).items()]:
         ours[key] = f"{ours[key]}; {text}" if key in ours else text
     rows = [
         (p["source"], p["claim"], p["value"], ours.get(p["key"], "no data yet")) for p in PUBLISHED

@@ -233,3 +233,65 @@ def test_ablation_section_has_a_row_per_ingredient_and_names_the_unmeasured(tmp_
     assert "## Ablation: what each ingredient adds at 167x" in markdown
     assert "| measured | -0.20 (n=1) | -0.05 (n=1) | +0.15 | - | 167x | 0 |" in markdown
     assert "Not measured yet (no runs on one side): unmeasured." in markdown
+
+
+def test_targets_get_a_section_and_fill_the_published_rows_they_name(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in range(3):  # Test gaps -0.10, -0.20, -0.30.
+        fixtures.recipe_run(
+            runs,
+            f"s{seed}.json",
+            seed,
+            0.9920,
+            0.9910 - 0.001 * seed,
+            ratio=240.0,
+            weight_data=2048.0,
+            with_indices=624.5,
+            tflite=0.9910 - 0.001 * seed,
+        )
+    goals = {
+        "targets": [
+            {
+                "name": "combined",
+                "runs": [str(runs / "s*.json")],
+                "max_drop": 0.1,
+                "min_weight_data_ratio": 1910,
+                "published": ["weight_data_ratio"],
+            },
+            {"name": "pruning 167x", "runs": [str(runs / "none_*.json")], "max_drop": 0.1},
+        ]
+    }
+    path = fixtures.write(tmp_path, "targets.json", goals)
+    markdown = results.run(
+        results.Settings(
+            frontier=(fixtures.write(tmp_path, "frontier_mnist.json", fixtures.frontier()),),
+            combined=(),
+            overhead=(),
+            structured=(),
+            ablation=None,
+            targets=path,
+            out=str(tmp_path / "RESULTS.md"),
+        )
+    )["markdown"]
+    assert "## The recipes against their targets" in markdown
+    assert "| combined | 0, 1, 2 | 240.0x | 2,048.0x / 624.5x |" in markdown
+    assert "**missed**: accuracy by 0.10 points (-0.20 against -0.10) |" in markdown
+    assert "| pruning 167x | 0 | - |" in markdown and "not decided: 0 of 3 seeds" in markdown
+    assert (
+        "| 1,910x | combined: 2,048.0x less weight data, -0.20 ± 0.10 test points from dense "
+        "(3 seeds) |" in markdown
+    )
+    # A missing targets file is named like any missing input.
+    missing = results.run(
+        results.Settings(
+            frontier=(),
+            combined=(),
+            overhead=(),
+            structured=(),
+            ablation=None,
+            targets=str(tmp_path / "absent.json"),
+            out=str(tmp_path / "again.md"),
+        )
+    )
+    assert ("targets", str(tmp_path / "absent.json")) in missing["missing"]

@@ -14,6 +14,7 @@ __all__ = [
     "history",
     "overhead",
     "provenance",
+    "recipe_run",
     "record",
     "storage",
     "write",
@@ -228,3 +229,33 @@ def write(directory, name, doc):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f)
     return path
+
+
+def recipe_run(directory, name, seed, dense, compressed, **extra):
+    """A recipe ``results.json`` (the fields bench.seeds reads) at ``directory/name``."""
+    results = {
+        "dense_accuracy": dense,
+        "pruned_accuracy": compressed,
+        "pruning_ratio": extra.pop("ratio", 300.0),
+        "validation": {"dense_accuracy": 0.99, "pruned_accuracy": 0.99 - 0.001 * seed},
+        "run": {
+            "command": f"python -m recipes.lenet5_mnist --flagfile=recipes/configs/x.flags "
+            f"--config=/elsewhere/x.json --seed={seed} --model_dir=runs/x_s{seed} --verbose=2",
+            "commit": "89abcdef01234567",
+            "seed": seed,
+            "finished_utc": "2026-12-07T12:00:00+00:00",
+        },
+    }
+    if "weight_data" in extra:
+        results["storage"] = {
+            "totals": {
+                "weight_data_ratio": extra.pop("weight_data"),
+                "ratio_with_indices": extra.pop("with_indices"),
+            }
+        }
+    if "tflite" in extra:
+        results["tflite"] = {"accuracy": extra.pop("tflite")}
+    assert not extra, extra
+    path = directory / name
+    path.write_text(json.dumps(results))
+    return str(path)

@@ -31,12 +31,19 @@ class Run:
     def __init__(self, path: str, results: Mapping[str, Any]):
         self.path = path
         run = results.get("run") or {}
-        self.config = _config(run.get("command", ""), path)
+        self.command = run.get("command", "")
+        self.config = _config(self.command, path)
         self.seed = run.get("seed")
         self.commit = run.get("commit")
         self.date = run.get("finished_utc", "")[:10]
         self.ratio = float(results["pruning_ratio"])
+        totals = (results.get("storage") or {}).get("totals") or {}
+        self.weight_data_ratio = totals.get("weight_data_ratio")
+        self.ratio_with_indices = totals.get("ratio_with_indices")
         self.test = (100 * results["dense_accuracy"], 100 * results["pruned_accuracy"])
+        tflite = results.get("tflite") or {}
+        # The exported file's test accuracy in the interpreter, when the run exported one.
+        self.tflite_test = None if tflite.get("accuracy") is None else 100 * tflite["accuracy"]
         validation = results.get("validation")
         self.validation = (
             (100 * validation["dense_accuracy"], 100 * validation["pruned_accuracy"])
@@ -54,10 +61,16 @@ class Run:
 
 
 def _config(command: str, path: str) -> str:
-    """The ``--config`` file's name in ``command`` (the recipe's default without one)."""
-    match = re.search(r"--config[= ](\S+)", command)
-    if match:
-        return os.path.basename(match.group(1).strip("'\""))
+    """The names of the ``--flagfile`` and ``--config`` files in ``command``, joined by ``+``
+    (the recipe's default without either)."""
+    names = [
+        os.path.basename(match.group(1).strip("'\""))
+        for flag in ("flagfile", "config")
+        for match in [re.search(rf"--{flag}[= ](\S+)", command)]
+        if match
+    ]
+    if names:
+        return " + ".join(names)
     return "default config" if command else f"unknown ({os.path.dirname(path)})"
 
 
