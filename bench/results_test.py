@@ -279,7 +279,7 @@ def test_targets_get_a_section_and_fill_the_published_rows_they_name(tmp_path):
     assert "**missed**: accuracy by 0.10 points (-0.20 against -0.10) |" in markdown
     assert "| pruning 167x | 0 | - |" in markdown and "not decided: 0 of 3 seeds" in markdown
     assert (
-        "| 1,910x | combined: 2,048.0x less weight data, -0.20 ± 0.10 test points from dense "
+        "| 1,910x | tf-admm recipe: 2,048.0x less weight data, -0.20 ± 0.10 test points from dense "
         "(3 seeds) |" in markdown
     )
     # A missing targets file is named like any missing input.

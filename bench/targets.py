@@ -273,7 +273,7 @@ def claims(results: Sequence[Result]) -> dict[str, str]:
         for key in result.target.published:
             field, what = _CLAIM_FIGURES[key]
             text = (
-                f"{result.target.name}: {_ratio_range([getattr(r, field) for r in result.runs])} "
+                f"tf-admm recipe: {_ratio_range([getattr(r, field) for r in result.runs])} "
                 f"{what}, {gap} test points from dense ({count} seed{'s' if count > 1 else ''})"
             )
             found[key] = f"{found[key]}; {text}" if key in found else text

@@ -118,9 +118,9 @@ def test_claims_fill_the_published_rows_they_name(tmp_path):
         published=("weight_data_ratio", "ratio_with_indices"),
     )
     assert targets.claims(targets.measure([target])) == {
-        "weight_data_ratio": "combined: 2,048.0x less weight data, -0.04 ± 0.01 test points "
+        "weight_data_ratio": "tf-admm recipe: 2,048.0x less weight data, -0.04 ± 0.01 test points "
         "from dense (2 seeds)",
-        "ratio_with_indices": "combined: 624.5x with indices, -0.04 ± 0.01 test points "
+        "ratio_with_indices": "tf-admm recipe: 624.5x with indices, -0.04 ± 0.01 test points "
         "from dense (2 seeds)",
     }
 
