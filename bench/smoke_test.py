@@ -206,6 +206,7 @@ def test_results_report_from_the_smoke_outputs(
             overhead=(str(smoke_dir / "overhead.json"),),
             structured=(),
             ablation=None,
+            targets=None,
             out=str(out),
         )
     )

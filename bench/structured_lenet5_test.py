@@ -96,6 +96,7 @@ def test_json_round_trip_gives_the_same_table_and_a_results_section(smoke, tmp_p
             overhead=(),
             structured=(settings.out,),
             ablation=None,
+            targets=None,
             out=str(tmp_path / "RESULTS.md"),
         )
     )

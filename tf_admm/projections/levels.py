@@ -210,13 +210,10 @@ def onto_grid(levels, bits: int, scheme: str | LevelScheme, xp=None):
 def nearest_level_in(w, levels, xp):
     """Index of the level nearest to each weight, in any array namespace (inside a step).
 
-    ``levels`` are sorted ascending: ``[m]`` for every weight, or ``[channels, m]`` with one row
-    per entry of ``w``'s last axis. The index counts the midpoints between neighbouring levels
-    that the weight passes: those below it, and one it sits on exactly when the tie goes up
-    under :func:`nearest_level_index`'s rule (toward the smaller magnitude; ``-l`` against
-    ``+l`` to ``+l``). So the two agree everywhere except among equal (duplicate) levels, where
-    the indices differ but the values do not. It compares every weight with every midpoint:
-    memory ``w.size * (m - 1)``.
+    ``levels`` are sorted ascending: ``[m]``, or ``[channels, m]`` (a row per entry of ``w``'s
+    last axis). The index counts the midpoints between levels that the weight passes (one it
+    sits on when :func:`nearest_level_index` breaks that tie upward, toward the smaller
+    magnitude or ``+l``): the same index but among equal levels. Memory ``w.size * (m - 1)``.
 
     Example:
       >>> nearest_level_in(np.array([0.2, -0.8, 3.0]), uniform_levels(0.5, 2), np)
@@ -225,18 +222,15 @@ def nearest_level_in(w, levels, xp):
     Args:
       w: weights.
       levels: the sorted levels, as above.
-      xp: the array namespace of ``w`` with ``abs``, ``expand_dims``, ``where`` and ``sum``
-        (``numpy``, ``keras.ops``, ``tf.experimental.numpy``).
+      xp: ``w``'s array namespace with ``abs``, ``expand_dims``, ``where`` and ``sum``.
 
     Returns:
       Integer indices along the last axis of ``levels``, ``w``'s shape.
     """
     lower, upper = levels[..., :-1], levels[..., 1:]
-    midpoints = (upper + lower) / 2
-    upper_wins_tie = (xp.abs(upper) < xp.abs(lower)) | (
-        (xp.abs(upper) == xp.abs(lower)) & (upper > lower)
-    )
-    wide = xp.expand_dims(w, -1)
+    size_lower, size_upper = xp.abs(lower), xp.abs(upper)
+    upper_wins_tie = (size_upper < size_lower) | ((size_upper == size_lower) & (upper > lower))
+    wide, midpoints = xp.expand_dims(w, -1), (upper + lower) / 2
     passed = (wide > midpoints) | ((wide == midpoints) & upper_wins_tie)
     return xp.sum(xp.where(passed, 1, 0), axis=-1)
 
