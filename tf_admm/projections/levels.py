@@ -40,6 +40,7 @@ __all__ = [
     "power_of_two_levels",
     "project_to_levels",
     "relative_error",
+    "tie_goes_up",
     "uniform_levels",
 ]
 
@@ -207,13 +208,19 @@ def onto_grid(levels, bits: int, scheme: str | LevelScheme, xp=None):
     return xp.maximum(scale, np.float32(SMALLEST_SCALE)) * unit
 
 
+def tie_goes_up(lower, upper, xp):
+    """Where a value midway between levels takes ``upper`` (every nearest-level search's tie
+    rule): the smaller magnitude wins, keeping Π odd on symmetric sets; ``+l`` beats ``-l``."""
+    return (xp.abs(upper) < xp.abs(lower)) | ((xp.abs(upper) == xp.abs(lower)) & (upper > lower))
+
+
 def nearest_level_in(w, levels, xp):
     """Index of the level nearest to each weight, in any array namespace (inside a step).
 
     ``levels`` are sorted ascending: ``[m]``, or ``[channels, m]`` (a row per entry of ``w``'s
     last axis). The index counts the midpoints between levels that the weight passes (one it
-    sits on when :func:`nearest_level_index` breaks that tie upward, toward the smaller
-    magnitude or ``+l``): the same index but among equal levels. Memory ``w.size * (m - 1)``.
+    sits on when :func:`tie_goes_up`): as :func:`nearest_level_index` but among equal levels;
+    memory ``w.size * (m - 1)``.
 
     Example:
       >>> nearest_level_in(np.array([0.2, -0.8, 3.0]), uniform_levels(0.5, 2), np)
@@ -228,10 +235,8 @@ def nearest_level_in(w, levels, xp):
       Integer indices along the last axis of ``levels``, ``w``'s shape.
     """
     lower, upper = levels[..., :-1], levels[..., 1:]
-    size_lower, size_upper = xp.abs(lower), xp.abs(upper)
-    upper_wins_tie = (size_upper < size_lower) | ((size_upper == size_lower) & (upper > lower))
     wide, midpoints = xp.expand_dims(w, -1), (upper + lower) / 2
-    passed = (wide > midpoints) | ((wide == midpoints) & upper_wins_tie)
+    passed = (wide > midpoints) | ((wide == midpoints) & tie_goes_up(lower, upper, xp))
     return xp.sum(xp.where(passed, 1, 0), axis=-1)
 
 
@@ -267,14 +272,9 @@ def _nearest_rows(values: tf.Tensor, levels: tf.Tensor) -> tf.Tensor:
     lower_index = upper_index - 1
     upper = tf.gather(levels, upper_index, batch_dims=1)
     lower = tf.gather(levels, lower_index, batch_dims=1)
-    to_upper = tf.abs(upper - values)
-    to_lower = tf.abs(values - lower)
-    # Ties go to the level of smaller magnitude, which keeps the projection odd (Π(-w) = -Π(w))
-    # on symmetric sets; a tie between ±l (only a kept 0.0) goes to +l.
-    upper_wins_tie = (tf.abs(upper) < tf.abs(lower)) | (
-        (tf.abs(upper) == tf.abs(lower)) & (upper > lower)
-    )
-    take_upper = (to_upper < to_lower) | ((to_upper == to_lower) & upper_wins_tie)
+    to_upper, to_lower = tf.abs(upper - values), tf.abs(values - lower)
+    tie_up = tie_goes_up(lower, upper, tf.math)
+    take_upper = (to_upper < to_lower) | ((to_upper == to_lower) & tie_up)
     return tf.where(take_upper, upper_index, lower_index)
 
 

@@ -19,6 +19,7 @@ from tf_admm.projections.levels import (
     check_bits,
     check_scheme,
     paper_grid_multipliers,
+    tie_goes_up,
     unit_levels,
 )
 
@@ -55,10 +56,8 @@ def _nearest_rows_numpy(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
     upper = np.take_along_axis(levels, upper_index, axis=1)
     lower = np.take_along_axis(levels, lower_index, axis=1)
     to_upper, to_lower = np.abs(upper - values), np.abs(values - lower)
-    upper_wins_tie = (np.abs(upper) < np.abs(lower)) | (
-        (np.abs(upper) == np.abs(lower)) & (upper > lower)
-    )
-    take_upper = (to_upper < to_lower) | ((to_upper == to_lower) & upper_wins_tie)
+    tie_up = tie_goes_up(lower, upper, np)
+    take_upper = (to_upper < to_lower) | ((to_upper == to_lower) & tie_up)
     return np.where(take_upper, upper_index, lower_index).astype(np.int32)
 
 
