@@ -22,7 +22,7 @@ from typing import Any
 
 from absl import app, flags
 
-__all__ = ["Run", "format_table", "load", "main"]
+__all__ = ["Run", "format_table", "load", "main", "points", "spread"]
 
 
 class Run:
@@ -92,16 +92,20 @@ def load(patterns: Iterable[str]) -> list[Run]:
     return sorted(runs, key=lambda r: (r.config, -1 if r.seed is None else r.seed))
 
 
-def _points(value: float | None) -> str:
-    return "" if value is None else f"{value:+.2f}"
+def points(value: float | None) -> str:
+    """A gap in points: ``+0.12``; ``0.00`` when it rounds to zero (whatever the float's sign);
+    empty for None."""
+    if value is None:
+        return ""
+    return "0.00" if round(value, 2) == 0 else f"{value:+.2f}"
 
 
-def _spread(values: Sequence[float]) -> str:
+def spread(values: Sequence[float]) -> str:
     """Mean, and ± the sample standard deviation for two or more values."""
-    mean = statistics.fmean(values)
+    mean = points(statistics.fmean(values))
     if len(values) < 2:
-        return f"{mean:+.2f}"
-    return f"{mean:+.2f} ± {statistics.stdev(values):.2f}"
+        return mean
+    return f"{mean} ± {statistics.stdev(values):.2f}"
 
 
 def format_table(runs: Sequence[Run]) -> str:
@@ -115,9 +119,9 @@ def format_table(runs: Sequence[Run]) -> str:
         validation = "" if run.validation is None else "{:.2f} → {:.2f}".format(*run.validation)
         lines.append(
             f"| {run.config} | {'' if run.seed is None else run.seed} | {run.ratio:.1f}x | "
-            f"{validation} | {_points(run.validation_gap)} | "
+            f"{validation} | {points(run.validation_gap)} | "
             "{:.2f} → {:.2f}".format(*run.test)
-            + f" | {_points(run.test_gap)} | {(run.commit or '')[:8]} | {run.date} |"
+            + f" | {points(run.test_gap)} | {(run.commit or '')[:8]} | {run.date} |"
         )
     lines += [
         "",
@@ -129,8 +133,8 @@ def format_table(runs: Sequence[Run]) -> str:
         group = [run for run in runs if run.config == config]
         validation = [r.validation_gap for r in group if r.validation_gap is not None]
         lines.append(
-            f"| {config} | {len(group)} | {_spread(validation) if validation else ''} | "
-            f"{_spread([r.test_gap for r in group])} |"
+            f"| {config} | {len(group)} | {spread(validation) if validation else ''} | "
+            f"{spread([r.test_gap for r in group])} |"
         )
     return "\n".join(lines)
 

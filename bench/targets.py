@@ -99,11 +99,6 @@ def load(path: str) -> list[Target]:
         return [Target.from_config(c) for c in json.load(f)["targets"]]
 
 
-def _smallest(runs: Sequence[seeds.Run], field: str) -> float | None:
-    values = [getattr(r, field) for r in runs]
-    return None if not values or None in values else min(values)
-
-
 @dataclasses.dataclass(frozen=True)
 class Result:
     """A target and its runs (accuracy gaps in points)."""
@@ -122,7 +117,8 @@ class Result:
     def smallest(self, field: str) -> float | None:
         """The smallest ``field`` (``ratio``, ``weight_data_ratio``, ``ratio_with_indices``)
         over the runs; None if a run lacks it."""
-        return _smallest(self.runs, field)
+        values = [getattr(r, field) for r in self.runs]
+        return None if not values or None in values else min(values)
 
     def shortfalls(self) -> list[str]:
         """What the runs miss, each with by how much; empty when the target is met."""
@@ -180,19 +176,6 @@ HEADER = (
 )
 
 
-def _points(value: float) -> str:
-    """``+0.12``; a value that rounds to zero is ``0.00`` whatever its sign."""
-    return "0.00" if round(value, 2) == 0 else f"{value:+.2f}"
-
-
-def _spread(values: Sequence[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return _points(values[0])
-    return f"{_points(statistics.fmean(values))} ± {statistics.stdev(values):.2f}"
-
-
 def _command(command: str, config: str | None) -> str:
     """``command`` with the seed as ``S``, the model directory as ``DIR`` and, given
     ``config``, that file as its ``--config``."""
@@ -228,7 +211,7 @@ def _row(result: Result, out: str) -> tuple[str, ...]:
         )
     exported = [r.tflite_test - r.test[1] for r in runs if r.tflite_test is not None]
     worst = max(exported, key=abs) if exported else None
-    litert = "-" if worst is None else f"{_points(worst)} ({len(exported)} files)"
+    litert = "-" if worst is None else f"{seeds.points(worst)} ({len(exported)} files)"
     validation = [r.validation_gap for r in runs if r.validation_gap is not None]
     commands = dict.fromkeys(_command(r.command, target.config) for r in runs)
     stamps = dict.fromkeys(f"{(r.commit or '?')[:8]} {r.date}" for r in runs)
@@ -237,8 +220,8 @@ def _row(result: Result, out: str) -> tuple[str, ...]:
         ", ".join(str(r.seed) for r in runs),
         _ratio_range([r.ratio for r in runs]),
         storage,
-        _spread(validation),
-        _spread(result.test_gaps),
+        seeds.spread(validation) if validation else "-",
+        seeds.spread(result.test_gaps),
         litert,
         result.verdict(),
         "<br>".join(f"`{c}`" for c in commands),
@@ -268,7 +251,7 @@ def claims(results: Sequence[Result]) -> dict[str, str]:
     for result in results:
         if not result.runs:
             continue
-        gap = _spread(result.test_gaps)
+        gap = seeds.spread(result.test_gaps)
         count = len(result.runs)
         for key in result.target.published:
             field, what = _CLAIM_FIGURES[key]
