@@ -35,7 +35,9 @@ def _zero_rows(model, name, rows):
 
 def _same_outputs(small, model):
     x = np.random.default_rng(1).normal(size=(4, 12, 12, 1)).astype(np.float32)
-    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=0, atol=1e-5)
+    # Outputs reach ~800 here; removing channels changes the order of float32 sums, which moves
+    # them by a few ulps (6e-5 on an AMD EPYC CI machine): a relative bound, not an absolute one.
+    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=2e-6, atol=1e-5)
 
 
 def test_zero_input_columns_of_a_dense_remove_the_units_feeding_them():
