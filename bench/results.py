@@ -208,13 +208,7 @@ def run(settings: Settings) -> dict[str, Any]:
             missing.append(("targets", settings.targets))
     claims = targets.claims(measured) if measured else None
     lines += results_sections.published(frontiers, combined, recipe, claims)
-    if measured:
-        lines += [
-            "## The recipes against their targets",
-            "",
-            targets.format_markdown(measured, settings.out),
-            "",
-        ]
+    lines += results_sections.recipe_targets(measured or [], settings.out)
     shown: set[str | None] = set()
     for doc in frontiers:
         variant = fmt.dataset(doc) in shown  # Another protocol of a dataset already shown.

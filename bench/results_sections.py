@@ -1,6 +1,6 @@
 """The sections of ``docs/RESULTS.md`` (:mod:`bench.results`), each a list of Markdown lines:
-the published numbers beside ours, one section per benchmark output, the ablation, the
-shortfalls and the run-to-run noise.
+the published numbers beside ours, the recipes against their targets, one section per benchmark
+output, the ablation, the shortfalls and the run-to-run noise.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from bench import (
     results_recipe,
     structured_table,
     tables,
+    targets,
 )
 from bench import results_format as fmt
 
@@ -29,6 +30,7 @@ __all__ = [
     "noise",
     "overhead",
     "published",
+    "recipe_targets",
     "shortfall",
     "structured",
 ]
@@ -162,6 +164,14 @@ def published(
         fmt.table(("source", "what", "published", "ours"), rows),
         "",
     ]
+
+
+def recipe_targets(measured: Sequence[targets.Result], out: str) -> list[str]:
+    """What the shipped recipes must show and their verdicts (:mod:`bench.targets`); nothing
+    when no target was measured."""
+    if not measured:
+        return []
+    return ["## The recipes against their targets", "", targets.format_markdown(measured, out), ""]
 
 
 def frontier_variant(doc: Mapping[str, Any]) -> tuple[str, str]:
