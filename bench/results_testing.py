@@ -232,20 +232,30 @@ def write(directory, name, doc):
 
 
 def recipe_run(directory, name, seed, dense, compressed, **extra):
-    """A recipe ``results.json`` (the fields bench.seeds reads) at ``directory/name``."""
+    """A recipe ``results.json`` (the fields bench.seeds reads) at ``directory/name``.
+
+    ``extra``: ``ratio``; ``validation`` (dense, compressed; None for none); ``flagfile`` (None
+    for none) and ``config`` name the run's config; ``weight_data`` with ``with_indices``;
+    ``tflite`` (its test accuracy).
+    """
+    validation = extra.pop("validation", (0.99, 0.99 - 0.001 * seed))
+    flagfile = extra.pop("flagfile", "recipes/configs/x.flags")
+    config = extra.pop("config", "/elsewhere/x.json")
     results = {
         "dense_accuracy": dense,
         "pruned_accuracy": compressed,
         "pruning_ratio": extra.pop("ratio", 300.0),
-        "validation": {"dense_accuracy": 0.99, "pruned_accuracy": 0.99 - 0.001 * seed},
         "run": {
-            "command": f"python -m recipes.lenet5_mnist --flagfile=recipes/configs/x.flags "
-            f"--config=/elsewhere/x.json --seed={seed} --model_dir=runs/x_s{seed} --verbose=2",
+            "command": "python -m recipes.lenet5_mnist "
+            + (f"--flagfile={flagfile} " if flagfile else "")
+            + f"--config={config} --seed={seed} --model_dir=runs/x_s{seed} --verbose=2",
             "commit": "89abcdef01234567",
             "seed": seed,
             "finished_utc": "2026-12-07T12:00:00+00:00",
         },
     }
+    if validation:
+        results["validation"] = dict(zip(("dense_accuracy", "pruned_accuracy"), validation))
     if "weight_data" in extra:
         results["storage"] = {
             "totals": {

@@ -1,47 +1,41 @@
 """bench.seeds: one row per recipe run, the mean gap to dense per config over its seeds."""
 
-import json
-
 import pytest
 
 from bench import seeds
+from bench.results_testing import recipe_run
 
 
 def _write(directory, config, seed, dense, pruned, validation=None):
-    directory.mkdir()
-    results = {
-        "dense_accuracy": dense,
-        "pruned_accuracy": pruned,
-        "pruning_ratio": 167.02,
-        "run": {
-            "command": f"python -m recipes.lenet5_mnist --config=recipes/configs/{config} "
-            f"--seed={seed}",
-            "commit": "0123456789abcdef",
-            "seed": seed,
-            "finished_utc": "2026-12-03T12:00:00+00:00",
-        },
-    }
-    if validation:
-        results["validation"] = dict(zip(("dense_accuracy", "pruned_accuracy"), validation))
-    (directory / "results.json").write_text(json.dumps(results))
+    return recipe_run(
+        directory,
+        f"{config}_s{seed}.json",
+        seed,
+        dense,
+        pruned,
+        ratio=167.02,
+        validation=validation,
+        flagfile=None,
+        config=f"recipes/configs/{config}",
+    )
 
 
 def test_table_has_a_row_per_run_and_the_mean_and_spread_of_the_gaps_per_config(tmp_path):
-    _write(tmp_path / "a1", "a.json", 1, 0.9920, 0.9910, (0.9910, 0.9890))
-    _write(tmp_path / "a0", "a.json", 0, 0.9920, 0.9900, (0.9914, 0.9894))
-    _write(tmp_path / "a2", "a.json", 2, 0.9930, 0.9930, (0.9920, 0.9920))
-    _write(tmp_path / "b0", "b.json", 0, 0.9920, 0.9880)
-    runs = seeds.load([str(tmp_path / "*" / "results.json")])
+    _write(tmp_path, "a.json", 1, 0.9920, 0.9910, (0.9910, 0.9890))
+    _write(tmp_path, "a.json", 0, 0.9920, 0.9900, (0.9914, 0.9894))
+    _write(tmp_path, "a.json", 2, 0.9930, 0.9930, (0.9920, 0.9920))
+    _write(tmp_path, "b.json", 0, 0.9920, 0.9880)
+    runs = seeds.load([str(tmp_path / "*.json")])
     assert [(r.config, r.seed) for r in runs] == [("a.json", 0), ("a.json", 1), ("a.json", 2)] + [
         ("b.json", 0)
     ]
     table = seeds.format_table(runs).splitlines()
     assert table[2] == (
-        "| a.json | 0 | 167.0x | 99.14 → 98.94 | -0.20 | 99.20 → 99.00 | -0.20 | 01234567 | "
-        "2026-12-03 |"
+        "| a.json | 0 | 167.0x | 99.14 → 98.94 | -0.20 | 99.20 → 99.00 | -0.20 | 89abcdef | "
+        "2026-12-07 |"
     )
     assert (
-        table[5] == "| b.json | 0 | 167.0x |  |  | 99.20 → 98.80 | -0.40 | 01234567 | 2026-12-03 |"
+        table[5] == "| b.json | 0 | 167.0x |  |  | 99.20 → 98.80 | -0.40 | 89abcdef | 2026-12-07 |"
     )
     # Test gaps -0.20, -0.10, 0.00: mean -0.10, sample sd 0.10; validation -0.20, -0.20, 0.
     assert table[-2] == "| a.json | 3 | -0.13 ± 0.12 | -0.10 ± 0.10 |"
