@@ -5,15 +5,19 @@ A recipe defines its flags with its own defaults (:func:`define_image_flags`, un
 (:func:`image_settings_from_flags`; :func:`default_image_settings` gives the same without
 parsing, for tests) and runs :func:`main_for`'s ``main`` with ``app.run``.
 
-Example (``recipes/vgg16_cifar10.py``):
+:class:`ImageRecipe` bundles the four for a recipe module (``recipes/vgg16_cifar10.py``):
+
+    RECIPE = image_flags.ImageRecipe(TASK, DEFAULTS, __name__)
+    settings, run, define_flags = RECIPE.settings, RECIPE.run, RECIPE.define_flags
 
     if __name__ == "__main__":
-        app.run(image_flags.main_for(TASK, define_flags()))
+        app.run(RECIPE.main())
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +29,7 @@ from recipes.image_task import ImageSettings, ImageTask
 
 __all__ = [
     "ImageFlags",
+    "ImageRecipe",
     "default_image_settings",
     "define_image_flags",
     "image_settings_from_flags",
@@ -234,3 +239,40 @@ def main_for(task: ImageTask, values: ImageFlags) -> Callable[[Sequence[str]], N
             raise app.UsageError(str(error)) from None
 
     return main
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecipe:
+    """A recipe module's entry points: its ``task`` with its flags' ``defaults`` (the keyword
+    arguments of :func:`define_image_flags`); ``module`` (the recipe's ``__name__``) gets the
+    flags as its own, which ``--helpshort`` lists."""
+
+    task: ImageTask
+    defaults: dict[str, Any]
+    module: str
+
+    def settings(self, **overrides: Any) -> ImageSettings:
+        """The recipe's settings with its flags' defaults, and ``overrides``."""
+        return default_image_settings(self.defaults, **overrides)
+
+    def run(self, settings: ImageSettings) -> dict[str, Any]:
+        """Runs the whole recipe and returns its results (also written to results.json)."""
+        return image_recipe.run_image_recipe(self.task, settings)
+
+    def define_flags(self, flag_values: flags.FlagValues = flags.FLAGS) -> ImageFlags:
+        """Defines the recipe's flags in ``flag_values`` (done under ``__main__``)."""
+        values = define_image_flags(**self.defaults, flag_values=flag_values)
+        # absl knows the main module by its path (sys.argv[0]) and --helpshort asks for that.
+        module = sys.argv[0] if self.module == "__main__" else self.module
+        for holder in values.holders.values():
+            flag_values.register_key_flag_for_module(module, flag_values[holder.name])
+        return values
+
+    @staticmethod
+    def settings_from_flags(values: ImageFlags) -> ImageSettings:
+        """Settings from parsed flags; a bad ``--config`` is a usage error."""
+        return image_settings_from_flags(values)
+
+    def main(self) -> Callable[[Sequence[str]], None]:
+        """The ``app.run`` main of the recipe, with its flags defined in ``flags.FLAGS``."""
+        return main_for(self.task, self.define_flags())

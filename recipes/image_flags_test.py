@@ -1,12 +1,13 @@
 """Tests for recipes.image_flags: flags, the settings they give, and main."""
 
 import json
+import sys
 
 import pytest
 from absl import app, flags
 
 import tf_admm
-from recipes import image_flags, vgg16_cifar10
+from recipes import alexnet_imagenet, image_flags, vgg16_cifar10
 
 
 def _parse(argv):
@@ -41,6 +42,15 @@ def test_the_flags_are_listed_as_the_recipes_own():
     vgg16_cifar10.define_flags(flag_values)
     own = {flag.name for flag in flag_values.get_key_flags_for_module(vgg16_cifar10.__name__)}
     assert {"config", "model_dir", "synthetic_data", "retrain_epochs"} <= own
+
+
+def test_run_as_main_the_flags_belong_to_the_script_path_helpshort_lists(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/somewhere/recipes/alexnet_imagenet.py"])
+    recipe = image_flags.ImageRecipe(alexnet_imagenet.TASK, alexnet_imagenet.DEFAULTS, "__main__")
+    flag_values = flags.FlagValues()
+    recipe.define_flags(flag_values)
+    own = {f.name for f in flag_values.get_key_flags_for_module(sys.argv[0])}
+    assert own == set(flag_values) and "config" in own
 
 
 def test_main_rejects_stray_arguments():

@@ -24,9 +24,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from absl import app, flags
+from absl import app
 
-from recipes import image_flags, image_recipe, image_task, models
+from recipes import image_flags, image_task, models
 from tf_admm.compat import tf
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
@@ -81,30 +81,12 @@ TASK = image_task.ImageTask(
 )
 
 Settings = image_task.ImageSettings
-
-
-def settings(**overrides: Any) -> image_task.ImageSettings:
-    """The recipe's settings with its flags' defaults, and ``overrides``."""
-    return image_flags.default_image_settings(DEFAULTS, **overrides)
-
-
-def run(run_settings: image_task.ImageSettings) -> dict[str, Any]:
-    """Runs the whole recipe and returns its results (also written to results.json)."""
-    return image_recipe.run_image_recipe(TASK, run_settings)
-
-
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> image_flags.ImageFlags:
-    """Defines the recipe's flags in ``flag_values`` (done under ``__main__``)."""
-    values = image_flags.define_image_flags(**DEFAULTS, flag_values=flag_values)
-    # Listed by --helpshort as this module's own flags.
-    flags.adopt_module_key_flags(image_flags, flag_values=flag_values)
-    return values
-
-
-def settings_from_flags(values: image_flags.ImageFlags) -> image_task.ImageSettings:
-    """Settings from parsed flags; a bad ``--config`` is a usage error."""
-    return image_flags.image_settings_from_flags(values)
+RECIPE = image_flags.ImageRecipe(TASK, DEFAULTS, __name__)
+settings = RECIPE.settings
+run = RECIPE.run
+define_flags = RECIPE.define_flags
+settings_from_flags = RECIPE.settings_from_flags
 
 
 if __name__ == "__main__":
-    app.run(image_flags.main_for(TASK, define_flags()))
+    app.run(RECIPE.main())
