@@ -39,6 +39,8 @@ __all__ = [
     "allocate_by_sensitivity",
     "keep_for_ratio",
     "lamp_scores",
+    "loss_increase",
+    "saturated",
 ]
 
 
@@ -178,6 +180,39 @@ def allocate(
 BUDGET_UNITS = 4096
 
 
+def loss_increase(curve: Sequence[tuple[int, float]], kept) -> np.ndarray:
+    """The loss increase a measured ``curve`` (``(kept, increase)`` pairs) gives ``kept`` counts:
+    linear in ``log(kept)`` between measured points, made non-increasing in ``kept`` (keeping
+    more never costs more), held at the end points' values beyond them."""
+    points = sorted((int(k), float(v)) for k, v in curve)
+    xs = np.log([p[0] for p in points])
+    ys = np.minimum.accumulate(np.array([p[1] for p in points]))
+    return np.interp(np.log(np.asarray(kept, dtype=np.float64)), xs, ys, left=ys[0], right=ys[-1])
+
+
+def saturated(
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    counts: Mapping[str, int],
+    fraction: float = 0.9,
+) -> dict[str, tuple[float, float]]:
+    """Layers whose chosen count costs at least ``fraction`` of the most any count of them costs.
+
+    There the one-layer curves have flattened (the layer alone already ruins the model, about
+    ``log(classes)`` for a classifier), so summing them no longer ranks the layers: the split
+    can starve such a layer for a small saving elsewhere.
+
+    Returns:
+      Layer name -> (increase at its count, largest increase on its curve).
+    """
+    found = {}
+    for name, count in counts.items():
+        worst = max(float(v) for _, v in curves[name])
+        at = float(loss_increase(curves[name], [count])[0])
+        if worst > 0 and at >= fraction * worst:
+            found[name] = (at, worst)
+    return found
+
+
 def allocate_by_sensitivity(
     sizes: Mapping[str, int],
     curves: Mapping[str, Sequence[tuple[int, float]]],
@@ -222,11 +257,7 @@ def allocate_by_sensitivity(
             )
         top = min(sizes[name], keep - others)
         kept = np.unique(np.geomspace(floor, top, 256).round().astype(np.int64))
-        xs = np.log([p[0] for p in points])
-        ys = np.array([p[1] for p in points])
-        # Monotone: keeping more weights never costs more than keeping fewer.
-        ys = np.minimum.accumulate(ys)
-        grids[name] = (kept, np.interp(np.log(kept), xs, ys, left=ys[0], right=ys[-1]))
+        grids[name] = (kept, loss_increase(points, kept))
 
     units = min(keep, BUDGET_UNITS)
     unit = keep / units

@@ -145,3 +145,23 @@ def test_sensitivity_on_measured_non_convex_curves_beats_every_split_on_a_grid()
     )
     assert _summed_increase(counts) <= best + 1e-9
     assert min(counts.values()) > 100  # Every layer gets a real share, none is starved.
+
+
+def test_loss_increase_is_linear_in_log_kept_monotone_and_held_beyond_the_ends():
+    curve = [(100, 0.0), (1, 2.0), (10, 0.5), (1000, 0.1)]  # Unsorted; 1000 costs more than 100.
+    got = allocation.loss_increase(curve, [1, np.sqrt(10), 10, 1000, 5000])
+    # Halfway between 1 and 10 in log(kept): (2.0 + 0.5) / 2; keeping 1000 is held to 100's 0.
+    np.testing.assert_allclose(got, [2.0, 1.25, 0.5, 0.0, 0.0])
+    assert allocation.loss_increase(curve, [0.5])[0] == 2.0
+
+
+def test_saturated_names_the_layer_a_300x_split_of_lenet5_starves():
+    at_167x = allocation.allocate_by_sensitivity(LENET5_SIZES, LENET5_CURVES, keep=2_578)
+    assert allocation.saturated(LENET5_CURVES, at_167x) == {}
+    at_300x = allocation.allocate_by_sensitivity(LENET5_SIZES, LENET5_CURVES, keep=1_435)
+    assert at_300x["fc1"] < 100  # fc1 keeps fewer than 100 of 400,000 weights ...
+    found = allocation.saturated(LENET5_CURVES, at_300x)
+    assert list(found) == ["fc1"]  # ... because alone it costs nearly all it can there.
+    at, worst = found["fc1"]
+    assert worst == 2.27 and 0.9 * 2.27 <= at < 2.27
+    assert allocation.saturated(LENET5_CURVES, at_300x, fraction=0.99) == {}

@@ -111,4 +111,17 @@ def sensitivity_allocation(
     keep = allocation.keep_for_ratio(sum(sizes.values()), spec.target_ratio, layers=len(sizes))
     counts = allocation.allocate_by_sensitivity(sizes, curves, keep)
     logging.info("Sensitivity allocation of %d kept weights: %s", keep, counts)
+    flat = allocation.saturated(curves, counts)
+    if flat:
+        logging.warning(
+            "Sensitivity allocation at %gx: %s. Pruned alone to these counts the layers "
+            "already cost nearly all they can, so the summed one-layer curves no longer rank "
+            "them and the split may starve a layer; allocation='lamp' does not measure curves.",
+            spec.target_ratio,
+            "; ".join(
+                f"{name} keeps {counts[name]:,} at a loss increase of {at:+.3g}, "
+                f"{100 * at / worst:.0f}% of its largest ({worst:+.3g})"
+                for name, (at, worst) in flat.items()
+            ),
+        )
     return dataclasses.replace(spec, allocation=Allocation.SENSITIVITY, allocated=counts)

@@ -140,3 +140,22 @@ def test_sensitivity_allocation_measures_on_a_copy_and_wrap_uses_it():
     assert dict(spec.allocated) == allocation.allocate_by_sensitivity(sizes, curves, 124)
     model = tf_admm.admm_wrap(dense, spec)
     assert dict(model.spec.allocated) == dict(spec.allocated)
+
+
+def test_sensitivity_allocation_warns_when_the_one_layer_curves_have_flattened(monkeypatch):
+    from absl import logging as absl_logging
+
+    from tf_admm import sensitivity
+    from tf_admm.allocation_test import LENET5_CURVES
+
+    curves = {f"{name}/kernel": curve for name, curve in LENET5_CURVES.items()}
+    monkeypatch.setattr(sensitivity, "sensitivity_curves", lambda *args: curves)
+    warnings = []
+    monkeypatch.setattr(absl_logging, "warning", lambda text, *args: warnings.append(text % args))
+    spec = tf_admm.sensitivity_allocation(None, tf_admm.Spec(target_ratio=167), None)
+    assert sum(spec.allocated.values()) == 2_578 and warnings == []
+    spec = tf_admm.sensitivity_allocation(None, tf_admm.Spec(target_ratio=300), None)
+    assert spec.allocated["fc1/kernel"] < 100
+    assert len(warnings) == 1
+    assert warnings[0].startswith("Sensitivity allocation at 300x: fc1/kernel keeps ")
+    assert "allocation='lamp'" in warnings[0] and "conv" not in warnings[0]
