@@ -146,16 +146,19 @@ def test_sensitivity_allocation_warns_when_the_one_layer_curves_have_flattened(m
     from absl import logging as absl_logging
 
     from tf_admm import sensitivity
-    from tf_admm.allocation_test import LENET5_CURVES
 
-    curves = {f"{name}/kernel": curve for name, curve in LENET5_CURVES.items()}
+    curves = {  # Loss increase of each layer pruned alone to so many weights.
+        "small/kernel": [(1, 2.0), (10, 1.0), (50, 0.1), (100, 0.0)],
+        "large/kernel": [(1, 2.3), (1000, 2.2), (5000, 0.5), (10_000, 0.0)],  # Flat below 1,000.
+    }
     monkeypatch.setattr(sensitivity, "sensitivity_curves", lambda *args: curves)
     warnings = []
     monkeypatch.setattr(absl_logging, "warning", lambda text, *args: warnings.append(text % args))
-    spec = tf_admm.sensitivity_allocation(None, tf_admm.Spec(target_ratio=167), None)
-    assert sum(spec.allocated.values()) == 2_578 and warnings == []
-    spec = tf_admm.sensitivity_allocation(None, tf_admm.Spec(target_ratio=300), None)
-    assert spec.allocated["fc1/kernel"] < 100
+    spec = tf_admm.sensitivity_allocation(None, tf_admm.Spec(target_ratio=2), None)
+    assert sum(spec.allocated.values()) == 5_050 and warnings == []
+    spec = tf_admm.sensitivity_allocation(None, tf_admm.Spec(target_ratio=100), None)
+    assert spec.allocated == {"small/kernel": 91, "large/kernel": 10}
     assert len(warnings) == 1
-    assert warnings[0].startswith("Sensitivity allocation at 300x: fc1/kernel keeps ")
-    assert "allocation='lamp'" in warnings[0] and "conv" not in warnings[0]
+    assert warnings[0].startswith("Sensitivity allocation at 100x: large/kernel keeps ")
+    assert "of its largest (+2.3)" in warnings[0] and "small/kernel" not in warnings[0]
+    assert "allocation='lamp'" in warnings[0]
