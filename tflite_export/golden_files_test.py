@@ -161,7 +161,7 @@ def _decided_fields(fields: dict) -> dict:
 
 def export_hashes(names: Iterator[str] | None = None) -> dict[str, dict]:
     """Per case (all, or those ``names``): sha256 of the file and of its report's JSON (the
-    path left out), and the file's size."""
+    path and the measured check errors left out: :func:`_decided_fields`), and the file's size."""
     wanted = None if names is None else set(names)
     found = {}
     with tempfile.TemporaryDirectory() as directory:
